@@ -1,0 +1,7 @@
+//! The data model: identifiers, value types and the records kept in the cluster store.
+
+mod ids;
+mod records;
+
+pub use ids::{EndpointId, HostId, MacAddr, NetworkId, Vni};
+pub use records::{Endpoint, Host, Network, PoolConfig, Record, SCHEMA};

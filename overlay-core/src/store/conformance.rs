@@ -1,0 +1,1 @@
+//! The conformance suite every [`KvStore`](super::KvStore) backend must pass.
