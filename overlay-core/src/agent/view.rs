@@ -6,18 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use crate::model::keys::{endpoint as endpoint_key, endpoints as endpoints_prefix};
 use crate::model::{Endpoint, EndpointId, HostId, MacAddr, NetworkId, Record};
 use crate::store::{KeyValue, WatchEvent};
-
-/// The store key of an endpoint record.
-pub fn endpoint_key(network: &NetworkId, endpoint: &EndpointId) -> String {
-    format!("endpoints/{network}/{endpoint}")
-}
-
-/// The store prefix holding a network's endpoints.
-pub fn endpoints_prefix(network: &NetworkId) -> String {
-    format!("endpoints/{network}")
-}
 
 /// A remote container as the data plane needs it: its address and MAC, and the VTEP of the
 /// host it lives on.
@@ -31,13 +22,22 @@ pub struct RemotePeer {
     pub vtep: IpAddr,
 }
 
-/// What changed in a view after applying an event.
+/// What changed in a view after applying an event or a fresh listing.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Change {
-    /// The endpoint set changed (names or peers may need an update).
-    pub changed: bool,
+    /// Endpoints that appeared or changed.
+    pub up: Vec<Endpoint>,
+    /// Endpoints that went away (as they were).
+    pub down: Vec<Endpoint>,
     /// The store lost history: the caller must re-list and [`NetworkView::replace`].
     pub resync: bool,
+}
+
+impl Change {
+    /// Whether the endpoint set changed (names or peers may need an update).
+    pub fn changed(&self) -> bool {
+        !self.up.is_empty() || !self.down.is_empty()
+    }
 }
 
 /// Endpoints of one network, by id.
@@ -63,53 +63,45 @@ impl NetworkView {
         }
     }
 
-    /// Replaces the whole view with a fresh listing; returns whether anything differs.
-    pub fn replace(&mut self, network: &NetworkId, kvs: &[KeyValue]) -> bool {
-        let fresh: BTreeMap<_, _> = kvs
-            .iter()
-            .filter_map(|kv| Self::decode(network, kv))
-            .map(|ep| (ep.id, ep))
-            .collect();
-        let changed = fresh != self.endpoints;
+    /// Replaces the whole view with a fresh listing.
+    pub fn replace(&mut self, network: &NetworkId, kvs: &[KeyValue]) -> Change {
+        let fresh: BTreeMap<_, _> =
+            kvs.iter().filter_map(|kv| Self::decode(network, kv)).map(|ep| (ep.id, ep)).collect();
+        let up =
+            fresh.values().filter(|ep| self.endpoints.get(&ep.id) != Some(*ep)).cloned().collect();
+        let down =
+            self.endpoints.values().filter(|ep| !fresh.contains_key(&ep.id)).cloned().collect();
         self.endpoints = fresh;
-        changed
+        Change { up, down, resync: false }
+    }
+
+    /// Adds or replaces an endpoint this host just published, ahead of its watch event.
+    pub fn insert(&mut self, ep: Endpoint) {
+        self.endpoints.insert(ep.id, ep);
     }
 
     /// Applies one watch event.
     pub fn apply(&mut self, network: &NetworkId, event: &WatchEvent) -> Change {
         match event {
             WatchEvent::Put(kv) => match Self::decode(network, kv) {
+                Some(ep) if self.endpoints.get(&ep.id) == Some(&ep) => Change::default(),
                 Some(ep) => {
-                    let changed = self.endpoints.get(&ep.id) != Some(&ep);
-                    self.endpoints.insert(ep.id, ep);
-                    Change {
-                        changed,
-                        resync: false,
-                    }
+                    self.endpoints.insert(ep.id, ep.clone());
+                    Change { up: vec![ep], ..Change::default() }
                 }
                 // A record that stopped decoding no longer describes a live endpoint.
-                None => Change {
-                    changed: self.remove_key(&kv.key),
-                    resync: false,
-                },
+                None => self.remove_key(&kv.key),
             },
-            WatchEvent::Delete { key, .. } => Change {
-                changed: self.remove_key(key),
-                resync: false,
-            },
-            WatchEvent::Resync { .. } => Change {
-                changed: false,
-                resync: true,
-            },
+            WatchEvent::Delete { key, .. } => self.remove_key(key),
+            WatchEvent::Resync { .. } => Change { resync: true, ..Change::default() },
         }
     }
 
-    fn remove_key(&mut self, key: &str) -> bool {
-        let id = key
-            .rsplit('/')
-            .next()
-            .and_then(|s| s.parse::<EndpointId>().ok());
-        id.is_some_and(|id| self.endpoints.remove(&id).is_some())
+    /// Removes the endpoint stored under `key`.
+    pub fn remove_key(&mut self, key: &str) -> Change {
+        let id = key.rsplit('/').next().and_then(|s| s.parse::<EndpointId>().ok());
+        let gone = id.and_then(|id| self.endpoints.remove(&id));
+        Change { down: gone.into_iter().collect(), ..Change::default() }
     }
 
     /// Every endpoint, local and remote.
@@ -125,11 +117,7 @@ impl NetworkView {
             .flat_map(|ep| {
                 let v4 = ep.ipv4.map(|a| IpAddr::V4(a.addr()));
                 let v6 = ep.ipv6.map(|a| IpAddr::V6(a.addr()));
-                v4.into_iter().chain(v6).map(|ip| RemotePeer {
-                    ip,
-                    mac: ep.mac,
-                    vtep: ep.vtep,
-                })
+                v4.into_iter().chain(v6).map(|ip| RemotePeer { ip, mac: ep.mac, vtep: ep.vtep })
             })
             .collect()
     }
@@ -153,23 +141,16 @@ mod tests {
             ipv6: None,
             mac: MacAddr::from_ipv4(ipv4.addr()),
             host: HostId::new(host).unwrap(),
-            vtep: if host == "h1" {
-                "192.0.2.1"
-            } else {
-                "192.0.2.2"
-            }
-            .parse()
-            .unwrap(),
+            vtep: if host == "h1" { "192.0.2.1" } else { "192.0.2.2" }.parse().unwrap(),
             sticky: false,
+            ifname: "eth0".into(),
+            netns: None,
+            hosts_file: None,
         }
     }
 
     fn kv(e: &Endpoint, version: u64) -> KeyValue {
-        KeyValue {
-            key: endpoint_key(&e.network, &e.id),
-            value: e.encode(),
-            version,
-        }
+        KeyValue { key: endpoint_key(&e.network, &e.id), value: e.encode(), version }
     }
 
     #[test]
@@ -177,33 +158,18 @@ mod tests {
         let net = NetworkId::random();
         let (a, b) = (ep(net, "h1", "10.0.0.2/24"), ep(net, "h2", "10.0.0.3/24"));
         let mut v = NetworkView::default();
-        assert!(v.replace(&net, &[kv(&a, 1)]));
-        assert!(
-            !v.replace(&net, &[kv(&a, 1)]),
-            "same listing changes nothing"
-        );
+        assert_eq!(v.replace(&net, &[kv(&a, 1)]).up, vec![a.clone()]);
+        assert!(!v.replace(&net, &[kv(&a, 1)]).changed(), "same listing changes nothing");
         let put = WatchEvent::Put(kv(&b, 2));
-        assert_eq!(
-            v.apply(&net, &put),
-            Change {
-                changed: true,
-                resync: false
-            }
-        );
-        assert!(
-            !v.apply(&net, &put).changed,
-            "a repeated event changes nothing"
-        );
+        assert_eq!(v.apply(&net, &put), Change { up: vec![b.clone()], ..Change::default() });
+        assert!(!v.apply(&net, &put).changed(), "a repeated event changes nothing");
 
         let me = HostId::new("h1").unwrap();
         let live: BTreeSet<_> = [HostId::new("h1").unwrap(), HostId::new("h2").unwrap()].into();
         let peers = v.remote_peers(&me, &live);
         assert_eq!(peers.len(), 1);
         assert_eq!(peers.first().unwrap().vtep, b.vtep);
-        assert!(
-            v.remote_peers(&me, &[me.clone()].into()).is_empty(),
-            "dead hosts give no peers"
-        );
+        assert!(v.remote_peers(&me, &[me.clone()].into()).is_empty(), "dead hosts give no peers");
 
         // Corrupt, foreign and newer-schema records are skipped, never fatal.
         let foreign = KeyValue {
@@ -211,7 +177,7 @@ mod tests {
             value: b"{".to_vec(),
             version: 3,
         };
-        assert!(!v.apply(&net, &WatchEvent::Put(foreign)).changed);
+        assert!(!v.apply(&net, &WatchEvent::Put(foreign)).changed());
         let mut newer = serde_json::to_value(&a).unwrap();
         newer["schema"] = 99.into();
         let newer = KeyValue {
@@ -219,26 +185,13 @@ mod tests {
             value: serde_json::to_vec(&newer).unwrap(),
             version: 4,
         };
-        assert!(
-            v.apply(&net, &WatchEvent::Put(newer)).changed,
-            "an endpoint that stops decoding goes"
-        );
+        let gone = v.apply(&net, &WatchEvent::Put(newer));
+        assert_eq!(gone.down, vec![a.clone()], "an endpoint that stops decoding goes");
         assert_eq!(v.endpoints().count(), 1);
 
-        let del = WatchEvent::Delete {
-            key: endpoint_key(&net, &b.id),
-            version: 5,
-        };
-        assert!(v.apply(&net, &del).changed);
+        let del = WatchEvent::Delete { key: endpoint_key(&net, &b.id), version: 5 };
+        assert_eq!(v.apply(&net, &del).down, vec![b.clone()]);
         assert_eq!(v.endpoints().count(), 0);
-        assert!(
-            v.apply(
-                &net,
-                &WatchEvent::Resync {
-                    reason: "gap".into()
-                }
-            )
-            .resync
-        );
+        assert!(v.apply(&net, &WatchEvent::Resync { reason: "gap".into() }).resync);
     }
 }

@@ -158,10 +158,7 @@ impl NetworkInspect {
             scope: "global".into(),
             driver: n.driver.clone(),
             enable_ipv6: n.ipv6,
-            ipam: IpamInspect {
-                driver: "default".into(),
-                config,
-            },
+            ipam: IpamInspect { driver: "default".into(), config },
             internal: n.internal,
             containers,
             options,
@@ -192,6 +189,7 @@ mod tests {
             options: BTreeMap::new(),
             mtu: None,
             created_ms: 0,
+            removing: false,
         };
         let ep = Endpoint {
             schema: SCHEMA,
@@ -206,6 +204,9 @@ mod tests {
             host: HostId::new("host1").unwrap(),
             vtep: "192.0.2.1".parse().unwrap(),
             sticky: false,
+            ifname: "eth0".into(),
+            netns: None,
+            hosts_file: None,
         };
         let doc = serde_json::to_value(NetworkInspect::build(&n, &[ep.clone()])).unwrap();
         assert_eq!(doc["Name"], "my-net");

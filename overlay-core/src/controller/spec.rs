@@ -36,9 +36,9 @@ pub struct ControllerOptions {
     pub mtu: Option<u32>,
     /// UDP port of VXLAN traffic.
     pub vxlan_port: u16,
-    /// Pools that networks created without a subnet take from, in order; default: Docker's
-    /// overlay pools 10.0.0.0/24, 10.0.1.0/24, … (the /24s of 10.0.0.0/8).
-    pub default_pools: Option<Vec<IpNet>>,
+    /// Where networks created without a subnet take theirs from, in order; default: Docker's
+    /// overlay pools 10.0.0.0/24, 10.0.1.0/24, … (`{"base": "10.0.0.0/8", "size": 24}`).
+    pub default_pools: Option<Vec<AddressPool>>,
     /// How long a sticky address stays reserved for its name after the endpoint goes.
     #[serde(with = "duration_ms")]
     pub sticky_grace: Duration,
@@ -66,6 +66,17 @@ impl Default for ControllerOptions {
             reclaim_grace: Duration::from_secs(30),
         }
     }
+}
+
+/// A range default subnets are cut from, as Docker's `default-address-pools` entries: every
+/// `/size` subnet of `base`, in address order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressPool {
+    /// The range, e.g. `10.0.0.0/8`.
+    pub base: IpNet,
+    /// Prefix length of each subnet cut from it, e.g. 24.
+    pub size: u8,
 }
 
 /// Durations as integer milliseconds in JSON (`"host_ttl": 2000`).
@@ -181,13 +192,10 @@ pub fn validate_network_name(name: &str) -> Result<()> {
         .with_hint("pick another name; bridge, host, none and docker_gwbridge are Docker's own"));
     }
     if !crate::model::is_plain_name(name, 128) {
-        return Err(Error::invalid(
-            "create network",
-            format!("network name {name:?} is invalid"),
-        )
-        .with_hint(
-            "use 1 to 128 letters, digits, '_', '-' or '.', starting with a letter or digit",
-        ));
+        return Err(Error::invalid("create network", format!("network name {name:?} is invalid"))
+            .with_hint(
+                "use 1 to 128 letters, digits, '_', '-' or '.', starting with a letter or digit",
+            ));
     }
     Ok(())
 }
@@ -217,9 +225,7 @@ impl ContainerSpec {
         if let Some(ifname) = &self.ifname
             && (ifname.is_empty()
                 || ifname.len() > 15
-                || !ifname
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
+                || !ifname.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
         {
             return bad(
                 format!("interface name {ifname:?} is invalid"),
@@ -255,16 +261,7 @@ mod tests {
     #[test]
     fn network_names() {
         validate_network_name("my-net").unwrap();
-        for bad in [
-            "bridge",
-            "host",
-            "none",
-            "docker_gwbridge",
-            "",
-            "-x",
-            "a b",
-            "a/b",
-        ] {
+        for bad in ["bridge", "host", "none", "docker_gwbridge", "", "-x", "a b", "a/b"] {
             let e = validate_network_name(bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad}");
         }
@@ -285,27 +282,12 @@ mod tests {
         };
         ok.validate().unwrap();
         for bad in [
-            ContainerSpec {
-                id: "a b".into(),
-                ..ok.clone()
-            },
-            ContainerSpec {
-                name: "".into(),
-                ..ok.clone()
-            },
-            ContainerSpec {
-                aliases: vec!["x y".into()],
-                ..ok.clone()
-            },
-            ContainerSpec {
-                ifname: Some("much-too-long-name".into()),
-                ..ok.clone()
-            },
+            ContainerSpec { id: "a b".into(), ..ok.clone() },
+            ContainerSpec { name: "".into(), ..ok.clone() },
+            ContainerSpec { aliases: vec!["x y".into()], ..ok.clone() },
+            ContainerSpec { ifname: Some("much-too-long-name".into()), ..ok.clone() },
         ] {
-            assert_eq!(
-                bad.validate().unwrap_err().kind(),
-                ErrorKind::InvalidArgument
-            );
+            assert_eq!(bad.validate().unwrap_err().kind(), ErrorKind::InvalidArgument);
         }
     }
 }

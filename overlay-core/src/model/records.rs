@@ -55,9 +55,7 @@ pub trait Record: Serialize + DeserializeOwned {
         }
         let record: Self =
             serde_json::from_value(value).map_err(|e| bad(format!("is malformed: {e}")))?;
-        record
-            .validate()
-            .map_err(|why| bad(format!("is invalid: {why}")))?;
+        record.validate().map_err(|why| bad(format!("is invalid: {why}")))?;
         Ok(record)
     }
 }
@@ -96,10 +94,7 @@ impl PoolConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         let s = self.subnet;
         if s.trunc() != s {
-            return Err(format!(
-                "subnet {s} has host bits set (did you mean {}?)",
-                s.trunc()
-            ));
+            return Err(format!("subnet {s} has host bits set (did you mean {}?)", s.trunc()));
         }
         if let Some(gw) = self.gateway
             && !s.contains(&gw)
@@ -154,6 +149,10 @@ pub struct Network {
     /// Creation time, milliseconds since the Unix epoch.
     #[serde(default)]
     pub created_ms: u64,
+    /// Set while the network is being removed: connects are refused from then on, so a
+    /// connect racing the removal can never leave an endpoint on a deleted network.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removing: bool,
 }
 
 impl Record for Network {
@@ -204,6 +203,20 @@ pub struct Endpoint {
     /// Whether the address is reserved for the name after the endpoint goes away.
     #[serde(default)]
     pub sticky: bool,
+    /// Interface name inside the container (`eth0`, `eth1`, …).
+    #[serde(default = "default_ifname")]
+    pub ifname: String,
+    /// The container's namespace file on its host, so the host's agent can find it again
+    /// after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<std::path::PathBuf>,
+    /// The hosts file the host's agent keeps current for the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts_file: Option<std::path::PathBuf>,
+}
+
+fn default_ifname() -> String {
+    "eth0".to_string()
 }
 
 impl Record for Endpoint {
@@ -211,10 +224,7 @@ impl Record for Endpoint {
 
     fn validate(&self) -> std::result::Result<(), String> {
         if !is_plain_name(&self.name, 128) {
-            return Err(format!(
-                "name {:?} is not a valid container name",
-                self.name
-            ));
+            return Err(format!("name {:?} is not a valid container name", self.name));
         }
         if let Some(bad) = self.aliases.iter().find(|a| !is_plain_name(a, 128)) {
             return Err(format!("alias {bad:?} is not a valid name"));
@@ -222,6 +232,28 @@ impl Record for Endpoint {
         if self.ipv4.is_none() && self.ipv6.is_none() {
             return Err("has neither an IPv4 nor an IPv6 address".into());
         }
+        Ok(())
+    }
+}
+
+/// A create-only claim on a unique thing (a network name, a VNI): which network holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// Record schema version.
+    #[serde(default = "schema_default")]
+    pub schema: u32,
+    /// The network holding the claim.
+    pub network: NetworkId,
+    /// When it was claimed, ms since the Unix epoch: a claim whose network record never
+    /// appeared (its creator died half-way) is reclaimed once it is old enough.
+    #[serde(default)]
+    pub created_ms: u64,
+}
+
+impl Record for Claim {
+    const WHAT: &'static str = "claim";
+
+    fn validate(&self) -> std::result::Result<(), String> {
         Ok(())
     }
 }
@@ -246,10 +278,7 @@ impl Record for Host {
 
     fn validate(&self) -> std::result::Result<(), String> {
         if self.advertise.is_unspecified() || self.advertise.is_multicast() {
-            return Err(format!(
-                "advertise address {} is not a unicast address",
-                self.advertise
-            ));
+            return Err(format!("advertise address {} is not a unicast address", self.advertise));
         }
         Ok(())
     }
@@ -273,6 +302,7 @@ mod tests {
             options: BTreeMap::new(),
             mtu: None,
             created_ms: 1,
+            removing: false,
         }
     }
 
@@ -288,10 +318,7 @@ mod tests {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"{not json".to_vec(), "not valid JSON"),
             (br#"{"id":"x"}"#.to_vec(), "no numeric \"schema\""),
-            (
-                serde_json::to_vec(&serde_json::json!({"schema": 99})).unwrap(),
-                "newer version",
-            ),
+            (serde_json::to_vec(&serde_json::json!({"schema": 99})).unwrap(), "newer version"),
             (
                 {
                     let mut v = serde_json::to_value(network()).unwrap();
@@ -332,13 +359,13 @@ mod tests {
             host: HostId::new("h1").unwrap(),
             vtep: "192.0.2.1".parse().unwrap(),
             sticky: false,
+            ifname: "eth0".into(),
+            netns: None,
+            hosts_file: None,
         };
         let e = Endpoint::decode("endpoints/a/b", &ep.encode()).unwrap_err();
         assert!(e.to_string().contains("neither"), "{e}");
-        let ok = Endpoint {
-            ipv4: Some("10.0.0.2/24".parse().unwrap()),
-            ..ep
-        };
+        let ok = Endpoint { ipv4: Some("10.0.0.2/24".parse().unwrap()), ..ep };
         assert_eq!(Endpoint::decode("k", &ok.encode()).unwrap(), ok);
     }
 }
