@@ -12,6 +12,7 @@ mod key;
 mod url;
 
 pub mod conformance;
+pub mod embedded;
 
 use std::fmt;
 use std::sync::Arc;
@@ -43,7 +44,10 @@ impl fmt::Debug for KeyValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyValue")
             .field("key", &self.key)
-            .field("value", &String::from_utf8_lossy(&self.value[..self.value.len().min(64)]))
+            .field(
+                "value",
+                &String::from_utf8_lossy(&self.value[..self.value.len().min(64)]),
+            )
             .field("len", &self.value.len())
             .field("version", &self.version)
             .finish()
@@ -162,7 +166,10 @@ pub struct Watch {
 
 impl Watch {
     /// A watch fed by `rx`. `guard` is dropped with the watch (e.g. to abort a feeding task).
-    pub fn new(rx: mpsc::Receiver<Result<WatchEvent>>, guard: Option<Box<dyn Send + Sync>>) -> Self {
+    pub fn new(
+        rx: mpsc::Receiver<Result<WatchEvent>>,
+        guard: Option<Box<dyn Send + Sync>>,
+    ) -> Self {
         Watch { rx, _guard: guard }
     }
 
@@ -276,9 +283,12 @@ pub async fn connect_str(url: &str) -> Result<Arc<dyn KvStore>> {
 
 async fn connect_with(url: &StoreUrl) -> Result<Arc<dyn KvStore>> {
     use crate::error::{Error, ErrorKind};
-    Err(Error::new(
-        ErrorKind::Unsupported,
-        "connect store",
-        format!("the {} backend is not part of this build", url.scheme),
-    ))
+    match url.scheme {
+        Scheme::File => Ok(Arc::new(embedded::EmbeddedStore::open(url).await?)),
+        _ => Err(Error::new(
+            ErrorKind::Unsupported,
+            "connect store",
+            format!("the {} backend is not part of this build", url.scheme),
+        )),
+    }
 }
