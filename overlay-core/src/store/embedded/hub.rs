@@ -228,18 +228,16 @@ fn read_rows(
 ) -> rusqlite::Result<Vec<Row>> {
     let sql = format!("SELECT id, rev, key, value, deleted FROM log {filter}");
     let mut stmt = tx.prepare_cached(&sql)?;
-    let rows = stmt
-        .query_map(args, |r| {
-            let deleted: bool = r.get(4)?;
-            Ok(Row {
-                id: r.get(0)?,
-                rev: r.get(1)?,
-                key: r.get(2)?,
-                value: if deleted { None } else { Some(r.get(3)?) },
-            })
-        })?
-        .collect();
-    rows
+    stmt.query_map(args, |r| {
+        let deleted: bool = r.get(4)?;
+        Ok(Row {
+            id: r.get(0)?,
+            rev: r.get(1)?,
+            key: r.get(2)?,
+            value: if deleted { None } else { Some(r.get(3)?) },
+        })
+    })?
+    .collect()
 }
 
 /// Deletes the oldest log rows so at most about `keep` remain, whole revisions at a time, and
@@ -251,7 +249,7 @@ pub(super) fn compact(conn: &mut Connection, keep: i64) -> rusqlite::Result<()> 
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    if hi - lo + 1 <= keep + keep / 10 {
+    if hi - lo < keep + keep / 10 {
         return Ok(());
     }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

@@ -211,10 +211,8 @@ pub(super) fn sweep(conn: &mut Connection) -> rusqlite::Result<usize> {
         let mut stmt = tx
             .sql()
             .prepare_cached("SELECT id FROM leases WHERE expires_ms < ?1")?;
-        let ids = stmt
-            .query_map([now], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        ids
+        stmt.query_map([now], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
     };
     let mut removed = 0;
     for lease in &expired {

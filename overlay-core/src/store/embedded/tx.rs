@@ -99,8 +99,7 @@ impl<'c> WriteTx<'c> {
         let mut stmt = self
             .tx
             .prepare_cached("SELECT key FROM kv WHERE lease = ?1")?;
-        let keys = stmt.query_map([lease], |r| r.get(0))?.collect();
-        keys
+        stmt.query_map([lease], |r| r.get(0))?.collect()
     }
 
     /// The underlying transaction, for lease bookkeeping.
@@ -121,6 +120,9 @@ impl<'c> WriteTx<'c> {
     }
 }
 
+/// A listed key: full key, value, version.
+pub(super) type Entry = (String, Vec<u8>, i64);
+
 /// A key's value and version, read outside any explicit transaction.
 pub(super) fn get(conn: &Connection, key: &str) -> rusqlite::Result<Option<(Vec<u8>, i64)>> {
     conn.prepare_cached("SELECT value, version FROM kv WHERE key = ?1")?
@@ -135,7 +137,7 @@ pub(super) fn list(
     exact: Option<&str>,
     lo: &str,
     hi: &str,
-) -> rusqlite::Result<(Vec<(String, Vec<u8>, i64)>, i64)> {
+) -> rusqlite::Result<(Vec<Entry>, i64)> {
     let tx = conn.transaction()?;
     let rev: i64 = tx
         .prepare_cached("SELECT revision FROM meta WHERE id = 0")?
