@@ -208,7 +208,8 @@ mod tests {
             netns: None,
             hosts_file: None,
         };
-        let doc = serde_json::to_value(NetworkInspect::build(&n, &[ep.clone()])).unwrap();
+        let doc =
+            serde_json::to_value(NetworkInspect::build(&n, std::slice::from_ref(&ep))).unwrap();
         assert_eq!(doc["Name"], "my-net");
         assert_eq!(doc["Id"], n.id.to_string());
         assert_eq!(doc["Scope"], "global");

@@ -285,7 +285,7 @@ mod tests {
             ContainerSpec { id: "a b".into(), ..ok.clone() },
             ContainerSpec { name: "".into(), ..ok.clone() },
             ContainerSpec { aliases: vec!["x y".into()], ..ok.clone() },
-            ContainerSpec { ifname: Some("much-too-long-name".into()), ..ok.clone() },
+            ContainerSpec { ifname: Some("much-too-long-name".into()), ..ok },
         ] {
             assert_eq!(bad.validate().unwrap_err().kind(), ErrorKind::InvalidArgument);
         }

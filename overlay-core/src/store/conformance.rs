@@ -54,8 +54,16 @@ pub async fn next_event(watch: &mut Watch, what: &str) -> WatchEvent {
 
 async fn expect_put(watch: &mut Watch, key: &str, value: &[u8], what: &str) -> Version {
     match next_event(watch, what).await {
-        WatchEvent::Put(KeyValue { key: k, value: v, version }) => {
-            assert_eq!((k.as_str(), v.as_slice()), (key, value), "{what}: wrong put event");
+        WatchEvent::Put(KeyValue {
+            key: k,
+            value: v,
+            version,
+        }) => {
+            assert_eq!(
+                (k.as_str(), v.as_slice()),
+                (key, value),
+                "{what}: wrong put event"
+            );
             version
         }
         other => panic!("{what}: expected a put of {key}, got {other:?}"),
@@ -76,7 +84,11 @@ async fn expect_delete(watch: &mut Watch, key: &str, what: &str) -> Version {
 pub async fn put_get_delete(store: &dyn KvStore) {
     let p = scratch("put_get_delete");
     for key in [p.clone(), format!("{p}/a"), format!("{p}/a/b/c/d")] {
-        assert_eq!(store.get(&key).await.unwrap(), None, "fresh key {key} must be absent");
+        assert_eq!(
+            store.get(&key).await.unwrap(),
+            None,
+            "fresh key {key} must be absent"
+        );
         let v1 = store.put(&key, b"one").await.unwrap();
         let got = store.get(&key).await.unwrap().expect("key just put");
         assert_eq!(
@@ -86,14 +98,23 @@ pub async fn put_get_delete(store: &dyn KvStore) {
         let v2 = store.put(&key, b"two").await.unwrap();
         assert!(v2 > v1, "versions of {key} must increase: {v1} then {v2}");
         assert_eq!(store.get(&key).await.unwrap().unwrap().value, b"two");
-        assert!(store.delete(&key).await.unwrap(), "delete of existing {key} reports true");
+        assert!(
+            store.delete(&key).await.unwrap(),
+            "delete of existing {key} reports true"
+        );
         assert_eq!(store.get(&key).await.unwrap(), None, "{key} must be gone");
-        assert!(!store.delete(&key).await.unwrap(), "delete of absent {key} reports false");
+        assert!(
+            !store.delete(&key).await.unwrap(),
+            "delete of absent {key} reports false"
+        );
     }
     // An empty value is a value, not an absence.
     let key = format!("{p}/empty");
     store.put(&key, b"").await.unwrap();
-    assert_eq!(store.get(&key).await.unwrap().map(|kv| kv.value), Some(vec![]));
+    assert_eq!(
+        store.get(&key).await.unwrap().map(|kv| kv.value),
+        Some(vec![])
+    );
     store.delete(&key).await.unwrap();
 }
 
@@ -103,7 +124,11 @@ pub async fn list_prefix(store: &dyn KvStore) {
     let mut want = Vec::new();
     for key in [format!("{p}/d/x"), format!("{p}/d/y/z"), format!("{p}/d/a")] {
         let v = store.put(&key, key.as_bytes()).await.unwrap();
-        want.push(KeyValue { value: key.clone().into_bytes(), key, version: v });
+        want.push(KeyValue {
+            value: key.clone().into_bytes(),
+            key,
+            version: v,
+        });
     }
     // Neighbours that share a string prefix but are not below the directory.
     store.put(&format!("{p}/dx"), b"no").await.unwrap();
@@ -118,13 +143,32 @@ pub async fn list_prefix(store: &dyn KvStore) {
         listing.revision
     );
     let listing = store.list(&format!("{p}/d/")).await.unwrap();
-    assert_eq!(listing.kvs, want, "a trailing '/' on the prefix changes nothing");
-    assert!(store.list(&format!("{p}/nothing")).await.unwrap().kvs.is_empty());
+    assert_eq!(
+        listing.kvs, want,
+        "a trailing '/' on the prefix changes nothing"
+    );
+    assert!(
+        store
+            .list(&format!("{p}/nothing"))
+            .await
+            .unwrap()
+            .kvs
+            .is_empty()
+    );
     let all = store.list(&p).await.unwrap();
-    assert_eq!(all.kvs.len(), 5, "list of {p} sees all five keys: {:?}", all.kvs);
+    assert_eq!(
+        all.kvs.len(),
+        5,
+        "list of {p} sees all five keys: {:?}",
+        all.kvs
+    );
     for kv in &all.kvs {
         let got = store.get(&kv.key).await.unwrap().unwrap();
-        assert_eq!(got.version, kv.version, "get and list agree on the version of {}", kv.key);
+        assert_eq!(
+            got.version, kv.version,
+            "get and list agree on the version of {}",
+            kv.key
+        );
     }
 }
 
@@ -148,7 +192,11 @@ pub async fn compare_and_swap(store: &dyn KvStore) {
     let key = format!("{}/k", scratch("cas"));
     let e = store.compare_and_swap(&key, b"x", 1).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conflict, "CAS of an absent key: {e}");
-    assert_eq!(store.get(&key).await.unwrap(), None, "failed CAS created the key");
+    assert_eq!(
+        store.get(&key).await.unwrap(),
+        None,
+        "failed CAS created the key"
+    );
     let v1 = store.put(&key, b"a").await.unwrap();
     let v2 = store.compare_and_swap(&key, b"b", v1).await.unwrap();
     assert!(v2 > v1);
@@ -173,7 +221,11 @@ pub async fn compare_and_delete(store: &dyn KvStore) {
     let v2 = store.put(&key, b"b").await.unwrap();
     let e = store.compare_and_delete(&key, v1).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conflict, "CAD at a stale version: {e}");
-    assert_eq!(store.get(&key).await.unwrap().unwrap().version, v2, "failed CAD changed the key");
+    assert_eq!(
+        store.get(&key).await.unwrap().unwrap().version,
+        v2,
+        "failed CAD changed the key"
+    );
     store.compare_and_delete(&key, v2).await.unwrap();
     assert_eq!(store.get(&key).await.unwrap(), None);
 }
@@ -181,15 +233,33 @@ pub async fn compare_and_delete(store: &dyn KvStore) {
 /// A transaction applies all its ops or none, and names the condition that failed.
 pub async fn transactions(store: &dyn KvStore) {
     let p = scratch("txn");
-    let (a, b, c, d) = (format!("{p}/a"), format!("{p}/b"), format!("{p}/c"), format!("{p}/x/d"));
+    let (a, b, c, d) = (
+        format!("{p}/a"),
+        format!("{p}/b"),
+        format!("{p}/c"),
+        format!("{p}/x/d"),
+    );
     let va = store.put(&a, b"a0").await.unwrap();
     let vd = store.put(&d, b"d0").await.unwrap();
     let ok = store
         .txn(&[
-            TxnOp::Update { key: a.clone(), value: b"a1".to_vec(), version: va },
-            TxnOp::Create { key: b.clone(), value: b"b1".to_vec() },
-            TxnOp::Check { key: c.clone(), version: None },
-            TxnOp::DeleteIf { key: d.clone(), version: vd },
+            TxnOp::Update {
+                key: a.clone(),
+                value: b"a1".to_vec(),
+                version: va,
+            },
+            TxnOp::Create {
+                key: b.clone(),
+                value: b"b1".to_vec(),
+            },
+            TxnOp::Check {
+                key: c.clone(),
+                version: None,
+            },
+            TxnOp::DeleteIf {
+                key: d.clone(),
+                version: vd,
+            },
         ])
         .await
         .unwrap();
@@ -202,27 +272,77 @@ pub async fn transactions(store: &dyn KvStore) {
 
     // Each of these fails on its last op: nothing of the earlier ops may be written.
     let failing: [(TxnOp, ErrorKind, &str); 4] = [
-        (TxnOp::Create { key: b.clone(), value: vec![] }, ErrorKind::AlreadyExists, &b),
-        (TxnOp::Update { key: a.clone(), value: vec![], version: va }, ErrorKind::Conflict, &a),
-        (TxnOp::Check { key: c.clone(), version: Some(1) }, ErrorKind::Conflict, &c),
-        (TxnOp::DeleteIf { key: d.clone(), version: vd }, ErrorKind::Conflict, &d),
+        (
+            TxnOp::Create {
+                key: b.clone(),
+                value: vec![],
+            },
+            ErrorKind::AlreadyExists,
+            &b,
+        ),
+        (
+            TxnOp::Update {
+                key: a.clone(),
+                value: vec![],
+                version: va,
+            },
+            ErrorKind::Conflict,
+            &a,
+        ),
+        (
+            TxnOp::Check {
+                key: c.clone(),
+                version: Some(1),
+            },
+            ErrorKind::Conflict,
+            &c,
+        ),
+        (
+            TxnOp::DeleteIf {
+                key: d.clone(),
+                version: vd,
+            },
+            ErrorKind::Conflict,
+            &d,
+        ),
     ];
     for (last, kind, key) in failing {
+        // The first op's key differs from every `last` key: a key twice is InvalidArgument.
         let ops = [
-            TxnOp::Put { key: c.clone(), value: b"c".to_vec() },
-            TxnOp::Create { key: format!("{p}/new"), value: b"n".to_vec() },
+            TxnOp::Put {
+                key: format!("{p}/e"),
+                value: b"c".to_vec(),
+            },
+            TxnOp::Create {
+                key: format!("{p}/new"),
+                value: b"n".to_vec(),
+            },
             last,
         ];
         let e = store.txn(&ops).await.unwrap_err();
         assert_eq!(e.kind(), kind, "txn failing on {key}: {e}");
         assert!(e.to_string().contains(key), "the error names {key}: {e}");
-        assert_eq!(store.list(&p).await.unwrap().kvs, before, "a failed txn wrote something");
+        assert_eq!(
+            store.list(&p).await.unwrap().kvs,
+            before,
+            "a failed txn wrote something"
+        );
     }
     let e = store
-        .txn(&[TxnOp::Put { key: c.clone(), value: vec![] }, TxnOp::Delete { key: c.clone() }])
+        .txn(&[
+            TxnOp::Put {
+                key: c.clone(),
+                value: vec![],
+            },
+            TxnOp::Delete { key: c.clone() },
+        ])
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "a key twice in one txn: {e}");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::InvalidArgument,
+        "a key twice in one txn: {e}"
+    );
     assert_eq!(store.list(&p).await.unwrap().kvs, before);
 }
 
@@ -230,7 +350,11 @@ pub async fn transactions(store: &dyn KvStore) {
 /// equal to what get reports, and nothing outside the prefix.
 pub async fn watch_key_and_prefix(store: &dyn KvStore) {
     let p = scratch("watch");
-    let (k1, k2, outside) = (format!("{p}/d/k1"), format!("{p}/d/sub/k2"), format!("{p}/dx"));
+    let (k1, k2, outside) = (
+        format!("{p}/d/k1"),
+        format!("{p}/d/sub/k2"),
+        format!("{p}/dx"),
+    );
     let mut dir = store.watch(&format!("{p}/d"), None).await.unwrap();
     let mut one = store.watch(&k1, None).await.unwrap();
     store.put(&outside, b"no").await.unwrap();
@@ -243,7 +367,10 @@ pub async fn watch_key_and_prefix(store: &dyn KvStore) {
     assert_eq!(expect_put(&mut dir, &k2, b"2", "prefix watch").await, v2);
     assert_eq!(expect_put(&mut dir, &k1, b"3", "prefix watch").await, v3);
     let vd = expect_delete(&mut dir, &k2, "prefix watch").await;
-    assert!(v1 < v2 && v2 < v3 && v3 < vd, "versions increase: {v1} {v2} {v3} {vd}");
+    assert!(
+        v1 < v2 && v2 < v3 && v3 < vd,
+        "versions increase: {v1} {v2} {v3} {vd}"
+    );
 
     assert_eq!(expect_put(&mut one, &k1, b"1", "key watch").await, v1);
     assert_eq!(expect_put(&mut one, &k1, b"3", "key watch").await, v3);
@@ -253,7 +380,13 @@ pub async fn watch_key_and_prefix(store: &dyn KvStore) {
     // The put outside the prefix must never arrive: a marker written after it comes first.
     let marker = format!("{p}/d/marker");
     store.put(&marker, b"m").await.unwrap();
-    expect_put(&mut dir, &marker, b"m", "prefix watch after the outside put").await;
+    expect_put(
+        &mut dir,
+        &marker,
+        b"m",
+        "prefix watch after the outside put",
+    )
+    .await;
 }
 
 /// A watch from a version replays what came after it (or, for backends without replay, starts
@@ -291,19 +424,30 @@ pub async fn concurrent_cas_increments(store: &dyn KvStore, tasks: u64) {
     };
     futures::future::join_all((0..tasks).map(one)).await;
     let v = store.get(&key).await.unwrap().unwrap().value;
-    assert_eq!(String::from_utf8(v).unwrap(), tasks.to_string(), "every increment counted once");
+    assert_eq!(
+        String::from_utf8(v).unwrap(),
+        tasks.to_string(),
+        "every increment counted once"
+    );
 }
 
 /// A 1 MiB value round-trips byte for byte, through get, list and watch.
 pub async fn large_values(store: &dyn KvStore) {
     let p = scratch("large");
     let key = format!("{p}/big");
-    let value: Vec<u8> =
-        (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let value: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let mut w = store.watch(&p, None).await.unwrap();
     let v = store.put(&key, &value).await.unwrap();
-    assert!(store.get(&key).await.unwrap().unwrap().value == value, "get of a 1 MiB value");
-    assert!(store.list(&p).await.unwrap().kvs[0].value == value, "list of a 1 MiB value");
+    assert!(
+        store.get(&key).await.unwrap().unwrap().value == value,
+        "get of a 1 MiB value"
+    );
+    assert!(
+        store.list(&p).await.unwrap().kvs[0].value == value,
+        "list of a 1 MiB value"
+    );
     match next_event(&mut w, "watch of a 1 MiB value").await {
         WatchEvent::Put(kv) => assert!(kv.value == value && kv.version == v, "watched 1 MiB value"),
         other => panic!("expected the big put, got {other:?}"),
@@ -320,17 +464,33 @@ pub async fn invalid_keys_refused(store: &dyn KvStore) {
             store.compare_and_swap(key, b"x", 1).await.map(|_| ()),
             store.delete(key).await.map(|_| ()),
             store.compare_and_delete(key, 1).await,
-            store.txn(&[TxnOp::Put { key: key.into(), value: vec![] }]).await.map(|_| ()),
+            store
+                .txn(&[TxnOp::Put {
+                    key: key.into(),
+                    value: vec![],
+                }])
+                .await
+                .map(|_| ()),
             store.put_ephemeral(key, b"x").await.map(|_| ()),
         ];
         for (i, r) in results.into_iter().enumerate() {
             let e = r.expect_err("a bad key must be refused");
-            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "op {i} on {key:?}: {e}");
+            assert_eq!(
+                e.kind(),
+                ErrorKind::InvalidArgument,
+                "op {i} on {key:?}: {e}"
+            );
         }
     }
     for prefix in ["/a", "a//b", "a/./b"] {
-        assert_eq!(store.list(prefix).await.unwrap_err().kind(), ErrorKind::InvalidArgument);
-        assert_eq!(store.watch(prefix, None).await.unwrap_err().kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            store.list(prefix).await.unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert_eq!(
+            store.watch(prefix, None).await.unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
     }
 }
 
@@ -342,7 +502,10 @@ pub async fn ephemeral_removed_on_close(observer: &dyn KvStore, owner: Arc<dyn K
     let key = format!("{p}/host");
     let mut w = observer.watch(&p, None).await.unwrap();
     let v = owner.put_ephemeral(&key, b"alive").await.unwrap();
-    assert_eq!(observer.get(&key).await.unwrap().map(|kv| kv.version), Some(v));
+    assert_eq!(
+        observer.get(&key).await.unwrap().map(|kv| kv.version),
+        Some(v)
+    );
     expect_put(&mut w, &key, b"alive", "ephemeral put").await;
     owner.close().await.unwrap();
     expect_delete(&mut w, &key, "ephemeral key of a closed session").await;
@@ -350,7 +513,11 @@ pub async fn ephemeral_removed_on_close(observer: &dyn KvStore, owner: Arc<dyn K
     let e = owner.get(&key).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "a closed store: {e}");
     let e = owner.put("a//b", b"x").await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "bad key on a closed store: {e}");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::InvalidArgument,
+        "bad key on a closed store: {e}"
+    );
 }
 
 /// A second process running `overlay-kv` against the same store URL.
@@ -395,17 +562,36 @@ pub async fn watch_across_processes(store: &dyn KvStore, peer: &PeerProcess) {
     let p = scratch("cross_watch");
     let mut w = store.watch(&p, None).await.unwrap();
     peer.run(&["put", &format!("{p}/from-peer"), "hello"]).await;
-    expect_put(&mut w, &format!("{p}/from-peer"), b"hello", "watch of another process's put").await;
+    expect_put(
+        &mut w,
+        &format!("{p}/from-peer"),
+        b"hello",
+        "watch of another process's put",
+    )
+    .await;
 
     let mut child = peer.command(&["watch", &p, "--count", "1"]);
-    let child = child.stdout(Stdio::piped()).spawn().expect("spawn overlay-kv watch");
+    let child = child
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn overlay-kv watch");
     let mut child = KillOnDrop(child);
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let ready = tokio::time::timeout(EVENT_WAIT, lines.next_line()).await;
-    assert_eq!(ready.ok().and_then(|r| r.ok()).flatten().as_deref(), Some("ready"));
-    let v = store.put(&format!("{p}/from-here"), b"world").await.unwrap();
+    assert_eq!(
+        ready.ok().and_then(|r| r.ok()).flatten().as_deref(),
+        Some("ready")
+    );
+    let v = store
+        .put(&format!("{p}/from-here"), b"world")
+        .await
+        .unwrap();
     let line = tokio::time::timeout(EVENT_WAIT, lines.next_line()).await;
-    let line = line.ok().and_then(|r| r.ok()).flatten().expect("the peer's watch reports the put");
+    let line = line
+        .ok()
+        .and_then(|r| r.ok())
+        .flatten()
+        .expect("the peer's watch reports the put");
     assert_eq!(line, format!("put {p}/from-here {v} world"));
 }
 
@@ -420,13 +606,23 @@ pub async fn ephemeral_removed_when_owner_killed(
     let key = format!("{p}/host");
     let mut w = observer.watch(&p, None).await.unwrap();
     let mut child = peer.command(&["hold", &key, "alive"]);
-    let child =
-        child.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn overlay-kv hold");
+    let child = child
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn overlay-kv hold");
     let mut child = KillOnDrop(child);
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let ready = tokio::time::timeout(EVENT_WAIT, lines.next_line()).await;
-    let ready = ready.ok().and_then(|r| r.ok()).flatten().unwrap_or_default();
-    assert!(ready.starts_with("ready "), "overlay-kv hold did not start: {ready:?}");
+    let ready = ready
+        .ok()
+        .and_then(|r| r.ok())
+        .flatten()
+        .unwrap_or_default();
+    assert!(
+        ready.starts_with("ready "),
+        "overlay-kv hold did not start: {ready:?}"
+    );
     expect_put(&mut w, &key, b"alive", "ephemeral put by the peer").await;
 
     let pid = child.0.id().expect("child pid") as libc::pid_t;
@@ -499,7 +695,12 @@ pub async fn cas_increment(store: &dyn KvStore, key: &str) -> crate::Result<u64>
 pub fn event_line(ev: &WatchEvent) -> String {
     match ev {
         WatchEvent::Put(kv) => {
-            format!("put {} {} {}", kv.key, kv.version, String::from_utf8_lossy(&kv.value))
+            format!(
+                "put {} {} {}",
+                kv.key,
+                kv.version,
+                String::from_utf8_lossy(&kv.value)
+            )
         }
         WatchEvent::Delete { key, version } => format!("delete {key} {version}"),
         WatchEvent::Resync { reason } => format!("resync {reason}"),
