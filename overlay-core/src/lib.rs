@@ -10,6 +10,7 @@
 //! [`model`] and [`error`].
 
 pub mod error;
+pub mod ipam;
 pub mod model;
 pub mod store;
 
