@@ -9,7 +9,12 @@
 //! intermediate path segments are not keys of their own.
 
 mod key;
+mod remote;
 mod url;
+
+mod consul;
+mod etcd;
+mod zookeeper;
 
 pub mod conformance;
 pub mod embedded;
@@ -282,6 +287,7 @@ async fn connect_with(url: &StoreUrl) -> Result<Arc<dyn KvStore>> {
     use crate::error::{Error, ErrorKind};
     match url.scheme {
         Scheme::File => Ok(Arc::new(embedded::EmbeddedStore::open(url).await?)),
+        Scheme::Etcd => Ok(Arc::new(etcd::EtcdStore::connect(url).await?)),
         _ => Err(Error::new(
             ErrorKind::Unsupported,
             "connect store",
