@@ -9,6 +9,7 @@
 //! Layers point one way: controller → {store, ipam, dataplane, agent}; everyone reads
 //! [`model`] and [`error`].
 
+pub mod dataplane;
 pub mod error;
 pub mod model;
 pub mod store;

@@ -43,7 +43,10 @@ impl fmt::Debug for KeyValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyValue")
             .field("key", &self.key)
-            .field("value", &String::from_utf8_lossy(&self.value[..self.value.len().min(64)]))
+            .field(
+                "value",
+                &String::from_utf8_lossy(&self.value[..self.value.len().min(64)]),
+            )
             .field("len", &self.value.len())
             .field("version", &self.version)
             .finish()
@@ -162,7 +165,10 @@ pub struct Watch {
 
 impl Watch {
     /// A watch fed by `rx`. `guard` is dropped with the watch (e.g. to abort a feeding task).
-    pub fn new(rx: mpsc::Receiver<Result<WatchEvent>>, guard: Option<Box<dyn Send + Sync>>) -> Self {
+    pub fn new(
+        rx: mpsc::Receiver<Result<WatchEvent>>,
+        guard: Option<Box<dyn Send + Sync>>,
+    ) -> Self {
         Watch { rx, _guard: guard }
     }
 
