@@ -192,7 +192,10 @@ impl Error {
 
     /// What to do about it: the specific hint if one was given, else the kind's generic one.
     pub fn hint(&self) -> &str {
-        self.inner.hint.as_deref().unwrap_or_else(|| self.inner.kind.default_hint())
+        self.inner
+            .hint
+            .as_deref()
+            .unwrap_or_else(|| self.inner.kind.default_hint())
     }
 
     /// The OS error number, for [`ErrorKind::Kernel`] and system call failures.
@@ -226,7 +229,9 @@ impl Error {
             | std::io::ErrorKind::ConnectionAborted
             | std::io::ErrorKind::NotConnected
             | std::io::ErrorKind::BrokenPipe => ErrorKind::Unavailable,
-            _ => err.raw_os_error().map_or(ErrorKind::Internal, Error::kind_for_errno),
+            _ => err
+                .raw_os_error()
+                .map_or(ErrorKind::Internal, Error::kind_for_errno),
         };
         let mut e = Error::new(kind, op, context);
         if let Some(errno) = err.raw_os_error() {
@@ -240,7 +245,11 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.inner.op, self.inner.context)?;
         if let Some(errno) = self.inner.errno {
-            write!(f, " [errno {errno}: {}]", std::io::Error::from_raw_os_error(errno))?;
+            write!(
+                f,
+                " [errno {errno}: {}]",
+                std::io::Error::from_raw_os_error(errno)
+            )?;
         }
         if let Some(source) = &self.inner.source {
             let text = source.to_string();
@@ -267,7 +276,10 @@ impl fmt::Debug for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.inner.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
+        self.inner
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -277,7 +289,11 @@ mod tests {
 
     #[test]
     fn display_names_operation_context_and_hint() {
-        let e = Error::new(ErrorKind::AlreadyExists, "create network", "\"my-net\" exists");
+        let e = Error::new(
+            ErrorKind::AlreadyExists,
+            "create network",
+            "\"my-net\" exists",
+        );
         assert_eq!(
             e.to_string(),
             "create network: \"my-net\" exists (pick another name, or use the existing one)"
@@ -301,7 +317,10 @@ mod tests {
 
     #[test]
     fn errno_mapping() {
-        assert_eq!(Error::kind_for_errno(libc::EEXIST), ErrorKind::AlreadyExists);
+        assert_eq!(
+            Error::kind_for_errno(libc::EEXIST),
+            ErrorKind::AlreadyExists
+        );
         assert_eq!(Error::kind_for_errno(libc::ENOENT), ErrorKind::NotFound);
         assert_eq!(Error::kind_for_errno(libc::EBUSY), ErrorKind::Kernel);
     }

@@ -59,10 +59,16 @@ pub fn render(own: &[(IpAddr, String)], peers: &BTreeSet<HostsEntry>) -> String 
 /// rename). The file is left world-readable, as `/etc/hosts` is.
 pub fn write_atomic(path: &Path, content: &str) -> Result<()> {
     let op = "write hosts file";
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| {
-        Error::invalid(op, format!("hosts file path {} names no file", path.display()))
-            .with_hint("give a file path such as /etc/netns/NAME/hosts")
+        Error::invalid(
+            op,
+            format!("hosts file path {} names no file", path.display()),
+        )
+        .with_hint("give a file path such as /etc/netns/NAME/hosts")
     })?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}-{:08x}",
@@ -92,9 +98,11 @@ mod tests {
     fn seed_layout() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let mut peers = BTreeSet::new();
-        for (addr, name) in
-            [("10.0.0.5", "zookeeper4"), ("10.0.0.2", "zookeeper1"), ("10.0.0.4", "zookeeper3")]
-        {
+        for (addr, name) in [
+            ("10.0.0.5", "zookeeper4"),
+            ("10.0.0.2", "zookeeper1"),
+            ("10.0.0.4", "zookeeper3"),
+        ] {
             peers.extend(HostsEntry::for_container(ip(addr), name, &[], "my-net"));
         }
         let text = render(&[(ip("10.0.0.3"), "3cfba8da9b6f".into())], &peers);

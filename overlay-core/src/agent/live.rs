@@ -16,7 +16,10 @@ use crate::store::{KvStore, WatchEvent};
 pub(super) const RETRY: Duration = Duration::from_millis(500);
 
 fn host_of_key(key: &str) -> Option<HostId> {
-    key.strip_prefix(keys::HOSTS)?.strip_prefix('/')?.parse().ok()
+    key.strip_prefix(keys::HOSTS)?
+        .strip_prefix('/')?
+        .parse()
+        .ok()
 }
 
 /// The hosts whose records exist now.
@@ -47,8 +50,14 @@ pub(super) async fn watch_hosts(shared: Arc<Shared>) {
             .filter(|kv| Host::decode(&kv.key, &kv.value).is_ok())
             .filter_map(|kv| host_of_key(&kv.key))
             .collect();
-        shared.live.send_if_modified(|live| std::mem::replace(live, now.clone()) != now);
-        let mut watch = match shared.store.watch(keys::HOSTS, Some(listing.revision)).await {
+        shared
+            .live
+            .send_if_modified(|live| std::mem::replace(live, now.clone()) != now);
+        let mut watch = match shared
+            .store
+            .watch(keys::HOSTS, Some(listing.revision))
+            .await
+        {
             Ok(w) => w,
             Err(e) => {
                 tracing::debug!(error = %e, "watching hosts failed; retrying");
@@ -59,7 +68,9 @@ pub(super) async fn watch_hosts(shared: Arc<Shared>) {
         loop {
             match watch.next().await {
                 Some(Ok(WatchEvent::Put(kv))) => {
-                    let Some(id) = host_of_key(&kv.key) else { continue };
+                    let Some(id) = host_of_key(&kv.key) else {
+                        continue;
+                    };
                     if let Err(e) = Host::decode(&kv.key, &kv.value) {
                         tracing::warn!(key = %kv.key, error = %e, "skipping a host record");
                         continue;
@@ -67,7 +78,9 @@ pub(super) async fn watch_hosts(shared: Arc<Shared>) {
                     shared.live.send_if_modified(|live| live.insert(id));
                 }
                 Some(Ok(WatchEvent::Delete { key, .. })) => {
-                    let Some(id) = host_of_key(&key) else { continue };
+                    let Some(id) = host_of_key(&key) else {
+                        continue;
+                    };
                     tracing::info!(host = %id, "host left the cluster");
                     shared.live.send_if_modified(|live| live.remove(&id));
                 }
@@ -106,15 +119,25 @@ pub(super) async fn watch_networks(shared: Arc<Shared>) {
             .collect();
         if !first {
             for (id, name) in now.iter().filter(|(id, _)| !known.contains_key(id)) {
-                shared.emit(ControllerEvent::NetworkCreated { id: id.to_string(), name: name.clone() });
+                shared.emit(ControllerEvent::NetworkCreated {
+                    id: id.to_string(),
+                    name: name.clone(),
+                });
             }
             for (id, name) in known.iter().filter(|(id, _)| !now.contains_key(id)) {
-                shared.emit(ControllerEvent::NetworkRemoved { id: id.to_string(), name: name.clone() });
+                shared.emit(ControllerEvent::NetworkRemoved {
+                    id: id.to_string(),
+                    name: name.clone(),
+                });
             }
         }
         first = false;
         known = now;
-        let Ok(mut watch) = shared.store.watch(keys::NETWORKS, Some(listing.revision)).await else {
+        let Ok(mut watch) = shared
+            .store
+            .watch(keys::NETWORKS, Some(listing.revision))
+            .await
+        else {
             tokio::time::sleep(RETRY).await;
             continue;
         };
@@ -129,12 +152,20 @@ pub(super) async fn watch_networks(shared: Arc<Shared>) {
                         known.insert(n.id, n.name);
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(key = %kv.key, error = %e, "skipping a network record"),
+                    Err(e) => {
+                        tracing::warn!(key = %kv.key, error = %e, "skipping a network record")
+                    }
                 },
                 Some(Ok(WatchEvent::Delete { key, .. })) => {
-                    let id = key.rsplit('/').next().and_then(|s| s.parse::<NetworkId>().ok());
+                    let id = key
+                        .rsplit('/')
+                        .next()
+                        .and_then(|s| s.parse::<NetworkId>().ok());
                     if let Some((id, name)) = id.and_then(|id| known.remove_entry(&id)) {
-                        shared.emit(ControllerEvent::NetworkRemoved { id: id.to_string(), name });
+                        shared.emit(ControllerEvent::NetworkRemoved {
+                            id: id.to_string(),
+                            name,
+                        });
                     }
                 }
                 Some(Ok(WatchEvent::Resync { .. })) => break,

@@ -73,7 +73,9 @@ pub(crate) struct Shared {
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind; keep serving it.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn me(&self) -> &HostId {
@@ -94,7 +96,9 @@ pub struct Agent {
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent").field("host", self.shared.me()).finish_non_exhaustive()
+        f.debug_struct("Agent")
+            .field("host", self.shared.me())
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,7 +112,9 @@ impl Agent {
         cfg: AgentConfig,
         events: broadcast::Sender<ControllerEvent>,
     ) -> Result<Agent> {
-        store.put_ephemeral(&keys::host(&cfg.host.id), &cfg.host.encode()).await?;
+        store
+            .put_ephemeral(&keys::host(&cfg.host.id), &cfg.host.encode())
+            .await?;
         let live_now = live::list_hosts(store.as_ref()).await?;
         let (live, _) = watch::channel(live_now);
         let shared = Arc::new(Shared {
@@ -125,7 +131,10 @@ impl Agent {
             tokio::spawn(live::watch_networks(shared.clone())),
             tokio::spawn(sweep::run(shared.clone())),
         ];
-        Ok(Agent { shared, background: Mutex::new(background) })
+        Ok(Agent {
+            shared,
+            background: Mutex::new(background),
+        })
     }
 
     /// Takes a local endpoint (just published, or found again after a restart) under care:
@@ -161,7 +170,9 @@ impl Agent {
         let last = {
             let mut st = self.shared.state();
             let me = self.shared.me().clone();
-            let Some(ns) = st.nets.get_mut(network) else { return };
+            let Some(ns) = st.nets.get_mut(network) else {
+                return;
+            };
             ns.view.remove_key(&key);
             let any_local = ns.view.endpoints().any(|e| e.host == me);
             if any_local {
@@ -187,7 +198,10 @@ impl Agent {
     pub fn local_endpoints(&self) -> Vec<Endpoint> {
         let st = self.shared.state();
         let me = self.shared.me();
-        st.nets.values().flat_map(|ns| ns.view.endpoints().filter(|e| e.host == *me).cloned()).collect()
+        st.nets
+            .values()
+            .flat_map(|ns| ns.view.endpoints().filter(|e| e.host == *me).cloned())
+            .collect()
     }
 
     /// The addresses `name` resolves to on networks with containers on this host: a container
@@ -216,11 +230,18 @@ impl Agent {
     /// restarted agent takes them over again.
     pub async fn close(&self) {
         self.stop();
-        let _ = self.shared.store.delete(&keys::host(self.shared.me())).await;
+        let _ = self
+            .shared
+            .store
+            .delete(&keys::host(self.shared.me()))
+            .await;
     }
 
     fn stop(&self) {
-        let mut background = self.background.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut background = self
+            .background
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for t in background.drain(..) {
             t.abort();
         }
@@ -239,7 +260,10 @@ impl Drop for Agent {
 }
 
 /// Every name an endpoint answers to on a network: its name and aliases, plain and suffixed.
-pub(crate) fn names_of<'a>(ep: &'a Endpoint, network: &'a str) -> impl Iterator<Item = String> + 'a {
+pub(crate) fn names_of<'a>(
+    ep: &'a Endpoint,
+    network: &'a str,
+) -> impl Iterator<Item = String> + 'a {
     std::iter::once(&ep.name)
         .chain(&ep.aliases)
         .flat_map(move |n| [n.clone(), format!("{n}.{network}")])
@@ -252,13 +276,22 @@ pub async fn endpoint_removal(
     ep: &Endpoint,
     version: crate::store::Version,
 ) -> Result<Vec<TxnOp>> {
-    let mut ops = vec![TxnOp::DeleteIf { key: keys::endpoint(&ep.network, &ep.id), version }];
+    let mut ops = vec![TxnOp::DeleteIf {
+        key: keys::endpoint(&ep.network, &ep.id),
+        version,
+    }];
     let own = ep.id.to_string();
-    for key in [keys::container(&ep.network, &ep.container_id), keys::endpoint_name(&ep.network, &ep.name)] {
+    for key in [
+        keys::container(&ep.network, &ep.container_id),
+        keys::endpoint_name(&ep.network, &ep.name),
+    ] {
         if let Some(kv) = store.get(&key).await?
             && kv.value == own.as_bytes()
         {
-            ops.push(TxnOp::DeleteIf { key, version: kv.version });
+            ops.push(TxnOp::DeleteIf {
+                key,
+                version: kv.version,
+            });
         }
     }
     Ok(ops)

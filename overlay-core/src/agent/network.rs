@@ -39,7 +39,9 @@ pub(super) async fn run(shared: Arc<Shared>, id: NetworkId) {
         };
         let change = {
             let mut st = shared.state();
-            let Some(ns) = st.nets.get_mut(&id) else { return };
+            let Some(ns) = st.nets.get_mut(&id) else {
+                return;
+            };
             ns.dirty = true;
             ns.view.replace(&id, &listing.kvs)
         };
@@ -106,7 +108,11 @@ pub(super) async fn reconcile(shared: &Shared, id: &NetworkId, full: bool) {
         let st = shared.state();
         let Some(ns) = st.nets.get(id) else { return };
         let live = shared.live.borrow();
-        (ns.view.remote_peers(shared.me(), &live), ns.programmed.clone(), ns.dirty)
+        (
+            ns.view.remote_peers(shared.me(), &live),
+            ns.programmed.clone(),
+            ns.dirty,
+        )
     };
     let actual = if full || dirty {
         match shared.dataplane.list_peers(id).await {
@@ -147,10 +153,16 @@ pub(super) async fn reconcile(shared: &Shared, id: &NetworkId, full: bool) {
 
 /// The hosts files of local containers on network `id`, rendered from every network each of
 /// those containers joined.
-fn hosts_files_for(shared: &Shared, st: &super::State, id: &NetworkId) -> BTreeMap<PathBuf, String> {
+fn hosts_files_for(
+    shared: &Shared,
+    st: &super::State,
+    id: &NetworkId,
+) -> BTreeMap<PathBuf, String> {
     let me = shared.me();
     let live = shared.live.borrow();
-    let Some(ns) = st.nets.get(id) else { return BTreeMap::new() };
+    let Some(ns) = st.nets.get(id) else {
+        return BTreeMap::new();
+    };
     let containers: BTreeSet<&str> = ns
         .view
         .endpoints()
@@ -164,7 +176,10 @@ fn hosts_files_for(shared: &Shared, st: &super::State, id: &NetworkId) -> BTreeM
         let mut path = None;
         let hostname: String = container.chars().take(12).collect();
         for net in st.nets.values() {
-            let mine = net.view.endpoints().find(|e| e.host == *me && e.container_id == container);
+            let mine = net
+                .view
+                .endpoints()
+                .find(|e| e.host == *me && e.container_id == container);
             let Some(mine) = mine else { continue };
             path = path.or_else(|| mine.hosts_file.clone());
             own.extend(mine.ipv4.map(|a| (IpAddr::V4(a.addr()), hostname.clone())));
@@ -175,7 +190,12 @@ fn hosts_files_for(shared: &Shared, st: &super::State, id: &NetworkId) -> BTreeM
                 }
                 let ips = ep.ipv4.map(|a| IpAddr::V4(a.addr())).into_iter();
                 for ip in ips.chain(ep.ipv6.map(|a| IpAddr::V6(a.addr()))) {
-                    peers.extend(HostsEntry::for_container(ip, &ep.name, &ep.aliases, &net.network.name));
+                    peers.extend(HostsEntry::for_container(
+                        ip,
+                        &ep.name,
+                        &ep.aliases,
+                        &net.network.name,
+                    ));
                 }
             }
         }

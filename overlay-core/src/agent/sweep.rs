@@ -87,9 +87,17 @@ async fn reclaim(shared: &Shared, ep: &Endpoint, version: crate::store::Version)
         }
     }
     tracing::info!(container = %ep.name, host = %ep.host, "reclaimed the endpoint of a dead host");
-    let ips = ep.ipv4.map(|a| IpAddr::V4(a.addr())).into_iter().chain(ep.ipv6.map(|a| IpAddr::V6(a.addr())));
+    let ips = ep
+        .ipv4
+        .map(|a| IpAddr::V4(a.addr()))
+        .into_iter()
+        .chain(ep.ipv6.map(|a| IpAddr::V6(a.addr())));
     for ip in ips {
-        if let Err(e) = shared.ipam.release(&ep.network, ip, &ep.id.to_string()).await {
+        if let Err(e) = shared
+            .ipam
+            .release(&ep.network, ip, &ep.id.to_string())
+            .await
+        {
             tracing::debug!(%ip, error = %e, "releasing a reclaimed address failed; the collector will");
         }
     }

@@ -6,21 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::model::keys::{endpoint as endpoint_key, endpoints as endpoints_prefix};
-use crate::model::{Endpoint, EndpointId, HostId, MacAddr, NetworkId, Record};
+use crate::dataplane::Peer;
+use crate::model::keys::endpoint as endpoint_key;
+use crate::model::{Endpoint, EndpointId, HostId, NetworkId, Record};
 use crate::store::{KeyValue, WatchEvent};
-
-/// A remote container as the data plane needs it: its address and MAC, and the VTEP of the
-/// host it lives on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RemotePeer {
-    /// The container's address.
-    pub ip: IpAddr,
-    /// The container's MAC.
-    pub mac: MacAddr,
-    /// The remote host's tunnel endpoint.
-    pub vtep: IpAddr,
-}
 
 /// What changed in a view after applying an event or a fresh listing.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -65,14 +54,28 @@ impl NetworkView {
 
     /// Replaces the whole view with a fresh listing.
     pub fn replace(&mut self, network: &NetworkId, kvs: &[KeyValue]) -> Change {
-        let fresh: BTreeMap<_, _> =
-            kvs.iter().filter_map(|kv| Self::decode(network, kv)).map(|ep| (ep.id, ep)).collect();
-        let up =
-            fresh.values().filter(|ep| self.endpoints.get(&ep.id) != Some(*ep)).cloned().collect();
-        let down =
-            self.endpoints.values().filter(|ep| !fresh.contains_key(&ep.id)).cloned().collect();
+        let fresh: BTreeMap<_, _> = kvs
+            .iter()
+            .filter_map(|kv| Self::decode(network, kv))
+            .map(|ep| (ep.id, ep))
+            .collect();
+        let up = fresh
+            .values()
+            .filter(|ep| self.endpoints.get(&ep.id) != Some(*ep))
+            .cloned()
+            .collect();
+        let down = self
+            .endpoints
+            .values()
+            .filter(|ep| !fresh.contains_key(&ep.id))
+            .cloned()
+            .collect();
         self.endpoints = fresh;
-        Change { up, down, resync: false }
+        Change {
+            up,
+            down,
+            resync: false,
+        }
     }
 
     /// Adds or replaces an endpoint this host just published, ahead of its watch event.
@@ -87,21 +90,33 @@ impl NetworkView {
                 Some(ep) if self.endpoints.get(&ep.id) == Some(&ep) => Change::default(),
                 Some(ep) => {
                     self.endpoints.insert(ep.id, ep.clone());
-                    Change { up: vec![ep], ..Change::default() }
+                    Change {
+                        up: vec![ep],
+                        ..Change::default()
+                    }
                 }
                 // A record that stopped decoding no longer describes a live endpoint.
                 None => self.remove_key(&kv.key),
             },
             WatchEvent::Delete { key, .. } => self.remove_key(key),
-            WatchEvent::Resync { .. } => Change { resync: true, ..Change::default() },
+            WatchEvent::Resync { .. } => Change {
+                resync: true,
+                ..Change::default()
+            },
         }
     }
 
     /// Removes the endpoint stored under `key`.
     pub fn remove_key(&mut self, key: &str) -> Change {
-        let id = key.rsplit('/').next().and_then(|s| s.parse::<EndpointId>().ok());
+        let id = key
+            .rsplit('/')
+            .next()
+            .and_then(|s| s.parse::<EndpointId>().ok());
         let gone = id.and_then(|id| self.endpoints.remove(&id));
-        Change { down: gone.into_iter().collect(), ..Change::default() }
+        Change {
+            down: gone.into_iter().collect(),
+            ..Change::default()
+        }
     }
 
     /// Every endpoint, local and remote.
@@ -110,14 +125,18 @@ impl NetworkView {
     }
 
     /// The peers this host must program: endpoints on other hosts that are alive.
-    pub fn remote_peers(&self, me: &HostId, live: &BTreeSet<HostId>) -> BTreeSet<RemotePeer> {
+    pub fn remote_peers(&self, me: &HostId, live: &BTreeSet<HostId>) -> BTreeSet<Peer> {
         self.endpoints
             .values()
             .filter(|ep| ep.host != *me && live.contains(&ep.host))
             .flat_map(|ep| {
                 let v4 = ep.ipv4.map(|a| IpAddr::V4(a.addr()));
                 let v6 = ep.ipv6.map(|a| IpAddr::V6(a.addr()));
-                v4.into_iter().chain(v6).map(|ip| RemotePeer { ip, mac: ep.mac, vtep: ep.vtep })
+                v4.into_iter().chain(v6).map(|ip| Peer {
+                    ip,
+                    mac: ep.mac,
+                    vtep: ep.vtep,
+                })
             })
             .collect()
     }
@@ -126,7 +145,9 @@ impl NetworkView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::MacAddr;
     use crate::model::SCHEMA;
+    use crate::model::keys::endpoints as endpoints_prefix;
 
     fn ep(net: NetworkId, host: &str, ip: &str) -> Endpoint {
         let ipv4: ipnet::Ipv4Net = ip.parse().unwrap();
@@ -141,7 +162,13 @@ mod tests {
             ipv6: None,
             mac: MacAddr::from_ipv4(ipv4.addr()),
             host: HostId::new(host).unwrap(),
-            vtep: if host == "h1" { "192.0.2.1" } else { "192.0.2.2" }.parse().unwrap(),
+            vtep: if host == "h1" {
+                "192.0.2.1"
+            } else {
+                "192.0.2.2"
+            }
+            .parse()
+            .unwrap(),
             sticky: false,
             ifname: "eth0".into(),
             netns: None,
@@ -150,7 +177,11 @@ mod tests {
     }
 
     fn kv(e: &Endpoint, version: u64) -> KeyValue {
-        KeyValue { key: endpoint_key(&e.network, &e.id), value: e.encode(), version }
+        KeyValue {
+            key: endpoint_key(&e.network, &e.id),
+            value: e.encode(),
+            version,
+        }
     }
 
     #[test]
@@ -159,17 +190,32 @@ mod tests {
         let (a, b) = (ep(net, "h1", "10.0.0.2/24"), ep(net, "h2", "10.0.0.3/24"));
         let mut v = NetworkView::default();
         assert_eq!(v.replace(&net, &[kv(&a, 1)]).up, vec![a.clone()]);
-        assert!(!v.replace(&net, &[kv(&a, 1)]).changed(), "same listing changes nothing");
+        assert!(
+            !v.replace(&net, &[kv(&a, 1)]).changed(),
+            "same listing changes nothing"
+        );
         let put = WatchEvent::Put(kv(&b, 2));
-        assert_eq!(v.apply(&net, &put), Change { up: vec![b.clone()], ..Change::default() });
-        assert!(!v.apply(&net, &put).changed(), "a repeated event changes nothing");
+        assert_eq!(
+            v.apply(&net, &put),
+            Change {
+                up: vec![b.clone()],
+                ..Change::default()
+            }
+        );
+        assert!(
+            !v.apply(&net, &put).changed(),
+            "a repeated event changes nothing"
+        );
 
         let me = HostId::new("h1").unwrap();
         let live: BTreeSet<_> = [HostId::new("h1").unwrap(), HostId::new("h2").unwrap()].into();
         let peers = v.remote_peers(&me, &live);
         assert_eq!(peers.len(), 1);
         assert_eq!(peers.first().unwrap().vtep, b.vtep);
-        assert!(v.remote_peers(&me, &[me.clone()].into()).is_empty(), "dead hosts give no peers");
+        assert!(
+            v.remote_peers(&me, &[me.clone()].into()).is_empty(),
+            "dead hosts give no peers"
+        );
 
         // Corrupt, foreign and newer-schema records are skipped, never fatal.
         let foreign = KeyValue {
@@ -186,12 +232,27 @@ mod tests {
             version: 4,
         };
         let gone = v.apply(&net, &WatchEvent::Put(newer));
-        assert_eq!(gone.down, vec![a.clone()], "an endpoint that stops decoding goes");
+        assert_eq!(
+            gone.down,
+            vec![a],
+            "an endpoint that stops decoding goes"
+        );
         assert_eq!(v.endpoints().count(), 1);
 
-        let del = WatchEvent::Delete { key: endpoint_key(&net, &b.id), version: 5 };
-        assert_eq!(v.apply(&net, &del).down, vec![b.clone()]);
+        let del = WatchEvent::Delete {
+            key: endpoint_key(&net, &b.id),
+            version: 5,
+        };
+        assert_eq!(v.apply(&net, &del).down, vec![b]);
         assert_eq!(v.endpoints().count(), 0);
-        assert!(v.apply(&net, &WatchEvent::Resync { reason: "gap".into() }).resync);
+        assert!(
+            v.apply(
+                &net,
+                &WatchEvent::Resync {
+                    reason: "gap".into()
+                }
+            )
+            .resync
+        );
     }
 }

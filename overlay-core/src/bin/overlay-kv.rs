@@ -33,7 +33,8 @@ impl From<overlay_core::Error> for Failure {
 }
 
 fn number(what: &str, s: &str) -> Result<u64, Failure> {
-    s.parse().map_err(|_| Failure::Usage(format!("{what} must be a number, not {s:?}")))
+    s.parse()
+        .map_err(|_| Failure::Usage(format!("{what} must be a number, not {s:?}")))
 }
 
 async fn run(args: Vec<String>) -> Result<(), Failure> {
@@ -61,7 +62,12 @@ async fn run(args: Vec<String>) -> Result<(), Failure> {
             ("list", prefix) if prefix.len() <= 1 => {
                 let listing = store.list(prefix.first().copied().unwrap_or("")).await?;
                 for kv in listing.kvs {
-                    println!("{} {} {}", kv.key, kv.version, String::from_utf8_lossy(&kv.value));
+                    println!(
+                        "{} {} {}",
+                        kv.key,
+                        kv.version,
+                        String::from_utf8_lossy(&kv.value)
+                    );
                 }
             }
             ("watch", [prefix, opts @ ..]) => {

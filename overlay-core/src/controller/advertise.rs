@@ -14,8 +14,15 @@ fn strip_port(s: &str) -> Result<&str> {
         let (addr, after) = rest
             .split_once(']')
             .ok_or_else(|| Error::invalid(OP, format!("advertise {s:?} has an unclosed '['")))?;
-        if !after.is_empty() && after.strip_prefix(':').is_none_or(|p| p.parse::<u16>().is_err()) {
-            return Err(Error::invalid(OP, format!("advertise {s:?} has a bad port")));
+        if !after.is_empty()
+            && after
+                .strip_prefix(':')
+                .is_none_or(|p| p.parse::<u16>().is_err())
+        {
+            return Err(Error::invalid(
+                OP,
+                format!("advertise {s:?} has a bad port"),
+            ));
         }
         return Ok(addr);
     }
@@ -24,8 +31,9 @@ fn strip_port(s: &str) -> Result<&str> {
     }
     match s.rsplit_once(':') {
         Some((head, port)) if !head.contains(':') => {
-            port.parse::<u16>()
-                .map_err(|_| Error::invalid(OP, format!("advertise {s:?} has a bad port {port:?}")))?;
+            port.parse::<u16>().map_err(|_| {
+                Error::invalid(OP, format!("advertise {s:?} has a bad port {port:?}"))
+            })?;
             Ok(head)
         }
         _ => Ok(s),
@@ -41,13 +49,18 @@ pub(super) fn resolve(advertise: &str, ns: &Netns) -> Result<IpAddr> {
     let target = strip_port(advertise)?;
     if let Ok(ip) = target.parse::<IpAddr>() {
         if ip.is_unspecified() || ip.is_multicast() {
-            return Err(Error::invalid(OP, format!("{ip} is not a unicast address")).with_hint(hint));
+            return Err(
+                Error::invalid(OP, format!("{ip} is not a unicast address")).with_hint(hint)
+            );
         }
         return Ok(ip);
     }
     if target.is_empty() || target.len() > 15 || target.contains('/') {
-        return Err(Error::invalid(OP, format!("{target:?} is neither an IP nor an interface name"))
-            .with_hint(hint));
+        return Err(Error::invalid(
+            OP,
+            format!("{target:?} is neither an IP nor an interface name"),
+        )
+        .with_hint(hint));
     }
     // getifaddrs answers for the calling thread's namespace: ask from a thread that entered
     // the host namespace, never from a tokio worker.
@@ -55,8 +68,10 @@ pub(super) fn resolve(advertise: &str, ns: &Netns) -> Result<IpAddr> {
     let name = target.to_string();
     let found = std::thread::spawn(move || -> Result<Option<IpAddr>> {
         ns.enter()?;
-        let addrs = nix::ifaddrs::getifaddrs()
-            .map_err(|e| Error::new(ErrorKind::Kernel, OP, "cannot list interface addresses").with_errno(e as i32))?;
+        let addrs = nix::ifaddrs::getifaddrs().map_err(|e| {
+            Error::new(ErrorKind::Kernel, OP, "cannot list interface addresses")
+                .with_errno(e as i32)
+        })?;
         Ok(addrs
             .filter(|a| a.interface_name == name)
             .find_map(|a| a.address?.as_sockaddr_in().map(|s| IpAddr::V4(s.ip()))))
@@ -64,8 +79,12 @@ pub(super) fn resolve(advertise: &str, ns: &Netns) -> Result<IpAddr> {
     .join()
     .map_err(|_| Error::internal(OP, "the address lookup thread panicked"))??;
     found.ok_or_else(|| {
-        Error::new(ErrorKind::NotFound, OP, format!("interface {target:?} has no IPv4 address in the host namespace"))
-            .with_hint(hint)
+        Error::new(
+            ErrorKind::NotFound,
+            OP,
+            format!("interface {target:?} has no IPv4 address in the host namespace"),
+        )
+        .with_hint(hint)
     })
 }
 
@@ -85,11 +104,23 @@ mod tests {
     #[test]
     fn literal_addresses_need_no_namespace_lookup() {
         let ns = Netns::current().unwrap();
-        assert_eq!(resolve("192.0.2.7:2376", &ns).unwrap(), "192.0.2.7".parse::<IpAddr>().unwrap());
-        assert_eq!(resolve("0.0.0.0", &ns).unwrap_err().kind(), ErrorKind::InvalidArgument);
-        assert_eq!(resolve("", &ns).unwrap_err().kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            resolve("192.0.2.7:2376", &ns).unwrap(),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            resolve("0.0.0.0", &ns).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert_eq!(
+            resolve("", &ns).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
         let e = resolve("nosuchif0", &ns).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
-        assert_eq!(resolve("lo", &ns).unwrap(), "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            resolve("lo", &ns).unwrap(),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
     }
 }

@@ -28,7 +28,13 @@ struct Held<'a> {
 impl Held<'_> {
     async fn release(self) {
         for ip in self.ips {
-            if let Err(e) = self.ctl.inner.ipam.release(&self.network, ip, &self.owner).await {
+            if let Err(e) = self
+                .ctl
+                .inner
+                .ipam
+                .release(&self.network, ip, &self.owner)
+                .await
+            {
                 tracing::warn!(%ip, error = %e, "could not release an address; the collector will");
             }
         }
@@ -66,11 +72,23 @@ impl Controller {
             .filter(|e| e.container_id == container_id)
             .map(|e| e.ifname)
             .collect();
-        Ok((0..).map(|i| format!("eth{i}")).find(|n| !used.contains(n)).unwrap_or_default())
+        Ok((0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !used.contains(n))
+            .unwrap_or_default())
     }
 
-    async fn allocate(&self, held: &mut Held<'_>, want: Want, sticky: Option<&str>) -> Result<IpNet> {
-        let request = AddressRequest { want, owner: held.owner.clone(), sticky: sticky.map(str::to_string) };
+    async fn allocate(
+        &self,
+        held: &mut Held<'_>,
+        want: Want,
+        sticky: Option<&str>,
+    ) -> Result<IpNet> {
+        let request = AddressRequest {
+            want,
+            owner: held.owner.clone(),
+            sticky: sticky.map(str::to_string),
+        };
         let alloc = self.inner.ipam.request(&held.network, &request).await?;
         held.ips.push(alloc.address.addr());
         Ok(alloc.address)
@@ -84,23 +102,36 @@ impl Controller {
         c.validate()?;
         let (net, net_version) = self.lookup(network).await?;
         if net.removing {
-            return Err(Error::new(ErrorKind::NotFound, op, format!("network {:?} is being removed", net.name)));
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                op,
+                format!("network {:?} is being removed", net.name),
+            ));
         }
         if c.ipv6.is_some() && !net.ipv6 {
-            return Err(Error::invalid(op, format!("network {:?} has no IPv6", net.name))
-                .with_hint("drop the IPv6 address, or use a network created with IPv6"));
+            return Err(
+                Error::invalid(op, format!("network {:?} has no IPv6", net.name))
+                    .with_hint("drop the IPv6 address, or use a network created with IPv6"),
+            );
         }
         let netns = c.netns.path();
         if !netns.exists() {
-            return Err(Error::new(ErrorKind::NotFound, op, format!("namespace {} does not exist", netns.display()))
-                .with_hint("start the container first, or pass the path of its network namespace"));
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                op,
+                format!("namespace {} does not exist", netns.display()),
+            )
+            .with_hint("start the container first, or pass the path of its network namespace"));
         }
         let store = &self.inner.store;
         if store.get(&keys::container(&net.id, &c.id)).await?.is_some() {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
                 op,
-                format!("container {:?} is already connected to network {:?}", c.id, net.name),
+                format!(
+                    "container {:?} is already connected to network {:?}",
+                    c.id, net.name
+                ),
             )
             .with_hint("disconnect it first"));
         }
@@ -109,9 +140,16 @@ impl Controller {
             None => self.next_ifname(&c.id)?,
         };
         let id = EndpointId::random();
-        let mut held = Held { ctl: self, network: net.id, owner: id.to_string(), ips: Vec::new() };
+        let mut held = Held {
+            ctl: self,
+            network: net.id,
+            owner: id.to_string(),
+            ips: Vec::new(),
+        };
         let sticky = c.sticky.then_some(c.name.as_str());
-        let result = self.connect_steps(&net, net_version, c, id, ifname, &mut held, sticky).await;
+        let result = self
+            .connect_steps(&net, net_version, c, id, ifname, &mut held, sticky)
+            .await;
         match result {
             Ok(ep) => {
                 let out = inspect_of(&ep);
@@ -136,9 +174,18 @@ impl Controller {
         held: &mut Held<'_>,
         sticky: Option<&str>,
     ) -> Result<Endpoint> {
-        let v4 = self.allocate(held, c.ipv4.map_or(Want::Any(Family::V4), |ip| Want::Specific(ip.into())), sticky).await?;
+        let v4 = self
+            .allocate(
+                held,
+                c.ipv4
+                    .map_or(Want::Any(Family::V4), |ip| Want::Specific(ip.into())),
+                sticky,
+            )
+            .await?;
         let v6 = if net.ipv6 {
-            let want = c.ipv6.map_or(Want::Any(Family::V6), |ip| Want::Specific(ip.into()));
+            let want = c
+                .ipv6
+                .map_or(Want::Any(Family::V6), |ip| Want::Specific(ip.into()));
             Some(self.allocate(held, want, sticky).await?)
         } else {
             None
@@ -169,8 +216,9 @@ impl Controller {
             if let Err(e) = dp.detach(&net.id, &c.netns.path(), &ifname).await {
                 tracing::warn!(error = %e, "could not detach after a failed connect");
             }
-            let still_used =
-                self.agent().map(|a| a.local_endpoints().iter().any(|e| e.network == net.id));
+            let still_used = self
+                .agent()
+                .map(|a| a.local_endpoints().iter().any(|e| e.network == net.id));
             if !still_used.unwrap_or(true)
                 && let Err(e) = dp.remove_sandbox(&net.id).await
             {
@@ -200,10 +248,22 @@ impl Controller {
         };
         let own = id.to_string().into_bytes();
         let ops = [
-            TxnOp::Check { key: keys::network(&net.id), version: Some(net_version) },
-            TxnOp::Create { key: keys::container(&net.id, &c.id), value: own.clone() },
-            TxnOp::Create { key: keys::endpoint_name(&net.id, &c.name), value: own },
-            TxnOp::Create { key: keys::endpoint(&net.id, &id), value: ep.encode() },
+            TxnOp::Check {
+                key: keys::network(&net.id),
+                version: Some(net_version),
+            },
+            TxnOp::Create {
+                key: keys::container(&net.id, &c.id),
+                value: own.clone(),
+            },
+            TxnOp::Create {
+                key: keys::endpoint_name(&net.id, &c.name),
+                value: own,
+            },
+            TxnOp::Create {
+                key: keys::endpoint(&net.id, &id),
+                value: ep.encode(),
+            },
         ];
         if let Err(e) = self.inner.store.txn(&ops).await {
             undo_kernel().await;
@@ -221,13 +281,19 @@ impl Controller {
                     return Error::new(
                         ErrorKind::AlreadyExists,
                         "connect",
-                        format!("container {:?} is already connected to network {:?}", c.id, net.name),
+                        format!(
+                            "container {:?} is already connected to network {:?}",
+                            c.id, net.name
+                        ),
                     );
                 }
                 Error::new(
                     ErrorKind::AlreadyExists,
                     "connect",
-                    format!("another container named {:?} is on network {:?}", c.name, net.name),
+                    format!(
+                        "another container named {:?} is on network {:?}",
+                        c.name, net.name
+                    ),
                 )
                 .with_hint("container names must be unique on a network; pick another name")
             }
@@ -248,14 +314,16 @@ impl Controller {
         let (net, _) = self.lookup(network).await?;
         let store = &self.inner.store;
         let ckey = keys::container(&net.id, container_id);
-        crate::store::validate_key(&ckey).map_err(|_| {
-            Error::invalid(op, format!("container id {container_id:?} is invalid"))
-        })?;
+        crate::store::validate_key(&ckey)
+            .map_err(|_| Error::invalid(op, format!("container id {container_id:?} is invalid")))?;
         let not_connected = || {
             Error::new(
                 ErrorKind::NotFound,
                 op,
-                format!("container {container_id:?} is not connected to network {:?}", net.name),
+                format!(
+                    "container {container_id:?} is not connected to network {:?}",
+                    net.name
+                ),
             )
         };
         let kv = store.get(&ckey).await?.ok_or_else(not_connected)?;
@@ -268,8 +336,11 @@ impl Controller {
         };
         let ep = Endpoint::decode(&ekey, &ekv.value)?;
         if ep.host != self.inner.host.id {
-            return Err(Error::invalid(op, format!("container {container_id:?} runs on host {}", ep.host))
-                .with_hint("disconnect it on the host it runs on"));
+            return Err(Error::invalid(
+                op,
+                format!("container {container_id:?} runs on host {}", ep.host),
+            )
+            .with_hint("disconnect it on the host it runs on"));
         }
         let ops = endpoint_removal(store.as_ref(), &ep, ekv.version).await?;
         store.txn(&ops).await.map_err(|e| e.with_op(op))?;
@@ -280,13 +351,26 @@ impl Controller {
     /// Undoes the kernel and IPAM side of a local endpoint whose record is gone.
     async fn release_local(&self, net: &Network, ep: &Endpoint) {
         if let Some(netns) = &ep.netns
-            && let Err(e) = self.inner.dataplane.detach(&net.id, netns, &ep.ifname).await
+            && let Err(e) = self
+                .inner
+                .dataplane
+                .detach(&net.id, netns, &ep.ifname)
+                .await
         {
             tracing::warn!(container = %ep.name, error = %e, "could not remove the container's interface");
         }
-        let ips = ep.ipv4.map(|a| IpAddr::V4(a.addr())).into_iter().chain(ep.ipv6.map(|a| IpAddr::V6(a.addr())));
+        let ips = ep
+            .ipv4
+            .map(|a| IpAddr::V4(a.addr()))
+            .into_iter()
+            .chain(ep.ipv6.map(|a| IpAddr::V6(a.addr())));
         for ip in ips {
-            if let Err(e) = self.inner.ipam.release(&net.id, ip, &ep.id.to_string()).await {
+            if let Err(e) = self
+                .inner
+                .ipam
+                .release(&net.id, ip, &ep.id.to_string())
+                .await
+            {
                 tracing::warn!(%ip, error = %e, "could not release an address; the collector will");
             }
         }
@@ -304,7 +388,9 @@ impl Controller {
             if ep.host != *me {
                 continue;
             }
-            let Ok((net, _)) = self.lookup(&ep.network.to_string()).await else { continue };
+            let Ok((net, _)) = self.lookup(&ep.network.to_string()).await else {
+                continue;
+            };
             let alive = ep.netns.as_ref().is_some_and(|p| p.exists());
             if !alive {
                 tracing::info!(container = %ep.name, "container went away while the agent was down");
@@ -352,8 +438,12 @@ impl Controller {
             }
         }
         if out.is_empty() {
-            return Err(Error::new(ErrorKind::NotFound, "resolve", format!("no container answers to {name:?}"))
-                .with_hint("use a container name or alias, or name.network"));
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                "resolve",
+                format!("no container answers to {name:?}"),
+            )
+            .with_hint("use a container name or alias, or name.network"));
         }
         Ok(out.into_iter().collect())
     }

@@ -158,7 +158,10 @@ impl NetworkInspect {
             scope: "global".into(),
             driver: n.driver.clone(),
             enable_ipv6: n.ipv6,
-            ipam: IpamInspect { driver: "default".into(), config },
+            ipam: IpamInspect {
+                driver: "default".into(),
+                config,
+            },
             internal: n.internal,
             containers,
             options,

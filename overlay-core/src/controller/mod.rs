@@ -48,7 +48,9 @@ use crate::store::{self, KvStore, StoreUrl};
 
 pub use crate::agent::events::ControllerEvent;
 pub use inspect::{ContainerInspect, NetworkInspect, NetworkSummary};
-pub use spec::{AddressPool, ContainerSpec, ControllerOptions, NetnsRef, NetworkOptions, SubnetOptions};
+pub use spec::{
+    AddressPool, ContainerSpec, ControllerOptions, NetnsRef, NetworkOptions, SubnetOptions,
+};
 
 pub(crate) struct Inner {
     store: Arc<dyn KvStore>,
@@ -76,12 +78,23 @@ impl std::fmt::Debug for Controller {
 }
 
 fn default_host_id() -> Result<HostId> {
-    let name = nix::unistd::gethostname()
-        .map_err(|e| Error::new(ErrorKind::Internal, "open controller", format!("cannot read the hostname: {e}")))?;
+    let name = nix::unistd::gethostname().map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            "open controller",
+            format!("cannot read the hostname: {e}"),
+        )
+    })?;
     let name = name.to_string_lossy();
     let clean: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect();
     HostId::new(clean).map_err(|e| e.with_hint("set host_id explicitly"))
@@ -94,12 +107,18 @@ impl Controller {
     pub async fn open(opts: ControllerOptions) -> Result<Controller> {
         let op = "open controller";
         if opts.host_ttl.is_zero() || opts.reclaim_grace.is_zero() {
-            return Err(Error::invalid(op, "host_ttl and reclaim_grace must be positive"));
+            return Err(Error::invalid(
+                op,
+                "host_ttl and reclaim_grace must be positive",
+            ));
         }
         if let Some(mtu) = opts.mtu
             && !(68..=65_535).contains(&mtu)
         {
-            return Err(Error::invalid(op, format!("MTU {mtu} is outside 68..=65535")));
+            return Err(Error::invalid(
+                op,
+                format!("MTU {mtu} is outside 68..=65535"),
+            ));
         }
         let mut url = StoreUrl::parse(&opts.store)?;
         url.options.ttl = opts.host_ttl;
@@ -114,12 +133,24 @@ impl Controller {
         let advertise = advertise::resolve(&opts.advertise, &host_ns)?;
         let store = store::connect(&url).await?;
         let default_pools = match &opts.default_pools {
-            Some(list) => list.iter().map(|p| DefaultPool { base: p.base, len: p.size }).collect(),
+            Some(list) => list
+                .iter()
+                .map(|p| DefaultPool {
+                    base: p.base,
+                    len: p.size,
+                })
+                .collect(),
             None => vec![DefaultPool::docker_v4()],
         };
-        let ipam_cfg = IpamConfig { default_pools, reservation_grace: opts.sticky_grace, ..IpamConfig::default() };
-        let ipam: Arc<dyn Ipam> = Arc::new(StoreIpam::new(store.clone(), host_id.clone(), ipam_cfg));
-        let dataplane: Arc<dyn Dataplane> = Arc::new(NetlinkDataplane::new(host_ns, host_id.as_str()).await?);
+        let ipam_cfg = IpamConfig {
+            default_pools,
+            reservation_grace: opts.sticky_grace,
+            ..IpamConfig::default()
+        };
+        let ipam: Arc<dyn Ipam> =
+            Arc::new(StoreIpam::new(store.clone(), host_id.clone(), ipam_cfg));
+        let dataplane: Arc<dyn Dataplane> =
+            Arc::new(NetlinkDataplane::in_namespace(host_id.as_str(), &host_ns).await?);
         let host = Host {
             schema: SCHEMA,
             id: host_id,
@@ -127,8 +158,19 @@ impl Controller {
             started_ms: networks::now_ms(),
         };
         let (events, _) = broadcast::channel(1024);
-        let cfg = AgentConfig { host: host.clone(), reclaim_grace: opts.reclaim_grace };
-        let agent = match Agent::start(store.clone(), ipam.clone(), dataplane.clone(), cfg, events.clone()).await {
+        let cfg = AgentConfig {
+            host: host.clone(),
+            reclaim_grace: opts.reclaim_grace,
+        };
+        let agent = match Agent::start(
+            store.clone(),
+            ipam.clone(),
+            dataplane.clone(),
+            cfg,
+            events.clone(),
+        )
+        .await
+        {
             Ok(a) => a,
             Err(e) => {
                 let _ = store.close().await;
@@ -136,7 +178,15 @@ impl Controller {
             }
         };
         let ctl = Controller {
-            inner: Arc::new(Inner { store, ipam, dataplane, host, opts, events, agent: Mutex::new(Some(Arc::new(agent))) }),
+            inner: Arc::new(Inner {
+                store,
+                ipam,
+                dataplane,
+                host,
+                opts,
+                events,
+                agent: Mutex::new(Some(Arc::new(agent))),
+            }),
         };
         ctl.recover().await?;
         Ok(ctl)
@@ -170,10 +220,18 @@ impl Controller {
 
     /// The running agent, or Unavailable once the controller is closed.
     fn agent(&self) -> Result<Arc<Agent>> {
-        let guard = self.inner.agent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let guard = self
+            .inner
+            .agent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         guard.clone().ok_or_else(|| {
-            Error::new(ErrorKind::Unavailable, "controller", "the controller is closed")
-                .with_hint("open a new controller")
+            Error::new(
+                ErrorKind::Unavailable,
+                "controller",
+                "the controller is closed",
+            )
+            .with_hint("open a new controller")
         })
     }
 
@@ -191,7 +249,12 @@ impl Controller {
     /// state stays: connected containers keep talking, and a controller opened again on this
     /// host takes them over.
     pub async fn close(&self) -> Result<()> {
-        let agent = self.inner.agent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let agent = self
+            .inner
+            .agent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         match agent {
             Some(agent) => {
                 agent.close().await;

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use super::Controller;
-use super::events::ControllerEvent;
 use super::inspect::{NetworkInspect, NetworkSummary};
 use super::spec::{NetworkOptions, validate_network_name};
 use crate::error::{Error, ErrorKind, Result};
@@ -45,21 +44,27 @@ fn pool_requests(opts: &NetworkOptions) -> Result<Vec<PoolRequest>> {
     let mut requests: Vec<PoolRequest> = opts
         .subnets
         .iter()
-        .map(|s| PoolRequest::Subnet(PoolConfig {
-            subnet: s.subnet,
-            gateway: s.gateway,
-            ip_range: s.ip_range,
-            aux_addresses: s.aux_addresses.clone(),
-        }))
+        .map(|s| {
+            PoolRequest::Subnet(PoolConfig {
+                subnet: s.subnet,
+                gateway: s.gateway,
+                ip_range: s.ip_range,
+                aux_addresses: s.aux_addresses.clone(),
+            })
+        })
         .collect();
     let has = |f: Family| opts.subnets.iter().any(|s| Family::of_net(&s.subnet) == f);
     if opts.ipv6 && !has(Family::V6) {
-        return Err(Error::invalid(op, "IPv6 is enabled but no IPv6 subnet is given")
-            .with_hint("add an IPv6 subnet such as fd00:1::/64"));
+        return Err(
+            Error::invalid(op, "IPv6 is enabled but no IPv6 subnet is given")
+                .with_hint("add an IPv6 subnet such as fd00:1::/64"),
+        );
     }
     if !opts.ipv6 && has(Family::V6) {
-        return Err(Error::invalid(op, "an IPv6 subnet is given but IPv6 is not enabled")
-            .with_hint("set ipv6 to true, or drop the IPv6 subnet"));
+        return Err(
+            Error::invalid(op, "an IPv6 subnet is given but IPv6 is not enabled")
+                .with_hint("set ipv6 to true, or drop the IPv6 subnet"),
+        );
     }
     if !has(Family::V4) {
         requests.insert(0, PoolRequest::Default(Family::V4));
@@ -71,14 +76,21 @@ impl Controller {
     /// Creates an overlay network visible to every host with the same id. Name and VNI are
     /// claimed in one store transaction, so two hosts racing one name get exactly one network
     /// and one [`ErrorKind::AlreadyExists`].
-    pub async fn create_network(&self, name: &str, opts: &NetworkOptions) -> Result<NetworkInspect> {
+    pub async fn create_network(
+        &self,
+        name: &str,
+        opts: &NetworkOptions,
+    ) -> Result<NetworkInspect> {
         let op = "create network";
         validate_network_name(name)?;
         let wanted_vni = opts.vni.map(Vni::new).transpose()?;
         if let Some(mtu) = opts.mtu
             && !(68..=65_535).contains(&mtu)
         {
-            return Err(Error::invalid(op, format!("MTU {mtu} is outside 68..=65535")));
+            return Err(Error::invalid(
+                op,
+                format!("MTU {mtu} is outside 68..=65535"),
+            ));
         }
         let requests = pool_requests(opts)?;
         let id = NetworkId::random();
@@ -111,16 +123,17 @@ impl Controller {
             self.release_claims(name, vni, id).await;
             return Err(e.with_op(op));
         }
-        let _ = self.inner.events.send(ControllerEvent::NetworkCreated {
-            id: id.to_string(),
-            name: name.to_string(),
-        });
         Ok(NetworkInspect::build(&network, &[]))
     }
 
     /// Claims `names/<name>` and `vnis/<vni>` together; picks the lowest free VNI from 256 when
     /// none is wanted, retrying if another host takes it first.
-    async fn claim_name_and_vni(&self, name: &str, id: NetworkId, wanted: Option<Vni>) -> Result<Vni> {
+    async fn claim_name_and_vni(
+        &self,
+        name: &str,
+        id: NetworkId,
+        wanted: Option<Vni>,
+    ) -> Result<Vni> {
         let op = "create network";
         let store = &self.inner.store;
         for _ in 0..CREATE_ATTEMPTS {
@@ -128,10 +141,21 @@ impl Controller {
                 Some(v) => v,
                 None => self.next_free_vni().await?,
             };
-            let claim = Claim { schema: SCHEMA, network: id, created_ms: now_ms() }.encode();
+            let claim = Claim {
+                schema: SCHEMA,
+                network: id,
+                created_ms: now_ms(),
+            }
+            .encode();
             let ops = [
-                TxnOp::Create { key: keys::name(name), value: claim.clone() },
-                TxnOp::Create { key: keys::vni(vni), value: claim },
+                TxnOp::Create {
+                    key: keys::name(name),
+                    value: claim.clone(),
+                },
+                TxnOp::Create {
+                    key: keys::vni(vni),
+                    value: claim,
+                },
             ];
             match store.txn(&ops).await {
                 Ok(_) => return Ok(vni),
@@ -143,7 +167,10 @@ impl Controller {
                 return Err(Error::new(
                     ErrorKind::AlreadyExists,
                     op,
-                    format!("a network named {name:?} already exists (id {})", holder.short()),
+                    format!(
+                        "a network named {name:?} already exists (id {})",
+                        holder.short()
+                    ),
                 ));
             }
             if let Some(holder) = self.live_claim(&keys::vni(vni)).await?
@@ -157,15 +184,23 @@ impl Controller {
                 .with_hint("pick another VNI, or leave it out to get a free one"));
             }
         }
-        Err(Error::new(ErrorKind::Conflict, op, format!("could not claim a VNI for {name:?}: \
-            other hosts kept taking the free ones")))
+        Err(Error::new(
+            ErrorKind::Conflict,
+            op,
+            format!(
+                "could not claim a VNI for {name:?}: \
+            other hosts kept taking the free ones"
+            ),
+        ))
     }
 
     /// The network holding a claim, `None` if the claim is absent or was a stale leftover
     /// (which is then removed so the next attempt can take it).
     async fn live_claim(&self, key: &str) -> Result<Option<NetworkId>> {
         let store = &self.inner.store;
-        let Some(kv) = store.get(key).await? else { return Ok(None) };
+        let Some(kv) = store.get(key).await? else {
+            return Ok(None);
+        };
         let claim = match Claim::decode(key, &kv.value) {
             Ok(c) => c,
             Err(e) => {
@@ -196,8 +231,10 @@ impl Controller {
             .collect();
         let free = (FIRST_AUTO_VNI..=Vni::MAX).find(|v| !used.contains(v));
         free.map(Vni::new).unwrap_or_else(|| {
-            Err(Error::new(ErrorKind::Conflict, "create network", "every VNI is in use")
-                .with_hint("remove unused networks"))
+            Err(
+                Error::new(ErrorKind::Conflict, "create network", "every VNI is in use")
+                    .with_hint("remove unused networks"),
+            )
         })
     }
 
@@ -231,8 +268,12 @@ impl Controller {
         let op = "find network";
         let store = &self.inner.store;
         let not_found = || {
-            Error::new(ErrorKind::NotFound, op, format!("no network named or with id {name_or_id:?}"))
-                .with_hint("list networks to see their names and ids")
+            Error::new(
+                ErrorKind::NotFound,
+                op,
+                format!("no network named or with id {name_or_id:?}"),
+            )
+            .with_hint("list networks to see their names and ids")
         };
         if name_or_id.is_empty() {
             return Err(Error::invalid(op, "the network name or id is empty"));
@@ -265,8 +306,11 @@ impl Controller {
             return match hits.len() {
                 0 => Err(not_found()),
                 1 => Ok(hits.remove(0)),
-                n => Err(Error::invalid(op, format!("id prefix {name_or_id:?} matches {n} networks"))
-                    .with_hint("give more digits of the id, or the name")),
+                n => Err(Error::invalid(
+                    op,
+                    format!("id prefix {name_or_id:?} matches {n} networks"),
+                )
+                .with_hint("give more digits of the id, or the name")),
             };
         }
         Err(not_found())
@@ -281,8 +325,12 @@ impl Controller {
     /// `docker network inspect`: the network and every container on it, on every host.
     pub async fn inspect(&self, name_or_id: &str) -> Result<NetworkInspect> {
         let (network, _) = self.lookup(name_or_id).await?;
-        let endpoints: Vec<Endpoint> =
-            self.endpoints_of(&network.id).await?.into_iter().map(|(e, _)| e).collect();
+        let endpoints: Vec<Endpoint> = self
+            .endpoints_of(&network.id)
+            .await?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect();
         Ok(NetworkInspect::build(&network, &endpoints))
     }
 
@@ -297,22 +345,34 @@ impl Controller {
         let was_removing = network.removing;
         if !network.removing {
             network.removing = true;
-            version = store.compare_and_swap(&key, &network.encode(), version).await.map_err(|e| {
-                e.with_op(op).with_hint("the network changed meanwhile; retry")
-            })?;
+            version = store
+                .compare_and_swap(&key, &network.encode(), version)
+                .await
+                .map_err(|e| {
+                    e.with_op(op)
+                        .with_hint("the network changed meanwhile; retry")
+                })?;
         }
         let endpoints = self.endpoints_of(&network.id).await?;
         if !endpoints.is_empty() {
             if !was_removing {
                 network.removing = false;
-                let _ = store.compare_and_swap(&key, &network.encode(), version).await;
+                let _ = store
+                    .compare_and_swap(&key, &network.encode(), version)
+                    .await;
             }
-            let names: Vec<String> =
-                endpoints.iter().map(|(e, _)| format!("{} on {}", e.name, e.host)).collect();
+            let names: Vec<String> = endpoints
+                .iter()
+                .map(|(e, _)| format!("{} on {}", e.name, e.host))
+                .collect();
             return Err(Error::new(
                 ErrorKind::Conflict,
                 op,
-                format!("network {:?} still has containers: {}", network.name, names.join(", ")),
+                format!(
+                    "network {:?} still has containers: {}",
+                    network.name,
+                    names.join(", ")
+                ),
             )
             .with_hint("disconnect them first"));
         }
@@ -326,17 +386,16 @@ impl Controller {
             if let Some(kv) = store.get(&claim_key).await?
                 && Claim::decode(&claim_key, &kv.value).is_ok_and(|c| c.network == network.id)
             {
-                ops.push(TxnOp::DeleteIf { key: claim_key, version: kv.version });
+                ops.push(TxnOp::DeleteIf {
+                    key: claim_key,
+                    version: kv.version,
+                });
             }
         }
         store.txn(&ops).await.map_err(|e| e.with_op(op))?;
         if let Err(e) = self.inner.dataplane.remove_sandbox(&network.id).await {
             tracing::warn!(network = %network.name, error = %e, "could not remove a leftover sandbox");
         }
-        let _ = self.inner.events.send(ControllerEvent::NetworkRemoved {
-            id: network.id.to_string(),
-            name: network.name.clone(),
-        });
         Ok(())
     }
 }

@@ -192,10 +192,13 @@ pub fn validate_network_name(name: &str) -> Result<()> {
         .with_hint("pick another name; bridge, host, none and docker_gwbridge are Docker's own"));
     }
     if !crate::model::is_plain_name(name, 128) {
-        return Err(Error::invalid("create network", format!("network name {name:?} is invalid"))
-            .with_hint(
-                "use 1 to 128 letters, digits, '_', '-' or '.', starting with a letter or digit",
-            ));
+        return Err(Error::invalid(
+            "create network",
+            format!("network name {name:?} is invalid"),
+        )
+        .with_hint(
+            "use 1 to 128 letters, digits, '_', '-' or '.', starting with a letter or digit",
+        ));
     }
     Ok(())
 }
@@ -225,7 +228,9 @@ impl ContainerSpec {
         if let Some(ifname) = &self.ifname
             && (ifname.is_empty()
                 || ifname.len() > 15
-                || !ifname.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
+                || !ifname
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
         {
             return bad(
                 format!("interface name {ifname:?} is invalid"),
@@ -261,7 +266,16 @@ mod tests {
     #[test]
     fn network_names() {
         validate_network_name("my-net").unwrap();
-        for bad in ["bridge", "host", "none", "docker_gwbridge", "", "-x", "a b", "a/b"] {
+        for bad in [
+            "bridge",
+            "host",
+            "none",
+            "docker_gwbridge",
+            "",
+            "-x",
+            "a b",
+            "a/b",
+        ] {
             let e = validate_network_name(bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad}");
         }
@@ -282,12 +296,27 @@ mod tests {
         };
         ok.validate().unwrap();
         for bad in [
-            ContainerSpec { id: "a b".into(), ..ok.clone() },
-            ContainerSpec { name: "".into(), ..ok.clone() },
-            ContainerSpec { aliases: vec!["x y".into()], ..ok.clone() },
-            ContainerSpec { ifname: Some("much-too-long-name".into()), ..ok },
+            ContainerSpec {
+                id: "a b".into(),
+                ..ok.clone()
+            },
+            ContainerSpec {
+                name: "".into(),
+                ..ok.clone()
+            },
+            ContainerSpec {
+                aliases: vec!["x y".into()],
+                ..ok.clone()
+            },
+            ContainerSpec {
+                ifname: Some("much-too-long-name".into()),
+                ..ok
+            },
         ] {
-            assert_eq!(bad.validate().unwrap_err().kind(), ErrorKind::InvalidArgument);
+            assert_eq!(
+                bad.validate().unwrap_err().kind(),
+                ErrorKind::InvalidArgument
+            );
         }
     }
 }

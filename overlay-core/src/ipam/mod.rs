@@ -159,12 +159,20 @@ pub struct AddressRequest {
 impl AddressRequest {
     /// Any free address of `family` for `owner`.
     pub fn any(family: Family, owner: impl Into<String>) -> Self {
-        AddressRequest { want: Want::Any(family), owner: owner.into(), sticky: None }
+        AddressRequest {
+            want: Want::Any(family),
+            owner: owner.into(),
+            sticky: None,
+        }
     }
 
     /// Exactly `ip`, for `owner`.
     pub fn specific(ip: IpAddr, owner: impl Into<String>) -> Self {
-        AddressRequest { want: Want::Specific(ip), owner: owner.into(), sticky: None }
+        AddressRequest {
+            want: Want::Specific(ip),
+            owner: owner.into(),
+            sticky: None,
+        }
     }
 
     /// The same request, sticky under `key`.
@@ -274,7 +282,12 @@ pub trait Ipam: Send + Sync + std::fmt::Debug {
 
     /// Ends the sticky reservation `key` of `family`: a released address becomes free; a held
     /// one stays held but is no longer sticky. Returns whether there was one.
-    async fn drop_reservation(&self, network: &NetworkId, family: Family, key: &str) -> Result<bool>;
+    async fn drop_reservation(
+        &self,
+        network: &NetworkId,
+        family: Family,
+        key: &str,
+    ) -> Result<bool>;
 
     /// Every address held on the network, as the store has it now.
     async fn allocations(&self, network: &NetworkId) -> Result<Vec<Holding>>;
@@ -316,7 +329,12 @@ impl Ipam for StoreIpam {
         self.release_impl(network, ip, owner).await
     }
 
-    async fn drop_reservation(&self, network: &NetworkId, family: Family, key: &str) -> Result<bool> {
+    async fn drop_reservation(
+        &self,
+        network: &NetworkId,
+        family: Family,
+        key: &str,
+    ) -> Result<bool> {
         self.drop_reservation_impl(network, family, key).await
     }
 

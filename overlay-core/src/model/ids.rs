@@ -85,7 +85,10 @@ fn parse_hex_id(s: &str, what: &str) -> Result<[u8; 32]> {
     if s.len() != 64 {
         return Err(bad(&format!("has {} characters, not 64", s.len())));
     }
-    if !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(bad("has a character that is not lowercase hex"));
     }
     let mut out = [0u8; 32];
@@ -99,7 +102,8 @@ pub(crate) fn is_plain_name(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
         && s.as_bytes()[0].is_ascii_alphanumeric()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// A host's id in the cluster: a name chosen by the embedder (default: the hostname),
@@ -113,10 +117,11 @@ impl HostId {
     pub fn new(s: impl Into<String>) -> Result<Self> {
         let s = s.into();
         if !is_plain_name(&s, 64) {
-            return Err(Error::invalid("parse host id", format!("host id {s:?} is not valid"))
-                .with_hint(
+            return Err(
+                Error::invalid("parse host id", format!("host id {s:?} is not valid")).with_hint(
                     "use 1 to 64 letters, digits, '_', '-' or '.', starting with a letter or digit",
-                ));
+                ),
+            );
         }
         Ok(HostId(s))
     }
@@ -169,8 +174,10 @@ impl Vni {
         if (Self::MIN..=Self::MAX).contains(&v) {
             Ok(Vni(v))
         } else {
-            Err(Error::invalid("parse vni", format!("VNI {v} is out of range"))
-                .with_hint("a VXLAN VNI is between 1 and 16777215"))
+            Err(
+                Error::invalid("parse vni", format!("VNI {v} is out of range"))
+                    .with_hint("a VXLAN VNI is between 1 and 16777215"),
+            )
         }
     }
 
@@ -241,7 +248,11 @@ impl MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -283,7 +294,9 @@ impl Serialize for MacAddr {
 
 impl<'de> Deserialize<'de> for MacAddr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -341,7 +354,10 @@ mod tests {
     fn host_ids() {
         assert!(HostId::new("host-1.example").is_ok());
         for bad in ["", "-x", "a/b", "a b", &"x".repeat(65)] {
-            assert_eq!(HostId::new(bad).unwrap_err().kind(), ErrorKind::InvalidArgument);
+            assert_eq!(
+                HostId::new(bad).unwrap_err().kind(),
+                ErrorKind::InvalidArgument
+            );
         }
     }
 }

@@ -55,7 +55,9 @@ pub trait Record: Serialize + DeserializeOwned {
         }
         let record: Self =
             serde_json::from_value(value).map_err(|e| bad(format!("is malformed: {e}")))?;
-        record.validate().map_err(|why| bad(format!("is invalid: {why}")))?;
+        record
+            .validate()
+            .map_err(|why| bad(format!("is invalid: {why}")))?;
         Ok(record)
     }
 }
@@ -94,7 +96,10 @@ impl PoolConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         let s = self.subnet;
         if s.trunc() != s {
-            return Err(format!("subnet {s} has host bits set (did you mean {}?)", s.trunc()));
+            return Err(format!(
+                "subnet {s} has host bits set (did you mean {}?)",
+                s.trunc()
+            ));
         }
         if let Some(gw) = self.gateway
             && !s.contains(&gw)
@@ -224,7 +229,10 @@ impl Record for Endpoint {
 
     fn validate(&self) -> std::result::Result<(), String> {
         if !is_plain_name(&self.name, 128) {
-            return Err(format!("name {:?} is not a valid container name", self.name));
+            return Err(format!(
+                "name {:?} is not a valid container name",
+                self.name
+            ));
         }
         if let Some(bad) = self.aliases.iter().find(|a| !is_plain_name(a, 128)) {
             return Err(format!("alias {bad:?} is not a valid name"));
@@ -278,7 +286,10 @@ impl Record for Host {
 
     fn validate(&self) -> std::result::Result<(), String> {
         if self.advertise.is_unspecified() || self.advertise.is_multicast() {
-            return Err(format!("advertise address {} is not a unicast address", self.advertise));
+            return Err(format!(
+                "advertise address {} is not a unicast address",
+                self.advertise
+            ));
         }
         Ok(())
     }
@@ -318,7 +329,10 @@ mod tests {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"{not json".to_vec(), "not valid JSON"),
             (br#"{"id":"x"}"#.to_vec(), "no numeric \"schema\""),
-            (serde_json::to_vec(&serde_json::json!({"schema": 99})).unwrap(), "newer version"),
+            (
+                serde_json::to_vec(&serde_json::json!({"schema": 99})).unwrap(),
+                "newer version",
+            ),
             (
                 {
                     let mut v = serde_json::to_value(network()).unwrap();
@@ -365,7 +379,10 @@ mod tests {
         };
         let e = Endpoint::decode("endpoints/a/b", &ep.encode()).unwrap_err();
         assert!(e.to_string().contains("neither"), "{e}");
-        let ok = Endpoint { ipv4: Some("10.0.0.2/24".parse().unwrap()), ..ep };
+        let ok = Endpoint {
+            ipv4: Some("10.0.0.2/24".parse().unwrap()),
+            ..ep
+        };
         assert_eq!(Endpoint::decode("k", &ok.encode()).unwrap(), ok);
     }
 }

@@ -25,10 +25,17 @@ fn check(key: &str, empty_ok: bool) -> Result<()> {
         )
     };
     if key.is_empty() {
-        return if empty_ok { Ok(()) } else { Err(bad("is empty".into())) };
+        return if empty_ok {
+            Ok(())
+        } else {
+            Err(bad("is empty".into()))
+        };
     }
     if key.len() > MAX_KEY_LEN {
-        return Err(bad(format!("is {} bytes long, over the limit of {MAX_KEY_LEN}", key.len())));
+        return Err(bad(format!(
+            "is {} bytes long, over the limit of {MAX_KEY_LEN}",
+            key.len()
+        )));
     }
     if let Some(c) = key.chars().find(|c| !c.is_ascii_graphic()) {
         return Err(bad(format!("contains the character {c:?}")));
@@ -50,7 +57,12 @@ mod tests {
 
     #[test]
     fn good_keys() {
-        for k in ["a", "networks/abc", "endpoints/n/e", "ipam/10.0.0.0-24/blocks/0"] {
+        for k in [
+            "a",
+            "networks/abc",
+            "endpoints/n/e",
+            "ipam/10.0.0.0-24/blocks/0",
+        ] {
             validate_key(k).unwrap();
         }
         validate_prefix("").unwrap();

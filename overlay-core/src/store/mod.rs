@@ -49,7 +49,10 @@ impl fmt::Debug for KeyValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyValue")
             .field("key", &self.key)
-            .field("value", &String::from_utf8_lossy(&self.value[..self.value.len().min(64)]))
+            .field(
+                "value",
+                &String::from_utf8_lossy(&self.value[..self.value.len().min(64)]),
+            )
             .field("len", &self.value.len())
             .field("version", &self.version)
             .finish()

@@ -159,7 +159,11 @@ pub struct StoreUrl {
 }
 
 fn bad(url: &str, why: impl fmt::Display) -> Error {
-    Error::invalid("parse store URL", format!("store URL {:?} {why}", redact(url))).with_hint(
+    Error::invalid(
+        "parse store URL",
+        format!("store URL {:?} {why}", redact(url)),
+    )
+    .with_hint(
         "write SCHEME://HOST[:PORT][,HOST[:PORT]...][/PREFIX][?OPTION=VALUE&...] with SCHEME \
          etcd, zk or consul, or file:///PATH for the embedded store",
     )
@@ -182,7 +186,12 @@ fn decode(url: &str, s: &str) -> Result<String> {
     percent_decode_str(s)
         .decode_utf8()
         .map(|c| c.into_owned())
-        .map_err(|_| bad(url, format!("has {s:?}, which is not UTF-8 once percent-decoded")))
+        .map_err(|_| {
+            bad(
+                url,
+                format!("has {s:?}, which is not UTF-8 once percent-decoded"),
+            )
+        })
 }
 
 /// Parses `500ms`, `5s`, `2m` or a bare number of seconds.
@@ -205,10 +214,14 @@ impl StoreUrl {
     /// Parses a store URL; every malformed part gives
     /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) naming it.
     pub fn parse(url: &str) -> Result<Self> {
-        let (scheme_text, rest) =
-            url.split_once("://").ok_or_else(|| bad(url, "has no \"://\" after the scheme"))?;
+        let (scheme_text, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad(url, "has no \"://\" after the scheme"))?;
         let scheme = Scheme::parse(scheme_text).ok_or_else(|| {
-            bad(url, format!("has unknown scheme {scheme_text:?} (use etcd, zk, consul or file)"))
+            bad(
+                url,
+                format!("has unknown scheme {scheme_text:?} (use etcd, zk, consul or file)"),
+            )
         })?;
         let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut options = StoreOptions::default();
@@ -223,7 +236,10 @@ impl StoreUrl {
             }
             let dur = || {
                 parse_duration(&v).ok_or_else(|| {
-                    bad(url, format!("has {k}={v:?}, not a duration such as 500ms, 5s or 1m"))
+                    bad(
+                        url,
+                        format!("has {k}={v:?}, not a duration such as 500ms, 5s or 1m"),
+                    )
                 })
             };
             match k {
@@ -242,14 +258,21 @@ impl StoreUrl {
                         format!(
                             "has unknown option {k:?} (known: timeout, ttl, ca, cert, key, \
                              username, password, token{})",
-                            if scheme == Scheme::File { ", prefix" } else { "" }
+                            if scheme == Scheme::File {
+                                ", prefix"
+                            } else {
+                                ""
+                            }
                         ),
                     ));
                 }
             }
         }
         if options.tls_cert.is_some() != options.tls_key.is_some() {
-            return Err(bad(url, "gives only one of the options cert and key; give both"));
+            return Err(bad(
+                url,
+                "gives only one of the options cert and key; give both",
+            ));
         }
         if options.password.is_some() && options.username.is_none() {
             return Err(bad(url, "gives a password without a username"));
@@ -258,7 +281,10 @@ impl StoreUrl {
         let (servers, path, prefix) = if scheme == Scheme::File {
             let p = decode(url, main)?;
             if p.is_empty() {
-                return Err(bad(url, "has no file path (write file:///var/lib/overlay/store.db)"));
+                return Err(bad(
+                    url,
+                    "has no file path (write file:///var/lib/overlay/store.db)",
+                ));
             }
             (Vec::new(), Some(PathBuf::from(p)), prefix_opt)
         } else {
@@ -270,11 +296,19 @@ impl StoreUrl {
             let prefix = path.map(|p| decode(url, p)).transpose()?;
             (servers, None, prefix)
         };
-        let prefix = prefix.map(|p| p.trim_matches('/').to_string()).filter(|p| !p.is_empty());
+        let prefix = prefix
+            .map(|p| p.trim_matches('/').to_string())
+            .filter(|p| !p.is_empty());
         let prefix = prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_string());
         validate_prefix(&prefix)
             .map_err(|e| bad(url, format!("has a bad prefix: {}", e.context())))?;
-        Ok(StoreUrl { scheme, servers, path, prefix, options })
+        Ok(StoreUrl {
+            scheme,
+            servers,
+            path,
+            prefix,
+            options,
+        })
     }
 
     fn parse_servers(url: &str, scheme: Scheme, hosts: &str) -> Result<Vec<ServerAddr>> {
@@ -323,7 +357,9 @@ impl StoreUrl {
                     }
                 };
                 if host.is_empty()
-                    || !host.chars().all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c))
+                    || !host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c))
                 {
                     return Err(bad(url, format!("has an invalid host {host:?}")));
                 }
@@ -334,7 +370,10 @@ impl StoreUrl {
                         _ => return Err(bad(url, format!("has an invalid port {p:?} for {host}"))),
                     },
                 };
-                Ok(ServerAddr { host: host.to_string(), port })
+                Ok(ServerAddr {
+                    host: host.to_string(),
+                    port,
+                })
             })
             .collect()
     }
@@ -365,7 +404,13 @@ mod tests {
     fn seed_form_parses() {
         let u = StoreUrl::parse("zk://10.211.55.2:2181").unwrap();
         assert_eq!(u.scheme, Scheme::ZooKeeper);
-        assert_eq!(u.servers, vec![ServerAddr { host: "10.211.55.2".into(), port: 2181 }]);
+        assert_eq!(
+            u.servers,
+            vec![ServerAddr {
+                host: "10.211.55.2".into(),
+                port: 2181
+            }]
+        );
         assert_eq!(u.prefix, DEFAULT_PREFIX);
         assert_eq!(u.options, StoreOptions::default());
     }
