@@ -232,11 +232,7 @@ mod tests {
             version: 4,
         };
         let gone = v.apply(&net, &WatchEvent::Put(newer));
-        assert_eq!(
-            gone.down,
-            vec![a],
-            "an endpoint that stops decoding goes"
-        );
+        assert_eq!(gone.down, vec![a], "an endpoint that stops decoding goes");
         assert_eq!(v.endpoints().count(), 1);
 
         let del = WatchEvent::Delete {

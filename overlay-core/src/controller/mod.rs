@@ -100,6 +100,11 @@ fn default_host_id() -> Result<HostId> {
     HostId::new(clean).map_err(|e| e.with_hint("set host_id explicitly"))
 }
 
+/// The data plane names a host's sandboxes after a tag without '-' (it separates name parts).
+fn host_tag(id: &HostId) -> String {
+    id.as_str().replace('-', "_")
+}
+
 impl Controller {
     /// Opens the cluster store, registers this host and starts its agent. Containers this
     /// host had connected before a restart are taken over again (or cleaned up if their
@@ -150,7 +155,7 @@ impl Controller {
         let ipam: Arc<dyn Ipam> =
             Arc::new(StoreIpam::new(store.clone(), host_id.clone(), ipam_cfg));
         let dataplane: Arc<dyn Dataplane> =
-            Arc::new(NetlinkDataplane::in_namespace(host_id.as_str(), &host_ns).await?);
+            Arc::new(NetlinkDataplane::in_namespace(&host_tag(&host_id), &host_ns).await?);
         let host = Host {
             schema: SCHEMA,
             id: host_id,

@@ -16,6 +16,7 @@
 mod conn;
 mod endpoint;
 mod errors;
+pub mod lab;
 mod link;
 mod netlink_dp;
 pub mod netns;
