@@ -32,6 +32,7 @@ mod advertise;
 mod endpoints;
 pub mod inspect;
 mod networks;
+pub mod rpc;
 pub mod spec;
 
 use std::net::IpAddr;
