@@ -289,7 +289,7 @@ async fn connect_with(url: &StoreUrl) -> Result<Arc<dyn KvStore>> {
     use crate::error::{Error, ErrorKind};
     match url.scheme {
         Scheme::Etcd => Ok(Arc::new(etcd::EtcdStore::connect(url).await?)),
-        // WIP Scheme::ZooKeeper => Ok(Arc::new(zookeeper::ZkStore::connect(url).await?)),
+        Scheme::ZooKeeper => Ok(Arc::new(zookeeper::ZkStore::connect(url).await?)),
         // WIP Scheme::Consul => Ok(Arc::new(consul::ConsulStore::connect(url).await?)),
         _ => Err(Error::new(
             ErrorKind::Unsupported,
