@@ -290,7 +290,7 @@ async fn connect_with(url: &StoreUrl) -> Result<Arc<dyn KvStore>> {
     match url.scheme {
         Scheme::Etcd => Ok(Arc::new(etcd::EtcdStore::connect(url).await?)),
         Scheme::ZooKeeper => Ok(Arc::new(zookeeper::ZkStore::connect(url).await?)),
-        // WIP Scheme::Consul => Ok(Arc::new(consul::ConsulStore::connect(url).await?)),
+        Scheme::Consul => Ok(Arc::new(consul::ConsulStore::connect(url).await?)),
         _ => Err(Error::new(
             ErrorKind::Unsupported,
             "connect store",
