@@ -180,7 +180,7 @@ mod tests {
             key: "a".into(),
             version: None,
         };
-        assert!(check_txn(&[put("a"), check], 2).is_ok());
+        assert!(check_txn(&[put("a"), check], 2).is_err());
         assert_eq!(
             check_txn(&[put("a"), put("a")], 9).unwrap_err().kind(),
             ErrorKind::InvalidArgument
