@@ -115,3 +115,11 @@ async fn watch_replays_from_the_journal() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_key_comes_back_after_partition() {
+    let Some(server) = ZooKeeperServer::shared() else {
+        return;
+    };
+    common::ephemeral_key_comes_back_after_partition(server).await;
+}
