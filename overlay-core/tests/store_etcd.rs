@@ -117,3 +117,11 @@ async fn unreadable_tls_files_are_reported() {
     assert_eq!(e.kind(), overlay_core::ErrorKind::InvalidArgument, "{e}");
     assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_key_comes_back_after_partition() {
+    let Some(server) = EtcdServer::shared() else {
+        return;
+    };
+    common::ephemeral_key_comes_back_after_partition(server).await;
+}
