@@ -10,6 +10,10 @@
 //! one shared pool. Every store call goes through a counting adapter, so "round trips" is the
 //! number of store operations, including the first read of the network's pools and the
 //! listing of its blocks.
+//!
+//! For scale, the last column is the store's own ceiling on this machine: compare-and-swap
+//! operations per second by the same number of clients, each on its own key, with a 2 KiB value
+//! (about the size of a half-full block).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,21 +105,66 @@ struct Row {
     allocations: usize,
     elapsed: Duration,
     round_trips: u64,
+    raw_cas_per_sec: f64,
+}
+
+/// The store's ceiling: `clients` connections doing compare-and-swap on a key each.
+async fn raw_cas(url: &str, clients: usize) -> Result<f64> {
+    let mut stores = Vec::new();
+    for _ in 0..clients {
+        stores.push(store::connect_str(url).await?);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, s) in stores.iter().cloned().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let key = format!("bench-raw/{i}");
+            let value = vec![b'x'; 2048];
+            let mut version = s.put(&key, &value).await?;
+            for _ in 0..PER_ALLOCATOR {
+                version = s.compare_and_swap(&key, &value, version).await?;
+            }
+            s.delete(&key).await?;
+            Ok::<_, overlay::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await
+            .map_err(|e| overlay::Error::internal("bench", e.to_string()))??;
+    }
+    let rate = (clients * (PER_ALLOCATOR + 2)) as f64 / started.elapsed().as_secs_f64();
+    for s in stores {
+        let _ = s.close().await;
+    }
+    Ok(rate)
 }
 
 /// One run: `allocators` tasks, each allocating `PER_ALLOCATOR` addresses from a new network.
 async fn run(backend: &'static str, url: &str, allocators: usize) -> Result<Row> {
     let setup_store = store::connect_str(url).await?;
-    let setup = StoreIpam::new(setup_store.clone(), HostId::new("setup")?, IpamConfig::default());
+    let setup = StoreIpam::new(
+        setup_store.clone(),
+        HostId::new("setup")?,
+        IpamConfig::default(),
+    );
     let net = NetworkId::random();
     setup
-        .add_pools(&net, "bench", &[PoolRequest::Subnet(PoolConfig::new(SUBNET.parse().unwrap()))])
+        .add_pools(
+            &net,
+            "bench",
+            &[PoolRequest::Subnet(PoolConfig::new(
+                SUBNET.parse().unwrap(),
+            ))],
+        )
         .await?;
     let calls = Arc::new(AtomicU64::new(0));
     let mut ipams = Vec::new();
     for i in 0..allocators {
         let inner = store::connect_str(url).await?;
-        let counted: Arc<dyn KvStore> = Arc::new(Counting { inner, calls: calls.clone() });
+        let counted: Arc<dyn KvStore> = Arc::new(Counting {
+            inner,
+            calls: calls.clone(),
+        });
         ipams.push(Arc::new(StoreIpam::new(
             counted,
             HostId::new(format!("bench-host-{i}"))?,
@@ -134,22 +183,29 @@ async fn run(backend: &'static str, url: &str, allocators: usize) -> Result<Row>
         }));
     }
     for t in tasks {
-        t.await.map_err(|e| overlay::Error::internal("bench", e.to_string()))??;
+        t.await
+            .map_err(|e| overlay::Error::internal("bench", e.to_string()))??;
     }
     let elapsed = started.elapsed();
     let held = setup.allocations(&net).await?.len();
-    assert_eq!(held, allocators * PER_ALLOCATOR, "every allocation is in the store exactly once");
+    assert_eq!(
+        held,
+        allocators * PER_ALLOCATOR,
+        "every allocation is in the store exactly once"
+    );
     setup.release_pools(&net).await?;
     for ipam in &ipams {
         let _ = ipam.store().close().await;
     }
     let _ = setup_store.close().await;
+    let raw_cas_per_sec = raw_cas(url, allocators).await?;
     Ok(Row {
         backend,
         allocators,
         allocations: allocators * PER_ALLOCATOR,
         elapsed,
         round_trips: calls.load(Ordering::Relaxed),
+        raw_cas_per_sec,
     })
 }
 
@@ -158,8 +214,10 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let etcd = EtcdServer::start();
     let zk = ZooKeeperServer::start();
-    let mut targets: Vec<(&'static str, String)> =
-        vec![("embedded", format!("file://{}/bench.db", dir.path().display()))];
+    let mut targets: Vec<(&'static str, String)> = vec![(
+        "embedded",
+        format!("file://{}/bench.db", dir.path().display()),
+    )];
     if let Some(s) = &etcd {
         targets.push(("etcd", s.url()));
     }
@@ -177,10 +235,10 @@ async fn main() {
     }
     println!();
     println!(
-        "| backend   | allocators (tasks) | allocations | seconds | allocations/s | round trips/alloc | vs 1 allocator |"
+        "| backend   | allocators (tasks) | allocations | seconds | allocations/s | round trips/alloc | vs 1 allocator | store CAS/s, same clients |"
     );
     println!(
-        "|-----------|--------------------|-------------|---------|---------------|-------------------|----------------|"
+        "|-----------|--------------------|-------------|---------|---------------|-------------------|----------------|---------------------------|"
     );
     for row in &rows {
         let rate = row.allocations as f64 / row.elapsed.as_secs_f64();
@@ -190,14 +248,15 @@ async fn main() {
             .map(|r| r.allocations as f64 / r.elapsed.as_secs_f64());
         let speedup = single.map_or("-".to_string(), |s| format!("{:.2}×", rate / s));
         println!(
-            "| {:<9} | {:>18} | {:>11} | {:>7.2} | {:>13.0} | {:>17.3} | {:>14} |",
+            "| {:<9} | {:>18} | {:>11} | {:>7.2} | {:>13.0} | {:>17.3} | {:>14} | {:>25.0} |",
             row.backend,
             row.allocators,
             row.allocations,
             row.elapsed.as_secs_f64(),
             rate,
             row.round_trips as f64 / row.allocations as f64,
-            speedup
+            speedup,
+            row.raw_cas_per_sec
         );
     }
 }

@@ -59,7 +59,10 @@ fn main() {
         match rt.block_on(coordinate(&backend.url)) {
             Ok(summary) => {
                 ran += 1;
-                println!("ipam stress on {name}: ok in {:.1?}: {summary}", started.elapsed());
+                println!(
+                    "ipam stress on {name}: ok in {:.1?}: {summary}",
+                    started.elapsed()
+                );
             }
             Err(e) if e.starts_with("SKIPPED") => println!("ipam stress on {name}: {e}"),
             Err(e) => {
@@ -91,11 +94,17 @@ fn backends() -> Vec<(&'static str, Option<Backend>)> {
     ));
     out.push((
         "etcd",
-        EtcdServer::start().map(|s| Backend { url: s.url(), _keep: Box::new(s) }),
+        EtcdServer::start().map(|s| Backend {
+            url: s.url(),
+            _keep: Box::new(s),
+        }),
     ));
     out.push((
         "zookeeper",
-        ZooKeeperServer::start().map(|s| Backend { url: s.url(), _keep: Box::new(s) }),
+        ZooKeeperServer::start().map(|s| Backend {
+            url: s.url(),
+            _keep: Box::new(s),
+        }),
     ));
     out
 }
@@ -124,10 +133,17 @@ async fn open(url: &str) -> Result<Arc<dyn KvStore>, String> {
 
 async fn coordinate(url: &str) -> Result<String, String> {
     let store = open(url).await?;
-    let setup = StoreIpam::new(store.clone(), HostId::new("setup").unwrap(), IpamConfig::default());
+    let setup = StoreIpam::new(
+        store.clone(),
+        HostId::new("setup").unwrap(),
+        IpamConfig::default(),
+    );
     let net = NetworkId::random();
     let pool = PoolConfig::new(SUBNET.parse().unwrap());
-    setup.add_pools(&net, "stress", &[PoolRequest::Subnet(pool)]).await.map_err(|e| e.to_string())?;
+    setup
+        .add_pools(&net, "stress", &[PoolRequest::Subnet(pool)])
+        .await
+        .map_err(|e| e.to_string())?;
 
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut workers = Workers(Vec::new());
@@ -155,7 +171,10 @@ async fn coordinate(url: &str) -> Result<String, String> {
             let mut parts = line.split_whitespace();
             match parts.next() {
                 Some("HELD") => {
-                    let ip: IpAddr = parts.next().and_then(|s| s.parse().ok()).ok_or(line.clone())?;
+                    let ip: IpAddr = parts
+                        .next()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or(line.clone())?;
                     let owner = parts.next().ok_or(line.clone())?.to_string();
                     if let Some(other) = union.insert(ip, owner.clone()) {
                         return Err(format!("DUPLICATE: {ip} is held by {other} and by {owner}"));
@@ -181,8 +200,16 @@ async fn coordinate(url: &str) -> Result<String, String> {
         .map(|h| (h.ip, h.owner))
         .collect();
     if view != union {
-        let only_store: Vec<_> = view.iter().filter(|(k, v)| union.get(*k) != Some(*v)).take(5).collect();
-        let only_workers: Vec<_> = union.iter().filter(|(k, v)| view.get(*k) != Some(*v)).take(5).collect();
+        let only_store: Vec<_> = view
+            .iter()
+            .filter(|(k, v)| union.get(*k) != Some(*v))
+            .take(5)
+            .collect();
+        let only_workers: Vec<_> = union
+            .iter()
+            .filter(|(k, v)| view.get(*k) != Some(*v))
+            .take(5)
+            .collect();
         return Err(format!(
             "store view ({} addresses) differs from the workers' union ({}): store only {only_store:?}, \
              workers only {only_workers:?}",
@@ -192,17 +219,27 @@ async fn coordinate(url: &str) -> Result<String, String> {
     }
     setup.release_pools(&net).await.map_err(|e| e.to_string())?;
     let _ = store.close().await;
-    Ok(format!("{} addresses held at the end, no duplicate; {}", union.len(), stats.join("; ")))
+    Ok(format!(
+        "{} addresses held at the end, no duplicate; {}",
+        union.len(),
+        stats.join("; ")
+    ))
 }
 
 /// One worker process: allocate, sometimes release, sometimes ask for a specific address.
 async fn worker(host: &str) -> Result<(), String> {
     let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
     let url = var(ENV_URL)?;
-    let net: NetworkId = var(ENV_NET)?.parse().map_err(|e: overlay_core::Error| e.to_string())?;
+    let net: NetworkId = var(ENV_NET)?
+        .parse()
+        .map_err(|e: overlay_core::Error| e.to_string())?;
     let seed: u64 = var(ENV_SEED)?.parse().map_err(|_| "bad seed".to_string())?;
     let store = store::connect_str(&url).await.map_err(|e| e.to_string())?;
-    let ipam = StoreIpam::new(store.clone(), HostId::new(host).unwrap(), IpamConfig::default());
+    let ipam = StoreIpam::new(
+        store.clone(),
+        HostId::new(host).unwrap(),
+        IpamConfig::default(),
+    );
     let subnet: ipnet::IpNet = SUBNET.parse().unwrap();
     let size = 1u32 << (32 - subnet.prefix_len());
     let base = match subnet.network() {
@@ -224,9 +261,14 @@ async fn worker(host: &str) -> Result<(), String> {
         while held.len() >= MAX_HELD || (!held.is_empty() && rnd(4) == 0) {
             let victim = *held.keys().nth(rnd(held.len())).unwrap();
             let owner = held.remove(&victim).unwrap();
-            let released = ipam.release(&net, victim, &owner).await.map_err(|e| e.to_string())?;
+            let released = ipam
+                .release(&net, victim, &owner)
+                .await
+                .map_err(|e| e.to_string())?;
             if !released {
-                return Err(format!("{victim} held by {owner} was not held in the store"));
+                return Err(format!(
+                    "{victim} held by {owner} was not held in the store"
+                ));
             }
             releases += 1;
         }

@@ -49,7 +49,10 @@ enum Step {
 
 /// Whether `inner` of `block` is unavailable at `now`.
 fn taken(block: &Block, inner: u64, now: u64) -> bool {
-    block.entries.get(&inner).is_some_and(|e| e.expired_reservation(now).is_none())
+    block
+        .entries
+        .get(&inner)
+        .is_some_and(|e| e.expired_reservation(now).is_none())
 }
 
 /// Checks an owner or sticky key: it becomes part of stored values and, for sticky keys, of a
@@ -58,12 +61,16 @@ pub(super) fn check_name(what: &str, s: &str) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= 128
         && s.as_bytes()[0].is_ascii_alphanumeric()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     if ok {
         return Ok(());
     }
-    Err(Error::invalid(OP_REQUEST, format!("{what} {s:?} is not valid"))
-        .with_hint("use 1 to 128 letters, digits, '_', '-' or '.', starting with a letter or digit"))
+    Err(
+        Error::invalid(OP_REQUEST, format!("{what} {s:?} is not valid")).with_hint(
+            "use 1 to 128 letters, digits, '_', '-' or '.', starting with a letter or digit",
+        ),
+    )
 }
 
 pub(super) fn allocation(pool: &Pool, ip: IpAddr, owner: &str, sticky: Option<&str>) -> Allocation {
@@ -89,7 +96,13 @@ impl PoolBlocks {
             let mut block = block.clone();
             block.entries.insert(inner, entry.clone());
             block.cursor = Some(inner);
-            Some(Plan { index, inner, block, version, displaced })
+            Some(Plan {
+                index,
+                inner,
+                block,
+                version,
+                displaced,
+            })
         };
         let start = self.last.unwrap_or(0);
         let mine = self
@@ -109,17 +122,16 @@ impl PoolBlocks {
         // without one are made of reserved addresses only, so the search is bounded.
         let (lo, hi) = pool.dynamic_blocks();
         let bound = self.blocks.len() as u64 + pool_reserved_bound(pool);
-        let mut index = lo;
-        for _ in 0..=bound {
-            if index > hi {
-                break;
+        for index in (lo..=hi).take(
+            usize::try_from(bound)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        ) {
+            if !self.blocks.contains_key(&index)
+                && let Some(plan) = pick(index, &Block::new(host), None)
+            {
+                return Step::Write(plan);
             }
-            if !self.blocks.contains_key(&index) {
-                if let Some(plan) = pick(index, &Block::new(host), None) {
-                    return Step::Write(plan);
-                }
-            }
-            index += 1;
         }
         if !fresh {
             return Step::List;
@@ -140,32 +152,51 @@ fn pool_reserved_bound(pool: &Pool) -> u64 {
 }
 
 impl StoreIpam {
-    pub(super) async fn request_impl(&self, net: &NetworkId, req: &AddressRequest) -> Result<Allocation> {
+    pub(super) async fn request_impl(
+        &self,
+        net: &NetworkId,
+        req: &AddressRequest,
+    ) -> Result<Allocation> {
         check_name("owner", &req.owner)?;
         if let Some(key) = &req.sticky {
             check_name("sticky key", key)?;
         }
         let (pools, net_version) = self.network(net).await.map_err(|e| e.with_op(OP_REQUEST))?;
         if let Some(key) = &req.sticky {
-            return self.request_sticky(net, &pools, net_version, req, key).await;
+            return self
+                .request_sticky(net, &pools, net_version, req, key)
+                .await;
         }
         match req.want {
             Want::Specific(ip) => {
                 let pool = pool_of(net, &pools, ip)?;
                 let retry = self.config.retry;
                 for attempt in 1..=retry.max_attempts {
-                    match self.try_specific(net, net_version, pool, ip, &req.owner, None, Vec::new()).await? {
+                    match self
+                        .try_specific(net, net_version, pool, ip, &req.owner, None, Vec::new())
+                        .await?
+                    {
                         Outcome::Got(a) => return Ok(a),
                         _ => retry.wait(attempt).await,
                     }
                 }
-                Err(lost(OP_REQUEST, retry.max_attempts, &format!("the block of {ip}")))
+                Err(lost(
+                    OP_REQUEST,
+                    retry.max_attempts,
+                    &format!("the block of {ip}"),
+                ))
             }
             Want::Any(family) => {
-                match self.request_any(net, net_version, &pools, family, &req.owner, None).await? {
+                match self
+                    .request_any(net, net_version, &pools, family, &req.owner, None)
+                    .await?
+                {
                     Outcome::Got(a) => Ok(a),
                     // Only sticky requests report lost races; the others retry inside.
-                    _ => Err(Error::internal(OP_REQUEST, "a plain request reported a lost race")),
+                    _ => Err(Error::internal(
+                        OP_REQUEST,
+                        "a plain request reported a lost race",
+                    )),
                 }
             }
         }
@@ -183,11 +214,17 @@ impl StoreIpam {
     ) -> Result<Outcome> {
         let candidates: Vec<&Pool> = pools.iter().filter(|p| p.family() == family).collect();
         if candidates.is_empty() {
-            return Err(Error::invalid(OP_REQUEST, format!("network {} has no {family} pool", net.short()))
-                .with_hint("request an address of a family the network has a pool for"));
+            return Err(Error::invalid(
+                OP_REQUEST,
+                format!("network {} has no {family} pool", net.short()),
+            )
+            .with_hint("request an address of a family the network has a pool for"));
         }
         for pool in &candidates {
-            match self.request_in_pool(net, net_version, pool, owner, sticky).await? {
+            match self
+                .request_in_pool(net, net_version, pool, owner, sticky)
+                .await?
+            {
                 Outcome::Got(a) => return Ok(Outcome::Got(a)),
                 Outcome::Lost => return Ok(Outcome::Lost),
                 Outcome::Exhausted => {}
@@ -235,7 +272,9 @@ impl StoreIpam {
                 sticky: sticky.map(str::to_string),
             };
             let step = self
-                .with_blocks(net, &pool_id, |pb| pb.plan_any(pool, host, &entry, now, fresh))
+                .with_blocks(net, &pool_id, |pb| {
+                    pb.plan_any(pool, host, &entry, now, fresh)
+                })
                 .unwrap_or(Step::List);
             let plan = match step {
                 Step::Write(plan) => plan,
@@ -246,7 +285,11 @@ impl StoreIpam {
                         // the network was dropped from the cache meanwhile.
                         attempt += 1;
                         if attempt >= retry.max_attempts {
-                            return Err(lost(OP_REQUEST, attempt, &format!("pool {}", pool.subnet())));
+                            return Err(lost(
+                                OP_REQUEST,
+                                attempt,
+                                &format!("pool {}", pool.subnet()),
+                            ));
                         }
                         self.network(net).await?;
                     }
@@ -257,13 +300,18 @@ impl StoreIpam {
             };
             let ip = pool.addr_at(pool.offset_in_block(plan.index, plan.inner));
             let mut extra = Vec::new();
-            if let Some(k) = &plan.displaced {
-                if Some(k.as_str()) != sticky {
-                    extra.push(TxnOp::Delete { key: records::sticky_key(net, pool.family(), k) });
-                }
+            if let Some(k) = &plan.displaced
+                && Some(k.as_str()) != sticky
+            {
+                extra.push(TxnOp::Delete {
+                    key: records::sticky_key(net, pool.family(), k),
+                });
             }
             if let Some(k) = sticky {
-                let value = records::encode(&records::StickyIndex { schema: crate::model::SCHEMA, ip });
+                let value = records::encode(&records::StickyIndex {
+                    schema: crate::model::SCHEMA,
+                    ip,
+                });
                 let key = records::sticky_key(net, pool.family(), k);
                 extra.push(if plan.displaced.as_deref() == Some(k) {
                     TxnOp::Put { key, value }
@@ -273,7 +321,15 @@ impl StoreIpam {
             }
             let claimed = plan.version.is_none();
             match self
-                .write_block(net, net_version, &pool_id, plan.index, &plan.block, plan.version, extra)
+                .write_block(
+                    net,
+                    net_version,
+                    &pool_id,
+                    plan.index,
+                    &plan.block,
+                    plan.version,
+                    extra,
+                )
                 .await?
             {
                 Written::Done => {
@@ -283,7 +339,11 @@ impl StoreIpam {
                 Written::Lost => {
                     attempt += 1;
                     if attempt >= retry.max_attempts {
-                        return Err(lost(OP_REQUEST, attempt, &format!("pool {}", pool.subnet())));
+                        return Err(lost(
+                            OP_REQUEST,
+                            attempt,
+                            &format!("pool {}", pool.subnet()),
+                        ));
                     }
                     if claimed {
                         // Someone claimed that block first, or the network lost its pools.
@@ -316,12 +376,18 @@ impl StoreIpam {
         extra: Vec<TxnOp>,
     ) -> Result<Outcome> {
         let offset = pool.offset_of(ip).ok_or_else(|| {
-            Error::internal(OP_REQUEST, format!("{ip} was routed to pool {} that lacks it", pool.subnet()))
+            Error::internal(
+                OP_REQUEST,
+                format!("{ip} was routed to pool {} that lacks it", pool.subnet()),
+            )
         })?;
         if let Some(why) = pool.reserved(offset) {
             return Err(Error::invalid(
                 OP_REQUEST,
-                format!("{ip} is {why} of pool {} and is never handed out", pool.subnet()),
+                format!(
+                    "{ip} is {why} of pool {} and is never handed out",
+                    pool.subnet()
+                ),
             )
             .with_hint("request another address of the pool, or any address"));
         }
@@ -337,7 +403,11 @@ impl StoreIpam {
             let mut ops = extra.clone();
             match block.entries.get(&inner) {
                 None => {}
-                Some(Entry::Held { owner: o, sticky: s, .. }) if o == owner && s.as_deref() == sticky => {
+                Some(Entry::Held {
+                    owner: o,
+                    sticky: s,
+                    ..
+                }) if o == owner && s.as_deref() == sticky => {
                     return Ok(Outcome::Got(allocation(pool, ip, owner, sticky)));
                 }
                 Some(Entry::Held { owner: o, .. }) => {
@@ -362,14 +432,23 @@ impl StoreIpam {
                         )
                         .with_hint("request another address, or drop that reservation first"));
                     }
-                    ops.push(TxnOp::Delete { key: records::sticky_key(net, pool.family(), key) });
+                    ops.push(TxnOp::Delete {
+                        key: records::sticky_key(net, pool.family(), key),
+                    });
                 }
             }
             block.entries.insert(
                 inner,
-                Entry::Held { owner: owner.to_string(), since_ms: now, sticky: sticky.map(str::to_string) },
+                Entry::Held {
+                    owner: owner.to_string(),
+                    since_ms: now,
+                    sticky: sticky.map(str::to_string),
+                },
             );
-            match self.write_block(net, net_version, &pool_id, index, &block, version, ops).await? {
+            match self
+                .write_block(net, net_version, &pool_id, index, &block, version, ops)
+                .await?
+            {
                 Written::Done => Ok(Outcome::Got(allocation(pool, ip, owner, sticky))),
                 Written::Lost => {
                     if version.is_none() {
@@ -382,10 +461,17 @@ impl StoreIpam {
         }
     }
 
-    pub(super) async fn release_impl(&self, net: &NetworkId, ip: IpAddr, owner: &str) -> Result<bool> {
+    pub(super) async fn release_impl(
+        &self,
+        net: &NetworkId,
+        ip: IpAddr,
+        owner: &str,
+    ) -> Result<bool> {
         let (pools, net_version) = self.network(net).await.map_err(|e| e.with_op(OP_RELEASE))?;
         let pool = pool_of(net, &pools, ip).map_err(|e| e.with_op(OP_RELEASE))?;
-        let Some(offset) = pool.offset_of(ip) else { return Ok(false) };
+        let Some(offset) = pool.offset_of(ip) else {
+            return Ok(false);
+        };
         let (index, inner) = pool.block_of(offset);
         let pool_id = pool.key_id();
         let retry = self.config.retry;
@@ -395,11 +481,21 @@ impl StoreIpam {
             };
             let mut ops = Vec::new();
             match block.entries.get(&inner) {
-                Some(Entry::Held { owner: o, sticky, .. }) if o == owner => match sticky {
+                Some(Entry::Held {
+                    owner: o, sticky, ..
+                }) if o == owner => match sticky {
                     Some(key) => {
-                        let until_ms = records::now_ms()
-                            .saturating_add(u64::try_from(self.config.reservation_grace.as_millis()).unwrap_or(u64::MAX));
-                        block.entries.insert(inner, Entry::Reserved { key: key.clone(), until_ms });
+                        let until_ms = records::now_ms().saturating_add(
+                            u64::try_from(self.config.reservation_grace.as_millis())
+                                .unwrap_or(u64::MAX),
+                        );
+                        block.entries.insert(
+                            inner,
+                            Entry::Reserved {
+                                key: key.clone(),
+                                until_ms,
+                            },
+                        );
                     }
                     None => {
                         block.entries.remove(&inner);
@@ -409,20 +505,36 @@ impl StoreIpam {
                     return Err(Error::new(
                         ErrorKind::Conflict,
                         OP_RELEASE,
-                        format!("{ip} of pool {} is held by {o:?}, not by {owner:?}", pool.subnet()),
+                        format!(
+                            "{ip} of pool {} is held by {o:?}, not by {owner:?}",
+                            pool.subnet()
+                        ),
                     )
                     .with_hint("release an address with the owner that requested it"));
                 }
                 _ => return Ok(false),
             }
             // A zero grace means "not sticky after all": free it and drop the index now.
-            if let Some(Entry::Reserved { key, until_ms }) = block.entries.get(&inner) {
-                if *until_ms <= records::now_ms() {
-                    ops.push(TxnOp::Delete { key: records::sticky_key(net, pool.family(), key) });
-                    block.entries.remove(&inner);
-                }
+            if let Some(Entry::Reserved { key, until_ms }) = block.entries.get(&inner)
+                && *until_ms <= records::now_ms()
+            {
+                ops.push(TxnOp::Delete {
+                    key: records::sticky_key(net, pool.family(), key),
+                });
+                block.entries.remove(&inner);
             }
-            match self.write_block(net, net_version, &pool_id, index, &block, Some(version), ops).await? {
+            match self
+                .write_block(
+                    net,
+                    net_version,
+                    &pool_id,
+                    index,
+                    &block,
+                    Some(version),
+                    ops,
+                )
+                .await?
+            {
                 Written::Done => return Ok(true),
                 Written::Lost => {
                     self.fetch_block(net, &pool_id, index).await?;
@@ -430,18 +542,29 @@ impl StoreIpam {
                 }
             }
         }
-        Err(lost(OP_RELEASE, retry.max_attempts, &format!("the block of {ip}")))
+        Err(lost(
+            OP_RELEASE,
+            retry.max_attempts,
+            &format!("the block of {ip}"),
+        ))
     }
 }
 
 /// The pool of the network that contains `ip`.
 pub(super) fn pool_of<'a>(net: &NetworkId, pools: &'a [Pool], ip: IpAddr) -> Result<&'a Pool> {
-    pools.iter().find(|p| p.offset_of(ip).is_some()).ok_or_else(|| {
-        let subnets: Vec<String> = pools.iter().map(|p| p.subnet().to_string()).collect();
-        Error::invalid(
-            OP_REQUEST,
-            format!("{ip} is outside every pool of network {} ({})", net.short(), subnets.join(", ")),
-        )
-        .with_hint("request an address inside one of the network's subnets")
-    })
+    pools
+        .iter()
+        .find(|p| p.offset_of(ip).is_some())
+        .ok_or_else(|| {
+            let subnets: Vec<String> = pools.iter().map(|p| p.subnet().to_string()).collect();
+            Error::invalid(
+                OP_REQUEST,
+                format!(
+                    "{ip} is outside every pool of network {} ({})",
+                    net.short(),
+                    subnets.join(", ")
+                ),
+            )
+            .with_hint("request an address inside one of the network's subnets")
+        })
 }

@@ -64,7 +64,12 @@ pub(super) enum Written {
 impl StoreIpam {
     /// An allocator over `store` for host `host`.
     pub fn new(store: Arc<dyn KvStore>, host: HostId, config: IpamConfig) -> StoreIpam {
-        StoreIpam { store, host, config, cache: Mutex::new(HashMap::new()) }
+        StoreIpam {
+            store,
+            host,
+            config,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The store this allocator writes to.
@@ -143,7 +148,10 @@ impl StoreIpam {
                 tracing::warn!(key = %kv.key, "ignoring a key that is not a block index");
                 continue;
             };
-            blocks.insert(index, (records::decode::<Block>(&kv.key, &kv.value)?, kv.version));
+            blocks.insert(
+                index,
+                (records::decode::<Block>(&kv.key, &kv.value)?, kv.version),
+            );
         }
         self.with_blocks(net, pool_id, |pb| {
             pb.blocks = blocks;
@@ -182,7 +190,9 @@ impl StoreIpam {
         pool_id: &str,
         index: u64,
     ) -> Result<Option<(Block, Version)>> {
-        let cached = self.with_blocks(net, pool_id, |pb| pb.blocks.get(&index).cloned()).flatten();
+        let cached = self
+            .with_blocks(net, pool_id, |pb| pb.blocks.get(&index).cloned())
+            .flatten();
         match cached {
             Some(b) => Ok(Some(b)),
             None => self.fetch_block(net, pool_id, index).await,
@@ -210,7 +220,11 @@ impl StoreIpam {
             _ => {
                 let mut ops = Vec::with_capacity(extra.len() + 2);
                 ops.push(match version {
-                    Some(v) => TxnOp::Update { key, value, version: v },
+                    Some(v) => TxnOp::Update {
+                        key,
+                        value,
+                        version: v,
+                    },
                     None => TxnOp::Create { key, value },
                 });
                 if version.is_none() {
@@ -220,7 +234,10 @@ impl StoreIpam {
                     });
                 }
                 ops.extend(extra);
-                self.store.txn(&ops).await.map(|r| r.versions[0].unwrap_or_default())
+                self.store
+                    .txn(&ops)
+                    .await
+                    .map(|r| r.versions[0].unwrap_or_default())
             }
         };
         match result {
@@ -242,7 +259,11 @@ impl StoreIpam {
 
     /// After a lost claim: whether the network still has its pools (one read). If not, the
     /// cache is dropped and the error says so.
-    pub(super) async fn check_network_alive(&self, net: &NetworkId, version: Version) -> Result<()> {
+    pub(super) async fn check_network_alive(
+        &self,
+        net: &NetworkId,
+        version: Version,
+    ) -> Result<()> {
         match self.store.get(&records::network_key(net)).await? {
             Some(kv) if kv.version == version => Ok(()),
             _ => {
@@ -258,7 +279,10 @@ pub(super) fn no_pools(net: &NetworkId) -> Error {
     Error::new(
         ErrorKind::NotFound,
         "ipam",
-        format!("network {} has no address pools (it was never given any, or they were released)", net.short()),
+        format!(
+            "network {} has no address pools (it was never given any, or they were released)",
+            net.short()
+        ),
     )
     .with_hint("add the network's pools first (Ipam::add_pools), or check the network id")
 }

@@ -27,7 +27,10 @@ fn parse_block_key(key: &str) -> Option<(NetworkId, Family, &str)> {
 }
 
 impl StoreIpam {
-    pub(super) async fn collect_impl(&self, live_owners: &HashSet<String>) -> Result<CollectReport> {
+    pub(super) async fn collect_impl(
+        &self,
+        live_owners: &HashSet<String>,
+    ) -> Result<CollectReport> {
         let op = "collect addresses";
         let now = records::now_ms();
         let owner_deadline = now.saturating_sub(millis(self.config.owner_grace));
@@ -45,8 +48,16 @@ impl StoreIpam {
             .filter_map(|kv| NetworkId::from_str(&kv.key[NETWORKS_PREFIX.len()..]).ok())
             .collect();
 
-        for kv in self.store.list(BLOCKS_PREFIX).await.map_err(|e| e.with_op(op))?.kvs {
-            let Some((net, family, _)) = parse_block_key(&kv.key) else { continue };
+        for kv in self
+            .store
+            .list(BLOCKS_PREFIX)
+            .await
+            .map_err(|e| e.with_op(op))?
+            .kvs
+        {
+            let Some((net, family, _)) = parse_block_key(&kv.key) else {
+                continue;
+            };
             if !networks.contains(&net) {
                 self.remove_orphan(&kv, &mut report).await?;
                 continue;
@@ -63,14 +74,20 @@ impl StoreIpam {
             let (mut reclaimed, mut expired) = (0, 0);
             let inners: Vec<u64> = block.entries.keys().copied().collect();
             for inner in inners {
-                let Some(entry) = block.entries.get(&inner) else { continue };
+                let Some(entry) = block.entries.get(&inner) else {
+                    continue;
+                };
                 match entry {
-                    Entry::Held { owner, since_ms, sticky }
-                        if !live_owners.contains(owner) && *since_ms <= owner_deadline =>
-                    {
+                    Entry::Held {
+                        owner,
+                        since_ms,
+                        sticky,
+                    } if !live_owners.contains(owner) && *since_ms <= owner_deadline => {
                         match sticky.clone() {
                             Some(key) => {
-                                block.entries.insert(inner, Entry::Reserved { key, until_ms });
+                                block
+                                    .entries
+                                    .insert(inner, Entry::Reserved { key, until_ms });
                             }
                             None => {
                                 block.entries.remove(&inner);
@@ -79,8 +96,13 @@ impl StoreIpam {
                         reclaimed += 1;
                     }
                     // Leave room for the block's own update in the transaction.
-                    Entry::Reserved { key, until_ms: until } if *until <= now && ops.len() + 1 < max_ops => {
-                        ops.push(TxnOp::Delete { key: records::sticky_key(&net, family, key) });
+                    Entry::Reserved {
+                        key,
+                        until_ms: until,
+                    } if *until <= now && ops.len() + 1 < max_ops => {
+                        ops.push(TxnOp::Delete {
+                            key: records::sticky_key(&net, family, key),
+                        });
                         block.entries.remove(&inner);
                         expired += 1;
                     }
@@ -90,7 +112,14 @@ impl StoreIpam {
             if reclaimed + expired == 0 {
                 continue;
             }
-            ops.insert(0, TxnOp::Update { key: kv.key.clone(), value: records::encode(&block), version: kv.version });
+            ops.insert(
+                0,
+                TxnOp::Update {
+                    key: kv.key.clone(),
+                    value: records::encode(&block),
+                    version: kv.version,
+                },
+            );
             match self.store.txn(&ops).await {
                 Ok(_) => {
                     report.reclaimed += reclaimed;
@@ -101,8 +130,17 @@ impl StoreIpam {
             }
         }
 
-        for kv in self.store.list(STICKY_PREFIX).await.map_err(|e| e.with_op(op))?.kvs {
-            let net = kv.key[STICKY_PREFIX.len()..].split('/').next().and_then(|s| NetworkId::from_str(s).ok());
+        for kv in self
+            .store
+            .list(STICKY_PREFIX)
+            .await
+            .map_err(|e| e.with_op(op))?
+            .kvs
+        {
+            let net = kv.key[STICKY_PREFIX.len()..]
+                .split('/')
+                .next()
+                .and_then(|s| NetworkId::from_str(s).ok());
             if net.is_some_and(|n| !networks.contains(&n)) {
                 self.remove_orphan(&kv, &mut report).await?;
             }
@@ -128,10 +166,17 @@ impl StoreIpam {
         for pool in pools.iter() {
             let prefix = records::blocks_prefix(net, &pool.key_id());
             for kv in self.store.list(&prefix).await?.kvs {
-                let Ok(index) = kv.key[prefix.len()..].parse::<u64>() else { continue };
+                let Ok(index) = kv.key[prefix.len()..].parse::<u64>() else {
+                    continue;
+                };
                 let block: Block = records::decode(&kv.key, &kv.value)?;
                 for (inner, entry) in block.entries {
-                    if let Entry::Held { owner, since_ms, sticky } = entry {
+                    if let Entry::Held {
+                        owner,
+                        since_ms,
+                        sticky,
+                    } = entry
+                    {
                         out.push(Holding {
                             ip: pool.addr_at(pool.offset_in_block(index, inner)),
                             owner,

@@ -21,7 +21,10 @@ pub struct DefaultPool {
 impl DefaultPool {
     /// Docker's overlay default for IPv4: the /24s of 10.0.0.0/8.
     pub fn docker_v4() -> DefaultPool {
-        DefaultPool { base: IpNet::new_assert(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)), 8), len: 24 }
+        DefaultPool {
+            base: IpNet::new_assert(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)), 8),
+            len: 24,
+        }
     }
 }
 
@@ -85,10 +88,14 @@ mod tests {
     #[test]
     fn picks_the_first_free_24_of_10_8() {
         let d = [DefaultPool::docker_v4()];
-        let pick = |taken: &[&str]| pick_default(&d, Family::V4, &nets(taken)).map(|n| n.to_string());
+        let pick =
+            |taken: &[&str]| pick_default(&d, Family::V4, &nets(taken)).map(|n| n.to_string());
         assert_eq!(pick(&[]).as_deref(), Some("10.0.0.0/24"));
         assert_eq!(pick(&["10.0.0.0/24"]).as_deref(), Some("10.0.1.0/24"));
-        assert_eq!(pick(&["10.0.0.0/24", "10.0.2.0/24"]).as_deref(), Some("10.0.1.0/24"));
+        assert_eq!(
+            pick(&["10.0.0.0/24", "10.0.2.0/24"]).as_deref(),
+            Some("10.0.1.0/24")
+        );
         assert_eq!(pick(&["10.0.0.0/16"]).as_deref(), Some("10.1.0.0/24"));
         assert_eq!(pick(&["10.0.0.128/25"]).as_deref(), Some("10.0.1.0/24"));
         assert_eq!(pick(&["10.0.0.0/8"]), None);
@@ -98,7 +105,10 @@ mod tests {
 
     #[test]
     fn ipv6_list() {
-        let d = [DefaultPool { base: "fd00::/56".parse().unwrap(), len: 64 }];
+        let d = [DefaultPool {
+            base: "fd00::/56".parse().unwrap(),
+            len: 64,
+        }];
         let got = pick_default(&d, Family::V6, &nets(&["fd00::/64", "fd00:0:0:1::/64"]));
         assert_eq!(got, Some("fd00:0:0:2::/64".parse().unwrap()));
     }

@@ -9,13 +9,16 @@ use async_trait::async_trait;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{
-    Backend, Capabilities, KeyValue, KvStore, Listing, TxnOp, TxnResult, Version, Watch, validate_key,
-    validate_prefix,
+    Backend, Capabilities, KeyValue, KvStore, Listing, TxnOp, TxnResult, Version, Watch,
+    validate_key, validate_prefix,
 };
+
+/// Key → (value, version).
+type Map = BTreeMap<String, (Vec<u8>, Version)>;
 
 #[derive(Debug, Default)]
 pub(crate) struct MemStore {
-    inner: Mutex<(Version, BTreeMap<String, (Vec<u8>, Version)>)>,
+    inner: Mutex<(Version, Map)>,
 }
 
 fn conflict(key: &str, kind: ErrorKind) -> Error {
@@ -28,23 +31,47 @@ impl KvStore for MemStore {
         Backend::Embedded
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities { watch_replay: false, max_value_len: 1 << 20, max_txn_ops: 128 }
+        Capabilities {
+            watch_replay: false,
+            max_value_len: 1 << 20,
+            max_txn_ops: 128,
+        }
     }
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         validate_key(key)?;
         let g = self.inner.lock().unwrap();
-        Ok(g.1.get(key).map(|(v, ver)| KeyValue { key: key.into(), value: v.clone(), version: *ver }))
+        Ok(g.1.get(key).map(|(v, ver)| KeyValue {
+            key: key.into(),
+            value: v.clone(),
+            version: *ver,
+        }))
     }
     async fn put(&self, key: &str, value: &[u8]) -> Result<Version> {
-        let r = self.txn(&[TxnOp::Put { key: key.into(), value: value.into() }]).await?;
+        let r = self
+            .txn(&[TxnOp::Put {
+                key: key.into(),
+                value: value.into(),
+            }])
+            .await?;
         Ok(r.versions[0].unwrap_or_default())
     }
     async fn create(&self, key: &str, value: &[u8]) -> Result<Version> {
-        let r = self.txn(&[TxnOp::Create { key: key.into(), value: value.into() }]).await?;
+        let r = self
+            .txn(&[TxnOp::Create {
+                key: key.into(),
+                value: value.into(),
+            }])
+            .await?;
         Ok(r.versions[0].unwrap_or_default())
     }
     async fn compare_and_swap(&self, key: &str, value: &[u8], version: Version) -> Result<Version> {
-        let r = self.txn(&[TxnOp::Update { key: key.into(), value: value.into(), version }]).await?;
+        let r = self
+            .txn(&[TxnOp::Update {
+                key: key.into(),
+                value: value.into(),
+                version,
+            }])
+            .await?;
         Ok(r.versions[0].unwrap_or_default())
     }
     async fn delete(&self, key: &str) -> Result<bool> {
@@ -54,17 +81,25 @@ impl KvStore for MemStore {
         Ok(g.1.remove(key).is_some())
     }
     async fn compare_and_delete(&self, key: &str, version: Version) -> Result<()> {
-        self.txn(&[TxnOp::DeleteIf { key: key.into(), version }]).await.map(|_| ())
+        self.txn(&[TxnOp::DeleteIf {
+            key: key.into(),
+            version,
+        }])
+        .await
+        .map(|_| ())
     }
     async fn list(&self, prefix: &str) -> Result<Listing> {
         validate_prefix(prefix)?;
         let g = self.inner.lock().unwrap();
-        let kvs = g
-            .1
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, (v, ver))| KeyValue { key: k.clone(), value: v.clone(), version: *ver })
-            .collect();
+        let kvs =
+            g.1.range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, (v, ver))| KeyValue {
+                    key: k.clone(),
+                    value: v.clone(),
+                    version: *ver,
+                })
+                .collect();
         Ok(Listing { kvs, revision: g.0 })
     }
     async fn txn(&self, ops: &[TxnOp]) -> Result<TxnResult> {
@@ -76,12 +111,18 @@ impl KvStore for MemStore {
             let cur = g.1.get(op.key()).map(|(_, v)| *v);
             let ok = match op {
                 TxnOp::Create { .. } => cur.is_none(),
-                TxnOp::Update { version, .. } | TxnOp::DeleteIf { version, .. } => cur == Some(*version),
+                TxnOp::Update { version, .. } | TxnOp::DeleteIf { version, .. } => {
+                    cur == Some(*version)
+                }
                 TxnOp::Check { version, .. } => cur == *version,
                 TxnOp::Put { .. } | TxnOp::Delete { .. } => true,
             };
             if !ok {
-                let kind = if matches!(op, TxnOp::Create { .. }) { ErrorKind::AlreadyExists } else { ErrorKind::Conflict };
+                let kind = if matches!(op, TxnOp::Create { .. }) {
+                    ErrorKind::AlreadyExists
+                } else {
+                    ErrorKind::Conflict
+                };
                 return Err(conflict(op.key(), kind));
             }
         }
@@ -90,7 +131,9 @@ impl KvStore for MemStore {
         let mut versions = Vec::new();
         for op in ops {
             match op {
-                TxnOp::Create { key, value } | TxnOp::Put { key, value } | TxnOp::Update { key, value, .. } => {
+                TxnOp::Create { key, value }
+                | TxnOp::Put { key, value }
+                | TxnOp::Update { key, value, .. } => {
                     g.1.insert(key.clone(), (value.clone(), rev));
                     versions.push(Some(rev));
                 }
@@ -107,7 +150,11 @@ impl KvStore for MemStore {
         Err(Error::new(ErrorKind::Unsupported, "memstore", "no watches"))
     }
     async fn put_ephemeral(&self, _key: &str, _value: &[u8]) -> Result<Version> {
-        Err(Error::new(ErrorKind::Unsupported, "memstore", "no ephemeral keys"))
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "memstore",
+            "no ephemeral keys",
+        ))
     }
     async fn close(&self) -> Result<()> {
         Ok(())

@@ -12,7 +12,7 @@
 //! (optionally with ip-range, gateway and aux addresses) or picked from a default list
 //! ([`IpamConfig::default_pools`], Docker's /24s of 10.0.0.0/8). Every claimed subnet is listed
 //! in one registry key written by compare-and-swap, so two networks can never claim overlapping
-//! (or identical) subnets however they race; the loser gets [`ErrorKind::Conflict`] naming both
+//! (or identical) subnets however they race; the loser gets [`Conflict`](crate::ErrorKind::Conflict) naming both
 //! networks and subnets. Pool creation is rare, so one key is no bottleneck. Pool maths
 //! (network, broadcast, gateway, RFC 3021 /31s…) is in [`Pool`].
 //!
@@ -31,7 +31,7 @@
 //! once. A host tries its blocks starting with the one it allocated from last. (The order is
 //! per block, not pool-wide: a pool-wide cursor would be the one hot key this design avoids.)
 //!
-//! **Exhaustion** is [`ErrorKind::Conflict`] naming the pool(s): the request is valid, the pool's
+//! **Exhaustion** is [`Conflict`](crate::ErrorKind::Conflict) naming the pool(s): the request is valid, the pool's
 //! state is what prevents it, and releasing addresses or dropping reservations changes that.
 //!
 //! **Owners and the collector.** Every allocation records its owner (the endpoint id) and
@@ -58,9 +58,11 @@
 //! ```
 //!
 //! `<pool>` is the subnet with `/` written `-` (`10.0.0.0-24`, `fd00::-64`); `<index>` is the
-//! block number inside the pool, in decimal. An entry is `held` (owner, since, sticky key) or
-//! `reserved` (sticky key, until): free addresses have no entry. Values are JSON with a
-//! `schema` field.
+//! block number inside the pool, in decimal. Values are JSON with a `schema` field. A block's
+//! entries map the offset inside the block to `{"s":"h","o":owner,"t":since_ms,"k":sticky}`
+//! (held) or `{"s":"r","k":sticky,"u":until_ms}` (released, reserved for its sticky key); free
+//! addresses have no entry. (One-letter names: the whole block is rewritten by each
+//! allocation in it.)
 //!
 //! The sticky index and the block entry it points to are always written in one transaction,
 //! so "key K has a reservation" and "the block keeps the address for K" never disagree.
@@ -92,8 +94,6 @@ pub use defaults::DefaultPool;
 pub use pool::{Family, MIN_V4_PREFIX, MIN_V6_PREFIX, Pool, Reserved};
 pub use retry::RetryPolicy;
 
-#[allow(unused_imports)]
-use crate::error::ErrorKind;
 use crate::error::Result;
 use crate::model::{NetworkId, PoolConfig};
 
@@ -159,12 +159,20 @@ pub struct AddressRequest {
 impl AddressRequest {
     /// Any free address of `family` for `owner`.
     pub fn any(family: Family, owner: impl Into<String>) -> Self {
-        AddressRequest { want: Want::Any(family), owner: owner.into(), sticky: None }
+        AddressRequest {
+            want: Want::Any(family),
+            owner: owner.into(),
+            sticky: None,
+        }
     }
 
     /// Exactly `ip`, for `owner`.
     pub fn specific(ip: IpAddr, owner: impl Into<String>) -> Self {
-        AddressRequest { want: Want::Specific(ip), owner: owner.into(), sticky: None }
+        AddressRequest {
+            want: Want::Specific(ip),
+            owner: owner.into(),
+            sticky: None,
+        }
     }
 
     /// The same request, sticky under `key`.
@@ -239,8 +247,8 @@ pub struct CollectReport {
 
 /// The IPAM the controller calls. Object-safe: use it as `Arc<dyn Ipam>`.
 ///
-/// Errors: [`ErrorKind::InvalidArgument`] for malformed input (nothing changed),
-/// [`ErrorKind::NotFound`] for a network without pools, [`ErrorKind::Conflict`] for overlaps,
+/// Errors: [`InvalidArgument`](crate::ErrorKind::InvalidArgument) for malformed input (nothing changed),
+/// [`NotFound`](crate::ErrorKind::NotFound) for a network without pools, [`Conflict`](crate::ErrorKind::Conflict) for overlaps,
 /// addresses taken, exhausted pools and races still lost after every retry; store errors
 /// (`Unavailable`, `Timeout`) pass through.
 #[async_trait]
@@ -274,7 +282,12 @@ pub trait Ipam: Send + Sync + std::fmt::Debug {
 
     /// Ends the sticky reservation `key` of `family`: a released address becomes free; a held
     /// one stays held but is no longer sticky. Returns whether there was one.
-    async fn drop_reservation(&self, network: &NetworkId, family: Family, key: &str) -> Result<bool>;
+    async fn drop_reservation(
+        &self,
+        network: &NetworkId,
+        family: Family,
+        key: &str,
+    ) -> Result<bool>;
 
     /// Every address held on the network, as the store has it now.
     async fn allocations(&self, network: &NetworkId) -> Result<Vec<Holding>>;
@@ -316,7 +329,12 @@ impl Ipam for StoreIpam {
         self.release_impl(network, ip, owner).await
     }
 
-    async fn drop_reservation(&self, network: &NetworkId, family: Family, key: &str) -> Result<bool> {
+    async fn drop_reservation(
+        &self,
+        network: &NetworkId,
+        family: Family,
+        key: &str,
+    ) -> Result<bool> {
         self.drop_reservation_impl(network, family, key).await
     }
 

@@ -2,11 +2,11 @@
 
 use ipnet::IpNet;
 
+use super::PoolRequest;
 use super::allocator::StoreIpam;
 use super::defaults::{overlaps, pick_default};
 use super::pool::{Family, Pool};
 use super::records::{self, NetworkPools, REGISTRY_KEY, RegisteredPool, Registry};
-use super::PoolRequest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{NetworkId, PoolConfig, SCHEMA};
 use crate::store::TxnOp;
@@ -15,7 +15,12 @@ const OP_ADD: &str = "add address pools";
 const OP_RELEASE: &str = "release address pools";
 
 fn describe(p: &RegisteredPool) -> String {
-    format!("{} of network {:?} ({})", p.subnet, p.name, p.network.short())
+    format!(
+        "{} of network {:?} ({})",
+        p.subnet,
+        p.name,
+        p.network.short()
+    )
 }
 
 impl StoreIpam {
@@ -26,8 +31,11 @@ impl StoreIpam {
         requests: &[PoolRequest],
     ) -> Result<Vec<PoolConfig>> {
         if requests.is_empty() {
-            return Err(Error::invalid(OP_ADD, format!("no pool was requested for network {name:?}"))
-                .with_hint("request at least one pool: a subnet, or a default pool of a family"));
+            return Err(Error::invalid(
+                OP_ADD,
+                format!("no pool was requested for network {name:?}"),
+            )
+            .with_hint("request at least one pool: a subnet, or a default pool of a family"));
         }
         // Validate the explicit pools before any I/O, and check they do not overlap each other.
         let mut explicit: Vec<Option<Pool>> = Vec::with_capacity(requests.len());
@@ -53,8 +61,17 @@ impl StoreIpam {
         for attempt in 1..=retry.max_attempts {
             let current = self.store.get(REGISTRY_KEY).await?;
             let (mut registry, version) = match &current {
-                Some(kv) => (records::decode::<Registry>(REGISTRY_KEY, &kv.value)?, Some(kv.version)),
-                None => (Registry { schema: SCHEMA, pools: Vec::new() }, None),
+                Some(kv) => (
+                    records::decode::<Registry>(REGISTRY_KEY, &kv.value)?,
+                    Some(kv.version),
+                ),
+                None => (
+                    Registry {
+                        schema: SCHEMA,
+                        pools: Vec::new(),
+                    },
+                    None,
+                ),
             };
             if registry.pools.iter().any(|p| p.network == *net) {
                 return Err(self.already_has_pools(net, &registry));
@@ -64,13 +81,19 @@ impl StoreIpam {
                 let pool = match pool {
                     Some(p) => p.clone(),
                     None => {
-                        let PoolRequest::Default(family) = req else { continue };
+                        let PoolRequest::Default(family) = req else {
+                            continue;
+                        };
                         self.pick_default_pool(*family, name, &registry)?
                     }
                 };
                 let subnet = pool.subnet();
                 if let Some(hit) = registry.pools.iter().find(|p| overlaps(&p.subnet, &subnet)) {
-                    let what = if hit.subnet == subnet { "is already the pool" } else { "overlaps pool" };
+                    let what = if hit.subnet == subnet {
+                        "is already the pool"
+                    } else {
+                        "overlaps pool"
+                    };
                     return Err(Error::new(
                         ErrorKind::Conflict,
                         OP_ADD,
@@ -78,7 +101,11 @@ impl StoreIpam {
                     )
                     .with_hint("pick a subnet no other network uses, or omit it to get a free default pool"));
                 }
-                registry.pools.push(RegisteredPool { network: *net, name: name.to_string(), subnet });
+                registry.pools.push(RegisteredPool {
+                    network: *net,
+                    name: name.to_string(),
+                    subnet,
+                });
                 configs.push(pool.config().clone());
             }
             let record = NetworkPools {
@@ -90,10 +117,20 @@ impl StoreIpam {
             let value = records::encode(&registry);
             let ops = [
                 match version {
-                    Some(v) => TxnOp::Update { key: REGISTRY_KEY.into(), value, version: v },
-                    None => TxnOp::Create { key: REGISTRY_KEY.into(), value },
+                    Some(v) => TxnOp::Update {
+                        key: REGISTRY_KEY.into(),
+                        value,
+                        version: v,
+                    },
+                    None => TxnOp::Create {
+                        key: REGISTRY_KEY.into(),
+                        value,
+                    },
                 },
-                TxnOp::Create { key: records::network_key(net), value: records::encode(&record) },
+                TxnOp::Create {
+                    key: records::network_key(net),
+                    value: records::encode(&record),
+                },
             ];
             match self.store.txn(&ops).await {
                 Ok(_) => {
@@ -105,7 +142,10 @@ impl StoreIpam {
                         return Err(Error::new(
                             ErrorKind::AlreadyExists,
                             OP_ADD,
-                            format!("network {name:?} ({}) has address pools already", net.short()),
+                            format!(
+                                "network {name:?} ({}) has address pools already",
+                                net.short()
+                            ),
                         )
                         .with_hint("release the network's pools first, or use them as they are"));
                     }
@@ -127,7 +167,11 @@ impl StoreIpam {
         Error::new(
             ErrorKind::AlreadyExists,
             OP_ADD,
-            format!("network {} has address pools already: {}", net.short(), have.join(", ")),
+            format!(
+                "network {} has address pools already: {}",
+                net.short(),
+                have.join(", ")
+            ),
         )
         .with_hint("release the network's pools first, or use them as they are")
     }
@@ -135,7 +179,11 @@ impl StoreIpam {
     fn pick_default_pool(&self, family: Family, name: &str, registry: &Registry) -> Result<Pool> {
         let list = &self.config.default_pools;
         if !list.iter().any(|d| Family::of_net(&d.base) == family) {
-            return Err(Error::invalid(OP_ADD, format!("no default {family} pools are configured")).with_hint(
+            return Err(Error::invalid(
+                OP_ADD,
+                format!("no default {family} pools are configured"),
+            )
+            .with_hint(
                 "give the network a subnet, or add default pools to IpamConfig::default_pools",
             ));
         }
@@ -180,7 +228,9 @@ impl StoreIpam {
             if ops.is_empty() && !had_record {
                 break;
             }
-            ops.push(TxnOp::Delete { key: net_key.clone() });
+            ops.push(TxnOp::Delete {
+                key: net_key.clone(),
+            });
             match self.store.txn(&ops).await {
                 Ok(_) => {
                     released = true;
@@ -198,7 +248,10 @@ impl StoreIpam {
         self.forget(net);
         // The subnets are free now; what is left below is unreachable state. Remove it here,
         // and leave any failure to the collector, which removes state of pool-less networks.
-        for prefix in [format!("{}{net}/", records::BLOCKS_PREFIX), format!("{}{net}/", records::STICKY_PREFIX)] {
+        for prefix in [
+            format!("{}{net}/", records::BLOCKS_PREFIX),
+            format!("{}{net}/", records::STICKY_PREFIX),
+        ] {
             if let Err(e) = self.delete_prefix(&prefix).await {
                 tracing::warn!(%prefix, error = %e, "leaving released IPAM state to the collector");
             }
@@ -223,5 +276,7 @@ pub(super) fn lost(op: &'static str, attempts: u32, what: &str) -> Error {
         op,
         format!("{what} kept changing under this request: {attempts} attempts lost the race"),
     )
-    .with_hint("the store is heavily contended; retry later, or raise IpamConfig::retry.max_attempts")
+    .with_hint(
+        "the store is heavily contended; retry later, or raise IpamConfig::retry.max_attempts",
+    )
 }

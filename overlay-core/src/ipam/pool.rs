@@ -130,7 +130,11 @@ impl Pool {
         let family = Family::of_net(&subnet);
         let op = "check address pool";
         let bad = |why: String, hint: &'static str| Error::invalid(op, why).with_hint(hint);
-        let min = if family == Family::V4 { MIN_V4_PREFIX } else { MIN_V6_PREFIX };
+        let min = if family == Family::V4 {
+            MIN_V4_PREFIX
+        } else {
+            MIN_V6_PREFIX
+        };
         if subnet.prefix_len() < min {
             return Err(bad(
                 format!("{family} subnet {subnet} is larger than /{min}"),
@@ -139,7 +143,10 @@ impl Pool {
         }
         if subnet.trunc() != subnet {
             return Err(bad(
-                format!("subnet {subnet} has host bits set (did you mean {}?)", subnet.trunc()),
+                format!(
+                    "subnet {subnet} has host bits set (did you mean {}?)",
+                    subnet.trunc()
+                ),
                 "give the subnet's network address",
             ));
         }
@@ -165,7 +172,10 @@ impl Pool {
         }
         let check_addr = |what: String, ip: IpAddr| -> Result<u128> {
             let off = pool.offset_of(ip).ok_or_else(|| {
-                bad(format!("{what} {ip} is outside subnet {subnet}"), "pick an address inside the subnet")
+                bad(
+                    format!("{what} {ip} is outside subnet {subnet}"),
+                    "pick an address inside the subnet",
+                )
             })?;
             if let Some(r) = pool.reserved.get(&off) {
                 return Err(bad(
@@ -199,13 +209,17 @@ impl Pool {
         if let Some(range) = config.ip_range {
             if range.trunc() != range {
                 return Err(bad(
-                    format!("ip-range {range} has host bits set (did you mean {}?)", range.trunc()),
+                    format!(
+                        "ip-range {range} has host bits set (did you mean {}?)",
+                        range.trunc()
+                    ),
                     "give the range's network address",
                 ));
             }
-            let (Some(lo), Some(hi)) =
-                (pool.offset_of(range.network()), pool.offset_of(range.broadcast()))
-            else {
+            let (Some(lo), Some(hi)) = (
+                pool.offset_of(range.network()),
+                pool.offset_of(range.broadcast()),
+            ) else {
                 return Err(bad(
                     format!("ip-range {range} is not inside subnet {subnet}"),
                     "give an ip-range inside the subnet",
@@ -234,7 +248,11 @@ impl Pool {
 
     /// The pool's name in store keys: the subnet with `/` replaced by `-` (`10.0.0.0-24`).
     pub fn key_id(&self) -> String {
-        format!("{}-{}", self.config.subnet.network(), self.config.subnet.prefix_len())
+        format!(
+            "{}-{}",
+            self.config.subnet.network(),
+            self.config.subnet.prefix_len()
+        )
     }
 
     /// Number of addresses in the subnet.
@@ -335,7 +353,10 @@ mod tests {
     }
 
     fn dynamic_addrs(p: &Pool) -> Vec<IpAddr> {
-        (0..p.size()).filter(|&o| p.is_dynamic(o)).map(|o| p.addr_at(o)).collect()
+        (0..p.size())
+            .filter(|&o| p.is_dynamic(o))
+            .map(|o| p.addr_at(o))
+            .collect()
     }
 
     fn ips(list: &[&str]) -> Vec<IpAddr> {
@@ -385,7 +406,10 @@ mod tests {
         assert_eq!(p.reserved(0), Some(&Reserved::Network));
         assert_eq!(p.reserved(p.size() - 1), None);
         assert!(p.is_dynamic(p.size() - 1));
-        assert_eq!(p.addr_at(p.size() - 1), "fd00:1::ffff:ffff:ffff:ffff".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            p.addr_at(p.size() - 1),
+            "fd00:1::ffff:ffff:ffff:ffff".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(p.dynamic_count(), (1u128 << 64) - 2);
         assert_eq!(p.block_count(), 1u128 << 58);
         let (idx, inner) = p.block_of(p.size() - 1);
@@ -417,17 +441,25 @@ mod tests {
         assert_eq!(d[0], "10.1.0.128".parse::<IpAddr>().unwrap());
         assert_eq!(p.dynamic_blocks(), (2, 3));
         let off = p.offset_of("10.1.0.5".parse().unwrap()).unwrap();
-        assert!(!p.is_dynamic(off) && p.reserved(off).is_none(), "specific requests may take it");
+        assert!(
+            !p.is_dynamic(off) && p.reserved(off).is_none(),
+            "specific requests may take it"
+        );
     }
 
     #[test]
     fn aux_and_explicit_gateway_are_kept_back() {
         let mut cfg = PoolConfig::new("10.2.0.0/29".parse().unwrap());
         cfg.gateway = Some("10.2.0.6".parse().unwrap());
-        cfg.aux_addresses.insert("router".into(), "10.2.0.1".parse().unwrap());
-        cfg.aux_addresses.insert("dns".into(), "10.2.0.2".parse().unwrap());
+        cfg.aux_addresses
+            .insert("router".into(), "10.2.0.1".parse().unwrap());
+        cfg.aux_addresses
+            .insert("dns".into(), "10.2.0.2".parse().unwrap());
         let p = Pool::new(&cfg, 6).unwrap();
-        assert_eq!(dynamic_addrs(&p), ips(&["10.2.0.3", "10.2.0.4", "10.2.0.5"]));
+        assert_eq!(
+            dynamic_addrs(&p),
+            ips(&["10.2.0.3", "10.2.0.4", "10.2.0.5"])
+        );
         assert_eq!(p.reserved(2), Some(&Reserved::Aux("dns".into())));
     }
 
@@ -435,21 +467,39 @@ mod tests {
     fn bad_configs_are_refused_with_the_reason() {
         let cases: Vec<(PoolConfig, &str)> = vec![
             (
-                PoolConfig { subnet: "10.0.0.5/24".parse().unwrap(), ..PoolConfig::new("10.0.0.0/24".parse().unwrap()) },
+                PoolConfig {
+                    subnet: "10.0.0.5/24".parse().unwrap(),
+                    ..PoolConfig::new("10.0.0.0/24".parse().unwrap())
+                },
                 "host bits set (did you mean 10.0.0.0/24?)",
             ),
-            (PoolConfig::new("10.0.0.0/7".parse().unwrap()), "larger than /8"),
-            (PoolConfig::new("fd00::/48".parse().unwrap()), "larger than /64"),
             (
-                PoolConfig { gateway: Some("10.0.0.255".parse().unwrap()), ..PoolConfig::new("10.0.0.0/24".parse().unwrap()) },
+                PoolConfig::new("10.0.0.0/7".parse().unwrap()),
+                "larger than /8",
+            ),
+            (
+                PoolConfig::new("fd00::/48".parse().unwrap()),
+                "larger than /64",
+            ),
+            (
+                PoolConfig {
+                    gateway: Some("10.0.0.255".parse().unwrap()),
+                    ..PoolConfig::new("10.0.0.0/24".parse().unwrap())
+                },
                 "gateway 10.0.0.255 is the broadcast address",
             ),
             (
-                PoolConfig { gateway: Some("10.0.1.1".parse().unwrap()), ..PoolConfig::new("10.0.0.0/24".parse().unwrap()) },
+                PoolConfig {
+                    gateway: Some("10.0.1.1".parse().unwrap()),
+                    ..PoolConfig::new("10.0.0.0/24".parse().unwrap())
+                },
                 "outside subnet",
             ),
             (
-                PoolConfig { ip_range: Some("10.0.0.0/23".parse().unwrap()), ..PoolConfig::new("10.0.0.0/24".parse().unwrap()) },
+                PoolConfig {
+                    ip_range: Some("10.0.0.0/23".parse().unwrap()),
+                    ..PoolConfig::new("10.0.0.0/24".parse().unwrap())
+                },
                 "not inside subnet",
             ),
             (

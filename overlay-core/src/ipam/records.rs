@@ -76,21 +76,31 @@ pub(crate) struct NetworkPools {
     pub(crate) pools: Vec<PoolConfig>,
 }
 
-/// One address of a block that is not free.
+/// One address of a block that is not free. Field names are one letter: a full block is
+/// rewritten by every allocation in it, so its size is paid on every round trip.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "lowercase")]
+#[serde(tag = "s")]
 pub(crate) enum Entry {
     /// Handed out to `owner`.
+    #[serde(rename = "h")]
     Held {
+        #[serde(rename = "o")]
         owner: String,
         /// When it was handed out (ms since the epoch), for the collector's grace.
+        #[serde(rename = "t")]
         since_ms: u64,
         /// The sticky key it is reserved under, if any.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
         sticky: Option<String>,
     },
     /// Released, but kept for sticky key `key` until `until_ms`.
-    Reserved { key: String, until_ms: u64 },
+    #[serde(rename = "r")]
+    Reserved {
+        #[serde(rename = "k")]
+        key: String,
+        #[serde(rename = "u")]
+        until_ms: u64,
+    },
 }
 
 impl Entry {
@@ -122,7 +132,12 @@ pub(crate) struct Block {
 
 impl Block {
     pub(crate) fn new(host: &str) -> Block {
-        Block { schema: SCHEMA, host: host.to_string(), cursor: None, entries: BTreeMap::new() }
+        Block {
+            schema: SCHEMA,
+            host: host.to_string(),
+            cursor: None,
+            entries: BTreeMap::new(),
+        }
     }
 }
 
@@ -141,11 +156,15 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
     let bad = |why: String| {
-        Error::new(ErrorKind::Internal, "decode ipam record", format!("the value at key {key:?} {why}"))
-            .with_hint(
-                "the IPAM state was written by another program or version; inspect the key, \
+        Error::new(
+            ErrorKind::Internal,
+            "decode ipam record",
+            format!("the value at key {key:?} {why}"),
+        )
+        .with_hint(
+            "the IPAM state was written by another program or version; inspect the key, \
                  and delete it if it is stale",
-            )
+        )
     };
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| bad(format!("is not valid JSON: {e}")))?;
@@ -168,8 +187,21 @@ mod tests {
     fn block_roundtrip_and_corrupt_values() {
         let mut b = Block::new("h1");
         b.cursor = Some(3);
-        b.entries.insert(3, Entry::Held { owner: "o".into(), since_ms: 5, sticky: Some("web".into()) });
-        b.entries.insert(4, Entry::Reserved { key: "db".into(), until_ms: 9 });
+        b.entries.insert(
+            3,
+            Entry::Held {
+                owner: "o".into(),
+                since_ms: 5,
+                sticky: Some("web".into()),
+            },
+        );
+        b.entries.insert(
+            4,
+            Entry::Reserved {
+                key: "db".into(),
+                until_ms: 9,
+            },
+        );
         let back: Block = decode("k", &encode(&b)).unwrap();
         assert_eq!(back, b);
         let e = decode::<Block>("ipam/blocks/x", b"{").unwrap_err();

@@ -28,7 +28,9 @@ impl RetryPolicy {
     /// random up to `base_delay · 2^(attempt-1)`, capped at `max_delay` ("full jitter"), so
     /// racers spread out instead of colliding again in lockstep.
     pub(crate) fn delay(&self, attempt: u32) -> Duration {
-        let exp = self.base_delay.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
         let cap = exp.min(self.max_delay);
         let micros = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
         if micros == 0 {
@@ -58,7 +60,10 @@ mod tests {
             assert!(p.delay(3) <= Duration::from_millis(8));
             assert!(p.delay(40) <= Duration::from_millis(200));
         }
-        let zero = RetryPolicy { base_delay: Duration::ZERO, ..p };
+        let zero = RetryPolicy {
+            base_delay: Duration::ZERO,
+            ..p
+        };
         assert_eq!(zero.delay(5), Duration::ZERO);
     }
 }

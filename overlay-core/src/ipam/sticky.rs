@@ -34,51 +34,84 @@ impl StoreIpam {
                     Want::Specific(ip) => {
                         let pool = pool_of(net, pools, ip)?;
                         let value = records::encode(&StickyIndex { schema: SCHEMA, ip });
-                        let create = TxnOp::Create { key: index_key.clone(), value };
-                        self.try_specific(net, net_version, pool, ip, &req.owner, Some(key), vec![create])
-                            .await?
+                        let create = TxnOp::Create {
+                            key: index_key.clone(),
+                            value,
+                        };
+                        self.try_specific(
+                            net,
+                            net_version,
+                            pool,
+                            ip,
+                            &req.owner,
+                            Some(key),
+                            vec![create],
+                        )
+                        .await?
                     }
                     Want::Any(f) => {
-                        self.request_any(net, net_version, pools, f, &req.owner, Some(key)).await?
+                        self.request_any(net, net_version, pools, f, &req.owner, Some(key))
+                            .await?
                     }
                 },
                 Some(kv) => {
                     let index: StickyIndex = records::decode(&index_key, &kv.value)?;
-                    if let Want::Specific(ip) = req.want {
-                        if ip != index.ip {
-                            return Err(Error::new(
-                                ErrorKind::Conflict,
-                                OP_REQUEST,
-                                format!("sticky key {key:?} holds {} but {ip} was requested", index.ip),
-                            )
-                            .with_hint("request the reserved address, or drop the reservation first"));
-                        }
+                    if let Want::Specific(ip) = req.want
+                        && ip != index.ip
+                    {
+                        return Err(Error::new(
+                            ErrorKind::Conflict,
+                            OP_REQUEST,
+                            format!(
+                                "sticky key {key:?} holds {} but {ip} was requested",
+                                index.ip
+                            ),
+                        )
+                        .with_hint("request the reserved address, or drop the reservation first"));
                     }
                     let pool = pool_of(net, pools, index.ip)?;
-                    let check = TxnOp::Check { key: index_key.clone(), version: Some(kv.version) };
-                    self.try_specific(net, net_version, pool, index.ip, &req.owner, Some(key), vec![check])
-                        .await
-                        .map_err(|e| {
-                            if e.kind() == ErrorKind::Conflict {
-                                e.with_hint(
-                                    "the address reserved under this key is in use by another \
+                    let check = TxnOp::Check {
+                        key: index_key.clone(),
+                        version: Some(kv.version),
+                    };
+                    self.try_specific(
+                        net,
+                        net_version,
+                        pool,
+                        index.ip,
+                        &req.owner,
+                        Some(key),
+                        vec![check],
+                    )
+                    .await
+                    .map_err(|e| {
+                        if e.kind() == ErrorKind::Conflict {
+                            e.with_hint(
+                                "the address reserved under this key is in use by another \
                                      endpoint; disconnect it, or use another name",
-                                )
-                            } else {
-                                e
-                            }
-                        })?
+                            )
+                        } else {
+                            e
+                        }
+                    })?
                 }
             };
             match outcome {
                 Outcome::Got(a) => return Ok(a),
                 Outcome::Lost => retry.wait(attempt).await,
                 Outcome::Exhausted => {
-                    return Err(Error::internal(OP_REQUEST, "an exhausted pool was not reported"));
+                    return Err(Error::internal(
+                        OP_REQUEST,
+                        "an exhausted pool was not reported",
+                    ));
                 }
             }
         }
-        Err(lost(OP_REQUEST, retry.max_attempts, &format!("sticky key {key:?}")))
+        Err(lost(
+            OP_REQUEST,
+            retry.max_attempts,
+            &format!("sticky key {key:?}"),
+        ))
     }
 
     pub(super) async fn drop_reservation_impl(
@@ -92,13 +125,18 @@ impl StoreIpam {
         let index_key = records::sticky_key(net, family, key);
         let retry = self.config.retry;
         for attempt in 1..=retry.max_attempts {
-            let Some(kv) = self.store.get(&index_key).await? else { return Ok(false) };
+            let Some(kv) = self.store.get(&index_key).await? else {
+                return Ok(false);
+            };
             let index: StickyIndex = records::decode(&index_key, &kv.value)?;
             let pool = pool_of(net, &pools, index.ip).map_err(|e| e.with_op(OP_DROP))?;
             let offset = pool.offset_of(index.ip).unwrap_or_default();
             let (bi, inner) = pool.block_of(offset);
             let pool_id = pool.key_id();
-            let drop_index = TxnOp::DeleteIf { key: index_key.clone(), version: kv.version };
+            let drop_index = TxnOp::DeleteIf {
+                key: index_key.clone(),
+                version: kv.version,
+            };
             let Some((mut block, version)) = self.fetch_block(net, &pool_id, bi).await? else {
                 // No block: nothing is kept for the key; the index alone is stale.
                 match self.store.compare_and_delete(&index_key, kv.version).await {
@@ -111,34 +149,60 @@ impl StoreIpam {
                 Some(Entry::Reserved { key: k, .. }) if k == key => {
                     block.entries.remove(&inner);
                 }
-                Some(Entry::Held { sticky, .. }) if sticky.as_deref() == Some(key) => *sticky = None,
+                Some(Entry::Held { sticky, .. }) if sticky.as_deref() == Some(key) => {
+                    *sticky = None
+                }
                 _ => {}
             }
             match self
-                .write_block(net, net_version, &pool_id, bi, &block, Some(version), vec![drop_index])
+                .write_block(
+                    net,
+                    net_version,
+                    &pool_id,
+                    bi,
+                    &block,
+                    Some(version),
+                    vec![drop_index],
+                )
                 .await?
             {
                 Written::Done => return Ok(true),
                 Written::Lost => retry.wait(attempt).await,
             }
         }
-        Err(lost(OP_DROP, retry.max_attempts, &format!("sticky key {key:?}")))
+        Err(lost(
+            OP_DROP,
+            retry.max_attempts,
+            &format!("sticky key {key:?}"),
+        ))
     }
 
     pub(super) async fn reservations_impl(&self, net: &NetworkId) -> Result<Vec<Reservation>> {
         let (pools, _) = self.network(net).await?;
         let mut out = Vec::new();
         for pool in pools.iter() {
-            let listing = self.store.list(&records::blocks_prefix(net, &pool.key_id())).await?;
+            let listing = self
+                .store
+                .list(&records::blocks_prefix(net, &pool.key_id()))
+                .await?;
             for kv in listing.kvs {
-                let Some(index) = kv.key.rsplit('/').next().and_then(|s| s.parse::<u64>().ok()) else {
+                let Some(index) = kv
+                    .key
+                    .rsplit('/')
+                    .next()
+                    .and_then(|s| s.parse::<u64>().ok())
+                else {
                     continue;
                 };
                 let block: Block = records::decode(&kv.key, &kv.value)?;
                 for (inner, entry) in &block.entries {
                     let ip = pool.addr_at(pool.offset_in_block(index, *inner));
                     match entry {
-                        Entry::Held { owner, sticky: Some(k), .. } => out.push(Reservation {
+                        Entry::Held {
+                            owner,
+                            sticky: Some(k),
+                            ..
+                        } => out.push(Reservation {
                             key: k.clone(),
                             ip,
                             holder: Some(owner.clone()),
