@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::*;
+use crate::ErrorKind;
 use crate::model::{HostId, NetworkId, PoolConfig};
 use crate::store::{KeyValue, KvStore, Listing, TxnOp, TxnResult, Version, Watch};
 
