@@ -157,6 +157,9 @@ impl Local {
                 cmd.args(["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
                     .arg("-Dzookeeper.admin.enableServer=false")
                     .arg("-Dzookeeper.forceSync=no")
+                    // The ZooKeeper store writes a value twice per write (node and journal):
+                    // room for the conformance suite's 1 MiB values.
+                    .arg("-Djute.maxbuffer=8388608")
                     .args([
                         "-cp",
                         ZK_CLASSPATH,

@@ -17,6 +17,7 @@ mod etcd;
 mod zookeeper;
 
 pub mod conformance;
+pub mod embedded;
 
 use std::fmt;
 use std::sync::Arc;
@@ -286,15 +287,10 @@ pub async fn connect_str(url: &str) -> Result<Arc<dyn KvStore>> {
 }
 
 async fn connect_with(url: &StoreUrl) -> Result<Arc<dyn KvStore>> {
-    use crate::error::{Error, ErrorKind};
     match url.scheme {
+        Scheme::File => Ok(Arc::new(embedded::EmbeddedStore::open(url).await?)),
         Scheme::Etcd => Ok(Arc::new(etcd::EtcdStore::connect(url).await?)),
-        // WIP Scheme::ZooKeeper => Ok(Arc::new(zookeeper::ZkStore::connect(url).await?)),
-        // WIP Scheme::Consul => Ok(Arc::new(consul::ConsulStore::connect(url).await?)),
-        _ => Err(Error::new(
-            ErrorKind::Unsupported,
-            "connect store",
-            format!("the {} backend is not part of this build", url.scheme),
-        )),
+        Scheme::ZooKeeper => Ok(Arc::new(zookeeper::ZkStore::connect(url).await?)),
+        Scheme::Consul => Ok(Arc::new(consul::ConsulStore::connect(url).await?)),
     }
 }

@@ -58,13 +58,13 @@ pub(crate) fn under(prefix: &str, key: &str) -> bool {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// Checks a transaction before any I/O: valid keys, each key written by at most one op (a
-/// `Check` may name a key another op writes), not too many ops.
+/// Checks a transaction before any I/O: valid keys, each key in at most one op, not too many
+/// ops.
 pub(crate) fn check_txn(ops: &[TxnOp], max_ops: usize) -> Result<()> {
     let mut seen = HashSet::new();
     for op in ops {
         validate_key(op.key())?;
-        if !matches!(op, TxnOp::Check { .. }) && !seen.insert(op.key()) {
+        if !seen.insert(op.key()) {
             return Err(Error::invalid(
                 "store txn",
                 format!(
@@ -72,7 +72,7 @@ pub(crate) fn check_txn(ops: &[TxnOp], max_ops: usize) -> Result<()> {
                     op.key()
                 ),
             )
-            .with_hint("merge the writes of one key into one op"));
+            .with_hint("merge the ops on one key into one op"));
         }
     }
     if ops.len() > max_ops {
@@ -180,7 +180,7 @@ mod tests {
             key: "a".into(),
             version: None,
         };
-        assert!(check_txn(&[put("a"), check], 2).is_ok());
+        assert!(check_txn(&[put("a"), check], 2).is_err());
         assert_eq!(
             check_txn(&[put("a"), put("a")], 9).unwrap_err().kind(),
             ErrorKind::InvalidArgument

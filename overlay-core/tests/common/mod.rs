@@ -180,7 +180,7 @@ pub(crate) async fn server_killed_and_restarted(server: &mut impl TestServer, re
                 while Instant::now() < end {
                     let t = Instant::now();
                     let r = conformance::cas_increment(&*store, &counter).await;
-                    outcomes.push((r.map_err(|e| e.kind()), t.elapsed()));
+                    outcomes.push((r.map_err(|e| (e.kind(), e.to_string())), t.elapsed()));
                 }
                 outcomes
             })
@@ -195,10 +195,10 @@ pub(crate) async fn server_killed_and_restarted(server: &mut impl TestServer, re
             .expect("a CAS hung after the server was killed")
             .unwrap();
         for (r, took) in outcomes {
-            if let Err(kind) = r {
+            if let Err((kind, msg)) = r {
                 assert!(
                     matches!(kind, ErrorKind::Unavailable | ErrorKind::Timeout),
-                    "CAS during the kill failed with {kind:?}"
+                    "CAS during the kill failed with {kind:?}: {msg}"
                 );
             }
             assert!(took <= 2 * (DEADLINE + SLACK), "one CAS took {took:?}");
