@@ -78,8 +78,6 @@ mod retry;
 mod sticky;
 
 #[cfg(test)]
-mod memstore;
-#[cfg(test)]
 mod tests;
 
 use std::collections::HashSet;
