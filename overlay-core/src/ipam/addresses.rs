@@ -122,17 +122,16 @@ impl PoolBlocks {
         // without one are made of reserved addresses only, so the search is bounded.
         let (lo, hi) = pool.dynamic_blocks();
         let bound = self.blocks.len() as u64 + pool_reserved_bound(pool);
-        let mut index = lo;
-        for _ in 0..=bound {
-            if index > hi {
-                break;
+        for index in (lo..=hi).take(
+            usize::try_from(bound)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        ) {
+            if !self.blocks.contains_key(&index)
+                && let Some(plan) = pick(index, &Block::new(host), None)
+            {
+                return Step::Write(plan);
             }
-            if !self.blocks.contains_key(&index) {
-                if let Some(plan) = pick(index, &Block::new(host), None) {
-                    return Step::Write(plan);
-                }
-            }
-            index += 1;
         }
         if !fresh {
             return Step::List;
@@ -301,12 +300,12 @@ impl StoreIpam {
             };
             let ip = pool.addr_at(pool.offset_in_block(plan.index, plan.inner));
             let mut extra = Vec::new();
-            if let Some(k) = &plan.displaced {
-                if Some(k.as_str()) != sticky {
-                    extra.push(TxnOp::Delete {
-                        key: records::sticky_key(net, pool.family(), k),
-                    });
-                }
+            if let Some(k) = &plan.displaced
+                && Some(k.as_str()) != sticky
+            {
+                extra.push(TxnOp::Delete {
+                    key: records::sticky_key(net, pool.family(), k),
+                });
             }
             if let Some(k) = sticky {
                 let value = records::encode(&records::StickyIndex {
@@ -516,13 +515,13 @@ impl StoreIpam {
                 _ => return Ok(false),
             }
             // A zero grace means "not sticky after all": free it and drop the index now.
-            if let Some(Entry::Reserved { key, until_ms }) = block.entries.get(&inner) {
-                if *until_ms <= records::now_ms() {
-                    ops.push(TxnOp::Delete {
-                        key: records::sticky_key(net, pool.family(), key),
-                    });
-                    block.entries.remove(&inner);
-                }
+            if let Some(Entry::Reserved { key, until_ms }) = block.entries.get(&inner)
+                && *until_ms <= records::now_ms()
+            {
+                ops.push(TxnOp::Delete {
+                    key: records::sticky_key(net, pool.family(), key),
+                });
+                block.entries.remove(&inner);
             }
             match self
                 .write_block(

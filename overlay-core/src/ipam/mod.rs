@@ -12,7 +12,7 @@
 //! (optionally with ip-range, gateway and aux addresses) or picked from a default list
 //! ([`IpamConfig::default_pools`], Docker's /24s of 10.0.0.0/8). Every claimed subnet is listed
 //! in one registry key written by compare-and-swap, so two networks can never claim overlapping
-//! (or identical) subnets however they race; the loser gets [`ErrorKind::Conflict`] naming both
+//! (or identical) subnets however they race; the loser gets [`Conflict`](crate::ErrorKind::Conflict) naming both
 //! networks and subnets. Pool creation is rare, so one key is no bottleneck. Pool maths
 //! (network, broadcast, gateway, RFC 3021 /31s…) is in [`Pool`].
 //!
@@ -31,7 +31,7 @@
 //! once. A host tries its blocks starting with the one it allocated from last. (The order is
 //! per block, not pool-wide: a pool-wide cursor would be the one hot key this design avoids.)
 //!
-//! **Exhaustion** is [`ErrorKind::Conflict`] naming the pool(s): the request is valid, the pool's
+//! **Exhaustion** is [`Conflict`](crate::ErrorKind::Conflict) naming the pool(s): the request is valid, the pool's
 //! state is what prevents it, and releasing addresses or dropping reservations changes that.
 //!
 //! **Owners and the collector.** Every allocation records its owner (the endpoint id) and
@@ -58,9 +58,11 @@
 //! ```
 //!
 //! `<pool>` is the subnet with `/` written `-` (`10.0.0.0-24`, `fd00::-64`); `<index>` is the
-//! block number inside the pool, in decimal. An entry is `held` (owner, since, sticky key) or
-//! `reserved` (sticky key, until): free addresses have no entry. Values are JSON with a
-//! `schema` field.
+//! block number inside the pool, in decimal. Values are JSON with a `schema` field. A block's
+//! entries map the offset inside the block to `{"s":"h","o":owner,"t":since_ms,"k":sticky}`
+//! (held) or `{"s":"r","k":sticky,"u":until_ms}` (released, reserved for its sticky key); free
+//! addresses have no entry. (One-letter names: the whole block is rewritten by each
+//! allocation in it.)
 //!
 //! The sticky index and the block entry it points to are always written in one transaction,
 //! so "key K has a reservation" and "the block keeps the address for K" never disagree.
@@ -76,8 +78,6 @@ mod retry;
 mod sticky;
 
 #[cfg(test)]
-mod memstore;
-#[cfg(test)]
 mod tests;
 
 use std::collections::HashSet;
@@ -92,8 +92,6 @@ pub use defaults::DefaultPool;
 pub use pool::{Family, MIN_V4_PREFIX, MIN_V6_PREFIX, Pool, Reserved};
 pub use retry::RetryPolicy;
 
-#[allow(unused_imports)]
-use crate::error::ErrorKind;
 use crate::error::Result;
 use crate::model::{NetworkId, PoolConfig};
 
@@ -247,8 +245,8 @@ pub struct CollectReport {
 
 /// The IPAM the controller calls. Object-safe: use it as `Arc<dyn Ipam>`.
 ///
-/// Errors: [`ErrorKind::InvalidArgument`] for malformed input (nothing changed),
-/// [`ErrorKind::NotFound`] for a network without pools, [`ErrorKind::Conflict`] for overlaps,
+/// Errors: [`InvalidArgument`](crate::ErrorKind::InvalidArgument) for malformed input (nothing changed),
+/// [`NotFound`](crate::ErrorKind::NotFound) for a network without pools, [`Conflict`](crate::ErrorKind::Conflict) for overlaps,
 /// addresses taken, exhausted pools and races still lost after every retry; store errors
 /// (`Unavailable`, `Timeout`) pass through.
 #[async_trait]

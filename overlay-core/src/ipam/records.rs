@@ -76,21 +76,31 @@ pub(crate) struct NetworkPools {
     pub(crate) pools: Vec<PoolConfig>,
 }
 
-/// One address of a block that is not free.
+/// One address of a block that is not free. Field names are one letter: a full block is
+/// rewritten by every allocation in it, so its size is paid on every round trip.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "lowercase")]
+#[serde(tag = "s")]
 pub(crate) enum Entry {
     /// Handed out to `owner`.
+    #[serde(rename = "h")]
     Held {
+        #[serde(rename = "o")]
         owner: String,
         /// When it was handed out (ms since the epoch), for the collector's grace.
+        #[serde(rename = "t")]
         since_ms: u64,
         /// The sticky key it is reserved under, if any.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
         sticky: Option<String>,
     },
     /// Released, but kept for sticky key `key` until `until_ms`.
-    Reserved { key: String, until_ms: u64 },
+    #[serde(rename = "r")]
+    Reserved {
+        #[serde(rename = "k")]
+        key: String,
+        #[serde(rename = "u")]
+        until_ms: u64,
+    },
 }
 
 impl Entry {

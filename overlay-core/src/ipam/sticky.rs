@@ -56,20 +56,18 @@ impl StoreIpam {
                 },
                 Some(kv) => {
                     let index: StickyIndex = records::decode(&index_key, &kv.value)?;
-                    if let Want::Specific(ip) = req.want {
-                        if ip != index.ip {
-                            return Err(Error::new(
-                                ErrorKind::Conflict,
-                                OP_REQUEST,
-                                format!(
-                                    "sticky key {key:?} holds {} but {ip} was requested",
-                                    index.ip
-                                ),
-                            )
-                            .with_hint(
-                                "request the reserved address, or drop the reservation first",
-                            ));
-                        }
+                    if let Want::Specific(ip) = req.want
+                        && ip != index.ip
+                    {
+                        return Err(Error::new(
+                            ErrorKind::Conflict,
+                            OP_REQUEST,
+                            format!(
+                                "sticky key {key:?} holds {} but {ip} was requested",
+                                index.ip
+                            ),
+                        )
+                        .with_hint("request the reserved address, or drop the reservation first"));
                     }
                     let pool = pool_of(net, pools, index.ip)?;
                     let check = TxnOp::Check {

@@ -9,11 +9,27 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::*;
+use crate::ErrorKind;
 use crate::model::{HostId, NetworkId, PoolConfig};
 use crate::store::{KeyValue, KvStore, Listing, TxnOp, TxnResult, Version, Watch};
 
-fn store() -> Arc<dyn KvStore> {
-    Arc::new(super::memstore::MemStore::default())
+/// An embedded store in a fresh temporary directory, removed when dropped.
+struct Fixture {
+    store: Arc<dyn KvStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("file://{}/store.db", dir.path().display());
+        let store = crate::store::connect_str(&url).await.expect("open the embedded store");
+        Fixture { store, _dir: dir }
+    }
+
+    fn store(&self) -> Arc<dyn KvStore> {
+        self.store.clone()
+    }
 }
 
 /// Counts the store operations (round trips) that pass through it.
@@ -124,7 +140,8 @@ async fn any4(ipam: &StoreIpam, net: &NetworkId, owner: &str) -> Result<IpAddr> 
 
 #[tokio::test]
 async fn overlapping_and_identical_pools_are_refused_naming_both() {
-    let ipam = ipam_on(store(), "h1", IpamConfig::default());
+    let fx = Fixture::new().await;
+    let ipam = ipam_on(fx.store(), "h1", IpamConfig::default());
     let a = NetworkId::random();
     ipam.add_pools(&a, "alpha", &[subnet("10.5.0.0/16")])
         .await
@@ -166,7 +183,8 @@ async fn overlapping_and_identical_pools_are_refused_naming_both() {
 
 #[tokio::test]
 async fn default_pools_are_the_first_free_24s_and_come_back_on_release() {
-    let ipam = ipam_on(store(), "h1", IpamConfig::default());
+    let fx = Fixture::new().await;
+    let ipam = ipam_on(fx.store(), "h1", IpamConfig::default());
     let mut nets = Vec::new();
     for want in ["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"] {
         let id = NetworkId::random();
@@ -225,7 +243,8 @@ async fn default_pools_are_the_first_free_24s_and_come_back_on_release() {
 
 #[tokio::test]
 async fn any_takes_the_lowest_free_after_the_last_and_wraps() {
-    let ipam = ipam_on(store(), "h1", IpamConfig::default());
+    let fx = Fixture::new().await;
+    let ipam = ipam_on(fx.store(), "h1", IpamConfig::default());
     let net = network_with(&ipam, &[subnet("10.1.0.0/28")]).await;
     let mut got = Vec::new();
     for i in 0..5 {
@@ -257,7 +276,8 @@ async fn any_takes_the_lowest_free_after_the_last_and_wraps() {
 
 #[tokio::test]
 async fn exhaustion_names_the_pool_and_ranges_and_aux_are_honoured() {
-    let ipam = ipam_on(store(), "h1", IpamConfig::default());
+    let fx = Fixture::new().await;
+    let ipam = ipam_on(fx.store(), "h1", IpamConfig::default());
     let mut cfg = PoolConfig::new("10.2.0.0/24".parse().unwrap());
     cfg.ip_range = Some("10.2.0.8/30".parse().unwrap());
     cfg.aux_addresses.insert("dns".into(), ip("10.2.0.9"));
@@ -281,7 +301,8 @@ async fn exhaustion_names_the_pool_and_ranges_and_aux_are_honoured() {
 
 #[tokio::test]
 async fn specific_requests() {
-    let ipam = ipam_on(store(), "h1", IpamConfig::default());
+    let fx = Fixture::new().await;
+    let ipam = ipam_on(fx.store(), "h1", IpamConfig::default());
     let net = network_with(&ipam, &[subnet("10.3.0.0/24"), subnet("fd00:3::/64")]).await;
     let req = AddressRequest::specific(ip("10.3.0.77"), "a");
     assert_eq!(
@@ -340,7 +361,8 @@ async fn specific_requests() {
 
 #[tokio::test]
 async fn point_to_point_and_single_address_pools() {
-    let ipam = ipam_on(store(), "h1", IpamConfig::default());
+    let fx = Fixture::new().await;
+    let ipam = ipam_on(fx.store(), "h1", IpamConfig::default());
     let net = network_with(&ipam, &[subnet("192.0.2.0/31"), subnet("fd00:9::7/128")]).await;
     assert_eq!(ipam.pools(&net).await.unwrap()[0].gateway, None);
     let a = any4(&ipam, &net, "a").await.unwrap();
@@ -359,7 +381,8 @@ async fn point_to_point_and_single_address_pools() {
 
 #[tokio::test]
 async fn sticky_addresses_survive_release_until_dropped() {
-    let ipam = ipam_on(store(), "h1", IpamConfig::default());
+    let fx = Fixture::new().await;
+    let ipam = ipam_on(fx.store(), "h1", IpamConfig::default());
     let net = network_with(&ipam, &[subnet("10.6.0.0/29")]).await;
     let web = ipam
         .request(&net, &AddressRequest::any(Family::V4, "ep1").sticky("web"))
@@ -420,11 +443,12 @@ async fn sticky_addresses_survive_release_until_dropped() {
 
 #[tokio::test]
 async fn reservations_expire_after_the_grace() {
+    let fx = Fixture::new().await;
     let config = IpamConfig {
         reservation_grace: Duration::from_millis(300),
         ..IpamConfig::default()
     };
-    let ipam = ipam_on(store(), "h1", config);
+    let ipam = ipam_on(fx.store(), "h1", config);
     let net = network_with(&ipam, &[subnet("10.7.0.0/24")]).await;
     let req = AddressRequest::specific(ip("10.7.0.50"), "ep1").sticky("db");
     ipam.request(&net, &req).await.unwrap();
@@ -456,12 +480,13 @@ async fn reservations_expire_after_the_grace() {
 
 #[tokio::test]
 async fn collector_frees_what_dead_owners_left() {
+    let fx = Fixture::new().await;
     let config = IpamConfig {
         owner_grace: Duration::ZERO,
         reservation_grace: Duration::from_millis(200),
         ..IpamConfig::default()
     };
-    let ipam = ipam_on(store(), "h1", config);
+    let ipam = ipam_on(fx.store(), "h1", config);
     let net = network_with(&ipam, &[subnet("10.8.0.0/24")]).await;
     let live = any4(&ipam, &net, "live").await.unwrap();
     let dead = any4(&ipam, &net, "dead").await.unwrap();
@@ -514,7 +539,8 @@ async fn collector_frees_what_dead_owners_left() {
 
 #[tokio::test]
 async fn an_allocation_is_one_round_trip_once_warm() {
-    let counting = Counting::new(store());
+    let fx = Fixture::new().await;
+    let counting = Counting::new(fx.store());
     let ipam = ipam_on(counting.clone(), "h1", IpamConfig::default());
     let net = network_with(&ipam, &[subnet("10.10.0.0/20")]).await;
     any4(&ipam, &net, "warm").await.unwrap();
@@ -541,7 +567,8 @@ async fn an_allocation_is_one_round_trip_once_warm() {
 
 #[tokio::test]
 async fn hosts_claim_separate_blocks_and_borrow_when_full() {
-    let s = store();
+    let fx = Fixture::new().await;
+    let s = fx.store();
     let h1 = ipam_on(s.clone(), "h1", IpamConfig::default());
     let h2 = ipam_on(s.clone(), "h2", IpamConfig::default());
     let net = network_with(&h1, &[subnet("10.11.0.0/25")]).await;
@@ -565,7 +592,8 @@ async fn hosts_claim_separate_blocks_and_borrow_when_full() {
 
 #[tokio::test]
 async fn concurrent_allocators_never_share_an_address() {
-    let s = store();
+    let fx = Fixture::new().await;
+    let s = fx.store();
     let setup = ipam_on(s.clone(), "setup", IpamConfig::default());
     let net = network_with(&setup, &[subnet("10.12.0.0/23")]).await;
     let mut tasks = Vec::new();
