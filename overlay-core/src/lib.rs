@@ -9,6 +9,8 @@
 //! Layers point one way: controller → {store, ipam, dataplane, agent}; everyone reads
 //! [`model`] and [`error`].
 
+pub mod agent;
+pub mod controller;
 pub mod dataplane;
 pub mod error;
 pub mod model;

@@ -1,6 +1,7 @@
 //! The data model: identifiers, value types and the records kept in the cluster store.
 
 mod ids;
+pub(crate) use ids::is_plain_name;
 mod records;
 
 pub use ids::{EndpointId, HostId, MacAddr, NetworkId, Vni};

@@ -101,15 +101,15 @@ impl PoolConfig {
                 s.trunc()
             ));
         }
-        if let Some(gw) = self.gateway {
-            if !s.contains(&gw) {
-                return Err(format!("gateway {gw} is outside subnet {s}"));
-            }
+        if let Some(gw) = self.gateway
+            && !s.contains(&gw)
+        {
+            return Err(format!("gateway {gw} is outside subnet {s}"));
         }
-        if let Some(r) = self.ip_range {
-            if !s.contains(&r) {
-                return Err(format!("ip-range {r} is outside subnet {s}"));
-            }
+        if let Some(r) = self.ip_range
+            && !s.contains(&r)
+        {
+            return Err(format!("ip-range {r} is outside subnet {s}"));
         }
         for (name, ip) in &self.aux_addresses {
             if !s.contains(ip) {
@@ -163,10 +163,10 @@ impl Record for Network {
         if !is_plain_name(&self.name, 128) {
             return Err(format!("name {:?} is not a valid network name", self.name));
         }
-        if let Some(mtu) = self.mtu {
-            if !(68..=65_535).contains(&mtu) {
-                return Err(format!("mtu {mtu} is outside 68..=65535"));
-            }
+        if let Some(mtu) = self.mtu
+            && !(68..=65_535).contains(&mtu)
+        {
+            return Err(format!("mtu {mtu} is outside 68..=65535"));
         }
         self.pools.iter().try_for_each(PoolConfig::validate)
     }

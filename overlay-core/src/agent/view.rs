@@ -1,0 +1,244 @@
+//! A host's view of one network's endpoints, kept from a listing plus watch deltas.
+//!
+//! Records that do not decode (corrupt, foreign, newer schema) are logged with their key and
+//! skipped: one bad record must never stop an agent or another host's convergence.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::model::{Endpoint, EndpointId, HostId, MacAddr, NetworkId, Record};
+use crate::store::{KeyValue, WatchEvent};
+
+/// The store key of an endpoint record.
+pub fn endpoint_key(network: &NetworkId, endpoint: &EndpointId) -> String {
+    format!("endpoints/{network}/{endpoint}")
+}
+
+/// The store prefix holding a network's endpoints.
+pub fn endpoints_prefix(network: &NetworkId) -> String {
+    format!("endpoints/{network}")
+}
+
+/// A remote container as the data plane needs it: its address and MAC, and the VTEP of the
+/// host it lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RemotePeer {
+    /// The container's address.
+    pub ip: IpAddr,
+    /// The container's MAC.
+    pub mac: MacAddr,
+    /// The remote host's tunnel endpoint.
+    pub vtep: IpAddr,
+}
+
+/// What changed in a view after applying an event.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Change {
+    /// The endpoint set changed (names or peers may need an update).
+    pub changed: bool,
+    /// The store lost history: the caller must re-list and [`NetworkView::replace`].
+    pub resync: bool,
+}
+
+/// Endpoints of one network, by id.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkView {
+    endpoints: BTreeMap<EndpointId, Endpoint>,
+}
+
+impl NetworkView {
+    /// Decodes an endpoint record, logging and dropping what does not decode or belongs to
+    /// another network.
+    fn decode(network: &NetworkId, kv: &KeyValue) -> Option<Endpoint> {
+        match Endpoint::decode(&kv.key, &kv.value) {
+            Ok(ep) if ep.network == *network && kv.key == endpoint_key(network, &ep.id) => Some(ep),
+            Ok(_) => {
+                tracing::warn!(key = %kv.key, "skipping an endpoint record filed under the wrong key");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(key = %kv.key, error = %e, "skipping an endpoint record");
+                None
+            }
+        }
+    }
+
+    /// Replaces the whole view with a fresh listing; returns whether anything differs.
+    pub fn replace(&mut self, network: &NetworkId, kvs: &[KeyValue]) -> bool {
+        let fresh: BTreeMap<_, _> = kvs
+            .iter()
+            .filter_map(|kv| Self::decode(network, kv))
+            .map(|ep| (ep.id, ep))
+            .collect();
+        let changed = fresh != self.endpoints;
+        self.endpoints = fresh;
+        changed
+    }
+
+    /// Applies one watch event.
+    pub fn apply(&mut self, network: &NetworkId, event: &WatchEvent) -> Change {
+        match event {
+            WatchEvent::Put(kv) => match Self::decode(network, kv) {
+                Some(ep) => {
+                    let changed = self.endpoints.get(&ep.id) != Some(&ep);
+                    self.endpoints.insert(ep.id, ep);
+                    Change {
+                        changed,
+                        resync: false,
+                    }
+                }
+                // A record that stopped decoding no longer describes a live endpoint.
+                None => Change {
+                    changed: self.remove_key(&kv.key),
+                    resync: false,
+                },
+            },
+            WatchEvent::Delete { key, .. } => Change {
+                changed: self.remove_key(key),
+                resync: false,
+            },
+            WatchEvent::Resync { .. } => Change {
+                changed: false,
+                resync: true,
+            },
+        }
+    }
+
+    fn remove_key(&mut self, key: &str) -> bool {
+        let id = key
+            .rsplit('/')
+            .next()
+            .and_then(|s| s.parse::<EndpointId>().ok());
+        id.is_some_and(|id| self.endpoints.remove(&id).is_some())
+    }
+
+    /// Every endpoint, local and remote.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints.values()
+    }
+
+    /// The peers this host must program: endpoints on other hosts that are alive.
+    pub fn remote_peers(&self, me: &HostId, live: &BTreeSet<HostId>) -> BTreeSet<RemotePeer> {
+        self.endpoints
+            .values()
+            .filter(|ep| ep.host != *me && live.contains(&ep.host))
+            .flat_map(|ep| {
+                let v4 = ep.ipv4.map(|a| IpAddr::V4(a.addr()));
+                let v6 = ep.ipv6.map(|a| IpAddr::V6(a.addr()));
+                v4.into_iter().chain(v6).map(|ip| RemotePeer {
+                    ip,
+                    mac: ep.mac,
+                    vtep: ep.vtep,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SCHEMA;
+
+    fn ep(net: NetworkId, host: &str, ip: &str) -> Endpoint {
+        let ipv4: ipnet::Ipv4Net = ip.parse().unwrap();
+        Endpoint {
+            schema: SCHEMA,
+            id: EndpointId::random(),
+            network: net,
+            container_id: format!("c-{ip}"),
+            name: format!("n{}", ipv4.addr().octets()[3]),
+            aliases: vec![],
+            ipv4: Some(ipv4),
+            ipv6: None,
+            mac: MacAddr::from_ipv4(ipv4.addr()),
+            host: HostId::new(host).unwrap(),
+            vtep: if host == "h1" {
+                "192.0.2.1"
+            } else {
+                "192.0.2.2"
+            }
+            .parse()
+            .unwrap(),
+            sticky: false,
+        }
+    }
+
+    fn kv(e: &Endpoint, version: u64) -> KeyValue {
+        KeyValue {
+            key: endpoint_key(&e.network, &e.id),
+            value: e.encode(),
+            version,
+        }
+    }
+
+    #[test]
+    fn deltas_and_bad_records() {
+        let net = NetworkId::random();
+        let (a, b) = (ep(net, "h1", "10.0.0.2/24"), ep(net, "h2", "10.0.0.3/24"));
+        let mut v = NetworkView::default();
+        assert!(v.replace(&net, &[kv(&a, 1)]));
+        assert!(
+            !v.replace(&net, &[kv(&a, 1)]),
+            "same listing changes nothing"
+        );
+        let put = WatchEvent::Put(kv(&b, 2));
+        assert_eq!(
+            v.apply(&net, &put),
+            Change {
+                changed: true,
+                resync: false
+            }
+        );
+        assert!(
+            !v.apply(&net, &put).changed,
+            "a repeated event changes nothing"
+        );
+
+        let me = HostId::new("h1").unwrap();
+        let live: BTreeSet<_> = [HostId::new("h1").unwrap(), HostId::new("h2").unwrap()].into();
+        let peers = v.remote_peers(&me, &live);
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers.first().unwrap().vtep, b.vtep);
+        assert!(
+            v.remote_peers(&me, &[me.clone()].into()).is_empty(),
+            "dead hosts give no peers"
+        );
+
+        // Corrupt, foreign and newer-schema records are skipped, never fatal.
+        let foreign = KeyValue {
+            key: format!("{}/zzz", endpoints_prefix(&net)),
+            value: b"{".to_vec(),
+            version: 3,
+        };
+        assert!(!v.apply(&net, &WatchEvent::Put(foreign)).changed);
+        let mut newer = serde_json::to_value(&a).unwrap();
+        newer["schema"] = 99.into();
+        let newer = KeyValue {
+            key: endpoint_key(&net, &a.id),
+            value: serde_json::to_vec(&newer).unwrap(),
+            version: 4,
+        };
+        assert!(
+            v.apply(&net, &WatchEvent::Put(newer)).changed,
+            "an endpoint that stops decoding goes"
+        );
+        assert_eq!(v.endpoints().count(), 1);
+
+        let del = WatchEvent::Delete {
+            key: endpoint_key(&net, &b.id),
+            version: 5,
+        };
+        assert!(v.apply(&net, &del).changed);
+        assert_eq!(v.endpoints().count(), 0);
+        assert!(
+            v.apply(
+                &net,
+                &WatchEvent::Resync {
+                    reason: "gap".into()
+                }
+            )
+            .resync
+        );
+    }
+}

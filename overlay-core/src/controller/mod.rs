@@ -1,0 +1,4 @@
+//! The facade: networks and endpoints. What the C and Python faces wrap.
+
+pub mod inspect;
+pub mod spec;
