@@ -157,7 +157,9 @@ fn peers(n: usize) -> Vec<Peer> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    if unsafe { libc::geteuid() } != 0 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
         return Err(
             "dataplane_bench needs root: sudo cargo run --release --example dataplane_bench".into(),
         );
