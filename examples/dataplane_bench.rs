@@ -173,11 +173,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let vtep = Ipv4Addr::new(192, 0, 2, 1);
     let host = make_host(&format!("ovlbench-{pid}-host"), vtep).await?;
     let dp = NetlinkDataplane::in_namespace(&tag, &host).await?;
-    let network: NetworkId = format!("{:064x}", 0xbe9c_u32).parse()?;
+    let network = NetworkId::random();
     let vni = Vni::new(4242)?;
+    let t = Instant::now();
     let sandbox = dp
         .ensure_sandbox(&SandboxSpec::new(network, vni, IpAddr::V4(vtep)))
         .await?;
+    let ensure = t.elapsed();
     println!(
         "sandbox {} (VNI {vni}, MTU {:?})",
         sandbox.netns_name, sandbox.mtu
@@ -271,6 +273,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         yes(ms(p50) < 3.0)
     );
     println!("| attach p99 | {:.2} ms | {} | | |", ms(p99), show(c99));
+    println!(
+        "| create sandbox (netns + bridge + vxlan) | {:.2} ms | | | |",
+        ms(ensure)
+    );
+    let mut detach = Vec::with_capacity(ENDPOINTS);
+    for c in &ours {
+        let t = Instant::now();
+        dp.detach(&network, c.path(), "eth0").await?;
+        detach.push(t.elapsed());
+    }
+    detach.sort();
+    println!(
+        "| detach p50 | {:.2} ms | | | |",
+        ms(percentile(&detach, 0.5))
+    );
     println!(
         "| attach p50 ratio overlay/CNI | {} | 1 | < 0.2 | {} |",
         ratio.map_or("n/a".into(), |r| format!("{r:.3}")),
