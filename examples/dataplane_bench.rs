@@ -310,8 +310,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ms(readd)
     );
 
-    drop(dp);
-    let dp = NetlinkDataplane::in_namespace(&tag, &host).await?;
     dp.remove_sandbox(&network).await?;
     Ok(())
 }

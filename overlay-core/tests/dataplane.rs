@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use overlay_core::ErrorKind;
-use overlay_core::dataplane::{AttachSpec, Dataplane, Netns, Peer, SandboxSpec};
+use overlay_core::dataplane::{AttachSpec, Dataplane, NetlinkDataplane, Netns, Peer, SandboxSpec};
 use overlay_core::model::{MacAddr, NetworkId, Vni};
 use support::{World, in_ns, ip_counter, look, root_or_skip, tcp_roundtrip, udp_df};
 
@@ -268,6 +268,12 @@ async fn everything_is_idempotent_and_peers_converge() {
         !fdb.contains("02:42:0a:03:00:09"),
         "old MAC's FDB entry kept: {fdb}"
     );
+    // A restarted process (a new data plane, same host tag) finds the sandbox and its peers.
+    let restarted = NetlinkDataplane::in_namespace(h.dp.tag(), &h.ns)
+        .await
+        .unwrap();
+    assert_eq!(restarted.list_peers(&n).await.unwrap(), vec![p]);
+    drop(restarted);
     // An IPv6 peer.
     let p6 = Peer {
         ip: "fd00:3::9".parse().unwrap(),
@@ -377,6 +383,26 @@ async fn ensure_over_leftovers_of_a_crashed_run_succeeds() {
         e.to_string().contains("vx-foreign") && e.errno() == Some(libc::EEXIST),
         "{e}"
     );
+
+    // A stale plain file where a sandbox namespace should be (a crash inside `ip netns add`)
+    // is replaced by ensure and removed by remove.
+    let (stale, stale_vni) = net(11);
+    std::fs::write(
+        overlay_core::dataplane::netns::named_path(&h.dp.sandbox_netns_name(&stale)),
+        b"",
+    )
+    .unwrap();
+    h.dp.ensure_sandbox(&SandboxSpec::new(stale, stale_vni, h.vtep))
+        .await
+        .unwrap();
+    h.dp.remove_sandbox(&stale).await.unwrap();
+    std::fs::write(
+        overlay_core::dataplane::netns::named_path(&h.dp.sandbox_netns_name(&stale)),
+        b"",
+    )
+    .unwrap();
+    h.dp.remove_sandbox(&stale).await.unwrap();
+    assert!(!overlay_core::dataplane::netns::named_path(&h.dp.sandbox_netns_name(&stale)).exists());
 
     // The largest VNI works.
     let (big, _) = net(8);
