@@ -56,20 +56,24 @@ async fn containers_on_two_hosts_talk_over_vxlan_and_networks_stay_isolated() {
             assert_eq!(info.mtu, Some(1450), "underlay 1500 − 50");
         }
     }
-    // Network 1: c1 on host A, c3 on host B. Network 2 (same subnet, other VNI): c2 on A, c4 on B.
+    // Network 1: c1 and c5 on host A, c3 and c6 on host B. Network 2 (same subnet, other VNI):
+    // c2 on A, c4 on B.
     let (c1, c2, c3, c4) = (
         w.container("c1"),
         w.container("c2"),
         w.container("c3"),
         w.container("c4"),
     );
+    let (c5, c6) = (w.container("c5"), w.container("c6"));
     let p1 = join(&w, 0, &n1, &c1, "10.1.0.11").await;
     let p3 = join(&w, 1, &n1, &c3, "10.1.0.13").await;
+    let p5 = join(&w, 0, &n1, &c5, "10.1.0.15").await;
+    let p6 = join(&w, 1, &n1, &c6, "10.1.0.16").await;
     let p2 = join(&w, 0, &n2, &c2, "10.1.0.12").await;
     let p4 = join(&w, 1, &n2, &c4, "10.1.0.14").await;
     assert_eq!(p1.mac, MacAddr::from_ipv4(v4("10.1.0.11")));
-    w.hosts[0].dp.add_peer(&n1, &p3).await.unwrap();
-    w.hosts[1].dp.add_peer(&n1, &p1).await.unwrap();
+    w.hosts[0].dp.add_peers(&n1, &[p3, p6]).await.unwrap();
+    w.hosts[1].dp.add_peers(&n1, &[p1, p5]).await.unwrap();
     w.hosts[0].dp.add_peer(&n2, &p4).await.unwrap();
     w.hosts[1].dp.add_peer(&n2, &p2).await.unwrap();
 
@@ -91,6 +95,12 @@ async fn containers_on_two_hosts_talk_over_vxlan_and_networks_stay_isolated() {
     let echoed = tcp_roundtrip(&c2, v4("10.1.0.12"), &c4, Duration::from_secs(5)).unwrap();
     assert_eq!(echoed, "hello over vxlan");
     assert_eq!(udp_df(&c3, v4("10.1.0.13"), &c1, 100).unwrap(), Some(100));
+    assert_eq!(udp_df(&c5, v4("10.1.0.15"), &c6, 100).unwrap(), Some(100));
+    let echoed = tcp_roundtrip(&c6, v4("10.1.0.16"), &c5, Duration::from_secs(5)).unwrap();
+    assert_eq!(echoed, "hello over vxlan");
+    // Two containers of one host talk over the sandbox bridge.
+    let echoed = tcp_roundtrip(&c5, v4("10.1.0.15"), &c1, Duration::from_secs(5)).unwrap();
+    assert_eq!(echoed, "hello over vxlan");
 
     // MTU − IPv4 − UDP headers crosses with DF set, unfragmented on the underlay; one byte more
     // is refused at the sender.
@@ -125,15 +135,24 @@ async fn containers_on_two_hosts_talk_over_vxlan_and_networks_stay_isolated() {
         vni2
     );
     w.hosts[0].dp.remove_peer(&n1, &p4).await.unwrap();
-    assert_eq!(w.hosts[0].dp.list_peers(&n1).await.unwrap(), vec![p3]);
+    assert_eq!(w.hosts[0].dp.list_peers(&n1).await.unwrap(), vec![p3, p6]);
 
     // Teardown: detach, remove peers and sandboxes; nothing of the test remains on the hosts.
-    for (h, n, c) in [(0, n1, &c1), (1, n1, &c3), (0, n2, &c2), (1, n2, &c4)] {
+    let all = [
+        (0, n1, &c1),
+        (1, n1, &c3),
+        (0, n1, &c5),
+        (1, n1, &c6),
+        (0, n2, &c2),
+        (1, n2, &c4),
+    ];
+    for (h, n, c) in all {
         w.hosts[h].dp.detach(&n, c.path(), "eth0").await.unwrap();
         w.hosts[h].dp.detach(&n, c.path(), "eth0").await.unwrap();
         assert!(!look("ip", c, &["link"]).contains("eth0"));
     }
     w.hosts[0].dp.remove_peer(&n1, &p3).await.unwrap();
+    w.hosts[0].dp.remove_peer(&n1, &p6).await.unwrap();
     assert!(w.hosts[0].dp.list_peers(&n1).await.unwrap().is_empty());
     for h in &w.hosts {
         assert_eq!(h.dp.list_sandboxes().await.unwrap().len(), 2);
