@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use overlay_core::ErrorKind;
-use overlay_core::dataplane::{AttachSpec, Dataplane, Netns, Peer, SandboxSpec};
+use overlay_core::dataplane::{AttachSpec, Dataplane, NetlinkDataplane, Netns, Peer, SandboxSpec};
 use overlay_core::model::{MacAddr, NetworkId, Vni};
 use support::{World, in_ns, ip_counter, look, root_or_skip, tcp_roundtrip, udp_df};
 
@@ -56,20 +56,24 @@ async fn containers_on_two_hosts_talk_over_vxlan_and_networks_stay_isolated() {
             assert_eq!(info.mtu, Some(1450), "underlay 1500 − 50");
         }
     }
-    // Network 1: c1 on host A, c3 on host B. Network 2 (same subnet, other VNI): c2 on A, c4 on B.
+    // Network 1: c1 and c5 on host A, c3 and c6 on host B. Network 2 (same subnet, other VNI):
+    // c2 on A, c4 on B.
     let (c1, c2, c3, c4) = (
         w.container("c1"),
         w.container("c2"),
         w.container("c3"),
         w.container("c4"),
     );
+    let (c5, c6) = (w.container("c5"), w.container("c6"));
     let p1 = join(&w, 0, &n1, &c1, "10.1.0.11").await;
     let p3 = join(&w, 1, &n1, &c3, "10.1.0.13").await;
+    let p5 = join(&w, 0, &n1, &c5, "10.1.0.15").await;
+    let p6 = join(&w, 1, &n1, &c6, "10.1.0.16").await;
     let p2 = join(&w, 0, &n2, &c2, "10.1.0.12").await;
     let p4 = join(&w, 1, &n2, &c4, "10.1.0.14").await;
     assert_eq!(p1.mac, MacAddr::from_ipv4(v4("10.1.0.11")));
-    w.hosts[0].dp.add_peer(&n1, &p3).await.unwrap();
-    w.hosts[1].dp.add_peer(&n1, &p1).await.unwrap();
+    w.hosts[0].dp.add_peers(&n1, &[p3, p6]).await.unwrap();
+    w.hosts[1].dp.add_peers(&n1, &[p1, p5]).await.unwrap();
     w.hosts[0].dp.add_peer(&n2, &p4).await.unwrap();
     w.hosts[1].dp.add_peer(&n2, &p2).await.unwrap();
 
@@ -91,6 +95,12 @@ async fn containers_on_two_hosts_talk_over_vxlan_and_networks_stay_isolated() {
     let echoed = tcp_roundtrip(&c2, v4("10.1.0.12"), &c4, Duration::from_secs(5)).unwrap();
     assert_eq!(echoed, "hello over vxlan");
     assert_eq!(udp_df(&c3, v4("10.1.0.13"), &c1, 100).unwrap(), Some(100));
+    assert_eq!(udp_df(&c5, v4("10.1.0.15"), &c6, 100).unwrap(), Some(100));
+    let echoed = tcp_roundtrip(&c6, v4("10.1.0.16"), &c5, Duration::from_secs(5)).unwrap();
+    assert_eq!(echoed, "hello over vxlan");
+    // Two containers of one host talk over the sandbox bridge.
+    let echoed = tcp_roundtrip(&c5, v4("10.1.0.15"), &c1, Duration::from_secs(5)).unwrap();
+    assert_eq!(echoed, "hello over vxlan");
 
     // MTU − IPv4 − UDP headers crosses with DF set, unfragmented on the underlay; one byte more
     // is refused at the sender.
@@ -125,15 +135,24 @@ async fn containers_on_two_hosts_talk_over_vxlan_and_networks_stay_isolated() {
         vni2
     );
     w.hosts[0].dp.remove_peer(&n1, &p4).await.unwrap();
-    assert_eq!(w.hosts[0].dp.list_peers(&n1).await.unwrap(), vec![p3]);
+    assert_eq!(w.hosts[0].dp.list_peers(&n1).await.unwrap(), vec![p3, p6]);
 
     // Teardown: detach, remove peers and sandboxes; nothing of the test remains on the hosts.
-    for (h, n, c) in [(0, n1, &c1), (1, n1, &c3), (0, n2, &c2), (1, n2, &c4)] {
+    let all = [
+        (0, n1, &c1),
+        (1, n1, &c3),
+        (0, n1, &c5),
+        (1, n1, &c6),
+        (0, n2, &c2),
+        (1, n2, &c4),
+    ];
+    for (h, n, c) in all {
         w.hosts[h].dp.detach(&n, c.path(), "eth0").await.unwrap();
         w.hosts[h].dp.detach(&n, c.path(), "eth0").await.unwrap();
         assert!(!look("ip", c, &["link"]).contains("eth0"));
     }
     w.hosts[0].dp.remove_peer(&n1, &p3).await.unwrap();
+    w.hosts[0].dp.remove_peer(&n1, &p6).await.unwrap();
     assert!(w.hosts[0].dp.list_peers(&n1).await.unwrap().is_empty());
     for h in &w.hosts {
         assert_eq!(h.dp.list_sandboxes().await.unwrap().len(), 2);
@@ -268,6 +287,12 @@ async fn everything_is_idempotent_and_peers_converge() {
         !fdb.contains("02:42:0a:03:00:09"),
         "old MAC's FDB entry kept: {fdb}"
     );
+    // A restarted process (a new data plane, same host tag) finds the sandbox and its peers.
+    let restarted = NetlinkDataplane::in_namespace(h.dp.tag(), &h.ns)
+        .await
+        .unwrap();
+    assert_eq!(restarted.list_peers(&n).await.unwrap(), vec![p]);
+    drop(restarted);
     // An IPv6 peer.
     let p6 = Peer {
         ip: "fd00:3::9".parse().unwrap(),
@@ -377,6 +402,26 @@ async fn ensure_over_leftovers_of_a_crashed_run_succeeds() {
         e.to_string().contains("vx-foreign") && e.errno() == Some(libc::EEXIST),
         "{e}"
     );
+
+    // A stale plain file where a sandbox namespace should be (a crash inside `ip netns add`)
+    // is replaced by ensure and removed by remove.
+    let (stale, stale_vni) = net(11);
+    std::fs::write(
+        overlay_core::dataplane::netns::named_path(&h.dp.sandbox_netns_name(&stale)),
+        b"",
+    )
+    .unwrap();
+    h.dp.ensure_sandbox(&SandboxSpec::new(stale, stale_vni, h.vtep))
+        .await
+        .unwrap();
+    h.dp.remove_sandbox(&stale).await.unwrap();
+    std::fs::write(
+        overlay_core::dataplane::netns::named_path(&h.dp.sandbox_netns_name(&stale)),
+        b"",
+    )
+    .unwrap();
+    h.dp.remove_sandbox(&stale).await.unwrap();
+    assert!(!overlay_core::dataplane::netns::named_path(&h.dp.sandbox_netns_name(&stale)).exists());
 
     // The largest VNI works.
     let (big, _) = net(8);

@@ -38,7 +38,7 @@ impl NlConn {
         let thread_label = label.to_string();
         std::thread::Builder::new()
             .name("overlay-netlink".into())
-            .spawn(move || serve(ns, &thread_label, ready_tx, stop_rx))
+            .spawn(move || serve(ns.as_ref(), &thread_label, ready_tx, stop_rx))
             .map_err(|e| Error::io("open netlink", "cannot start the netlink thread", e))?;
         let handle = ready_rx.await.map_err(|_| {
             Error::internal(
@@ -114,13 +114,13 @@ impl NlConn {
 }
 
 fn serve(
-    ns: Option<Netns>,
+    ns: Option<&Netns>,
     label: &str,
     ready: tokio::sync::oneshot::Sender<Result<rtnetlink::Handle>>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let setup = (|| {
-        if let Some(ns) = &ns {
+        if let Some(ns) = ns {
             ns.enter()?;
         }
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -55,7 +55,9 @@ impl std::error::Error for NlError {}
 /// errno, the errno itself, and a hint for the usual causes.
 pub(crate) fn nl_failure(e: NlError, op: &'static str, what: String, ns: &str) -> Error {
     let Some(errno) = e.errno() else {
-        return Error::new(ErrorKind::Unavailable, op, format!("{what} in {ns}: {e}"))
+        let mut context = what;
+        context.push_str(&format!(" in {ns}: {e}"));
+        return Error::new(ErrorKind::Unavailable, op, context)
             .with_hint("the namespace's netlink connection stopped; recreate the dataplane");
     };
     let hint = match errno {
@@ -70,7 +72,10 @@ pub(crate) fn nl_failure(e: NlError, op: &'static str, what: String, ns: &str) -
         libc::ENOBUFS | libc::ENOMEM => "the kernel is out of memory or buffer space; retry",
         _ => "see the errno; the kernel state was left as it was",
     };
-    Error::new(Error::kind_for_errno(errno), op, format!("{what} in {ns}"))
+    let mut context = what;
+    context.push_str(" in ");
+    context.push_str(ns);
+    Error::new(Error::kind_for_errno(errno), op, context)
         .with_errno(errno)
         .with_source(e)
         .with_hint(hint)

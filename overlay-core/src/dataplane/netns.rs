@@ -266,6 +266,20 @@ pub(crate) fn run_on_thread<T: Send + 'static>(
 /// Makes `/run/netns` a shared mount point, as iproute2 does, so a namespace mounted there is
 /// visible to mount namespaces created later (`ip netns exec`).
 fn ensure_run_dir() -> Result<()> {
+    // Serialized so that two threads finding it unmounted do not stack two bind mounts.
+    static READY: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut ready = READY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *ready {
+        return Ok(());
+    }
+    make_run_dir_shared()?;
+    *ready = true;
+    Ok(())
+}
+
+fn make_run_dir_shared() -> Result<()> {
     std::fs::create_dir_all(NETNS_RUN_DIR).map_err(|e| {
         Error::io(
             "create network namespace",
