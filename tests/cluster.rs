@@ -297,6 +297,65 @@ async fn store_restart(test: &str, backend: Backend) {
     }
 }
 
+/// Corrupt, foreign and newer-schema records written by hand under the prefix are skipped:
+/// no agent stops, and the hosts still converge.
+async fn bad_records_skipped(test: &str, backend: Backend) {
+    let Some(mut c) = Cluster::new(test, backend).await else {
+        return;
+    };
+    let net = c.hosts[0]
+        .ok(json!({"op": "create_network", "name": "my-net"}))
+        .await;
+    let id = net["Id"].as_str().unwrap().to_string();
+    let store = overlay::store::connect_str(&c.store.url())
+        .await
+        .expect("open the store");
+    let newer = json!({"schema": 99, "id": "x"}).to_string();
+    let fake_ep = overlay::model::EndpointId::random();
+    for (key, value) in [
+        (format!("endpoints/{id}/garbage"), "{not json".to_string()),
+        (format!("endpoints/{id}/{fake_ep}"), newer.clone()),
+        (
+            format!("networks/{}", overlay::model::NetworkId::random()),
+            "\u{1}".to_string(),
+        ),
+        ("networks/not-an-id".to_string(), newer.clone()),
+        ("hosts/intruder".to_string(), newer),
+    ] {
+        store
+            .put(&key, value.as_bytes())
+            .await
+            .expect("write a bad record");
+    }
+    let (_, ns_a, hosts_a, _) = c.run(0, "a", json!({})).await;
+    let (_, ns_b, hosts_b, ep_b) = c.run(1, "b", json!({})).await;
+    let _server = serve(&ns_b, 2181, "imok");
+    wait_until(
+        "a and b converge past the bad records",
+        CONVERGE,
+        async || lookup(&hosts_a, "b.my-net").is_some() && lookup(&hosts_b, "a.my-net").is_some(),
+    )
+    .await;
+    wait_until("a reaches b", CONVERGE, async || {
+        fetch(&ns_a, ip_of(&ep_b), 2181).is_some()
+    })
+    .await;
+    let ls = c.hosts[1].ok(json!({"op": "networks"})).await;
+    assert_eq!(
+        ls.as_array().unwrap().len(),
+        1,
+        "only the real network is listed: {ls}"
+    );
+    let doc = c.hosts[1]
+        .ok(json!({"op": "inspect", "network": "my-net"}))
+        .await;
+    assert_eq!(doc["Containers"].as_object().unwrap().len(), 2);
+    store.close().await.unwrap();
+    for h in &mut c.hosts {
+        h.stop().await;
+    }
+}
+
 macro_rules! on_backends {
     ($scenario:ident: $($test:ident => $backend:expr),+ $(,)?) => {
         $(
@@ -327,6 +386,10 @@ on_backends!(create_race:
     create_race_embedded => Backend::Embedded,
     create_race_etcd => Backend::Etcd,
     create_race_zookeeper => Backend::ZooKeeper,
+);
+on_backends!(bad_records_skipped:
+    bad_records_skipped_embedded => Backend::Embedded,
+    bad_records_skipped_etcd => Backend::Etcd,
 );
 on_backends!(store_restart:
     store_restart_etcd => Backend::Etcd,
