@@ -43,17 +43,19 @@ use tokio::sync::broadcast;
 use crate::agent::{Agent, AgentConfig};
 use crate::dataplane::{Dataplane, NetlinkDataplane, Netns};
 use crate::error::{Error, ErrorKind, Result};
-use crate::ipam::{DefaultPool, Ipam, IpamConfig, StoreIpam};
+use crate::ipam::{Ipam, StoreIpam};
 use crate::model::{Host, HostId, SCHEMA};
 use crate::store::{self, KvStore, StoreUrl};
 
 pub use crate::agent::events::ControllerEvent;
 pub use inspect::{ContainerInspect, NetworkInspect, NetworkSummary};
+pub use networks::Networks;
 pub use spec::{
     AddressPool, ContainerSpec, ControllerOptions, NetnsRef, NetworkOptions, SubnetOptions,
 };
 
 pub(crate) struct Inner {
+    networks: Networks,
     store: Arc<dyn KvStore>,
     ipam: Arc<dyn Ipam>,
     dataplane: Arc<dyn Dataplane>,
@@ -138,21 +140,8 @@ impl Controller {
         };
         let advertise = advertise::resolve(&opts.advertise, &host_ns)?;
         let store = store::connect(&url).await?;
-        let default_pools = match &opts.default_pools {
-            Some(list) => list
-                .iter()
-                .map(|p| DefaultPool {
-                    base: p.base,
-                    len: p.size,
-                })
-                .collect(),
-            None => vec![DefaultPool::docker_v4()],
-        };
-        let ipam_cfg = IpamConfig {
-            default_pools,
-            reservation_grace: opts.sticky_grace,
-            ..IpamConfig::default()
-        };
+        let mut ipam_cfg = networks::ipam_config(opts.default_pools.as_deref());
+        ipam_cfg.reservation_grace = opts.sticky_grace;
         let ipam: Arc<dyn Ipam> =
             Arc::new(StoreIpam::new(store.clone(), host_id.clone(), ipam_cfg));
         let dataplane: Arc<dyn Dataplane> =
@@ -185,6 +174,7 @@ impl Controller {
         };
         let ctl = Controller {
             inner: Arc::new(Inner {
+                networks: Networks::new(store.clone(), ipam.clone()),
                 store,
                 ipam,
                 dataplane,

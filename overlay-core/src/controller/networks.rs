@@ -1,13 +1,16 @@
 //! Network lifecycle: create (name and VNI claimed atomically), list, look up, inspect, remove.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::Controller;
 use super::inspect::{NetworkInspect, NetworkSummary};
-use super::spec::{NetworkOptions, validate_network_name};
+use super::spec::{AddressPool, NetworkOptions, validate_network_name};
 use crate::error::{Error, ErrorKind, Result};
-use crate::ipam::{Family, PoolRequest};
+use crate::ipam::{DefaultPool, Family, Ipam, IpamConfig, PoolRequest, StoreIpam};
+use crate::model::HostId;
 use crate::model::{Claim, Endpoint, Network, NetworkId, PoolConfig, Record, SCHEMA, Vni, keys};
+use crate::store::KvStore;
 use crate::store::{TxnOp, Version};
 
 /// VNIs handed out when a network asks for none start here, as Docker's did.
@@ -72,7 +75,66 @@ fn pool_requests(opts: &NetworkOptions) -> Result<Vec<PoolRequest>> {
     Ok(requests)
 }
 
-impl Controller {
+/// The IPAM settings for a list of default pools (none: Docker's 10.0.0.0/8 in /24s).
+pub(super) fn ipam_config(default_pools: Option<&[AddressPool]>) -> IpamConfig {
+    let default_pools = match default_pools {
+        Some(list) => list
+            .iter()
+            .map(|p| DefaultPool {
+                base: p.base,
+                len: p.size,
+            })
+            .collect(),
+        None => vec![DefaultPool::docker_v4()],
+    };
+    IpamConfig {
+        default_pools,
+        ..IpamConfig::default()
+    }
+}
+
+/// Cluster-wide network administration, over the store and the IPAM only: no host agent, no
+/// kernel state. What a command line uses for `network create|ls|inspect|rm`; every
+/// [`Controller`] has one.
+#[derive(Clone)]
+pub struct Networks {
+    store: Arc<dyn KvStore>,
+    ipam: Arc<dyn Ipam>,
+}
+
+impl std::fmt::Debug for Networks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Networks").finish_non_exhaustive()
+    }
+}
+
+impl Networks {
+    /// Administration over an open store and IPAM.
+    pub fn new(store: Arc<dyn KvStore>, ipam: Arc<dyn Ipam>) -> Self {
+        Networks { store, ipam }
+    }
+
+    /// Opens the cluster store at `url` for network administration; networks created without
+    /// a subnet take theirs from `default_pools` (default: Docker's 10.0.0.0/8 in /24s).
+    pub async fn open(url: &str, default_pools: Option<&[AddressPool]>) -> Result<Networks> {
+        let store = crate::store::connect_str(url).await?;
+        let cfg = ipam_config(default_pools);
+        // Pool claims do not depend on the host: any id will do for an administrator.
+        let admin = HostId::new("admin")?;
+        let ipam: Arc<dyn Ipam> = Arc::new(StoreIpam::new(store.clone(), admin, cfg));
+        Ok(Networks { store, ipam })
+    }
+
+    /// The store this administration works on.
+    pub fn store(&self) -> &Arc<dyn KvStore> {
+        &self.store
+    }
+
+    /// Closes the store session.
+    pub async fn close(&self) -> Result<()> {
+        self.store.close().await
+    }
+
     /// Creates an overlay network visible to every host with the same id. Name and VNI are
     /// claimed in one store transaction, so two hosts racing one name get exactly one network
     /// and one [`ErrorKind::AlreadyExists`].
@@ -95,8 +157,8 @@ impl Controller {
         let requests = pool_requests(opts)?;
         let id = NetworkId::random();
         let vni = self.claim_name_and_vni(name, id, wanted_vni).await?;
-        let store = &self.inner.store;
-        let pools = match self.inner.ipam.add_pools(&id, name, &requests).await {
+        let store = &self.store;
+        let pools = match self.ipam.add_pools(&id, name, &requests).await {
             Ok(p) => p,
             Err(e) => {
                 self.release_claims(name, vni, id).await;
@@ -119,7 +181,7 @@ impl Controller {
             removing: false,
         };
         if let Err(e) = store.create(&keys::network(&id), &network.encode()).await {
-            let _ = self.inner.ipam.release_pools(&id).await;
+            let _ = self.ipam.release_pools(&id).await;
             self.release_claims(name, vni, id).await;
             return Err(e.with_op(op));
         }
@@ -135,7 +197,7 @@ impl Controller {
         wanted: Option<Vni>,
     ) -> Result<Vni> {
         let op = "create network";
-        let store = &self.inner.store;
+        let store = &self.store;
         for _ in 0..CREATE_ATTEMPTS {
             let vni = match wanted {
                 Some(v) => v,
@@ -197,7 +259,7 @@ impl Controller {
     /// The network holding a claim, `None` if the claim is absent or was a stale leftover
     /// (which is then removed so the next attempt can take it).
     async fn live_claim(&self, key: &str) -> Result<Option<NetworkId>> {
-        let store = &self.inner.store;
+        let store = &self.store;
         let Some(kv) = store.get(key).await? else {
             return Ok(None);
         };
@@ -223,7 +285,7 @@ impl Controller {
     }
 
     async fn next_free_vni(&self) -> Result<Vni> {
-        let listing = self.inner.store.list(keys::VNIS).await?;
+        let listing = self.store.list(keys::VNIS).await?;
         let used: std::collections::BTreeSet<u32> = listing
             .kvs
             .iter()
@@ -241,7 +303,7 @@ impl Controller {
     /// Undoes the claims of a create that failed half-way; best effort, a leftover is taken
     /// over later as stale.
     async fn release_claims(&self, name: &str, vni: Vni, id: NetworkId) {
-        let store = &self.inner.store;
+        let store = &self.store;
         for key in [keys::name(name), keys::vni(vni)] {
             if let Ok(Some(kv)) = store.get(&key).await
                 && Claim::decode(&key, &kv.value).is_ok_and(|c| c.network == id)
@@ -253,7 +315,7 @@ impl Controller {
 
     /// Every network of the cluster, as `docker network ls` shows them, sorted by name.
     pub async fn networks(&self) -> Result<Vec<NetworkSummary>> {
-        let listing = self.inner.store.list(keys::NETWORKS).await?;
+        let listing = self.store.list(keys::NETWORKS).await?;
         let mut rows: Vec<_> = decode_all::<Network>(&listing.kvs)
             .iter()
             .filter(|(n, _)| !n.removing)
@@ -266,7 +328,7 @@ impl Controller {
     /// Finds a network by name, full id, or unique id prefix, with its record's version.
     pub(crate) async fn lookup(&self, name_or_id: &str) -> Result<(Network, Version)> {
         let op = "find network";
-        let store = &self.inner.store;
+        let store = &self.store;
         let not_found = || {
             Error::new(
                 ErrorKind::NotFound,
@@ -318,7 +380,7 @@ impl Controller {
 
     /// The endpoints of a network on every host.
     pub(crate) async fn endpoints_of(&self, id: &NetworkId) -> Result<Vec<(Endpoint, Version)>> {
-        let listing = self.inner.store.list(&keys::endpoints(id)).await?;
+        let listing = self.store.list(&keys::endpoints(id)).await?;
         Ok(decode_all::<Endpoint>(&listing.kvs))
     }
 
@@ -334,12 +396,12 @@ impl Controller {
         Ok(NetworkInspect::build(&network, &endpoints))
     }
 
-    /// Removes a network. Refused with [`ErrorKind::Conflict`] while containers are connected
-    /// (they are listed). The network is first marked as being removed, so a connect racing
-    /// the removal fails instead of leaving an endpoint behind.
-    pub async fn remove_network(&self, name_or_id: &str) -> Result<()> {
+    /// Removes a network and returns its last record. Refused with [`ErrorKind::Conflict`]
+    /// while containers are connected (they are listed). The network is first marked as being
+    /// removed, so a connect racing the removal fails instead of leaving an endpoint behind.
+    pub async fn remove_network(&self, name_or_id: &str) -> Result<Network> {
         let op = "remove network";
-        let store = &self.inner.store;
+        let store = &self.store;
         let (mut network, mut version) = self.lookup(name_or_id).await?;
         let key = keys::network(&network.id);
         let was_removing = network.removing;
@@ -376,7 +438,7 @@ impl Controller {
             )
             .with_hint("disconnect them first"));
         }
-        match self.inner.ipam.release_pools(&network.id).await {
+        match self.ipam.release_pools(&network.id).await {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e.with_op(op)),
@@ -393,9 +455,42 @@ impl Controller {
             }
         }
         store.txn(&ops).await.map_err(|e| e.with_op(op))?;
+        Ok(network)
+    }
+}
+
+impl Controller {
+    /// Creates an overlay network visible to every host with the same id; see
+    /// [`Networks::create_network`].
+    pub async fn create_network(
+        &self,
+        name: &str,
+        opts: &NetworkOptions,
+    ) -> Result<NetworkInspect> {
+        self.inner.networks.create_network(name, opts).await
+    }
+
+    /// Every network of the cluster, sorted by name.
+    pub async fn networks(&self) -> Result<Vec<NetworkSummary>> {
+        self.inner.networks.networks().await
+    }
+
+    /// `docker network inspect`: the network and every container on it, on every host.
+    pub async fn inspect(&self, name_or_id: &str) -> Result<NetworkInspect> {
+        self.inner.networks.inspect(name_or_id).await
+    }
+
+    /// Removes a network (refused while containers are connected) and this host's sandbox
+    /// of it, if one was left behind.
+    pub async fn remove_network(&self, name_or_id: &str) -> Result<()> {
+        let network = self.inner.networks.remove_network(name_or_id).await?;
         if let Err(e) = self.inner.dataplane.remove_sandbox(&network.id).await {
             tracing::warn!(network = %network.name, error = %e, "could not remove a leftover sandbox");
         }
         Ok(())
+    }
+
+    pub(crate) async fn lookup(&self, name_or_id: &str) -> Result<(Network, Version)> {
+        self.inner.networks.lookup(name_or_id).await
     }
 }
