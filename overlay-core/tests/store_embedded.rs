@@ -183,18 +183,15 @@ async fn other_schemes_are_not_opened_here() {
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
 }
 
-/// A child process, stopped or not, that is killed and reaped when dropped.
+/// A child process, stopped or not, that is killed when dropped.
 struct Peer(tokio::process::Child);
 
 impl Peer {
     fn signal(&self, sig: libc::c_int) {
         let pid = self.0.id().expect("peer still running") as libc::pid_t;
         // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-        assert_eq!(
-            unsafe { libc::kill(pid, sig) },
-            0,
-            "signal {sig} to the peer"
-        );
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "signal {sig} to the peer");
     }
 }
 
