@@ -17,6 +17,9 @@ use super::scope::Scope;
 use crate::error::{Error, Result};
 use crate::store::WatchEvent;
 
+/// How soon to hand more events to a watcher whose channel was full.
+const BACKLOG_RETRY: Duration = Duration::from_millis(1);
+
 /// Timings of the background work; tests shrink them.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Tuning {
@@ -107,7 +110,13 @@ impl Background {
             (now + renew_every, now, now + self.tuning.compact);
         loop {
             let mut msgs = Vec::new();
-            match rx.recv_timeout(self.tuning.poll) {
+            // A watcher with a backlog gets its channel refilled soon after it drains.
+            let wait = if self.hub.has_backlog() {
+                BACKLOG_RETRY
+            } else {
+                self.tuning.poll
+            };
+            match rx.recv_timeout(wait) {
                 Ok(m) => msgs.push(m),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => msgs.push(Msg::Stop),

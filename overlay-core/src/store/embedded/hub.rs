@@ -256,6 +256,11 @@ impl Hub {
     pub(super) fn flush(&mut self) {
         self.watchers.retain_mut(Watcher::flush);
     }
+
+    /// Whether some watcher has events its full channel did not take yet.
+    pub(super) fn has_backlog(&self) -> bool {
+        self.watchers.iter().any(|w| !w.pending.is_empty())
+    }
 }
 
 /// Log rows with `after_id < id <= upto_id` in id order, at most a batch; `true` with them when

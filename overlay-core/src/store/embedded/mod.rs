@@ -69,7 +69,7 @@ use super::{
 use crate::error::{Error, ErrorKind, Result};
 
 /// Largest value the embedded store accepts, in bytes.
-pub const MAX_VALUE_LEN: usize = 16 << 20;
+pub const MAX_VALUE_LEN: usize = 4 << 20;
 
 /// Most operations in one transaction.
 pub const MAX_TXN_OPS: usize = 128;

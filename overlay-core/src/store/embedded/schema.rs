@@ -253,7 +253,7 @@ pub(super) fn sql_error(op: &'static str, what: impl Into<String>, e: rusqlite::
         ),
         Some(ErrorCode::TooBig) => (
             ErrorKind::InvalidArgument,
-            Some("store smaller values (at most 16 MiB)"),
+            Some("store smaller values (at most 4 MiB)"),
         ),
         _ => (ErrorKind::Internal, None),
     };

@@ -359,3 +359,38 @@ fn poller_overtaken_by_compaction_reports_resync() {
         "the rows left after compaction follow"
     );
 }
+
+#[tokio::test]
+async fn slow_watcher_of_large_values_gets_resync() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir, "").await;
+    let mut w = s.watch("", None).await.unwrap();
+    // Fill the channel with small events, then queue more than the byte bound behind it.
+    for i in 0..super::hub::CHANNEL {
+        s.put(&format!("small/{i}"), b"").await.unwrap();
+    }
+    let big = vec![7u8; 1 << 20];
+    for i in 0..70 {
+        s.put(&format!("big/{i}"), &big).await.unwrap();
+    }
+    let (mut resync, mut big_seen) = (false, 0);
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(500), w.next()).await {
+        match ev.unwrap() {
+            WatchEvent::Resync { reason } => {
+                assert!(reason.contains("MiB"), "{reason}");
+                resync = true;
+            }
+            WatchEvent::Put(kv) if kv.key.starts_with("big/") => big_seen += 1,
+            WatchEvent::Put(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        resync,
+        "a watcher more than 64 MiB behind is told to resync"
+    );
+    assert!(
+        big_seen < 70,
+        "large events were dropped, not buffered ({big_seen})"
+    );
+}
