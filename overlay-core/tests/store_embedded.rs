@@ -221,7 +221,7 @@ async fn stalled_owner_process_recovers_its_ephemeral_key() {
     let observer = s.open("").await;
     let mut w = observer.watch("hosts", None).await.unwrap();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_overlay-kv"))
-        .args([s.url("?ttl=1s").as_str(), "hold", "hosts/h1", "up"])
+        .args([s.url("?ttl=2s").as_str(), "hold", "hosts/h1", "up"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -240,12 +240,12 @@ async fn stalled_owner_process_recovers_its_ephemeral_key() {
     };
 
     peer.signal(libc::SIGSTOP);
-    match next_event(&mut w, Duration::from_secs(5), "sweep of the stalled owner").await {
+    match next_event(&mut w, Duration::from_secs(8), "sweep of the stalled owner").await {
         WatchEvent::Delete { key, .. } => assert_eq!(key, "hosts/h1"),
         other => panic!("expected the delete, got {other:?}"),
     }
     peer.signal(libc::SIGCONT);
-    match next_event(&mut w, Duration::from_secs(5), "re-put after the stall").await {
+    match next_event(&mut w, Duration::from_secs(8), "re-put after the stall").await {
         WatchEvent::Put(kv) => {
             assert_eq!(
                 (kv.key.as_str(), kv.value.as_slice()),

@@ -148,7 +148,8 @@ impl Background {
             let now = Instant::now();
             if now >= next_renew {
                 next_renew = match self.lessee.renew(&mut self.conn) {
-                    Ok(()) => now + renew_every,
+                    Ok(true) => now + renew_every,
+                    Ok(false) => now + renew_every / 4,
                     Err(e) => {
                         self.warn("renew the lease", e);
                         now + renew_every / 4

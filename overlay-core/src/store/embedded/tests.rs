@@ -132,16 +132,13 @@ async fn compacted_history_gives_resync() {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
-        if compacted > first as i64 {
-            assert!(
-                rows <= 11,
-                "compaction keeps about log_keep rows, found {rows}"
-            );
+        // Compaction may have run mid-way through the writes; wait for it to catch up.
+        if compacted > first as i64 && rows <= 11 {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the log was never compacted"
+            "the log was never compacted to about log_keep rows"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -163,7 +160,7 @@ async fn compacted_history_gives_resync() {
 #[tokio::test]
 async fn swept_lease_of_a_live_owner_is_recreated() {
     let dir = tempfile::tempdir().unwrap();
-    let owner = open(&dir, "ttl=600ms").await;
+    let owner = open(&dir, "ttl=2s").await;
     let observer = open(&dir, "").await;
     let mut w = observer.watch("hosts", None).await.unwrap();
     owner.put_ephemeral("hosts/me", b"alive").await.unwrap();
@@ -200,7 +197,7 @@ async fn swept_lease_of_a_live_owner_is_recreated() {
 #[tokio::test]
 async fn overwritten_ephemeral_key_is_not_restored() {
     let dir = tempfile::tempdir().unwrap();
-    let owner = open(&dir, "ttl=600ms").await;
+    let owner = open(&dir, "ttl=2s").await;
     let other = open(&dir, "").await;
     owner.put_ephemeral("e/1", b"mine").await.unwrap();
     owner.put_ephemeral("e/2", b"mine").await.unwrap();
