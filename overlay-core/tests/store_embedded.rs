@@ -327,3 +327,48 @@ async fn writer_killed_mid_stream_leaves_a_consistent_file() {
         n + 1
     );
 }
+
+/// Several clients creating the same fresh file at once all get a working store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_opens_agree_on_one_schema() {
+    let s = Scratch::new();
+    let url = s.url("");
+    let opens = (0..8).map(|_| store::connect_str(&url));
+    let stores: Vec<_> = futures::future::join_all(opens)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("every concurrent open succeeds");
+    for (i, st) in stores.iter().enumerate() {
+        st.put(&format!("k/{i}"), b"x").await.unwrap();
+    }
+    assert_eq!(stores[0].list("k").await.unwrap().kvs.len(), 8);
+}
+
+/// A second process sees what the first wrote, in the file, after the first exited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_written_by_another_process_is_read_here() {
+    let s = Scratch::new();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_overlay-kv"))
+        .args([s.url("").as_str(), "put", "from/peer", "hello"])
+        .output()
+        .await
+        .expect("run overlay-kv put");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version: u64 = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let store = s.open("").await;
+    let kv = store
+        .get("from/peer")
+        .await
+        .unwrap()
+        .expect("the peer's key");
+    assert_eq!((kv.value.as_slice(), kv.version), (&b"hello"[..], version));
+}
