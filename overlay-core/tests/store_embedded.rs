@@ -291,16 +291,23 @@ async fn writer_killed_mid_stream_leaves_a_consistent_file() {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_overlay-kv"))
         .args([s.url("").as_str(), "incr", "counter", "1000000"])
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("spawn overlay-kv incr");
     let mut peer = Peer(child);
     // Let it get going, then kill it wherever it is.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while store.get("counter").await.unwrap().unwrap().value.len() < 3 {
+        if let Some(status) = peer.0.try_wait().unwrap() {
+            let mut err = String::new();
+            let mut pipe = peer.0.stderr.take().unwrap();
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut pipe, &mut err).await;
+            panic!("overlay-kv incr exited early ({status}): {err}");
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "the peer never incremented"
+            "the peer did not reach 100 increments in 20 s"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
