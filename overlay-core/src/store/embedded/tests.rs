@@ -391,3 +391,28 @@ async fn slow_watcher_of_large_values_gets_resync() {
         "large events were dropped, not buffered ({big_seen})"
     );
 }
+
+#[tokio::test]
+async fn a_held_write_lock_gives_timeout_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir, "timeout=200ms").await;
+    s.put("k", b"before").await.unwrap();
+    let blocker = Connection::open(dir.path().join("s.db")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let t = std::time::Instant::now();
+    let e = s.put("k", b"during").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(
+        e.to_string().contains("\"k\"") && e.to_string().contains("timeout"),
+        "{e}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    // Reads go on while another client writes.
+    assert_eq!(s.get("k").await.unwrap().unwrap().value, b"before");
+    blocker.execute_batch("COMMIT").unwrap();
+    s.put("k", b"after").await.unwrap();
+}
