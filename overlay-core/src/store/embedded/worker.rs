@@ -161,8 +161,10 @@ impl Worker {
         let full: Vec<String> = ops.iter().map(|o| self.keys.full(o.key())).collect();
         let mut tx = WriteTx::begin(&mut self.conn).map_err(sql)?;
         for (o, key) in ops.iter().zip(&full) {
-            let cur = tx.current(key).map_err(sql)?.map(|c| c.version as u64);
-            check(op, o, cur)?;
+            if !matches!(o, TxnOp::Put { .. } | TxnOp::Delete { .. }) {
+                let cur = tx.current(key).map_err(sql)?.map(|c| c.version as u64);
+                check(op, o, cur)?;
+            }
         }
         let mut out = Vec::with_capacity(ops.len());
         for (o, key) in ops.iter().zip(&full) {
