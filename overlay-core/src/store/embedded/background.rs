@@ -110,9 +110,15 @@ impl Background {
             (now + renew_every, now, now + self.tuning.compact);
         loop {
             let mut msgs = Vec::new();
-            // A watcher with a backlog gets its channel refilled soon after it drains.
+            // A watcher with a backlog gets its channel refilled soon after it drains; with no
+            // watcher there is nothing to poll for until the next lease chore (a new watch
+            // wakes the thread through the channel).
             let wait = if self.hub.has_backlog() {
                 BACKLOG_RETRY
+            } else if self.hub.is_idle() {
+                next_renew
+                    .min(next_sweep)
+                    .saturating_duration_since(Instant::now())
             } else {
                 self.tuning.poll
             };

@@ -257,6 +257,11 @@ impl Hub {
         self.watchers.retain_mut(Watcher::flush);
     }
 
+    /// Whether nobody watches.
+    pub(super) fn is_idle(&self) -> bool {
+        self.watchers.is_empty()
+    }
+
     /// Whether some watcher has events its full channel did not take yet.
     pub(super) fn has_backlog(&self) -> bool {
         self.watchers.iter().any(|w| !w.pending.is_empty())

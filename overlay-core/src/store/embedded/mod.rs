@@ -36,10 +36,10 @@
 //! # Threads
 //!
 //! SQLite calls block, so none runs on a tokio worker: each open store has a worker thread
-//! owning the connection API calls run on, and a background thread with a second
-//! connection that polls the change log every 10 ms (at once after a local write) for this
-//! store's watchers, renews its lease every TTL/3, sweeps expired leases of every client and
-//! compacts the log to its last 10,000 rows. Dropping the store without
+//! owning the connection API calls run on, and a background thread with a second connection
+//! that polls the change log for this store's watchers (every 10 ms while there are any, and at
+//! once after a local write), renews its lease every TTL/3, sweeps expired leases of every
+//! client and compacts the log to its last 10,000 rows. Dropping the store without
 //! [`KvStore::close`] closes it on the worker thread, without blocking the dropper.
 
 mod background;
