@@ -85,7 +85,18 @@ pub(super) fn allocation(pool: &Pool, ip: IpAddr, owner: &str, sticky: Option<&s
 impl PoolBlocks {
     /// Plans an "any" request from the cached blocks: first this host's blocks (from the one
     /// it used last), then a new block, then (with a fresh listing) anybody's block.
-    fn plan_any(&self, pool: &Pool, host: &str, entry: &Entry, now: u64, fresh: bool) -> Step {
+    ///
+    /// `spread`: after a lost claim, pick the new block at random among the first few
+    /// unclaimed ones, so hosts that collided do not collide again on the next lowest block.
+    fn plan_any(
+        &self,
+        pool: &Pool,
+        host: &str,
+        entry: &Entry,
+        now: u64,
+        fresh: bool,
+        spread: bool,
+    ) -> Step {
         let pick = |index: u64, block: &Block, version: Option<Version>| -> Option<Plan> {
             let inner = pool.next_dynamic(index, block.cursor, |i| taken(block, i, now))?;
             let displaced = block
@@ -122,16 +133,25 @@ impl PoolBlocks {
         // without one are made of reserved addresses only, so the search is bounded.
         let (lo, hi) = pool.dynamic_blocks();
         let bound = self.blocks.len() as u64 + pool_reserved_bound(pool);
+        let wanted = if spread { SPREAD } else { 1 };
+        let mut plans = Vec::with_capacity(wanted);
         for index in (lo..=hi).take(
             usize::try_from(bound)
                 .unwrap_or(usize::MAX)
-                .saturating_add(1),
+                .saturating_add(wanted),
         ) {
             if !self.blocks.contains_key(&index)
                 && let Some(plan) = pick(index, &Block::new(host), None)
             {
-                return Step::Write(plan);
+                plans.push(plan);
+                if plans.len() == wanted {
+                    break;
+                }
             }
+        }
+        if !plans.is_empty() {
+            let i = rand::random_range(0..plans.len());
+            return Step::Write(plans.swap_remove(i));
         }
         if !fresh {
             return Step::List;
@@ -145,6 +165,9 @@ impl PoolBlocks {
         Step::Exhausted
     }
 }
+
+/// How many unclaimed blocks a host chooses among after losing a claim.
+const SPREAD: usize = 8;
 
 fn pool_reserved_bound(pool: &Pool) -> u64 {
     // Network, broadcast, gateway and aux addresses: at most 3 + aux.
@@ -263,6 +286,7 @@ impl StoreIpam {
         let host = self.host.as_str();
         let retry = self.config.retry;
         let mut fresh = false;
+        let mut spread = false;
         let mut attempt = 0;
         loop {
             let now = records::now_ms();
@@ -273,7 +297,7 @@ impl StoreIpam {
             };
             let step = self
                 .with_blocks(net, &pool_id, |pb| {
-                    pb.plan_any(pool, host, &entry, now, fresh)
+                    pb.plan_any(pool, host, &entry, now, fresh, spread)
                 })
                 .unwrap_or(Step::List);
             let plan = match step {
@@ -347,9 +371,16 @@ impl StoreIpam {
                     }
                     if claimed {
                         // Someone claimed that block first, or the network lost its pools.
-                        self.check_network_alive(net, net_version).await?;
                         self.list_blocks(net, &pool_id).await?;
                         fresh = true;
+                        let taken = self
+                            .with_blocks(net, &pool_id, |pb| pb.blocks.contains_key(&plan.index))
+                            .unwrap_or(false);
+                        if taken {
+                            spread = true;
+                        } else {
+                            self.check_network_alive(net, net_version).await?;
+                        }
                     } else {
                         self.fetch_block(net, &pool_id, plan.index).await?;
                     }

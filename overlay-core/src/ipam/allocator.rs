@@ -266,7 +266,19 @@ impl StoreIpam {
     ) -> Result<()> {
         match self.store.get(&records::network_key(net)).await? {
             Some(kv) if kv.version == version => Ok(()),
-            _ => {
+            Some(_) => {
+                self.forget(net);
+                Err(Error::new(
+                    ErrorKind::Conflict,
+                    "ipam",
+                    format!(
+                        "the pools of network {} were replaced during this request",
+                        net.short()
+                    ),
+                )
+                .with_hint("retry the request: it will use the network's new pools"))
+            }
+            None => {
                 self.forget(net);
                 Err(no_pools(net))
             }

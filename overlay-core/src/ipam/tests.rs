@@ -23,7 +23,9 @@ impl Fixture {
     async fn new() -> Fixture {
         let dir = tempfile::tempdir().expect("temporary directory");
         let url = format!("file://{}/store.db", dir.path().display());
-        let store = crate::store::connect_str(&url).await.expect("open the embedded store");
+        let store = crate::store::connect_str(&url)
+            .await
+            .expect("open the embedded store");
         Fixture { store, _dir: dir }
     }
 
