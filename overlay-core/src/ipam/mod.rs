@@ -72,11 +72,14 @@ mod allocator;
 mod collector;
 mod defaults;
 mod networks;
+mod plan;
 mod pool;
 mod records;
 mod retry;
 mod sticky;
 
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tests;
 
