@@ -183,6 +183,10 @@ impl StoreIpam {
             let plan = match step {
                 Step::Write(plan) => plan,
                 Step::Exhausted => return Ok(Outcome::Exhausted),
+                Step::Held { index, inner } => {
+                    let ip = pool.addr_at(pool.offset_in_block(index, inner));
+                    return Ok(Outcome::Got(allocation(pool, ip, owner, sticky)));
+                }
                 Step::List => {
                     if fresh {
                         // Listed in this request already and the cache still cannot tell:

@@ -273,8 +273,10 @@ pub trait Ipam: Send + Sync + std::fmt::Debug {
     /// network's endpoints first.
     async fn release_pools(&self, network: &NetworkId) -> Result<bool>;
 
-    /// Hands out an address. A request with the same owner for an address that owner holds
-    /// already returns it again (so a retried request is harmless).
+    /// Hands out an address. Idempotent per owner: an "any" request retried after its reply
+    /// was lost (a store timeout on a write that did commit) returns the address the first
+    /// attempt got rather than a second one, as does a specific request for an address its
+    /// owner holds.
     async fn request(&self, network: &NetworkId, request: &AddressRequest) -> Result<Allocation>;
 
     /// Releases `ip` held by `owner`: freed, or kept reserved if it was requested as sticky.

@@ -24,6 +24,12 @@ pub(super) enum Step {
     List,
     /// No free address, as of a fresh listing.
     Exhausted,
+    /// The owner holds this address already (a retry after a reply was lost): hand it out
+    /// again rather than a second one.
+    Held {
+        index: u64,
+        inner: u64,
+    },
 }
 
 /// Whether `inner` of `block` is unavailable at `now`.
@@ -49,6 +55,14 @@ impl PoolBlocks {
         fresh: bool,
         spread: bool,
     ) -> Step {
+        if let Entry::Held { owner, sticky, .. } = entry {
+            let same = |e: &Entry| matches!(e, Entry::Held { owner: o, sticky: s, .. } if o == owner && s == sticky);
+            for (&index, (block, _)) in &self.blocks {
+                if let Some((&inner, _)) = block.entries.iter().find(|(_, e)| same(e)) {
+                    return Step::Held { index, inner };
+                }
+            }
+        }
         let pick = |index: u64, block: &Block, version: Option<Version>| -> Option<Plan> {
             let inner = pool.next_dynamic(index, block.cursor, |i| taken(block, i, now))?;
             let displaced = block

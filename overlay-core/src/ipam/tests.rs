@@ -257,6 +257,20 @@ async fn specific_requests() {
 }
 
 #[tokio::test]
+async fn any_requests_are_idempotent_per_owner() {
+    let fx = Fixture::new().await;
+    let ipam = ipam_on(fx.store(), "h1", IpamConfig::default());
+    let net = network_with(&ipam, &[subnet("10.13.0.0/24")]).await;
+    let a = any4(&ipam, &net, "ep1").await.unwrap();
+    assert_eq!(any4(&ipam, &net, "ep1").await.unwrap(), a);
+    // A restarted process (empty cache) retrying the same request gets the same address.
+    let restarted = ipam_on(fx.store(), "h1", IpamConfig::default());
+    assert_eq!(any4(&restarted, &net, "ep1").await.unwrap(), a);
+    assert_eq!(ipam.allocations(&net).await.unwrap().len(), 1);
+    assert_ne!(any4(&restarted, &net, "ep2").await.unwrap(), a);
+}
+
+#[tokio::test]
 async fn point_to_point_and_single_address_pools() {
     let fx = Fixture::new().await;
     let ipam = ipam_on(fx.store(), "h1", IpamConfig::default());
