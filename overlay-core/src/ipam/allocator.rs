@@ -88,11 +88,12 @@ impl StoreIpam {
     }
 
     pub(super) fn block_bits(&self, pool: &crate::model::PoolConfig) -> u8 {
-        if pool.subnet.addr().is_ipv4() {
+        let bits = if pool.subnet.addr().is_ipv4() {
             self.config.block_host_bits_v4
         } else {
             self.config.block_host_bits_v6
-        }
+        };
+        bits.min(super::MAX_BLOCK_HOST_BITS)
     }
 
     /// The network's pools and the version of their record: from the cache, or one read.

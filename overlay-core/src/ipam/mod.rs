@@ -98,14 +98,21 @@ pub use retry::RetryPolicy;
 use crate::error::Result;
 use crate::model::{NetworkId, PoolConfig};
 
+/// Largest block, in host bits (4096 addresses): every allocation rewrites its whole block,
+/// so larger configured values are clamped to this.
+pub const MAX_BLOCK_HOST_BITS: u8 = 12;
+
 /// Tunables of [`StoreIpam`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpamConfig {
     /// Where pools come from when a network asks for none, tried in order.
     pub default_pools: Vec<DefaultPool>,
-    /// Host bits of an IPv4 block (6: 64 addresses). Pools smaller than a block are one block.
+    /// Host bits of an IPv4 block (6: 64 addresses), at most [`MAX_BLOCK_HOST_BITS`]. Pools
+    /// smaller than a block are one block. Every host claims at least one block per pool it
+    /// allocates from: smaller blocks spread a small pool over more hosts, larger ones mean
+    /// fewer claims but larger values written per allocation.
     pub block_host_bits_v4: u8,
-    /// Host bits of an IPv6 block (6: 64 addresses).
+    /// Host bits of an IPv6 block (6: 64 addresses), at most [`MAX_BLOCK_HOST_BITS`].
     pub block_host_bits_v6: u8,
     /// How long a released sticky address stays reserved for its key.
     pub reservation_grace: Duration,

@@ -38,7 +38,7 @@ async fn any4(ipam: &StoreIpam, net: &NetworkId, owner: &str) -> Result<IpAddr> 
 #[tokio::test]
 async fn overlapping_and_identical_pools_are_refused_naming_both() {
     let fx = Fixture::new().await;
-    let ipam = ipam_on(fx.store(), "h1", IpamConfig::default());
+    let ipam: Arc<dyn Ipam> = Arc::new(ipam_on(fx.store(), "h1", IpamConfig::default()));
     let a = NetworkId::random();
     ipam.add_pools(&a, "alpha", &[subnet("10.5.0.0/16")])
         .await
@@ -76,6 +76,46 @@ async fn overlapping_and_identical_pools_are_refused_naming_both() {
         .await
         .unwrap();
     assert_eq!(got[0].subnet.to_string(), "10.0.0.0/24");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_networks_never_claim_overlapping_pools() {
+    let fx = Fixture::new().await;
+    let subnets = [
+        "10.50.0.0/16",
+        "10.50.1.0/24",
+        "10.50.0.0/16",
+        "10.50.2.0/24",
+        "10.50.1.0/24",
+        "10.50.0.0/17",
+    ];
+    let mut tasks = Vec::new();
+    for (i, s) in subnets.into_iter().enumerate() {
+        // Separate allocators (as separate hosts would be), all on one store.
+        let ipam = ipam_on(fx.store(), &format!("h{i}"), IpamConfig::default());
+        tasks.push(tokio::spawn(async move {
+            let id = NetworkId::random();
+            ipam.add_pools(&id, &format!("n{i}"), &[subnet(s)])
+                .await
+                .map(|p| p[0].subnet)
+        }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(net) => won.push(net),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
+        }
+    }
+    assert!(!won.is_empty());
+    for (i, a) in won.iter().enumerate() {
+        for b in &won[i + 1..] {
+            assert!(
+                !super::defaults::overlaps(a, b),
+                "{a} and {b} were both claimed"
+            );
+        }
+    }
 }
 
 #[tokio::test]
