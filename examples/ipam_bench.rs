@@ -142,6 +142,7 @@ async fn raw_cas(url: &str, clients: usize) -> Result<f64> {
 }
 
 /// One run: `allocators` tasks, each allocating `PER_ALLOCATOR` addresses from a new network.
+/// The network's pool is released afterwards, also when the run failed.
 async fn run(backend: &'static str, url: &str, allocators: usize) -> Result<Row> {
     let setup_store = store::connect_str(url).await?;
     let setup = StoreIpam::new(
@@ -150,15 +151,33 @@ async fn run(backend: &'static str, url: &str, allocators: usize) -> Result<Row>
         IpamConfig::default(),
     );
     let net = NetworkId::random();
+    let pool = PoolConfig::new(SUBNET.parse().unwrap());
     setup
-        .add_pools(
-            &net,
-            "bench",
-            &[PoolRequest::Subnet(PoolConfig::new(
-                SUBNET.parse().unwrap(),
-            ))],
-        )
+        .add_pools(&net, "bench", &[PoolRequest::Subnet(pool)])
         .await?;
+    let measured = allocate(url, net, allocators).await;
+    let held = setup.allocations(&net).await.map(|h| h.len());
+    setup.release_pools(&net).await?;
+    let _ = setup_store.close().await;
+    let (elapsed, round_trips) = measured?;
+    assert_eq!(
+        held?,
+        allocators * PER_ALLOCATOR,
+        "every allocation is in the store exactly once"
+    );
+    let raw_cas_per_sec = raw_cas(url, allocators).await?;
+    Ok(Row {
+        backend,
+        allocators,
+        allocations: allocators * PER_ALLOCATOR,
+        elapsed,
+        round_trips,
+        raw_cas_per_sec,
+    })
+}
+
+/// The measured part of a run: how long it took, and the round trips it made.
+async fn allocate(url: &str, net: NetworkId, allocators: usize) -> Result<(Duration, u64)> {
     let calls = Arc::new(AtomicU64::new(0));
     let mut ipams = Vec::new();
     for i in 0..allocators {
@@ -184,31 +203,20 @@ async fn run(backend: &'static str, url: &str, allocators: usize) -> Result<Row>
             Ok::<_, overlay::Error>(())
         }));
     }
+    let mut result = Ok(());
     for t in tasks {
-        t.await
-            .map_err(|e| overlay::Error::internal("bench", e.to_string()))??;
+        let r = t
+            .await
+            .map_err(|e| overlay::Error::internal("bench", e.to_string()));
+        if let Err(e) = r.and_then(|r| r) {
+            result = Err(e);
+        }
     }
     let elapsed = started.elapsed();
-    let held = setup.allocations(&net).await?.len();
-    assert_eq!(
-        held,
-        allocators * PER_ALLOCATOR,
-        "every allocation is in the store exactly once"
-    );
-    setup.release_pools(&net).await?;
     for ipam in &ipams {
         let _ = ipam.store().close().await;
     }
-    let _ = setup_store.close().await;
-    let raw_cas_per_sec = raw_cas(url, allocators).await?;
-    Ok(Row {
-        backend,
-        allocators,
-        allocations: allocators * PER_ALLOCATOR,
-        elapsed,
-        round_trips: calls.load(Ordering::Relaxed),
-        raw_cas_per_sec,
-    })
+    result.map(|()| (elapsed, calls.load(Ordering::Relaxed)))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]

@@ -167,6 +167,7 @@ impl StoreIpam {
         let retry = self.config.retry;
         let mut fresh = false;
         let mut spread = false;
+        let mut lost_claims = 0;
         let mut attempt = 0;
         loop {
             let now = records::now_ms();
@@ -255,12 +256,22 @@ impl StoreIpam {
                     }
                     if claimed {
                         // Someone claimed that block first, or the network lost its pools.
-                        self.list_blocks(net, &pool_id).await?;
-                        fresh = true;
-                        let taken = self
-                            .with_blocks(net, &pool_id, |pb| pb.blocks.contains_key(&plan.index))
-                            .unwrap_or(false);
-                        if taken {
+                        // The first time, read just that block (a listing of the whole pool
+                        // costs far more; on ZooKeeper one read per block); if the cache
+                        // proves stale again, list, so a stale cache cannot use up every
+                        // attempt one block at a time.
+                        lost_claims += 1;
+                        let exists = if lost_claims == 1 {
+                            self.fetch_block(net, &pool_id, plan.index).await?.is_some()
+                        } else {
+                            self.list_blocks(net, &pool_id).await?;
+                            fresh = true;
+                            self.with_blocks(net, &pool_id, |pb| {
+                                pb.blocks.contains_key(&plan.index)
+                            })
+                            .unwrap_or(false)
+                        };
+                        if exists {
                             spread = true;
                         } else {
                             self.check_network_alive(net, net_version).await?;

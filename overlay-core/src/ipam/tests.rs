@@ -542,6 +542,31 @@ async fn hosts_claim_separate_blocks_and_borrow_when_full() {
 }
 
 #[tokio::test]
+async fn a_stale_cache_does_not_use_up_the_retries() {
+    let fx = Fixture::new().await;
+    let few = IpamConfig {
+        retry: RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        },
+        ..IpamConfig::default()
+    };
+    let a = ipam_on(fx.store(), "a", IpamConfig::default());
+    let b = ipam_on(fx.store(), "b", few);
+    let net = network_with(&a, &[subnet("10.14.0.0/22")]).await;
+    any4(&b, &net, "b0").await.unwrap(); // b lists the pool (empty) and claims block 0
+    for i in 0..14 * 64 {
+        any4(&a, &net, &format!("a{i}")).await.unwrap(); // a claims blocks 1 to 14
+    }
+    for i in 1..62 {
+        any4(&b, &net, &format!("b{i}")).await.unwrap(); // b fills block 0 (.0 and .1 reserved)
+    }
+    // b's cache still shows blocks 1 to 15 unclaimed; it must find block 15 anyway.
+    let got = any4(&b, &net, "b62").await.unwrap();
+    assert_eq!(got, ip("10.14.3.192"));
+}
+
+#[tokio::test]
 async fn concurrent_allocators_never_share_an_address() {
     let fx = Fixture::new().await;
     let s = fx.store();
