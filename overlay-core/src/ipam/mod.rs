@@ -21,10 +21,18 @@
 //! creating its key; it then allocates inside its own blocks with one compare-and-swap on the
 //! block's key, so hosts do not contend with each other, and a normal allocation is **one round
 //! trip** once the host has listed the pool's blocks (once, then cached with their versions).
-//! Claiming a new block and allocating its first address is one transaction too. When every
-//! block is claimed, a host borrows a free address from another host's block, by the same
-//! compare-and-swap. Lost races are retried with jittered exponential backoff
-//! ([`RetryPolicy`]), at most [`RetryPolicy::max_attempts`] times, then fail with `Conflict`.
+//! Claiming a new block and allocating its first address is one transaction too. A host whose
+//! cached listing is stale may try to claim a block someone claimed meanwhile: it then reads
+//! that one block, picks at random among the next few unclaimed ones (so hosts that collided
+//! do not collide again), and lists the pool afresh only if it loses a second time. When
+//! every block is claimed, a host borrows a free address from another host's block, by the
+//! same compare-and-swap. Lost races are retried with jittered exponential backoff
+//! ([`RetryPolicy`]), at most [`RetryPolicy::max_attempts`] times, then fail with `Conflict`;
+//! there is no unbounded loop.
+//!
+//! **Idempotence.** An "any" request retried after a lost reply (the store timed out on a
+//! write that did commit) finds the owner's entry and returns the same address; a specific
+//! request for an address its owner holds returns it again.
 //!
 //! **Order.** Inside a block, an "any" request takes the lowest free address after the block's
 //! most recent dynamic allocation, wrapping around, so a just-released address is not reused at
