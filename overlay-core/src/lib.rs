@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod controller;
+pub mod dataplane;
 pub mod error;
 pub mod ipam;
 pub mod model;

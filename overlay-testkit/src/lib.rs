@@ -13,11 +13,16 @@
 //! Every [`url`](EtcdServer::url) carries a fresh key prefix, so tests can share a server
 //! without seeing each other's keys.
 //!
+//! [`TcpProxy`] sits between a client and a server so a test can cut the network between them
+//! while both keep running (sessions and leases then expire on the server).
+//!
 //! This crate does not depend on `overlay-core`, so both `overlay-core` and the root crate can
 //! use it as a dev-dependency.
 
 mod process;
+mod proxy;
 mod servers;
 
 pub use process::{ci, unavailable, unique_prefix};
+pub use proxy::TcpProxy;
 pub use servers::{EtcdServer, ZooKeeperServer};

@@ -306,3 +306,41 @@ pub(crate) async fn unreachable_server_fails_fast(scheme: &str) {
         "the error names the server: {e}"
     );
 }
+
+/// A client cut off from a running server longer than its TTL loses its session or lease:
+/// the server deletes its ephemeral key (a watcher sees the delete), its operations fail
+/// with Unavailable or Timeout meanwhile, and once the network is back the client puts its
+/// ephemeral key again by itself.
+pub(crate) async fn ephemeral_key_comes_back_after_partition(server: &impl TestServer) {
+    let direct = server.url_with("timeout=1s&ttl=2s");
+    let (scheme, rest) = direct.split_once("://").unwrap();
+    let (endpoints, path) = rest.split_once('/').unwrap();
+    let proxy = overlay_testkit::TcpProxy::start(endpoints).expect("start a TCP proxy");
+    let cut_off = format!("{scheme}://{}/{path}", proxy.addr());
+    let owner = open(&cut_off).await;
+    let observer = open(&direct).await;
+    let key = format!("{}/host", conformance::scratch("partition"));
+    owner.put_ephemeral(&key, b"me").await.unwrap();
+    let mut w = observer.watch(&key, None).await.unwrap();
+
+    proxy.cut();
+    let t = Instant::now();
+    let r = owner.get(&key).await;
+    assert_outage("get through a cut network", r, t.elapsed());
+    let limit = Duration::from_secs(12);
+    match tokio::time::timeout(limit, w.next()).await {
+        Ok(Some(Ok(WatchEvent::Delete { key: k, .. }))) => assert_eq!(k, key),
+        other => panic!("the server did not drop {key} within {limit:?}: {other:?}"),
+    }
+    proxy.restore();
+    let limit = Duration::from_secs(20);
+    match tokio::time::timeout(limit, w.next()).await {
+        Ok(Some(Ok(WatchEvent::Put(kv)))) => {
+            assert_eq!((kv.key, kv.value), (key.clone(), b"me".to_vec()))
+        }
+        other => panic!("the owner did not put {key} again within {limit:?}: {other:?}"),
+    }
+    assert_eq!(observer.get(&key).await.unwrap().unwrap().value, b"me");
+    owner.close().await.unwrap();
+    observer.close().await.unwrap();
+}

@@ -7,29 +7,39 @@
 //! (≥ 4.5, `MultiWriter`). SQLite was chosen because its multi-process locking and crash
 //! recovery have decades of use behind them (redb's multi-writer mode is new), readers never
 //! block the writer nor each other, `busy_timeout` gives exactly the "wait at most the URL's
-//! timeout" rule, indexes make the lease sweep and log replay cheap, and an operator can inspect
-//! the file with the `sqlite3` shell. Neither engine tells other processes about a change, so
-//! both would need the change log and poller below.
+//! timeout" rule, SQL makes prefix ranges, the lease sweep and log replay simple, and an
+//! operator can inspect the file with the `sqlite3` shell. Neither engine tells other processes
+//! about a change, so both would need the change log and poller below.
 //!
 //! # Layout
 //!
 //! * `kv(key, value, version, lease)`: keys are stored as `<prefix>/<key>`, so stores with
 //!   different prefixes can share a file; the API sees keys relative to its prefix.
-//! * `meta`: the global revision, the compacted revision, the schema version.
-//! * `log(id, rev, key, value, deleted)`: every change, read by watchers in every process.
+//! * `log(id, rev, key, value, deleted)`: every change, read by watchers in every process. The
+//!   current revision is the `rev` of its last row.
+//! * `meta`: the compacted revision (history at or below it is gone) and the schema version.
 //! * `leases(id, expires_ms, owner)`: one per client holding ephemeral keys.
 //!
-//! Every write transaction bumps the revision once; a key's version is the revision of its last
+//! Every write transaction (`BEGIN IMMEDIATE`, waiting at most the URL's `timeout` for the
+//! file's write lock) bumps the revision once; a key's version is the revision of its last
 //! write (like etcd's mod_revision), so get, list and watch agree, and a delete's version is
-//! above every version the key had.
+//! above every version the key had. Conditions (create, compare-and-swap, compare-and-delete,
+//! transactions) are checked inside that transaction, so a failed one writes nothing. A list and
+//! the revision it returns are read in one read transaction.
+//!
+//! Ephemeral keys are bound to a lease that the client renews every TTL/3 (URL option `ttl`,
+//! default 10 s); every open store sweeps expired leases, so the keys of a killed owner go
+//! within the TTL plus a sweep period (a tenth of the TTL, at most 250 ms). Lease expiry uses the
+//! wall clock all processes share: a clock jumping forward by more than the TTL expires leases
+//! early, and their owners then re-create them.
 //!
 //! # Threads
 //!
 //! SQLite calls block, so none runs on a tokio worker: each open store has a worker thread
-//! owning the connection API calls run on, and a background thread with a second
-//! connection that polls the change log every 10 ms (at once after a local write) for this
-//! store's watchers, renews its lease every TTL/3, sweeps expired leases of every client and
-//! compacts the log to its last 10,000 rows. Dropping the store without
+//! owning the connection API calls run on, and a background thread with a second connection
+//! that polls the change log for this store's watchers (every 10 ms while there are any, and at
+//! once after a local write), renews its lease every TTL/3, sweeps expired leases of every
+//! client and compacts the log to its last 10,000 rows. Dropping the store without
 //! [`KvStore::close`] closes it on the worker thread, without blocking the dropper.
 
 mod background;
@@ -59,7 +69,7 @@ use super::{
 use crate::error::{Error, ErrorKind, Result};
 
 /// Largest value the embedded store accepts, in bytes.
-pub const MAX_VALUE_LEN: usize = 16 << 20;
+pub const MAX_VALUE_LEN: usize = 4 << 20;
 
 /// Most operations in one transaction.
 pub const MAX_TXN_OPS: usize = 128;
