@@ -10,7 +10,10 @@ fn c_tests_pass_static_shared_and_under_valgrind() {
     // Integration tests live in target/<profile>/deps, next to the cdylib and staticlib cargo
     // built from this crate for them.
     let exe = std::env::current_exe().expect("path of the test binary");
-    let lib_dir = exe.parent().expect("the test binary's directory").to_path_buf();
+    let lib_dir = exe
+        .parent()
+        .expect("the test binary's directory")
+        .to_path_buf();
     assert!(
         lib_dir.join("liboverlay_ffi.a").exists() && lib_dir.join("liboverlay_ffi.so").exists(),
         "liboverlay_ffi.a and .so not found in {}",
@@ -22,5 +25,9 @@ fn c_tests_pass_static_shared_and_under_valgrind() {
         .arg(&lib_dir)
         .status()
         .expect("run scripts/c-tests (needs bash)");
-    assert!(status.success(), "{} failed; see its output above", script.display());
+    assert!(
+        status.success(),
+        "{} failed; see its output above",
+        script.display()
+    );
 }
