@@ -192,6 +192,12 @@ impl<T> Out<T> {
         Out(ptr)
     }
 
+    /// Whether the caller wants the value (the pointer is not NULL), so results nobody reads
+    /// are not built.
+    pub(crate) fn is_wanted(&self) -> bool {
+        !self.0.is_null()
+    }
+
     /// Stores `value`, unless the caller passed NULL for an optional pointer.
     ///
     /// # Safety
