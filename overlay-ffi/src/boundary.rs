@@ -194,6 +194,7 @@ impl<T> Out<T> {
 
     /// Whether the caller wants the value (the pointer is not NULL), so results nobody reads
     /// are not built.
+    #[allow(dead_code)] // used by the controller functions, which arrive with the controller
     pub(crate) fn is_wanted(&self) -> bool {
         !self.0.is_null()
     }
