@@ -2,7 +2,7 @@
 //! `include/overlay.h`.
 //!
 //! Conventions every function follows (repeated in the header):
-//! - Fallible functions return an [`ovl_status`](status::ovl_status); results come back through
+//! - Fallible functions return an [`ovl_status`]; results come back through
 //!   out-pointers, which are written only on success.
 //! - Every exported body runs inside a panic boundary: a panic becomes `OVL_ERR_PANIC`, never an
 //!   unwind into C or an abort.
