@@ -104,6 +104,16 @@ typedef enum {
 } ovl_status;
 
 /**
+ * One host's controller. Opaque: create it with `ovl_controller_open`, free it with
+ * `ovl_controller_free`.
+ *
+ * Thread-safe: any number of threads may use one controller at once (two threads creating the
+ * same network name get one `OVL_OK` and one `OVL_ERR_ALREADY_EXISTS`). Only
+ * `ovl_controller_free` must not race with other calls on the same handle.
+ */
+typedef struct ovl_controller ovl_controller;
+
+/**
  * A connection to a cluster store. Opaque: create it with `ovl_store_open`, free it with
  * `ovl_store_free`.
  *
@@ -111,6 +121,34 @@ typedef enum {
  * not race with other calls on the same handle.
  */
 typedef struct ovl_store ovl_store;
+
+/**
+ * A running subscription to controller events. Opaque: create it with `ovl_watch`, stop and
+ * free it with `ovl_watcher_free`.
+ */
+typedef struct ovl_watcher ovl_watcher;
+
+/**
+ * Receives one controller event as a JSON document; `event_json` is valid only during the
+ * call. `userdata` is the pointer given to `ovl_watch`.
+ *
+ * Events, by `"type"`:
+ *
+ * ```json
+ * {"type": "network_created", "id": "<64 hex>", "name": "my-net"}
+ * {"type": "network_removed", "id": "<64 hex>", "name": "my-net"}
+ * {"type": "endpoint_up", "network": "my-net", "container_id": "3cfba8da9b6f",
+ *  "name": "zookeeper1", "ip": "10.0.9.2", "host": "host1"}
+ * {"type": "endpoint_down", "network": "my-net", "container_id": "3cfba8da9b6f",
+ *  "name": "zookeeper1", "host": "host1"}
+ * {"type": "lagged", "missed": 12}
+ * ```
+ *
+ * `lagged` means the callback fell behind and `missed` events were dropped: re-read the state
+ * (`ovl_network_list`, `ovl_network_inspect`) if it matters. Other types may be added; ignore
+ * the ones you do not know.
+ */
+typedef void (*ovl_event_callback)(const char *event_json, void *userdata);
 
 #ifdef __cplusplus
 extern "C" {
@@ -130,6 +168,205 @@ const char *ovl_version(void);
  * it is never NULL.
  */
 const char *ovl_last_error(void);
+
+/**
+ * Opens this host's controller: connects to the cluster store, registers the host and starts
+ * its agent. `config_json` is a JSON object with any of these keys (unknown keys are refused
+ * with `OVL_ERR_JSON`; `"{}"` takes every default):
+ *
+ * | key | type | default |
+ * | --- | --- | --- |
+ * | `store` | store URL: `file:///PATH`, `etcd://H:P/PREFIX`, `zk://…`, `consul://…` | `file:///var/lib/overlay/store.db` |
+ * | `advertise` | IP, or interface name whose first IPv4 is used | required |
+ * | `host_id` | string | the hostname |
+ * | `host_netns` | path of the namespace acting as this host, e.g. `/run/netns/host1` | the caller's |
+ * | `mtu` | integer | underlay MTU − 50 |
+ * | `vxlan_port` | integer | 4789 |
+ * | `default_pools` | array of `{"base": "10.0.0.0/8", "size": 24}` | the /24s of 10.0.0.0/8 |
+ * | `sticky_grace`, `host_ttl`, `reclaim_grace` | milliseconds | 86400000, 10000, 30000 |
+ *
+ * On success `*out` holds a new handle.
+ *
+ * Errors: `OVL_ERR_JSON` for a malformed document, `OVL_ERR_INVALID_ARGUMENT` for a bad value
+ * (store URL, address), `OVL_ERR_UNAVAILABLE` when the store cannot be reached,
+ * `OVL_ERR_PERMISSION_DENIED` without `CAP_NET_ADMIN`.
+ *
+ * # Safety
+ * `config_json` is NULL or a NUL-terminated string; `out` NULL or writable.
+ */
+ovl_status ovl_controller_open(const char *config_json,
+                               ovl_controller **out);
+
+/**
+ * Closes the controller if it is still open (as `ovl_controller_close`) and frees the handle.
+ * NULL is a no-op. No other call may use the handle during or after this one.
+ *
+ * # Safety
+ * `ctl` is NULL or a handle from `ovl_controller_open` not freed yet.
+ */
+void ovl_controller_free(ovl_controller *ctl);
+
+/**
+ * Closes the controller: stops its agent and ends its store session, withdrawing this host's
+ * record. Kernel state stays: connected containers keep talking, and a controller opened
+ * again on this host takes them over. Later calls that need the agent fail with
+ * `OVL_ERR_UNAVAILABLE`; the handle must still be freed with `ovl_controller_free`. Closing
+ * twice is not an error.
+ *
+ * # Safety
+ * `ctl` is NULL or a live handle.
+ */
+ovl_status ovl_controller_close(ovl_controller *ctl);
+
+/**
+ * This host's id in the cluster. On success `*out_id` holds it, freed with `ovl_string_free`.
+ *
+ * # Safety
+ * `ctl` is NULL or a live handle; `out_id` NULL or writable.
+ */
+ovl_status ovl_controller_host_id(ovl_controller *ctl, char **out_id);
+
+/**
+ * Creates the overlay network `name` cluster-wide (Docker's `network create --driver
+ * overlay`). `options_json` (NULL for all defaults) is a JSON object with any of:
+ *
+ * ```json
+ * {"subnets": [{"subnet": "10.0.9.0/24", "gateway": "10.0.9.1", "ip_range": "10.0.9.128/25",
+ *               "aux_addresses": {"router": "10.0.9.2"}}],
+ *  "ipv6": false, "vni": 4097, "labels": {"team": "db"}, "internal": false, "mtu": 1400}
+ * ```
+ *
+ * Unknown keys are refused (`OVL_ERR_JSON`). On success `*out_json` (if `out_json` is not
+ * NULL) holds the network's inspect document, as `ovl_network_inspect` returns it.
+ *
+ * Errors: `OVL_ERR_ALREADY_EXISTS` when the name (or the VNI) is taken,
+ * `OVL_ERR_INVALID_ARGUMENT` for a reserved or malformed name or bad subnet, `OVL_ERR_CONFLICT`
+ * when a subnet overlaps another network's.
+ *
+ * # Safety
+ * `ctl` is NULL or a live handle; `name` and `options_json` NULL or NUL-terminated strings;
+ * `out_json` NULL or writable.
+ */
+ovl_status ovl_network_create(ovl_controller *ctl,
+                              const char *name,
+                              const char *options_json,
+                              char **out_json);
+
+/**
+ * Lists every network of the cluster (Docker's `network ls`). On success `*out_json` holds a
+ * JSON array, freed with `ovl_string_free`:
+ *
+ * ```json
+ * [{"ID": "<64 hex>", "Name": "my-net", "Driver": "overlay", "Scope": "global"}]
+ * ```
+ *
+ * # Safety
+ * `ctl` is NULL or a live handle; `out_json` NULL or writable.
+ */
+ovl_status ovl_network_list(ovl_controller *ctl, char **out_json);
+
+/**
+ * Describes a network, found by name, full id or unique id prefix (Docker's `network
+ * inspect`). On success `*out_json` holds a JSON object, freed with `ovl_string_free`:
+ *
+ * ```json
+ * {"Name": "my-net", "Id": "<64 hex>", "Scope": "global", "Driver": "overlay",
+ *  "EnableIPv6": false, "Internal": false,
+ *  "IPAM": {"Driver": "default", "Config": [{"Subnet": "10.0.9.0/24", "Gateway": "10.0.9.1"}]},
+ *  "Containers": {"<container id>": {"Name": "zookeeper1", "EndpointID": "<64 hex>",
+ *                 "MacAddress": "02:42:0a:00:09:02", "IPv4Address": "10.0.9.2/24",
+ *                 "IPv6Address": "", "Host": "host1"}},
+ *  "Options": {"com.docker.network.driver.overlay.vxlanid_list": "256"},
+ *  "Labels": {}}
+ * ```
+ *
+ * `Containers` lists the containers of every host. Errors: `OVL_ERR_NOT_FOUND`.
+ *
+ * # Safety
+ * `ctl` is NULL or a live handle; `name_or_id` NULL or a NUL-terminated string; `out_json`
+ * NULL or writable.
+ */
+ovl_status ovl_network_inspect(ovl_controller *ctl, const char *name_or_id, char **out_json);
+
+/**
+ * Removes a network, found by name, full id or unique id prefix, from the cluster.
+ *
+ * Errors: `OVL_ERR_NOT_FOUND`; `OVL_ERR_CONFLICT` while containers are connected to it on any
+ * host (the message lists them; disconnect them first).
+ *
+ * # Safety
+ * `ctl` is NULL or a live handle; `name_or_id` NULL or a NUL-terminated string.
+ */
+ovl_status ovl_network_remove(ovl_controller *ctl, const char *name_or_id);
+
+/**
+ * Connects a container on this host to a network (Docker's `run --net`): allocates its
+ * address, creates its interface inside the container's namespace and publishes it to the
+ * other hosts. `container_json` is a JSON object:
+ *
+ * ```json
+ * {"id": "3cfba8da9b6f", "name": "zookeeper1", "netns": {"path": "/run/netns/zk1"},
+ *  "aliases": ["zk"], "ipv4": "10.0.9.10", "ipv6": null, "sticky": false,
+ *  "hosts_file": "/run/zk1/hosts", "ifname": "eth0"}
+ * ```
+ *
+ * `id`, `name` and `netns` (`{"path": "…"}` or `{"pid": 1234}`) are required; unknown keys are
+ * refused (`OVL_ERR_JSON`). On success `*out_json` (if `out_json` is not NULL) holds the
+ * container's entry of the network's `Containers`:
+ *
+ * ```json
+ * {"Name": "zookeeper1", "EndpointID": "<64 hex>", "MacAddress": "02:42:0a:00:09:0a",
+ *  "IPv4Address": "10.0.9.10/24", "IPv6Address": "", "Host": "host1"}
+ * ```
+ *
+ * Errors: `OVL_ERR_NOT_FOUND` for an unknown network or namespace, `OVL_ERR_ALREADY_EXISTS`
+ * when the container is already connected or its static address is taken,
+ * `OVL_ERR_INVALID_ARGUMENT` for a bad name or an address outside the subnet,
+ * `OVL_ERR_PERMISSION_DENIED` without `CAP_NET_ADMIN`, `OVL_ERR_KERNEL` when the kernel refuses.
+ *
+ * # Safety
+ * `ctl` is NULL or a live handle; `network` and `container_json` NULL or NUL-terminated
+ * strings; `out_json` NULL or writable.
+ */
+ovl_status ovl_connect(ovl_controller *ctl,
+                       const char *network,
+                       const char *container_json,
+                       char **out_json);
+
+/**
+ * Disconnects a container of this host from a network: removes its interface, withdraws it
+ * from the other hosts and releases its address (unless it was connected `sticky`).
+ *
+ * Errors: `OVL_ERR_NOT_FOUND` when the network does not exist or the container is not
+ * connected to it.
+ *
+ * # Safety
+ * `ctl` is NULL or a live handle; `network` and `container_id` NULL or NUL-terminated
+ * strings.
+ */
+ovl_status ovl_disconnect(ovl_controller *ctl, const char *network, const char *container_id);
+
+/**
+ * Resolves a container name as the containers see it (`name`, `name.network` or an alias) to
+ * its address. On success `*out_ip` holds the first address as text (e.g. `"10.0.9.2"`),
+ * freed with `ovl_string_free`; `ovl_resolve_all` returns every address.
+ *
+ * Errors: `OVL_ERR_NOT_FOUND` for a name no container on this host's networks has.
+ *
+ * # Safety
+ * `ctl` is NULL or a live handle; `name` NULL or a NUL-terminated string; `out_ip` NULL or
+ * writable.
+ */
+ovl_status ovl_resolve(ovl_controller *ctl, const char *name, char **out_ip);
+
+/**
+ * Like `ovl_resolve`, but `*out_json` holds every address as a JSON array of strings, e.g.
+ * `["10.0.9.2", "fd00:9::2"]`, freed with `ovl_string_free`.
+ *
+ * # Safety
+ * As `ovl_resolve`.
+ */
+ovl_status ovl_resolve_all(ovl_controller *ctl, const char *name, char **out_json);
 
 /**
  * Frees a string returned through a `char **` out-parameter (JSON documents, addresses).
@@ -302,6 +539,36 @@ ovl_status ovl_store_cas_delete(ovl_store *store, const char *key, uint64_t vers
  * or writable.
  */
 ovl_status ovl_store_list(ovl_store *store, const char *prefix, char **out_json);
+
+/**
+ * Subscribes to the controller's events: from now on, `callback(event_json, userdata)` is
+ * called for each event, in order, one at a time, on a thread the library creates for this
+ * watcher (never the thread that called `ovl_watch`). The callback may call any `ovl_`
+ * function, including on the same controller, and may free its own watcher (delivery then
+ * stops after the callback returns). It should return quickly: events arriving while it runs
+ * are queued, and a callback that falls far behind is told with a `lagged` event.
+ *
+ * On success `*out` holds the watcher; `ovl_watcher_free` stops it. After the controller is
+ * closed or freed, no more events arrive, but the watcher must still be freed.
+ *
+ * # Safety
+ * `ctl` is NULL or a live handle; `callback` NULL or a function safe to call from another
+ * thread with `userdata` until the watcher is freed; `out` NULL or writable.
+ */
+ovl_status ovl_watch(ovl_controller *ctl,
+                     ovl_event_callback callback,
+                     void *userdata,
+                     ovl_watcher **out);
+
+/**
+ * Stops a watcher and frees it. When it returns, the callback is not running and will not be
+ * called again, except when called from the callback itself: then delivery stops once the
+ * callback returns. NULL is a no-op.
+ *
+ * # Safety
+ * `watcher` is NULL or a watcher from `ovl_watch` not freed yet.
+ */
+void ovl_watcher_free(ovl_watcher *watcher);
 
 #ifdef __cplusplus
 }  // extern "C"

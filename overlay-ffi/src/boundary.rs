@@ -132,7 +132,6 @@ pub(crate) unsafe fn arg_str<'a>(name: &str, ptr: *const c_char) -> FfiResult<&'
 ///
 /// # Safety
 /// As [`arg_str`].
-#[allow(dead_code)] // used by the controller functions, which arrive with the controller
 pub(crate) unsafe fn arg_json<T: DeserializeOwned>(name: &str, ptr: *const c_char) -> FfiResult<T> {
     // SAFETY: forwarded from the caller.
     let text = unsafe { arg_str(name, ptr) }?;
@@ -194,7 +193,6 @@ impl<T> Out<T> {
 
     /// Whether the caller wants the value (the pointer is not NULL), so results nobody reads
     /// are not built.
-    #[allow(dead_code)] // used by the controller functions, which arrive with the controller
     pub(crate) fn is_wanted(&self) -> bool {
         !self.0.is_null()
     }

@@ -21,9 +21,11 @@ use std::ffi::c_char;
 mod boundary;
 mod runtime;
 
+pub mod controller;
 pub mod memory;
 pub mod status;
 pub mod store;
+pub mod watch;
 
 pub use status::ovl_status;
 
