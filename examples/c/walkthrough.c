@@ -213,6 +213,7 @@ static void *serve(void *arg) {
 struct probe {
   struct container *from;
   int ok;
+  char report[512]; /* printed by main, in order */
 };
 
 /* From inside `from`'s namespace, asks every other container "ruok" by each of its names. */
@@ -243,8 +244,9 @@ static void *probe_all(void *arg) {
         sleep_ms(100);
       }
     }
-    printf("  %s -> %s / %s.my-net (%s): %s\n", p->from->name, to->name, to->name, to->ip,
-           answered ? "imok" : "NO ANSWER");
+    size_t used = strlen(p->report);
+    snprintf(p->report + used, sizeof p->report - used, "  %s -> %s / %s.my-net (%s): %s\n",
+             p->from->name, to->name, to->name, to->ip, answered ? "imok" : "NO ANSWER");
     p->ok &= answered;
   }
   return NULL;
@@ -355,11 +357,12 @@ int main(void) {
   printf("ruok on port %d, by name and by name.my-net:\n", PORT);
   int all_ok = 1;
   for (int i = 0; i < CONTAINERS; i++) {
-    results[i] = (struct probe){.from = &zk[i], .ok = 0};
+    results[i] = (struct probe){.from = &zk[i], .ok = 0, .report = ""};
     pthread_create(&probes[i], NULL, probe_all, &results[i]);
   }
   for (int i = 0; i < CONTAINERS; i++) {
     pthread_join(probes[i], NULL);
+    printf("%s", results[i].report);
     all_ok &= results[i].ok;
   }
   atomic_store(&stop_servers, 1);

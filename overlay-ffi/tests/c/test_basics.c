@@ -1,5 +1,5 @@
 /* The functions every caller meets first: version, status names, last error, frees, and the
- * argument checks of ovl_store_open (NULL, bad UTF-8, malformed URLs). */
+ * failures of ovl_store_open (NULL, bad UTF-8, malformed URLs, unreachable servers). */
 #include "harness.h" /* first: it sets _GNU_SOURCE */
 
 #include <pthread.h>
@@ -64,6 +64,14 @@ int main(int argc, char **argv) {
     CHECK(store == sentinel);
     CHECK(strchr(ovl_last_error(), '(') != NULL); /* every message carries a hint */
   }
+
+  /* Stores that cannot be reached: a refused connection is unavailable; a server that never
+   * answers within the URL's timeout is a timeout (port 1 on loopback has no listener). */
+  CHECK_STATUS(ovl_store_open("etcd://127.0.0.1:1/x?timeout=500ms", &store), OVL_ERR_UNAVAILABLE);
+  CHECK_ERROR_MENTIONS("127.0.0.1:1");
+  CHECK_STATUS(ovl_store_open("zk://127.0.0.1:1/x?timeout=500ms", &store), OVL_ERR_TIMEOUT);
+  CHECK_ERROR_MENTIONS("timeout");
+  CHECK(store == sentinel);
 
   /* The message names the function, and stays put across successful calls. */
   CHECK_STATUS(ovl_store_open("gopher://h:1/p", &store), OVL_ERR_INVALID_ARGUMENT);
