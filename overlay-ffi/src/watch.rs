@@ -21,15 +21,17 @@ use crate::status::ovl_status;
 /// ```json
 /// {"type": "network_created", "id": "<64 hex>", "name": "my-net"}
 /// {"type": "network_removed", "id": "<64 hex>", "name": "my-net"}
-/// {"type": "endpoint_up", "network": "my-net", "container_id": "3cfba8da9b6f",
+/// {"type": "endpoint_up", "network": "<64 hex network id>", "container_id": "3cfba8da9b6f",
 ///  "name": "zookeeper1", "ip": "10.0.9.2", "host": "host1"}
-/// {"type": "endpoint_down", "network": "my-net", "container_id": "3cfba8da9b6f",
+/// {"type": "endpoint_down", "network": "<64 hex network id>", "container_id": "3cfba8da9b6f",
 ///  "name": "zookeeper1", "host": "host1"}
 /// {"type": "lagged", "missed": 12}
 /// ```
 ///
-/// `lagged` means the callback fell behind and `missed` events were dropped: re-read the state
-/// (`ovl_network_list`, `ovl_network_inspect`) if it matters. Other types may be added; ignore
+/// Network events come from every host. Endpoint events come for networks that have a
+/// container on this host, and for containers of other hosts (this host's own connects and
+/// disconnects are not reported). `lagged` means the callback fell behind and `missed` events
+/// were dropped: re-read the state (`ovl_network_list`, `ovl_network_inspect`) if it matters. Other types may be added; ignore
 /// the ones you do not know.
 pub type ovl_event_callback =
     Option<unsafe extern "C" fn(event_json: *const c_char, userdata: *mut c_void)>;
