@@ -29,9 +29,9 @@ use crate::status::ovl_status;
 /// ```
 ///
 /// Network events come from every host. Endpoint events come for networks that have a
-/// container on this host, and for containers of other hosts (this host's own connects and
-/// disconnects are not reported). `lagged` means the callback fell behind and `missed` events
-/// were dropped: re-read the state (`ovl_network_list`, `ovl_network_inspect`) if it matters.
+/// container on this host: this host's own connects and disconnects, and other hosts'.
+/// `lagged` means the callback fell behind and `missed` events were dropped: re-read the
+/// state (`ovl_network_list`, `ovl_network_inspect`) if it matters.
 /// Other types may be added; ignore the ones you do not know.
 pub type ovl_event_callback =
     Option<unsafe extern "C" fn(event_json: *const c_char, userdata: *mut c_void)>;
