@@ -32,8 +32,8 @@ pub(crate) async fn run(settings: &Settings, args: &AgentArgs) -> CliResult {
              OVERLAY_CLUSTER_ADVERTISE, or put cluster-advertise in the config file)",
         ));
     };
-    let mut term = signal(SignalKind::terminate()).map_err(signal_failure)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(signal_failure)?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| signal_failure(&e))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| signal_failure(&e))?;
     let socket = settings.socket.clone();
     prepare_socket_path(&socket).await?;
     let ctl = Controller::open(ControllerOptions {
@@ -79,7 +79,7 @@ pub(crate) async fn run(settings: &Settings, args: &AgentArgs) -> CliResult {
     Ok(())
 }
 
-fn signal_failure(e: std::io::Error) -> Failure {
+fn signal_failure(e: &std::io::Error) -> Failure {
     Failure::failed(format!(
         "agent: cannot install signal handlers: {e} (a bug)"
     ))

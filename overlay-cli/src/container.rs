@@ -5,8 +5,10 @@
 //!
 //! The agent replaces the hosts file atomically (a new inode each time), which a bind mount
 //! does not follow, so while the command runs this process watches the file and mounts each
-//! new version over `/etc/hosts` in the command's mount namespace. The old mounts stay
-//! stacked underneath until the command exits (a few hundred bytes of kernel memory each).
+//! new version over `/etc/hosts` in the command's mount namespace. The switch is not atomic:
+//! for the microseconds between detaching the old mount and binding the new one, the command
+//! sees the machine's own `/etc/hosts` (the kernel mounts nothing over a deleted file, so the
+//! new file cannot go on top of the old one).
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -54,8 +56,8 @@ pub(crate) async fn run(settings: &Settings, args: RunArgs) -> CliResult<u8> {
     let hosts_file = netns_hosts_file(&args.name);
     // Fail before creating anything when no agent runs.
     client::call(&settings.socket, &Request::Hosts).await?;
-    let mut term = signal(SignalKind::terminate()).map_err(signal_failure)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(signal_failure)?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| signal_failure(&e))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| signal_failure(&e))?;
     if overlay_core::dataplane::netns::named_path(&args.name).exists() {
         return Err(Failure::failed(format!(
             "container run: namespace {:?} already exists (pick another --name, or remove it \
@@ -109,7 +111,7 @@ pub(crate) async fn run(settings: &Settings, args: RunArgs) -> CliResult<u8> {
     Ok(code)
 }
 
-fn signal_failure(e: std::io::Error) -> Failure {
+fn signal_failure(e: &std::io::Error) -> Failure {
     Failure::failed(format!(
         "container run: cannot install signal handlers: {e} (a bug)"
     ))
@@ -283,13 +285,33 @@ fn remount_in(ns_fd: RawFd, source: &CString) -> std::io::Result<()> {
         ForkResult::Child => {
             // SAFETY: the fd is owned by the parent's watcher and open across the fork.
             let fd = unsafe { BorrowedFd::borrow_raw(ns_fd) };
-            let ok =
-                setns(fd, CloneFlags::CLONE_NEWNS).is_ok() && bind_hosts(source, target).is_ok();
+            // The exit code says which step failed and why: errno, plus 100 for the mount.
+            let code = match setns(fd, CloneFlags::CLONE_NEWNS) {
+                Err(e) => e as i32,
+                // The kernel mounts nothing over a deleted file, and the file under the
+                // old bind mount was replaced: detach it first. Until the new bind is in
+                // place (microseconds) the command sees the machine's own /etc/hosts.
+                Ok(()) => match nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| bind_hosts(source, target))
+                {
+                    Err(e) => 100 + e.raw_os_error().unwrap_or(0),
+                    Ok(()) => 0,
+                },
+            };
             // SAFETY: _exit is async-signal-safe and ends the child at once.
-            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => match waitpid(child, None)? {
             WaitStatus::Exited(_, 0) => Ok(()),
+            WaitStatus::Exited(_, code) if code > 100 => Err(std::io::Error::other(format!(
+                "mount over /etc/hosts: {}",
+                std::io::Error::from_raw_os_error(code - 100)
+            ))),
+            WaitStatus::Exited(_, code) => Err(std::io::Error::other(format!(
+                "enter the mount namespace: {}",
+                std::io::Error::from_raw_os_error(code)
+            ))),
             other => Err(std::io::Error::other(format!(
                 "remount helper ended with {other:?}"
             ))),
