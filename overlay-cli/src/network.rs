@@ -303,13 +303,23 @@ pub(crate) fn hosts_dir(hosts_file: &Path) -> CliResult {
 async fn connect(settings: &Settings, args: &ConnectArgs) -> CliResult {
     let target = Target::parse(&args.container)?;
     let path = target.netns.path();
-    if !path.exists() {
-        return Err(Failure::failed(format!(
-            "container {:?}: {} does not exist (create it with `ip netns add NAME`, or give \
-             pid:N of a running process)",
-            args.container,
-            path.display()
-        )));
+    match std::fs::metadata(&path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Failure::failed(format!(
+                "container {:?}: {} does not exist (create it with `ip netns add NAME`, or \
+                 give pid:N of a running process)",
+                args.container,
+                path.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Failure::failed(format!(
+                "container {:?}: cannot use {}: {e} (run as root)",
+                args.container,
+                path.display()
+            )));
+        }
     }
     if let Some(h) = &target.hosts_file {
         hosts_dir(h)?;
