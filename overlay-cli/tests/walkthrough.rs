@@ -317,6 +317,58 @@ async fn walkthrough(test: &str, backend: &str) {
         }
     }
 
+    // `network connect` of a namespace made elsewhere: same hosts file, aliases, disconnect.
+    let extra = lab.namespace("web").await.expect("web namespace");
+    let web = format!("{prefix}-web");
+    let out = output(hosts[1].run(&["network", "connect", "--alias", "www", "my-net", &web])).await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    wait_until("web resolves zookeeper1.my-net", CONVERGE, async || {
+        getent(&web, &format!("{}.my-net", names[0])).await == Some(ips[0])
+    })
+    .await;
+    let mut web_ip = None;
+    wait_until("zookeeper1 resolves www.my-net", CONVERGE, async || {
+        web_ip = getent(&names[0], "www.my-net").await;
+        web_ip.is_some()
+    })
+    .await;
+    let _web_server = greet(&extra, "web");
+    assert_eq!(
+        fetch(&namespaces[0], web_ip.unwrap()).as_deref(),
+        Some("web")
+    );
+    let out = output(hosts[1].run(&["network", "connect", "my-net", &web])).await;
+    assert_eq!(out.code(), Some(1), "connected twice: {}", out.stderr);
+    ok(hosts[1].run(&["network", "disconnect", "my-net", &web])).await;
+    wait_until("www is gone from zookeeper1", CONVERGE, async || {
+        getent(&names[0], "www.my-net").await.is_none()
+    })
+    .await;
+
+    // The agent of host 2 stops cleanly and comes back: its containers stay connected.
+    let status = agents[1].stop().await;
+    assert!(status.success(), "agent 2: {status:?}");
+    let doc = inspect(&hosts[0]).await;
+    assert_eq!(
+        doc[0]["Containers"].as_object().map(|c| c.len()),
+        Some(4),
+        "{doc}"
+    );
+    // Kernel state stays: the two containers of host 2 still talk over its bridge. (Other
+    // hosts drop host 2's peers while its record is withdrawn, until it is back.)
+    assert_eq!(
+        fetch(&namespaces[2], ips[3]).as_deref(),
+        Some("imok"),
+        "zk3 still reaches zk4"
+    );
+    agents[1] = agent(&hosts[1], &lab.host_id("host2"), "198.51.100.2").await;
+    wait_until(
+        "zk3 reaches zk1 after the agent restart",
+        CONVERGE,
+        async || fetch(&namespaces[2], ips[0]).as_deref() == Some("imok"),
+    )
+    .await;
+
     // The command of zookeeper1, started first, sees zookeeper4 in its /etc/hosts.
     let cmd_pid = child_of(containers[0].pid()).expect("zookeeper1's command");
     wait_until(
