@@ -227,6 +227,27 @@ async fn walkthrough(test: &str, backend: &str) {
         agents.push(agent(h, &id, &format!("198.51.100.{}", i + 1)).await);
     }
 
+    // The socket takes several request lines per connection, one response line each.
+    {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let mut s = tokio::net::UnixStream::connect(&hosts[0].socket)
+            .await
+            .unwrap();
+        s.write_all(b"{\"op\":\"hosts\"}\n{\"op\":\"launch\"}\n")
+            .await
+            .unwrap();
+        let mut lines = BufReader::new(s).lines();
+        let first: Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert!(
+            first["ok"].as_array().is_some_and(|h| !h.is_empty()),
+            "{first}"
+        );
+        let second: Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(second["error"]["kind"], "invalid argument", "{second}");
+    }
+
     // The network, created on host 1, is listed with the same id on both hosts.
     let id = ok(hosts[0].run(&["network", "create", "-d", "overlay", "my-net"])).await;
     let id = id.trim().to_string();
