@@ -435,9 +435,34 @@ async fn walkthrough(test: &str, backend: &str) {
         "probe hosts dir removed"
     );
 
-    // SIGTERM stops a container: its command ends, it leaves the network, its namespace goes.
-    for (c, name) in containers.iter_mut().zip(&names) {
-        let status = c.stop().await;
+    // A command that cannot start: a failure, and nothing is left behind.
+    let out = output(hosts[0].run(&[
+        "container",
+        "run",
+        "--net",
+        "my-net",
+        "--name",
+        &probe,
+        "--",
+        "/nonexistent/cmd",
+    ]))
+    .await;
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("cannot start"), "{}", out.stderr);
+    assert!(
+        !Netns::list_named(&probe).unwrap().contains(&probe),
+        "probe namespace removed"
+    );
+
+    // SIGTERM or Ctrl-C stops a container: its command ends, it leaves the network, its
+    // namespace goes.
+    for (i, (c, name)) in containers.iter_mut().zip(&names).enumerate() {
+        let sig = if i % 2 == 0 {
+            libc::SIGTERM
+        } else {
+            libc::SIGINT
+        };
+        let status = c.stop_with(sig).await;
         assert!(
             status.code().is_some(),
             "{name} exited by itself: {status:?}"

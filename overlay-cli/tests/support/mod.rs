@@ -107,10 +107,15 @@ impl Proc {
 
     /// SIGTERM, then waits for the exit (at most 20 s).
     pub async fn stop(&mut self) -> ExitStatus {
-        self.signal(libc::SIGTERM);
+        self.stop_with(libc::SIGTERM).await
+    }
+
+    /// Sends `sig`, then waits for the exit (at most 20 s).
+    pub async fn stop_with(&mut self, sig: i32) -> ExitStatus {
+        self.signal(sig);
         tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
-            .unwrap_or_else(|_| panic!("{} stopped within 20 s of SIGTERM", self.what))
+            .unwrap_or_else(|_| panic!("{} stopped within 20 s of signal {sig}", self.what))
             .expect("wait")
     }
 
