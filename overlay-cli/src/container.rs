@@ -55,7 +55,7 @@ pub(crate) async fn run(settings: &Settings, args: RunArgs) -> CliResult<u8> {
     let target = Target::parse(&args.name)?;
     let hosts_file = netns_hosts_file(&args.name);
     // Fail before creating anything when no agent runs.
-    client::call(&settings.socket, &Request::Hosts).await?;
+    client::call(&settings.socket, &Request::Hosts {}).await?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| signal_failure(&e))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| signal_failure(&e))?;
     if overlay_core::dataplane::netns::named_path(&args.name).exists() {
