@@ -356,6 +356,42 @@ async fn bad_records_skipped(test: &str, backend: Backend) {
     }
 }
 
+/// A dual-stack network: both containers get an IPv4 and an IPv6 address from the global
+/// IPAM, and TCP works across hosts over both.
+async fn dual_stack(test: &str, backend: Backend) {
+    let Some(mut c) = Cluster::new(test, backend).await else {
+        return;
+    };
+    let opts =
+        json!({"ipv6": true, "subnets": [{"subnet": "10.7.0.0/24"}, {"subnet": "fd00:7::/64"}]});
+    let net = c.hosts[0]
+        .ok(json!({"op": "create_network", "name": "my-net", "options": opts}))
+        .await;
+    assert_eq!(net["EnableIPv6"], true);
+    let (_, ns_a, _, _) = c.run(0, "a", json!({})).await;
+    let (_, ns_b, _, ep_b) = c.run(1, "b", json!({})).await;
+    let v4: IpAddr = ip_of(&ep_b);
+    let v6: IpAddr = ep_b["IPv6Address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(v6.is_ipv6() && v4.is_ipv4(), "{ep_b}");
+    let _server = serve(&ns_b, 2181, "imok");
+    for ip in [v4, v6] {
+        wait_until(&format!("a reaches b at {ip}"), CONVERGE, async || {
+            fetch(&ns_a, ip, 2181).as_deref() == Some("imok")
+        })
+        .await;
+    }
+    for h in &mut c.hosts {
+        h.stop().await;
+    }
+}
+
 macro_rules! on_backends {
     ($scenario:ident: $($test:ident => $backend:expr),+ $(,)?) => {
         $(
@@ -390,6 +426,9 @@ on_backends!(create_race:
 on_backends!(bad_records_skipped:
     bad_records_skipped_embedded => Backend::Embedded,
     bad_records_skipped_etcd => Backend::Etcd,
+);
+on_backends!(dual_stack:
+    dual_stack_embedded => Backend::Embedded,
 );
 on_backends!(store_restart:
     store_restart_etcd => Backend::Etcd,

@@ -321,7 +321,8 @@ pub fn serve(ns: &Netns, port: u16, greeting: &'static str) -> TcpServer {
     let stopped = stop.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     lab::spawn_in(ns, move || {
-        let listener = std::net::TcpListener::bind(("0.0.0.0", port)).expect("listen");
+        // "::" listens on IPv6 and, dual-stack by default, on IPv4 too.
+        let listener = std::net::TcpListener::bind(("::", port)).expect("listen");
         listener.set_nonblocking(true).expect("nonblocking");
         tx.send(()).unwrap();
         while !stopped.load(std::sync::atomic::Ordering::Relaxed) {

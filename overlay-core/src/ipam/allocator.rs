@@ -88,11 +88,12 @@ impl StoreIpam {
     }
 
     pub(super) fn block_bits(&self, pool: &crate::model::PoolConfig) -> u8 {
-        if pool.subnet.addr().is_ipv4() {
+        let bits = if pool.subnet.addr().is_ipv4() {
             self.config.block_host_bits_v4
         } else {
             self.config.block_host_bits_v6
-        }
+        };
+        bits.min(super::MAX_BLOCK_HOST_BITS)
     }
 
     /// The network's pools and the version of their record: from the cache, or one read.
@@ -183,20 +184,25 @@ impl StoreIpam {
         Ok(got)
     }
 
-    /// The cached block, or one read of it.
+    /// The block: from the cache unless `fresh`, else (or when not cached) read from the
+    /// store. The flag says whether it came from the cache, so a caller about to conclude
+    /// something without writing (an address is taken, or not held) can check it afresh:
+    /// only a successful conditional write proves a cached block current.
     pub(super) async fn block(
         &self,
         net: &NetworkId,
         pool_id: &str,
         index: u64,
-    ) -> Result<Option<(Block, Version)>> {
-        let cached = self
-            .with_blocks(net, pool_id, |pb| pb.blocks.get(&index).cloned())
-            .flatten();
-        match cached {
-            Some(b) => Ok(Some(b)),
-            None => self.fetch_block(net, pool_id, index).await,
+        fresh: bool,
+    ) -> Result<(Option<(Block, Version)>, bool)> {
+        if !fresh
+            && let Some(b) = self
+                .with_blocks(net, pool_id, |pb| pb.blocks.get(&index).cloned())
+                .flatten()
+        {
+            return Ok((Some(b), true));
         }
+        Ok((self.fetch_block(net, pool_id, index).await?, false))
     }
 
     /// Writes `block` at `index` if it is still at `version` (`None`: if it is still unclaimed
@@ -266,7 +272,19 @@ impl StoreIpam {
     ) -> Result<()> {
         match self.store.get(&records::network_key(net)).await? {
             Some(kv) if kv.version == version => Ok(()),
-            _ => {
+            Some(_) => {
+                self.forget(net);
+                Err(Error::new(
+                    ErrorKind::Conflict,
+                    "ipam",
+                    format!(
+                        "the pools of network {} were replaced during this request",
+                        net.short()
+                    ),
+                )
+                .with_hint("retry the request: it will use the network's new pools"))
+            }
+            None => {
                 self.forget(net);
                 Err(no_pools(net))
             }
