@@ -3,6 +3,7 @@
 //! compacts the log.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,18 +13,23 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::hub::{self, Hub};
 use super::lease::{self, Lessee};
+use super::notify::Flags;
 use super::schema::sql_error;
 use super::scope::Scope;
 use crate::error::{Error, Result};
 use crate::store::WatchEvent;
 
-/// How soon to hand more events to a watcher whose channel was full.
+/// How soon to hand more events to a watcher whose channel was full, or to look again for a
+/// commit a wake-up announced.
 const BACKLOG_RETRY: Duration = Duration::from_millis(1);
+/// How many times to look again for an announced commit before waiting a full poll period.
+const RECHECKS: u8 = 5;
 
 /// Timings of the background work; tests shrink them.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Tuning {
-    /// Longest wait between two polls of the change log (a local write polls at once).
+    /// Longest wait between two polls of the change log while there are watchers (a write
+    /// wakes the poller at once: a local one through the channel, any through inotify).
     pub(super) poll: Duration,
     /// Period of the sweep of expired leases.
     pub(super) sweep: Duration,
@@ -71,6 +77,7 @@ pub(super) fn spawn(
     lessee: Arc<Lessee>,
     ttl: Duration,
     tuning: Tuning,
+    flags: Arc<Flags>,
     rx: Receiver<Msg>,
 ) -> std::io::Result<JoinHandle<()>> {
     // Checkpoints (which fsync) are left to the worker connections' commits, so they never
@@ -87,6 +94,7 @@ pub(super) fn spawn(
                 lessee,
                 ttl,
                 tuning,
+                flags,
                 last_warn: None,
             }
             .run(&rx)
@@ -99,7 +107,15 @@ struct Background {
     lessee: Arc<Lessee>,
     ttl: Duration,
     tuning: Tuning,
+    flags: Arc<Flags>,
     last_warn: Option<Instant>,
+}
+
+impl Drop for Background {
+    /// Stops the notifier however this thread ends.
+    fn drop(&mut self) {
+        self.flags.stop.store(true, Ordering::Release);
+    }
 }
 
 impl Background {
@@ -108,12 +124,16 @@ impl Background {
         let now = Instant::now();
         let (mut next_renew, mut next_sweep, mut next_compact) =
             (now + renew_every, now, now + self.tuning.compact);
+        let mut recheck = 0;
         loop {
             let mut msgs = Vec::new();
             // A watcher with a backlog gets its channel refilled soon after it drains; with no
             // watcher there is nothing to poll for until the next lease chore (a new watch
             // wakes the thread through the channel).
-            let wait = if self.hub.has_backlog() {
+            let wait = if recheck > 0 {
+                // 1, 2, 4, 8, 16 ms after the wake-up.
+                BACKLOG_RETRY * (1 << (RECHECKS - recheck))
+            } else if self.hub.has_backlog() {
                 BACKLOG_RETRY
             } else if self.hub.is_idle() {
                 next_renew
@@ -129,16 +149,21 @@ impl Background {
             }
             msgs.extend(std::iter::from_fn(|| rx.try_recv().ok()));
             let mut regs = Vec::new();
-            let mut stop = false;
+            let (mut stop, mut woken) = (false, false);
             for msg in msgs {
                 match msg {
-                    Msg::Wake => {}
+                    Msg::Wake => woken = true,
                     Msg::Register(r) => regs.push(r),
                     Msg::Stop => stop = true,
                 }
             }
-            if let Err(e) = self.hub.poll(&mut self.conn) {
-                self.warn("poll the change log", e);
+            match self.hub.poll(&mut self.conn) {
+                Ok(true) => recheck = 0,
+                // inotify reports the first write of a commit, which may not be visible yet:
+                // look again shortly rather than a whole poll period later.
+                Ok(false) if woken => recheck = RECHECKS,
+                Ok(false) => recheck = recheck.saturating_sub(1),
+                Err(e) => self.warn("poll the change log", e),
             }
             for r in regs {
                 let res = self
@@ -151,6 +176,9 @@ impl Background {
             if stop {
                 return;
             }
+            self.flags
+                .wanted
+                .store(!self.hub.is_idle(), Ordering::Relaxed);
             let now = Instant::now();
             if now >= next_renew {
                 next_renew = match self.lessee.renew(&mut self.conn) {

@@ -127,8 +127,15 @@ impl Hub {
         })
     }
 
-    /// Reads the log rows written since the last poll and queues them for the watchers.
-    pub(super) fn poll(&mut self, conn: &mut Connection) -> rusqlite::Result<()> {
+    /// Reads the log rows written since the last poll and queues them for the watchers;
+    /// returns whether there were any.
+    pub(super) fn poll(&mut self, conn: &mut Connection) -> rusqlite::Result<bool> {
+        let start = self.cursor_id;
+        self.read_new(conn)?;
+        Ok(self.cursor_id != start)
+    }
+
+    fn read_new(&mut self, conn: &mut Connection) -> rusqlite::Result<()> {
         if self.watchers.is_empty() {
             // Nobody to tell: just move to the end of the log without reading values.
             let last = conn

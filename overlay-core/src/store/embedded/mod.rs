@@ -37,14 +37,16 @@
 //!
 //! SQLite calls block, so none runs on a tokio worker: each open store has a worker thread
 //! owning the connection API calls run on, and a background thread with a second connection
-//! that polls the change log for this store's watchers (every 10 ms while there are any, and at
-//! once after a local write), renews its lease every TTL/3, sweeps expired leases of every
+//! that polls the change log for this store's watchers (at once when any process commits,
+//! woken by inotify on the write-ahead log, and every 10 ms while there are watchers in case
+//! inotify is unavailable), renews its lease every TTL/3, sweeps expired leases of every
 //! client and compacts the log to its last 10,000 rows. Dropping the store without
 //! [`KvStore::close`] closes it on the worker thread, without blocking the dropper.
 
 mod background;
 mod hub;
 mod lease;
+mod notify;
 mod schema;
 mod scope;
 mod tx;
@@ -137,8 +139,11 @@ impl EmbeddedStore {
         let spawn_failed =
             |e| Error::io("open embedded store", "cannot start the store's threads", e);
         let (bg_tx, bg_rx) = std::sync::mpsc::channel();
-        let handle = background::spawn(side, hub, lessee.clone(), ttl, tuning, bg_rx)
-            .map_err(spawn_failed)?;
+        let flags = Arc::new(notify::Flags::default());
+        let handle =
+            background::spawn(side, hub, lessee.clone(), ttl, tuning, flags.clone(), bg_rx)
+                .map_err(spawn_failed)?;
+        notify::spawn(&path, bg_tx.clone(), flags);
         let (jobs, job_rx) = std::sync::mpsc::channel::<Job>();
         let worker = Worker::new(main, keys.clone(), lessee, (bg_tx.clone(), handle));
         std::thread::Builder::new()

@@ -416,3 +416,23 @@ async fn a_held_write_lock_gives_timeout_not_a_hang() {
     blocker.execute_batch("COMMIT").unwrap();
     s.put("k", b"after").await.unwrap();
 }
+
+#[tokio::test]
+async fn another_clients_commit_wakes_the_poller_without_waiting_for_the_period() {
+    let dir = tempfile::tempdir().unwrap();
+    // A poll period far longer than the wait below: only inotify can deliver in time.
+    let slow = Tuning {
+        poll: Duration::from_secs(60),
+        ..Tuning::for_ttl(Duration::from_secs(10))
+    };
+    let watcher = open_tuned(&dir, "", slow).await;
+    let writer = open(&dir, "").await;
+    let mut w = watcher.watch("k", None).await.unwrap();
+    for i in 0..5u8 {
+        writer.put("k", &[i]).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), w.next()).await {
+            Ok(Some(Ok(WatchEvent::Put(kv)))) => assert_eq!(kv.value, [i]),
+            other => panic!("write {i} of another client not delivered: {other:?}"),
+        }
+    }
+}

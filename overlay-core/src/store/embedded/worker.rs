@@ -192,6 +192,15 @@ impl Worker {
     }
 }
 
+impl Drop for Worker {
+    /// Stops the background thread even if this one unwinds.
+    fn drop(&mut self) {
+        if let Some((bg, _)) = self.bg.take() {
+            let _ = bg.send(Msg::Stop);
+        }
+    }
+}
+
 /// Checks the condition of `o` against the key's current version.
 fn check(op: &'static str, o: &TxnOp, cur: Option<u64>) -> Result<()> {
     let key = o.key();
