@@ -1,0 +1,159 @@
+//! The one tokio runtime of the process, and the bridge that runs core futures from Python
+//! without holding the GIL and without going deaf to Ctrl-C.
+//!
+//! Every blocking call spawns its future on the shared runtime and waits for it in slices of
+//! [`SIGNAL_POLL`] with the GIL released; between slices it re-attaches to let Python run its
+//! signal handlers, so `KeyboardInterrupt` arrives within a slice even during a long wait. The
+//! runtime is created on first use and lives until the process exits. It does not survive a
+//! `fork()`: use the objects in the process that created them (multiprocessing's `spawn` start
+//! method, not `fork`, for workers that open their own).
+
+use std::future::Future;
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+
+use crate::errors;
+
+/// How often a waiting call checks for signals (Ctrl-C). Short enough to feel immediate.
+pub(crate) const SIGNAL_POLL: Duration = Duration::from_millis(50);
+
+/// The runtime, or why it could not be built (kept so every later call reports the same).
+static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+
+/// The process's runtime, built on first use.
+pub(crate) fn runtime(py: Python<'_>) -> PyResult<&'static Runtime> {
+    let built = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("overlay-runtime")
+            .build()
+            .map_err(|e| format!("cannot start the tokio runtime: {e}"))
+    });
+    built
+        .as_ref()
+        .map_err(|e| errors::internal(py, "start runtime", e.clone()))
+}
+
+/// Aborts the task if the caller stops waiting (an exception from a signal handler), so an
+/// interrupted call does not go on in the background.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs `fut` on the runtime and waits for it with the GIL released, checking signals every
+/// [`SIGNAL_POLL`]. A core error becomes the matching exception.
+pub(crate) fn run<F, T>(py: Python<'_>, fut: F) -> PyResult<T>
+where
+    F: Future<Output = overlay_core::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let rt = runtime(py)?;
+    let mut task = AbortOnDrop(rt.spawn(fut));
+    loop {
+        let slice = py
+            .detach(|| rt.block_on(async { tokio::time::timeout(SIGNAL_POLL, &mut task.0).await }));
+        match slice {
+            Ok(Ok(Ok(value))) => return Ok(value),
+            Ok(Ok(Err(err))) => return Err(errors::to_py(py, &err)),
+            Ok(Err(join)) => {
+                return Err(errors::internal(
+                    py,
+                    "run operation",
+                    format!("the operation's task failed: {join}"),
+                ));
+            }
+            Err(_elapsed) => py.check_signals()?,
+        }
+    }
+}
+
+/// Waits up to `timeout` (forever with `None`) for `poll` to produce a value, in slices of
+/// [`SIGNAL_POLL`] with the GIL released and signals checked between slices. `poll` is called
+/// once per slice and must be cancellation safe (a slice that runs out drops its future).
+/// Returns `None` when the timeout passed.
+pub(crate) fn wait<P, Fut, T>(
+    py: Python<'_>,
+    timeout: Option<Duration>,
+    mut poll: P,
+) -> PyResult<Option<T>>
+where
+    P: FnMut() -> Fut + Send,
+    Fut: Future<Output = T>,
+    T: Send,
+{
+    let rt = runtime(py)?;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let slice = match deadline {
+            None => SIGNAL_POLL,
+            Some(d) => d.saturating_duration_since(Instant::now()).min(SIGNAL_POLL),
+        };
+        let got =
+            py.detach(|| rt.block_on(async { tokio::time::timeout(slice, poll()).await.ok() }));
+        if let Some(value) = got {
+            return Ok(Some(value));
+        }
+        py.check_signals()?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+    }
+}
+
+/// A timeout in seconds from Python: `None` for no limit; negative or NaN is refused.
+pub(crate) fn timeout_arg(
+    py: Python<'_>,
+    op: &'static str,
+    seconds: Option<f64>,
+) -> PyResult<Option<Duration>> {
+    match seconds {
+        None => Ok(None),
+        Some(s) => Duration::try_from_secs_f64(s).map(Some).map_err(|_| {
+            errors::invalid(
+                py,
+                op,
+                format!("timeout must be a non-negative number of seconds or None, not {s}"),
+            )
+        }),
+    }
+}
+
+/// Holds a value whose last drop must happen on the runtime: a store's or controller's
+/// background machinery may spawn or need the reactor when it shuts down, and Python drops
+/// objects on its own threads, outside any runtime.
+pub(crate) struct DropInRuntime<T: Send + 'static>(ManuallyDrop<T>);
+
+impl<T: Send + 'static> DropInRuntime<T> {
+    pub(crate) fn new(value: T) -> Self {
+        DropInRuntime(ManuallyDrop::new(value))
+    }
+}
+
+impl<T: Send + 'static> Deref for DropInRuntime<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Send + 'static> Drop for DropInRuntime<T> {
+    fn drop(&mut self) {
+        // SAFETY: the value is taken exactly once, here, and `self` is never used after drop.
+        let value = unsafe { ManuallyDrop::take(&mut self.0) };
+        match RUNTIME.get() {
+            Some(Ok(rt)) => drop(rt.spawn(async move { drop(value) })),
+            _ => drop(value),
+        }
+    }
+}
