@@ -136,7 +136,7 @@ def test_ctrl_c_interrupts_a_blocked_watch(embedded_url: str) -> None:
 
 
 def test_ctrl_c_interrupts_next_with_a_long_timeout(embedded_url: str) -> None:
-    script = WATCHER.replace("for event in watch:", "while True:\n        event = watch.next(timeout=3600)")
+    script = WATCHER.replace("for event in watch:", "while watch.next(timeout=3600) is None:")
     proc = subprocess.Popen([sys.executable, "-c", script, embedded_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

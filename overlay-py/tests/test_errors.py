@@ -6,7 +6,6 @@ import builtins
 import errno
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -125,17 +124,44 @@ def test_unavailable_server_down() -> None:
 def test_timeout_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     overlay.Store(f"file://{path}").close()
-    holder = sqlite3.connect(path, isolation_level=None)
+    # Another process: SQLite's POSIX locks do not separate two SQLite libraries (Python's and
+    # the module's) inside one process.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        holder.execute("BEGIN EXCLUSIVE")
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         with overlay.Store(f"file://{path}?timeout=300ms") as store:
             with pytest.raises(overlay.TimeoutError) as info:
                 store.put("k", b"v")
-        check(info.value, "timeout")
-        assert isinstance(info.value, builtins.TimeoutError)
+            check(info.value, "timeout")
+            assert isinstance(info.value, builtins.TimeoutError)
+            holder.communicate("release\n", timeout=30)
+            store.put("k", b"v")  # the lock is gone: the same call succeeds
     finally:
-        holder.execute("ROLLBACK")
-        holder.close()
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+LOCK_HOLDER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+db.execute("ROLLBACK")
+"""
+
+SCHEMA_BUMP = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA user_version = 999")
+db.close()
+"""
 
 
 def test_permission_denied(tmp_path: Path) -> None:
@@ -182,8 +208,7 @@ def test_unsupported_newer_store_file(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     overlay.Store(f"file://{path}").close()
     # What a future release would leave behind: a schema version this build does not know.
-    with sqlite3.connect(path) as db:
-        db.execute("PRAGMA user_version = 999")
+    subprocess.run([sys.executable, "-c", SCHEMA_BUMP, str(path)], check=True, timeout=60)
     with pytest.raises(overlay.UnsupportedError) as info:
         overlay.Store(f"file://{path}")
     check(info.value, "unsupported")

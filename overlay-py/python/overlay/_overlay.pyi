@@ -4,7 +4,7 @@ import builtins
 from types import TracebackType
 from typing import Iterator, Optional, Union
 
-from typing_extensions import disjoint_base, final
+from typing_extensions import final
 
 __all__ = [
     "__version__",
@@ -49,7 +49,6 @@ class KernelError(OverlayError, OSError): ...
 class InternalError(OverlayError): ...
 
 @final
-@disjoint_base
 class WatchEvent:
     """A change seen by a watch: kind "put", "delete" or "resync"."""
 
@@ -65,7 +64,6 @@ class WatchEvent:
     def reason(self) -> Optional[str]: ...
 
 @final
-@disjoint_base
 class Watch:
     """The changes below a prefix, as an iterator."""
 
@@ -82,7 +80,6 @@ class Watch:
     ) -> bool: ...
 
 @final
-@disjoint_base
 class Store:
     """A connection to a cluster store."""
 
