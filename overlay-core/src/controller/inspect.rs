@@ -207,7 +207,8 @@ mod tests {
             vtep: "192.0.2.1".parse().unwrap(),
             sticky: false,
         };
-        let doc = serde_json::to_value(NetworkInspect::build(&n, &[ep.clone()])).unwrap();
+        let doc =
+            serde_json::to_value(NetworkInspect::build(&n, std::slice::from_ref(&ep))).unwrap();
         assert_eq!(doc["Name"], "my-net");
         assert_eq!(doc["Id"], n.id.to_string());
         assert_eq!(doc["Scope"], "global");

@@ -299,7 +299,7 @@ mod tests {
             },
             ContainerSpec {
                 ifname: Some("much-too-long-name".into()),
-                ..ok.clone()
+                ..ok
             },
         ] {
             assert_eq!(

@@ -307,9 +307,10 @@ pub async fn transactions(store: &dyn KvStore) {
         ),
     ];
     for (last, kind, key) in failing {
+        // The first op's key differs from every `last` key: a key twice is InvalidArgument.
         let ops = [
             TxnOp::Put {
-                key: c.clone(),
+                key: format!("{p}/e"),
                 value: b"c".to_vec(),
             },
             TxnOp::Create {

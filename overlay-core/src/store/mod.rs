@@ -12,6 +12,7 @@ mod key;
 mod url;
 
 pub mod conformance;
+pub mod embedded;
 
 use std::fmt;
 use std::sync::Arc;
@@ -282,9 +283,12 @@ pub async fn connect_str(url: &str) -> Result<Arc<dyn KvStore>> {
 
 async fn connect_with(url: &StoreUrl) -> Result<Arc<dyn KvStore>> {
     use crate::error::{Error, ErrorKind};
-    Err(Error::new(
-        ErrorKind::Unsupported,
-        "connect store",
-        format!("the {} backend is not part of this build", url.scheme),
-    ))
+    match url.scheme {
+        Scheme::File => Ok(Arc::new(embedded::EmbeddedStore::open(url).await?)),
+        _ => Err(Error::new(
+            ErrorKind::Unsupported,
+            "connect store",
+            format!("the {} backend is not part of this build", url.scheme),
+        )),
+    }
 }

@@ -1,0 +1,271 @@
+//! Watch fan-out: the change log read by one poller per open store and handed to its watchers.
+//!
+//! The log is shared by every process using the file, so polling it (`WHERE id > cursor`, an
+//! index seek on the rowid that costs microseconds when nothing changed) sees every process's
+//! writes. Registration runs on the poller's thread between two polls, so a watch from a version
+//! replays the rows the poller already passed and then receives the live ones: nothing lost,
+//! nothing twice.
+
+use std::collections::VecDeque;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use super::scope::{Keys, Scope};
+use crate::error::Result;
+use crate::store::{KeyValue, WatchEvent};
+
+/// Capacity of a watch channel.
+pub(super) const CHANNEL: usize = 256;
+/// Events a watcher may have queued beyond its channel before it gets a Resync instead.
+const MAX_PENDING: usize = 10_000;
+/// Log rows read per query, bounding memory when values are large.
+const BATCH: i64 = 256;
+
+type Event = Result<WatchEvent>;
+
+struct Watcher {
+    scope: Scope,
+    /// Deliver only rows with a revision above this.
+    after: i64,
+    tx: mpsc::Sender<Event>,
+    pending: VecDeque<Event>,
+}
+
+impl Watcher {
+    fn push(&mut self, ev: Event) {
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.clear();
+            self.pending.push_back(Ok(WatchEvent::Resync {
+                reason: format!("the watcher fell more than {MAX_PENDING} events behind"),
+            }));
+        } else {
+            self.pending.push_back(ev);
+        }
+    }
+
+    /// Sends what the channel takes; returns false once the watch was dropped.
+    fn flush(&mut self) -> bool {
+        while let Some(ev) = self.pending.pop_front() {
+            match self.tx.try_send(ev) {
+                Ok(()) => {}
+                Err(TrySendError::Full(ev)) => {
+                    self.pending.push_front(ev);
+                    return true;
+                }
+                Err(TrySendError::Closed(_)) => return false,
+            }
+        }
+        !self.tx.is_closed()
+    }
+}
+
+/// One change log row.
+struct Row {
+    id: i64,
+    rev: i64,
+    key: String,
+    value: Option<Vec<u8>>,
+}
+
+/// The poller's state: how far it has read the log, and its watchers.
+pub(super) struct Hub {
+    keys: Keys,
+    cursor_id: i64,
+    cursor_rev: i64,
+    watchers: Vec<Watcher>,
+}
+
+impl Hub {
+    /// A hub starting at the current end of the log.
+    pub(super) fn new(conn: &mut Connection, keys: Keys) -> rusqlite::Result<Self> {
+        let tx = conn.transaction()?;
+        let rev: i64 = tx.query_row("SELECT revision FROM meta WHERE id = 0", [], |r| r.get(0))?;
+        let id: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM log", [], |r| r.get(0))?;
+        tx.commit()?;
+        Ok(Hub {
+            keys,
+            cursor_id: id,
+            cursor_rev: rev,
+            watchers: Vec::new(),
+        })
+    }
+
+    /// Reads the log rows written since the last poll and queues them for the watchers.
+    pub(super) fn poll(&mut self, conn: &mut Connection) -> rusqlite::Result<()> {
+        if self.watchers.is_empty() {
+            // Nobody to tell: just move to the end of the log without reading values.
+            let last = conn
+                .prepare_cached("SELECT id, rev FROM log ORDER BY id DESC LIMIT 1")?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if let Some((id, rev)) = last {
+                (self.cursor_id, self.cursor_rev) = (id, rev);
+            }
+            return Ok(());
+        }
+        loop {
+            let tx = conn.transaction()?;
+            let compacted: i64 = tx
+                .prepare_cached("SELECT compacted FROM meta WHERE id = 0")?
+                .query_row([], |r| r.get(0))?;
+            let rows = read_rows(
+                &tx,
+                "WHERE id > ?1 ORDER BY id LIMIT ?2",
+                params![self.cursor_id, BATCH],
+            )?;
+            tx.commit()?;
+            if compacted > self.cursor_rev {
+                // Another process compacted rows this poller had not read yet (it was stalled).
+                let reason = format!(
+                    "the change log was compacted to revision {compacted} while this store had \
+                     read up to {}",
+                    self.cursor_rev
+                );
+                for w in &mut self.watchers {
+                    w.push(Ok(WatchEvent::Resync {
+                        reason: reason.clone(),
+                    }));
+                }
+                self.cursor_rev = compacted;
+            }
+            let n = rows.len();
+            for row in rows {
+                self.cursor_id = row.id;
+                self.cursor_rev = row.rev;
+                self.deliver(&row, None);
+            }
+            if (n as i64) < BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    fn deliver(&mut self, row: &Row, only: Option<usize>) {
+        let Some(key) = self.keys.relative(&row.key) else {
+            return;
+        };
+        let mut event = None;
+        for (i, w) in self.watchers.iter_mut().enumerate() {
+            if only.is_some_and(|o| o != i) || row.rev <= w.after || !w.scope.contains(&row.key) {
+                continue;
+            }
+            let ev = event.get_or_insert_with(|| match &row.value {
+                Some(value) => WatchEvent::Put(KeyValue {
+                    key: key.to_string(),
+                    value: value.clone(),
+                    version: row.rev as u64,
+                }),
+                None => WatchEvent::Delete {
+                    key: key.to_string(),
+                    version: row.rev as u64,
+                },
+            });
+            w.push(Ok(ev.clone()));
+        }
+    }
+
+    /// Adds a watcher of `scope`. Call right after [`Hub::poll`], on the poller's thread.
+    pub(super) fn register(
+        &mut self,
+        conn: &mut Connection,
+        scope: Scope,
+        from: Option<u64>,
+        tx: mpsc::Sender<Event>,
+    ) -> rusqlite::Result<()> {
+        let live = Watcher {
+            scope,
+            after: self.cursor_rev,
+            tx,
+            pending: VecDeque::new(),
+        };
+        let Some(from) = from else {
+            self.watchers.push(live);
+            return Ok(());
+        };
+        let from = i64::try_from(from).unwrap_or(i64::MAX);
+        let rtx = conn.transaction()?;
+        let compacted: i64 =
+            rtx.query_row("SELECT compacted FROM meta WHERE id = 0", [], |r| r.get(0))?;
+        if from < compacted {
+            rtx.commit()?;
+            let mut w = live;
+            w.push(Ok(WatchEvent::Resync {
+                reason: format!(
+                    "revision {from} is compacted (history starts after {compacted}); re-list"
+                ),
+            }));
+            self.watchers.push(w);
+            return Ok(());
+        }
+        let rows = read_rows(
+            &rtx,
+            "WHERE rev > ?1 AND id <= ?2 ORDER BY id",
+            params![from, self.cursor_id],
+        )?;
+        rtx.commit()?;
+        self.watchers.push(Watcher {
+            after: from,
+            ..live
+        });
+        let me = self.watchers.len() - 1;
+        for row in &rows {
+            self.deliver(row, Some(me));
+        }
+        Ok(())
+    }
+
+    /// Hands queued events to the watch channels and forgets dropped watches.
+    pub(super) fn flush(&mut self) {
+        self.watchers.retain_mut(Watcher::flush);
+    }
+}
+
+fn read_rows(
+    tx: &rusqlite::Transaction<'_>,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<Row>> {
+    let sql = format!("SELECT id, rev, key, value, deleted FROM log {filter}");
+    let mut stmt = tx.prepare_cached(&sql)?;
+    stmt.query_map(args, |r| {
+        let deleted: bool = r.get(4)?;
+        Ok(Row {
+            id: r.get(0)?,
+            rev: r.get(1)?,
+            key: r.get(2)?,
+            value: if deleted { None } else { Some(r.get(3)?) },
+        })
+    })?
+    .collect()
+}
+
+/// Deletes the oldest log rows so at most about `keep` remain, whole revisions at a time, and
+/// records the highest deleted revision as compacted. Does nothing until the log holds a tenth
+/// more than `keep`, so compaction runs in batches.
+pub(super) fn compact(conn: &mut Connection, keep: i64) -> rusqlite::Result<()> {
+    let (lo, hi): (i64, i64) = conn.query_row(
+        "SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM log",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if hi - lo < keep + keep / 10 {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let cut: Option<i64> = tx
+        .query_row(
+            "SELECT rev FROM log WHERE id <= ?1 ORDER BY id DESC LIMIT 1",
+            [hi - keep],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(rev) = cut {
+        tx.execute("DELETE FROM log WHERE rev <= ?1", [rev])?;
+        tx.execute(
+            "UPDATE meta SET compacted = max(compacted, ?1) WHERE id = 0",
+            [rev],
+        )?;
+    }
+    tx.commit()
+}
