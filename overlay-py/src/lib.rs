@@ -2,7 +2,8 @@
 //! Python package `overlay` (see `python/overlay/`).
 //!
 //! Every blocking call releases the GIL and runs on one tokio runtime per process
-//! ([`runtime`]); core errors become exceptions under `overlay.OverlayError` ([`errors`]).
+//! (module `runtime`); core errors become exceptions under `overlay.OverlayError` (module
+//! `errors`).
 
 mod errors;
 mod runtime;
