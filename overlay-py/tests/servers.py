@@ -16,11 +16,14 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
+
+import pytest
 
 ZK_JAR = "/usr/share/java/zookeeper.jar"
 ZK_CLASSPATH = "/etc/zookeeper/conf:" + ZK_JAR
 START_TIMEOUT = 60.0
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 class ServerMissing(Exception):
@@ -150,3 +153,28 @@ def start_zookeeper() -> Server:
     server = Server("zookeeper", argv, workdir, port, "zk")
     server.wait_ready(lambda: ask(port, b"ruok") == b"imok")
     return server
+
+
+_started: Dict[str, Server] = {}
+_missing: Dict[str, str] = {}
+
+
+def server(name: str, start: Callable[[], Server]) -> Server:
+    """Starts `name` once per test session; skips (fails under CI=true) when it is not installed."""
+    if name not in _started and name not in _missing:
+        try:
+            _started[name] = start()
+        except ServerMissing as e:
+            _missing[name] = str(e)
+    if name in _missing:
+        if IN_CI:
+            pytest.fail(f"{_missing[name]}; CI=true requires it", pytrace=False)
+        pytest.skip(_missing[name])
+    return _started[name]
+
+
+def stop_all() -> None:
+    """Stops every server `server` started."""
+    for started in _started.values():
+        started.stop()
+    _started.clear()
