@@ -8,6 +8,7 @@
 mod errors;
 mod runtime;
 mod store;
+mod txn;
 mod watch;
 
 use pyo3::prelude::*;

@@ -106,6 +106,20 @@ impl Store {
         Ok((entries, listing.revision))
     }
 
+    /// Applies every op atomically, or none (the first failed condition raises
+    /// AlreadyExistsError for a "create", ConflictError otherwise, naming the key). Ops are
+    /// tuples: ("create", key, value), ("put", key, value), ("update", key, value, version),
+    /// ("delete", key), ("delete_if", key, version), ("check", key, version or None).
+    /// Returns, per op, the new version of a written key and None for deletes and checks.
+    fn txn(&self, py: Python<'_>, ops: &Bound<'_, PyAny>) -> PyResult<Vec<Option<u64>>> {
+        let ops = ops
+            .try_iter()?
+            .map(|item| crate::txn::op(&item?))
+            .collect::<PyResult<Vec<_>>>()?;
+        let store = Arc::clone(&self.inner);
+        Ok(run(py, async move { store.txn(&ops).await })?.versions)
+    }
+
     /// Writes `value` at `key` bound to this connection's session: the key goes away when the
     /// store is closed or this process dies.
     fn put_ephemeral(&self, py: Python<'_>, key: String, value: Cow<'_, [u8]>) -> PyResult<u64> {

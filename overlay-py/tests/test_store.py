@@ -124,3 +124,48 @@ def test_wrong_argument_types_raise_type_error_before_io(embedded_url: str) -> N
         with pytest.raises(TypeError):
             overlay.Store(None)  # type: ignore[arg-type]
         assert store.list() == [], "a refused call wrote something"
+
+
+def test_transaction_all_or_nothing(store_url: str) -> None:
+    with overlay.Store(store_url) as store:
+        v_old = store.put("old", b"1")
+        store.put("gone", b"x")
+        versions = store.txn(
+            [
+                ("create", "new", b"n"),
+                ("put", "other", bytearray(b"o")),
+                ("update", "old", b"2", v_old),
+                ("delete", "gone"),
+                ("check", "absent", None),
+            ]
+        )
+        assert len(versions) == 5
+        assert versions[0] is not None and versions[1] is not None and versions[2] is not None
+        assert versions[3] is None and versions[4] is None
+        assert store.get("new") == (b"n", versions[0])
+        assert store.get("old") == (b"2", versions[2])
+        assert store.get("gone") is None
+        before = store.list()
+        with pytest.raises(overlay.AlreadyExistsError):
+            store.txn([("put", "side", b"effect"), ("create", "new", b"again")])
+        with pytest.raises(overlay.ConflictError) as info:
+            store.txn([("put", "side", b"effect"), ("update", "old", b"3", v_old)])
+        assert "old" in str(info.value)
+        with pytest.raises(overlay.ConflictError):
+            store.txn([("put", "side", b"effect"), ("delete_if", "old", v_old)])
+        assert store.list() == before, "a failed transaction wrote something"
+
+
+def test_transaction_ops_checked_before_io(embedded_url: str) -> None:
+    with overlay.Store(embedded_url) as store:
+        with pytest.raises(TypeError):
+            store.txn([["put", "k", b"v"]])  # type: ignore[list-item]
+        with pytest.raises(TypeError):
+            store.txn([("put", "k")])
+        with pytest.raises(TypeError):
+            store.txn([("put", "k", "text")])
+        with pytest.raises(overlay.InvalidArgumentError):
+            store.txn([("put", "ok", b"v"), ("upsert", "k", b"v")])
+        with pytest.raises(overlay.InvalidArgumentError):
+            store.txn([("put", "ok", b"v"), ("put", "bad//key", b"v")])
+        assert store.list() == []

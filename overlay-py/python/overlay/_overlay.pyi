@@ -2,7 +2,7 @@
 
 import builtins
 from types import TracebackType
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 from typing_extensions import final
 
@@ -27,6 +27,13 @@ __all__ = [
 __version__: str
 
 _Bytes = Union[bytes, bytearray]
+_TxnOp = Union[
+    Tuple[str, str],
+    Tuple[str, str, _Bytes],
+    Tuple[str, str, int],
+    Tuple[str, str, None],
+    Tuple[str, str, _Bytes, int],
+]
 
 class OverlayError(Exception):
     """Base class of every error raised by overlay."""
@@ -94,6 +101,7 @@ class Store:
     def list_with_revision(
         self, prefix: str = ""
     ) -> tuple[builtins.list[tuple[str, bytes, int]], int]: ...
+    def txn(self, ops: Sequence[_TxnOp]) -> builtins.list[Optional[int]]: ...
     def put_ephemeral(self, key: str, value: _Bytes) -> int: ...
     def watch(self, prefix: str = "", from_version: Optional[int] = None) -> Watch: ...
     @property
