@@ -4,16 +4,18 @@
 //! Every blocking call spawns its future on the shared runtime and waits for it in slices of
 //! [`SIGNAL_POLL`] with the GIL released; between slices it re-attaches to let Python run its
 //! signal handlers, so `KeyboardInterrupt` arrives within a slice even during a long wait. The
-//! runtime is created on first use and lives until the process exits. It does not survive a
-//! `fork()`: use the objects in the process that created them (multiprocessing's `spawn` start
-//! method, not `fork`, for workers that open their own).
+//! runtime is created on first use and lives until the process exits.
+//!
+//! A `fork()` copies memory but not threads: a child (multiprocessing's default start method on
+//! Linux) builds a runtime of its own on first use, and objects made before the fork refuse to
+//! work in it ([`Home`]) instead of waiting forever for tasks that only exist in the parent.
 
 use std::future::Future;
 use std::mem::ManuallyDrop;
-use std::ops::Deref;
-use std::sync::OnceLock;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use overlay_core::{Error, ErrorKind};
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
@@ -23,21 +25,72 @@ use crate::errors;
 /// How often a waiting call checks for signals (Ctrl-C). Short enough to feel immediate.
 pub(crate) const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
-/// The runtime, or why it could not be built (kept so every later call reports the same).
-static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+/// The runtime and the process it was built in.
+static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
 
-/// The process's runtime, built on first use.
+/// This process's runtime, built on first use.
 pub(crate) fn runtime(py: Python<'_>) -> PyResult<&'static Runtime> {
-    let built = RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name("overlay-runtime")
-            .build()
-            .map_err(|e| format!("cannot start the tokio runtime: {e}"))
-    });
-    built
-        .as_ref()
-        .map_err(|e| errors::internal(py, "start runtime", e.clone()))
+    let pid = std::process::id();
+    let mut slot = RUNTIME.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((owner, rt)) = *slot
+        && owner == pid
+    {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("overlay-runtime")
+        .build()
+        .map_err(|e| {
+            errors::internal(
+                py,
+                "start runtime",
+                format!("cannot start the tokio runtime: {e}"),
+            )
+        })?;
+    // Leaked on purpose: it lives as long as the process, and one inherited through a fork
+    // must never be dropped (its worker threads do not exist in the child).
+    let rt: &'static Runtime = Box::leak(Box::new(rt));
+    *slot = Some((pid, rt));
+    Ok(rt)
+}
+
+/// The process an object was made in. Its connections and tasks live on that process's
+/// runtime, so a forked child must not use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Home(u32);
+
+impl Home {
+    /// The current process.
+    pub(crate) fn here() -> Self {
+        Home(std::process::id())
+    }
+
+    /// Whether this is still the process the object was made in.
+    fn is_here(self) -> bool {
+        self == Home::here()
+    }
+
+    /// UnsupportedError when called in a forked child of the object's process.
+    pub(crate) fn check(self, py: Python<'_>, op: &'static str) -> PyResult<()> {
+        if self.is_here() {
+            return Ok(());
+        }
+        let err = Error::new(
+            ErrorKind::Unsupported,
+            op,
+            format!(
+                "this object was made in process {} and this is its forked child {}",
+                self.0,
+                std::process::id()
+            ),
+        )
+        .with_hint(
+            "open stores and controllers in the process that uses them (after the fork), or use \
+             multiprocessing's \"spawn\" start method",
+        );
+        Err(errors::to_py(py, &err))
+    }
 }
 
 /// Aborts the task if the caller stops waiting (an exception from a signal handler), so an
@@ -130,30 +183,45 @@ pub(crate) fn timeout_arg(
 
 /// Holds a value whose last drop must happen on the runtime: a store's or controller's
 /// background machinery may spawn or need the reactor when it shuts down, and Python drops
-/// objects on its own threads, outside any runtime.
-pub(crate) struct DropInRuntime<T: Send + 'static>(ManuallyDrop<T>);
+/// objects on its own threads, outside any runtime. Also remembers its [`Home`].
+pub(crate) struct DropInRuntime<T: Send + 'static> {
+    value: ManuallyDrop<T>,
+    home: Home,
+}
 
 impl<T: Send + 'static> DropInRuntime<T> {
     pub(crate) fn new(value: T) -> Self {
-        DropInRuntime(ManuallyDrop::new(value))
+        DropInRuntime {
+            value: ManuallyDrop::new(value),
+            home: Home::here(),
+        }
     }
-}
 
-impl<T: Send + 'static> Deref for DropInRuntime<T> {
-    type Target = T;
+    /// The value, unless this is a forked child of the process that made it.
+    pub(crate) fn get(&self, py: Python<'_>, op: &'static str) -> PyResult<&T> {
+        self.home.check(py, op)?;
+        Ok(&self.value)
+    }
 
-    fn deref(&self) -> &T {
-        &self.0
+    /// The value without the fork check, for reading plain fields.
+    pub(crate) fn peek(&self) -> &T {
+        &self.value
     }
 }
 
 impl<T: Send + 'static> Drop for DropInRuntime<T> {
     fn drop(&mut self) {
         // SAFETY: the value is taken exactly once, here, and `self` is never used after drop.
-        let value = unsafe { ManuallyDrop::take(&mut self.0) };
-        match RUNTIME.get() {
-            Some(Ok(rt)) => drop(rt.spawn(async move { drop(value) })),
-            _ => drop(value),
+        let value = unsafe { ManuallyDrop::take(&mut self.value) };
+        if !self.home.is_here() {
+            // A forked child's copy: closing it would close the parent's sessions and sockets.
+            std::mem::forget(value);
+            return;
+        }
+        let slot = RUNTIME.lock().unwrap_or_else(PoisonError::into_inner);
+        match *slot {
+            Some((_, rt)) => drop(rt.spawn(async move { drop(value) })),
+            None => drop(value),
         }
     }
 }

@@ -28,6 +28,13 @@ pub(crate) struct Store {
     url: String,
 }
 
+impl Store {
+    /// The connection, unless this is a forked child of the process that opened it.
+    fn store(&self, py: Python<'_>) -> PyResult<Arc<dyn KvStore>> {
+        Ok(Arc::clone(self.inner.get(py, "use store")?))
+    }
+}
+
 #[pymethods]
 impl Store {
     /// Opens the store `url` names.
@@ -44,20 +51,20 @@ impl Store {
 
     /// The value and version at `key`, or None.
     fn get(&self, py: Python<'_>, key: String) -> PyResult<Option<(Py<PyBytes>, u64)>> {
-        let store = Arc::clone(&self.inner);
+        let store = self.store(py)?;
         let got = run(py, async move { store.get(&key).await })?;
         Ok(got.map(|kv| (PyBytes::new(py, &kv.value).unbind(), kv.version)))
     }
 
     /// Writes `value` at `key` whatever is there; returns the new version.
     fn put(&self, py: Python<'_>, key: String, value: Cow<'_, [u8]>) -> PyResult<u64> {
-        let (store, value) = (Arc::clone(&self.inner), value.into_owned());
+        let (store, value) = (self.store(py)?, value.into_owned());
         run(py, async move { store.put(&key, &value).await })
     }
 
     /// Writes `value` only if `key` does not exist (else AlreadyExistsError); returns the version.
     fn create(&self, py: Python<'_>, key: String, value: Cow<'_, [u8]>) -> PyResult<u64> {
-        let (store, value) = (Arc::clone(&self.inner), value.into_owned());
+        let (store, value) = (self.store(py)?, value.into_owned());
         run(py, async move { store.create(&key, &value).await })
     }
 
@@ -69,7 +76,7 @@ impl Store {
         value: Cow<'_, [u8]>,
         version: u64,
     ) -> PyResult<u64> {
-        let (store, value) = (Arc::clone(&self.inner), value.into_owned());
+        let (store, value) = (self.store(py)?, value.into_owned());
         run(py, async move {
             store.compare_and_swap(&key, &value, version).await
         })
@@ -77,13 +84,13 @@ impl Store {
 
     /// Deletes `key`; returns whether it existed.
     fn delete(&self, py: Python<'_>, key: String) -> PyResult<bool> {
-        let store = Arc::clone(&self.inner);
+        let store = self.store(py)?;
         run(py, async move { store.delete(&key).await })
     }
 
     /// Deletes `key` only if it is at `version` (else ConflictError).
     fn cas_delete(&self, py: Python<'_>, key: String, version: u64) -> PyResult<()> {
-        let store = Arc::clone(&self.inner);
+        let store = self.store(py)?;
         run(
             py,
             async move { store.compare_and_delete(&key, version).await },
@@ -100,7 +107,7 @@ impl Store {
     /// followed by a watch misses no change.
     #[pyo3(signature = (prefix = ""))]
     fn list_with_revision(&self, py: Python<'_>, prefix: &str) -> PyResult<(Vec<Entry>, u64)> {
-        let (store, prefix) = (Arc::clone(&self.inner), prefix.to_owned());
+        let (store, prefix) = (self.store(py)?, prefix.to_owned());
         let listing = run(py, async move { store.list(&prefix).await })?;
         let entries = listing.kvs.into_iter().map(|kv| entry(py, kv)).collect();
         Ok((entries, listing.revision))
@@ -116,21 +123,21 @@ impl Store {
             .try_iter()?
             .map(|item| crate::txn::op(&item?))
             .collect::<PyResult<Vec<_>>>()?;
-        let store = Arc::clone(&self.inner);
+        let store = self.store(py)?;
         Ok(run(py, async move { store.txn(&ops).await })?.versions)
     }
 
     /// Writes `value` at `key` bound to this connection's session: the key goes away when the
     /// store is closed or this process dies.
     fn put_ephemeral(&self, py: Python<'_>, key: String, value: Cow<'_, [u8]>) -> PyResult<u64> {
-        let (store, value) = (Arc::clone(&self.inner), value.into_owned());
+        let (store, value) = (self.store(py)?, value.into_owned());
         run(py, async move { store.put_ephemeral(&key, &value).await })
     }
 
     /// Watches every key below `prefix`; with `from_version`, first replays the changes after it.
     #[pyo3(signature = (prefix = "", from_version = None))]
     fn watch(&self, py: Python<'_>, prefix: &str, from_version: Option<u64>) -> PyResult<Watch> {
-        let (store, prefix) = (Arc::clone(&self.inner), prefix.to_owned());
+        let (store, prefix) = (self.store(py)?, prefix.to_owned());
         let watch = run(py, async move { store.watch(&prefix, from_version).await })?;
         Ok(Watch::new(watch))
     }
@@ -138,7 +145,7 @@ impl Store {
     /// Which backend this is: "embedded", "etcd", "zookeeper" or "consul".
     #[getter]
     fn backend(&self) -> &'static str {
-        match self.inner.backend() {
+        match self.inner.peek().backend() {
             store::Backend::Embedded => "embedded",
             store::Backend::Etcd => "etcd",
             store::Backend::ZooKeeper => "zookeeper",
@@ -149,7 +156,7 @@ impl Store {
     /// Ends the session (removing this connection's ephemeral keys); later calls raise
     /// UnavailableError.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let store = Arc::clone(&self.inner);
+        let store = self.store(py)?;
         run(py, async move { store.close().await })
     }
 

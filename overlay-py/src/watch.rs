@@ -9,7 +9,7 @@ use pyo3::types::{PyBytes, PyType};
 use tokio::sync::Mutex;
 
 use crate::errors;
-use crate::runtime::{timeout_arg, wait};
+use crate::runtime::{Home, timeout_arg, wait};
 
 /// The live watch, `None` once closed or ended. Behind an async mutex because waiting for the
 /// next event holds it with the GIL released, and several Python threads may call `next`.
@@ -116,17 +116,20 @@ impl WatchEvent {
 #[pyclass(module = "overlay", frozen)]
 pub(crate) struct Watch {
     inner: Shared,
+    home: Home,
 }
 
 impl Watch {
     pub(crate) fn new(watch: store::Watch) -> Self {
         Watch {
             inner: Arc::new(Mutex::new(Some(watch))),
+            home: Home::here(),
         }
     }
 
     /// Waits for the next event; `Ok(None)` on timeout, `StopIteration` at the end.
     fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<WatchEvent>> {
+        self.home.check(py, "watch next")?;
         let timeout = timeout_arg(py, "watch next", timeout)?;
         let shared = self.inner.clone();
         let got = wait(py, timeout, move || {
@@ -174,6 +177,7 @@ impl Watch {
 
     /// Cancels the watch; iteration ends.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.home.check(py, "close watch")?;
         let shared = self.inner.clone();
         wait(py, None, move || {
             let shared = shared.clone();

@@ -151,3 +151,47 @@ def test_ctrl_c_interrupts_next_with_a_long_timeout(embedded_url: str) -> None:
             proc.kill()
             proc.wait()
     assert "KeyboardInterrupt" in err, err
+
+
+def test_fork_child_gets_its_own_runtime_and_refuses_inherited_objects(embedded_url: str) -> None:
+    store = overlay.Store(embedded_url)
+    store.put("k", b"parent")
+    watch = store.watch("k")
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code, never return into pytest
+        code = 10
+        try:
+            try:
+                store.get("k")
+                code = 11
+            except overlay.UnsupportedError as e:
+                assert "fork" in str(e)
+                code = 12
+                try:
+                    watch.next(timeout=0)
+                except overlay.UnsupportedError:
+                    code = 13
+                    with overlay.Store(embedded_url) as fresh:
+                        got = fresh.get("k")
+                        code = 0 if got is not None and got[0] == b"parent" else 14
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError("the forked child hung")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The parent's objects are untouched by the child.
+    got = store.get("k")
+    assert got is not None and got[0] == b"parent"
+    store.put("k/1", b"after fork")
+    event = watch.next(timeout=10)
+    assert event is not None and event.key == "k/1"
+    watch.close()
+    store.close()
