@@ -11,7 +11,9 @@
 
 pub mod agent;
 pub mod controller;
+pub mod dataplane;
 pub mod error;
+pub mod ipam;
 pub mod model;
 pub mod store;
 

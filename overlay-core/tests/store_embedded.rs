@@ -182,3 +182,151 @@ async fn other_schemes_are_not_opened_here() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
 }
+
+/// A child process, stopped or not, that is killed and reaped when dropped.
+struct Peer(tokio::process::Child);
+
+impl Peer {
+    fn signal(&self, sig: libc::c_int) {
+        let pid = self.0.id().expect("peer still running") as libc::pid_t;
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        assert_eq!(
+            unsafe { libc::kill(pid, sig) },
+            0,
+            "signal {sig} to the peer"
+        );
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+async fn next_event(w: &mut store::Watch, within: Duration, what: &str) -> store::WatchEvent {
+    match tokio::time::timeout(within, w.next()).await {
+        Ok(Some(Ok(ev))) => ev,
+        other => panic!("{what}: no event within {within:?}: {other:?}"),
+    }
+}
+
+/// An owner process stopped (SIGSTOP) for longer than its TTL loses its ephemeral key to
+/// another process's sweep; once continued it re-creates its lease and puts the key back; when
+/// it closes its session the key goes for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_owner_process_recovers_its_ephemeral_key() {
+    use std::process::Stdio;
+    use store::WatchEvent;
+    use tokio::io::AsyncBufReadExt;
+
+    let s = Scratch::new();
+    let observer = s.open("").await;
+    let mut w = observer.watch("hosts", None).await.unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_overlay-kv"))
+        .args([s.url("?ttl=1s").as_str(), "hold", "hosts/h1", "up"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn overlay-kv hold");
+    let mut peer = Peer(child);
+    let mut lines = tokio::io::BufReader::new(peer.0.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await;
+    assert!(
+        matches!(&ready, Ok(Ok(Some(l))) if l.starts_with("ready ")),
+        "overlay-kv hold did not start: {ready:?}"
+    );
+    let first = match next_event(&mut w, Duration::from_secs(10), "the put").await {
+        WatchEvent::Put(kv) => kv.version,
+        other => panic!("expected the put, got {other:?}"),
+    };
+
+    peer.signal(libc::SIGSTOP);
+    match next_event(&mut w, Duration::from_secs(5), "sweep of the stalled owner").await {
+        WatchEvent::Delete { key, .. } => assert_eq!(key, "hosts/h1"),
+        other => panic!("expected the delete, got {other:?}"),
+    }
+    peer.signal(libc::SIGCONT);
+    match next_event(&mut w, Duration::from_secs(5), "re-put after the stall").await {
+        WatchEvent::Put(kv) => {
+            assert_eq!(
+                (kv.key.as_str(), kv.value.as_slice()),
+                ("hosts/h1", &b"up"[..])
+            );
+            assert!(kv.version > first);
+        }
+        other => panic!("expected the key back, got {other:?}"),
+    }
+    // It stays: the owner renews its new lease (several TTLs pass without a delete).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(2500), w.next())
+            .await
+            .is_err()
+    );
+
+    drop(peer.0.stdin.take());
+    match next_event(
+        &mut w,
+        Duration::from_secs(10),
+        "close of the owner's session",
+    )
+    .await
+    {
+        WatchEvent::Delete { key, .. } => assert_eq!(key, "hosts/h1"),
+        other => panic!("expected the delete, got {other:?}"),
+    }
+    let status = tokio::time::timeout(Duration::from_secs(10), peer.0.wait()).await;
+    assert!(
+        matches!(status, Ok(Ok(st)) if st.success()),
+        "overlay-kv hold: {status:?}"
+    );
+}
+
+/// A writer killed with SIGKILL in the middle of a stream of CAS writes leaves a consistent
+/// file: it passes SQLite's integrity check, the counter holds the last committed count, and
+/// work goes on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_killed_mid_stream_leaves_a_consistent_file() {
+    let s = Scratch::new();
+    let store = s.open("").await;
+    store.put("counter", b"0").await.unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_overlay-kv"))
+        .args([s.url("").as_str(), "incr", "counter", "1000000"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn overlay-kv incr");
+    let mut peer = Peer(child);
+    // Let it get going, then kill it wherever it is.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.get("counter").await.unwrap().unwrap().value.len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the peer never incremented"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    peer.signal(libc::SIGKILL);
+    let _ = peer.0.wait().await;
+    store.close().await.unwrap();
+
+    let conn = rusqlite::Connection::open(s.dir.path().join("store.db")).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    drop(conn);
+    let store = s.open("").await;
+    let n: u64 = String::from_utf8(store.get("counter").await.unwrap().unwrap().value)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n >= 100, "counter at {n}");
+    assert_eq!(
+        conformance::cas_increment(store.as_ref(), "counter")
+            .await
+            .unwrap(),
+        n + 1
+    );
+}

@@ -1,6 +1,298 @@
-//! The host agent: one per host, a tokio task inside the embedding process. It registers the
-//! host, watches the endpoints of networks with local endpoints, programs and removes peers,
-//! resyncs against kernel state, forgets dead hosts, and keeps hosts files current.
+//! The host agent: one per host, a set of tokio tasks inside the embedding process.
+//!
+//! It registers the host (an ephemeral record), watches the endpoints of every network that
+//! has containers on this host (one watch per such network, deltas only), programs and removes
+//! peers in the network's sandbox, resyncs against kernel state after a reconnect or a
+//! [`Resync`](crate::store::WatchEvent::Resync), forgets hosts whose record vanished, reclaims
+//! their addresses after a grace period, keeps every local container's hosts file current, and
+//! answers name lookups for embedders.
 
+pub mod events;
 pub mod hosts;
+mod live;
+mod network;
+mod sweep;
 pub mod view;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use crate::dataplane::{Dataplane, Peer};
+use crate::error::Result;
+use crate::ipam::Ipam;
+use crate::model::{Endpoint, EndpointId, Host, HostId, Network, NetworkId, Record, keys};
+use crate::store::{KvStore, TxnOp};
+use events::ControllerEvent;
+use view::NetworkView;
+
+/// What an agent needs to know about its host.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This host's record (id and advertise address).
+    pub host: Host,
+    /// How long after a host vanished its endpoints are removed and addresses reclaimed.
+    pub reclaim_grace: Duration,
+}
+
+/// The per-network state of networks with containers on this host.
+struct NetState {
+    network: Network,
+    view: NetworkView,
+    /// What this agent last programmed into the sandbox.
+    programmed: BTreeSet<Peer>,
+    /// A programming step failed: the next reconcile diffs against the kernel.
+    dirty: bool,
+    /// Serialises reconciles of this network (the watch task and join/leave both run them).
+    reconciling: Arc<tokio::sync::Mutex<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct State {
+    nets: BTreeMap<NetworkId, NetState>,
+    /// Content last written to each hosts file, so unchanged files are not rewritten.
+    hosts_files: BTreeMap<PathBuf, String>,
+}
+
+pub(crate) struct Shared {
+    store: Arc<dyn KvStore>,
+    ipam: Arc<dyn Ipam>,
+    dataplane: Arc<dyn Dataplane>,
+    cfg: AgentConfig,
+    state: Mutex<State>,
+    live: watch::Sender<BTreeSet<HostId>>,
+    events: broadcast::Sender<ControllerEvent>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn me(&self) -> &HostId {
+        &self.cfg.host.id
+    }
+
+    fn emit(&self, ev: ControllerEvent) {
+        // No receiver is not an error: nobody asked for events.
+        let _ = self.events.send(ev);
+    }
+}
+
+/// A running agent. Dropping it stops its tasks; [`Agent::close`] also withdraws the host.
+pub struct Agent {
+    shared: Arc<Shared>,
+    background: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("host", self.shared.me())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// Registers the host and starts watching hosts and networks. Local endpoints are handed
+    /// over with [`Agent::join`].
+    pub async fn start(
+        store: Arc<dyn KvStore>,
+        ipam: Arc<dyn Ipam>,
+        dataplane: Arc<dyn Dataplane>,
+        cfg: AgentConfig,
+        events: broadcast::Sender<ControllerEvent>,
+    ) -> Result<Agent> {
+        store
+            .put_ephemeral(&keys::host(&cfg.host.id), &cfg.host.encode())
+            .await?;
+        let live_now = live::list_hosts(store.as_ref()).await?;
+        let (live, _) = watch::channel(live_now);
+        let shared = Arc::new(Shared {
+            store,
+            ipam,
+            dataplane,
+            cfg,
+            state: Mutex::new(State::default()),
+            live,
+            events,
+        });
+        let background = vec![
+            tokio::spawn(live::watch_hosts(shared.clone())),
+            tokio::spawn(live::watch_networks(shared.clone())),
+            tokio::spawn(sweep::run(shared.clone())),
+        ];
+        Ok(Agent {
+            shared,
+            background: Mutex::new(background),
+        })
+    }
+
+    /// Takes a local endpoint (just published, or found again after a restart) under care:
+    /// starts watching its network if it is the first, and refreshes names.
+    pub async fn join(&self, network: &Network, ep: Endpoint) {
+        let id = network.id;
+        let start = {
+            let mut st = self.shared.state();
+            let ns = st.nets.entry(id).or_insert_with(|| NetState {
+                network: network.clone(),
+                view: NetworkView::default(),
+                programmed: BTreeSet::new(),
+                dirty: true,
+                reconciling: Arc::default(),
+                task: None,
+            });
+            ns.view.insert(ep);
+            ns.task.is_none()
+        };
+        if start {
+            let handle = tokio::spawn(network::run(self.shared.clone(), id));
+            if let Some(ns) = self.shared.state().nets.get_mut(&id) {
+                ns.task = Some(handle);
+            }
+        }
+        network::reconcile(&self.shared, &id, false).await;
+    }
+
+    /// Lets go of a local endpoint that was removed from the store. When it was the last one
+    /// of its network on this host, stops watching the network and removes the sandbox.
+    pub async fn leave(&self, network: &NetworkId, endpoint: &EndpointId) {
+        let key = keys::endpoint(network, endpoint);
+        let last = {
+            let mut st = self.shared.state();
+            let me = self.shared.me().clone();
+            let Some(ns) = st.nets.get_mut(network) else {
+                return;
+            };
+            ns.view.remove_key(&key);
+            let any_local = ns.view.endpoints().any(|e| e.host == me);
+            if any_local {
+                None
+            } else {
+                st.nets.remove(network)
+            }
+        };
+        match last {
+            Some(ns) => {
+                if let Some(task) = ns.task {
+                    task.abort();
+                }
+                if let Err(e) = self.shared.dataplane.remove_sandbox(network).await {
+                    tracing::warn!(network = %ns.network.name, error = %e, "sandbox removal failed");
+                }
+            }
+            None => network::reconcile(&self.shared, network, false).await,
+        }
+    }
+
+    /// This host's endpoints, as the agent holds them.
+    pub fn local_endpoints(&self) -> Vec<Endpoint> {
+        let st = self.shared.state();
+        let me = self.shared.me();
+        st.nets
+            .values()
+            .flat_map(|ns| ns.view.endpoints().filter(|e| e.host == *me).cloned())
+            .collect()
+    }
+
+    /// The addresses `name` resolves to on networks with containers on this host: a container
+    /// name or alias, plain or as `name.network`.
+    pub fn resolve(&self, name: &str) -> Vec<IpAddr> {
+        let st = self.shared.state();
+        let live = self.shared.live.borrow();
+        let mut out = BTreeSet::new();
+        for ns in st.nets.values() {
+            for ep in ns.view.endpoints().filter(|e| live.contains(&e.host)) {
+                if names_of(ep, &ns.network.name).any(|n| n == name) {
+                    out.extend(ep.ipv4.map(|a| IpAddr::V4(a.addr())));
+                    out.extend(ep.ipv6.map(|a| IpAddr::V6(a.addr())));
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// The hosts currently alive.
+    pub fn live_hosts(&self) -> BTreeSet<HostId> {
+        self.shared.live.borrow().clone()
+    }
+
+    /// Stops every task. Kernel state and store records stay: containers keep working, and a
+    /// restarted agent takes them over again.
+    pub async fn close(&self) {
+        self.stop();
+        let _ = self
+            .shared
+            .store
+            .delete(&keys::host(self.shared.me()))
+            .await;
+    }
+
+    fn stop(&self) {
+        let mut background = self
+            .background
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for t in background.drain(..) {
+            t.abort();
+        }
+        for ns in self.shared.state().nets.values_mut() {
+            if let Some(t) = ns.task.take() {
+                t.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Every name an endpoint answers to on a network: its name and aliases, plain and suffixed.
+pub(crate) fn names_of<'a>(
+    ep: &'a Endpoint,
+    network: &'a str,
+) -> impl Iterator<Item = String> + 'a {
+    std::iter::once(&ep.name)
+        .chain(&ep.aliases)
+        .flat_map(move |n| [n.clone(), format!("{n}.{network}")])
+}
+
+/// The transaction that removes an endpoint record with its uniqueness keys, each only if it
+/// still belongs to this endpoint, so concurrent removers never delete someone else's keys.
+pub async fn endpoint_removal(
+    store: &dyn KvStore,
+    ep: &Endpoint,
+    version: crate::store::Version,
+) -> Result<Vec<TxnOp>> {
+    let mut ops = vec![TxnOp::DeleteIf {
+        key: keys::endpoint(&ep.network, &ep.id),
+        version,
+    }];
+    let own = ep.id.to_string();
+    for key in [
+        keys::container(&ep.network, &ep.container_id),
+        keys::endpoint_name(&ep.network, &ep.name),
+    ] {
+        if let Some(kv) = store.get(&key).await?
+            && kv.value == own.as_bytes()
+        {
+            ops.push(TxnOp::DeleteIf {
+                key,
+                version: kv.version,
+            });
+        }
+    }
+    Ok(ops)
+}

@@ -6,38 +6,27 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::model::{Endpoint, EndpointId, HostId, MacAddr, NetworkId, Record};
+use crate::dataplane::Peer;
+use crate::model::keys::endpoint as endpoint_key;
+use crate::model::{Endpoint, EndpointId, HostId, NetworkId, Record};
 use crate::store::{KeyValue, WatchEvent};
 
-/// The store key of an endpoint record.
-pub fn endpoint_key(network: &NetworkId, endpoint: &EndpointId) -> String {
-    format!("endpoints/{network}/{endpoint}")
-}
-
-/// The store prefix holding a network's endpoints.
-pub fn endpoints_prefix(network: &NetworkId) -> String {
-    format!("endpoints/{network}")
-}
-
-/// A remote container as the data plane needs it: its address and MAC, and the VTEP of the
-/// host it lives on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RemotePeer {
-    /// The container's address.
-    pub ip: IpAddr,
-    /// The container's MAC.
-    pub mac: MacAddr,
-    /// The remote host's tunnel endpoint.
-    pub vtep: IpAddr,
-}
-
-/// What changed in a view after applying an event.
+/// What changed in a view after applying an event or a fresh listing.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Change {
-    /// The endpoint set changed (names or peers may need an update).
-    pub changed: bool,
+    /// Endpoints that appeared or changed.
+    pub up: Vec<Endpoint>,
+    /// Endpoints that went away (as they were).
+    pub down: Vec<Endpoint>,
     /// The store lost history: the caller must re-list and [`NetworkView::replace`].
     pub resync: bool,
+}
+
+impl Change {
+    /// Whether the endpoint set changed (names or peers may need an update).
+    pub fn changed(&self) -> bool {
+        !self.up.is_empty() || !self.down.is_empty()
+    }
 }
 
 /// Endpoints of one network, by id.
@@ -63,53 +52,71 @@ impl NetworkView {
         }
     }
 
-    /// Replaces the whole view with a fresh listing; returns whether anything differs.
-    pub fn replace(&mut self, network: &NetworkId, kvs: &[KeyValue]) -> bool {
+    /// Replaces the whole view with a fresh listing.
+    pub fn replace(&mut self, network: &NetworkId, kvs: &[KeyValue]) -> Change {
         let fresh: BTreeMap<_, _> = kvs
             .iter()
             .filter_map(|kv| Self::decode(network, kv))
             .map(|ep| (ep.id, ep))
             .collect();
-        let changed = fresh != self.endpoints;
+        let up = fresh
+            .values()
+            .filter(|ep| self.endpoints.get(&ep.id) != Some(*ep))
+            .cloned()
+            .collect();
+        let down = self
+            .endpoints
+            .values()
+            .filter(|ep| !fresh.contains_key(&ep.id))
+            .cloned()
+            .collect();
         self.endpoints = fresh;
-        changed
+        Change {
+            up,
+            down,
+            resync: false,
+        }
+    }
+
+    /// Adds or replaces an endpoint this host just published, ahead of its watch event.
+    pub fn insert(&mut self, ep: Endpoint) {
+        self.endpoints.insert(ep.id, ep);
     }
 
     /// Applies one watch event.
     pub fn apply(&mut self, network: &NetworkId, event: &WatchEvent) -> Change {
         match event {
             WatchEvent::Put(kv) => match Self::decode(network, kv) {
+                Some(ep) if self.endpoints.get(&ep.id) == Some(&ep) => Change::default(),
                 Some(ep) => {
-                    let changed = self.endpoints.get(&ep.id) != Some(&ep);
-                    self.endpoints.insert(ep.id, ep);
+                    self.endpoints.insert(ep.id, ep.clone());
                     Change {
-                        changed,
-                        resync: false,
+                        up: vec![ep],
+                        ..Change::default()
                     }
                 }
                 // A record that stopped decoding no longer describes a live endpoint.
-                None => Change {
-                    changed: self.remove_key(&kv.key),
-                    resync: false,
-                },
+                None => self.remove_key(&kv.key),
             },
-            WatchEvent::Delete { key, .. } => Change {
-                changed: self.remove_key(key),
-                resync: false,
-            },
+            WatchEvent::Delete { key, .. } => self.remove_key(key),
             WatchEvent::Resync { .. } => Change {
-                changed: false,
                 resync: true,
+                ..Change::default()
             },
         }
     }
 
-    fn remove_key(&mut self, key: &str) -> bool {
+    /// Removes the endpoint stored under `key`.
+    pub fn remove_key(&mut self, key: &str) -> Change {
         let id = key
             .rsplit('/')
             .next()
             .and_then(|s| s.parse::<EndpointId>().ok());
-        id.is_some_and(|id| self.endpoints.remove(&id).is_some())
+        let gone = id.and_then(|id| self.endpoints.remove(&id));
+        Change {
+            down: gone.into_iter().collect(),
+            ..Change::default()
+        }
     }
 
     /// Every endpoint, local and remote.
@@ -118,14 +125,14 @@ impl NetworkView {
     }
 
     /// The peers this host must program: endpoints on other hosts that are alive.
-    pub fn remote_peers(&self, me: &HostId, live: &BTreeSet<HostId>) -> BTreeSet<RemotePeer> {
+    pub fn remote_peers(&self, me: &HostId, live: &BTreeSet<HostId>) -> BTreeSet<Peer> {
         self.endpoints
             .values()
             .filter(|ep| ep.host != *me && live.contains(&ep.host))
             .flat_map(|ep| {
                 let v4 = ep.ipv4.map(|a| IpAddr::V4(a.addr()));
                 let v6 = ep.ipv6.map(|a| IpAddr::V6(a.addr()));
-                v4.into_iter().chain(v6).map(|ip| RemotePeer {
+                v4.into_iter().chain(v6).map(|ip| Peer {
                     ip,
                     mac: ep.mac,
                     vtep: ep.vtep,
@@ -138,7 +145,9 @@ impl NetworkView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::MacAddr;
     use crate::model::SCHEMA;
+    use crate::model::keys::endpoints as endpoints_prefix;
 
     fn ep(net: NetworkId, host: &str, ip: &str) -> Endpoint {
         let ipv4: ipnet::Ipv4Net = ip.parse().unwrap();
@@ -161,6 +170,9 @@ mod tests {
             .parse()
             .unwrap(),
             sticky: false,
+            ifname: "eth0".into(),
+            netns: None,
+            hosts_file: None,
         }
     }
 
@@ -177,21 +189,21 @@ mod tests {
         let net = NetworkId::random();
         let (a, b) = (ep(net, "h1", "10.0.0.2/24"), ep(net, "h2", "10.0.0.3/24"));
         let mut v = NetworkView::default();
-        assert!(v.replace(&net, &[kv(&a, 1)]));
+        assert_eq!(v.replace(&net, &[kv(&a, 1)]).up, vec![a.clone()]);
         assert!(
-            !v.replace(&net, &[kv(&a, 1)]),
+            !v.replace(&net, &[kv(&a, 1)]).changed(),
             "same listing changes nothing"
         );
         let put = WatchEvent::Put(kv(&b, 2));
         assert_eq!(
             v.apply(&net, &put),
             Change {
-                changed: true,
-                resync: false
+                up: vec![b.clone()],
+                ..Change::default()
             }
         );
         assert!(
-            !v.apply(&net, &put).changed,
+            !v.apply(&net, &put).changed(),
             "a repeated event changes nothing"
         );
 
@@ -211,7 +223,7 @@ mod tests {
             value: b"{".to_vec(),
             version: 3,
         };
-        assert!(!v.apply(&net, &WatchEvent::Put(foreign)).changed);
+        assert!(!v.apply(&net, &WatchEvent::Put(foreign)).changed());
         let mut newer = serde_json::to_value(&a).unwrap();
         newer["schema"] = 99.into();
         let newer = KeyValue {
@@ -219,17 +231,15 @@ mod tests {
             value: serde_json::to_vec(&newer).unwrap(),
             version: 4,
         };
-        assert!(
-            v.apply(&net, &WatchEvent::Put(newer)).changed,
-            "an endpoint that stops decoding goes"
-        );
+        let gone = v.apply(&net, &WatchEvent::Put(newer));
+        assert_eq!(gone.down, vec![a], "an endpoint that stops decoding goes");
         assert_eq!(v.endpoints().count(), 1);
 
         let del = WatchEvent::Delete {
             key: endpoint_key(&net, &b.id),
             version: 5,
         };
-        assert!(v.apply(&net, &del).changed);
+        assert_eq!(v.apply(&net, &del).down, vec![b]);
         assert_eq!(v.endpoints().count(), 0);
         assert!(
             v.apply(

@@ -192,6 +192,7 @@ mod tests {
             options: BTreeMap::new(),
             mtu: None,
             created_ms: 0,
+            removing: false,
         };
         let ep = Endpoint {
             schema: SCHEMA,
@@ -206,6 +207,9 @@ mod tests {
             host: HostId::new("host1").unwrap(),
             vtep: "192.0.2.1".parse().unwrap(),
             sticky: false,
+            ifname: "eth0".into(),
+            netns: None,
+            hosts_file: None,
         };
         let doc =
             serde_json::to_value(NetworkInspect::build(&n, std::slice::from_ref(&ep))).unwrap();

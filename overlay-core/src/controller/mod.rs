@@ -1,4 +1,262 @@
-//! The facade: networks and endpoints. What the C and Python faces wrap.
+//! The facade: networks and endpoints, one [`Controller`] per host. What the C and Python faces
+//! wrap.
+//!
+//! ```no_run
+//! # async fn demo() -> overlay_core::Result<()> {
+//! use overlay_core::controller::{ContainerSpec, Controller, ControllerOptions, NetnsRef};
+//! let ctl = Controller::open(ControllerOptions {
+//!     store: "etcd://10.0.0.1:2379".into(),
+//!     advertise: "eth0".into(),
+//!     ..Default::default()
+//! })
+//! .await?;
+//! ctl.create_network("my-net", &Default::default()).await?;
+//! let ep = ctl
+//!     .connect("my-net", &ContainerSpec {
+//!         id: "3cfba8da9b6f".into(),
+//!         name: "zookeeper1".into(),
+//!         netns: NetnsRef::Pid(4242),
+//!         aliases: vec![],
+//!         ipv4: None,
+//!         ipv6: None,
+//!         sticky: true,
+//!         hosts_file: None,
+//!         ifname: None,
+//!     })
+//!     .await?;
+//! println!("zookeeper1 is {}", ep.ipv4_address);
+//! # Ok(()) }
+//! ```
 
+mod advertise;
+mod endpoints;
 pub mod inspect;
+mod networks;
+pub mod rpc;
 pub mod spec;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+use crate::agent::{Agent, AgentConfig};
+use crate::dataplane::{Dataplane, NetlinkDataplane, Netns};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ipam::{Ipam, StoreIpam};
+use crate::model::{Host, HostId, SCHEMA};
+use crate::store::{self, KvStore, StoreUrl};
+
+pub use crate::agent::events::ControllerEvent;
+pub use inspect::{ContainerInspect, NetworkInspect, NetworkSummary};
+pub use networks::Networks;
+pub use spec::{
+    AddressPool, ContainerSpec, ControllerOptions, NetnsRef, NetworkOptions, SubnetOptions,
+};
+
+pub(crate) struct Inner {
+    networks: Networks,
+    store: Arc<dyn KvStore>,
+    ipam: Arc<dyn Ipam>,
+    dataplane: Arc<dyn Dataplane>,
+    host: Host,
+    opts: ControllerOptions,
+    events: broadcast::Sender<ControllerEvent>,
+    agent: Mutex<Option<Arc<Agent>>>,
+}
+
+/// One host's handle on the cluster: cheap to clone, usable from many tasks and threads.
+#[derive(Clone)]
+pub struct Controller {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("host", &self.inner.host.id)
+            .field("advertise", &self.inner.host.advertise)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_host_id() -> Result<HostId> {
+    let name = nix::unistd::gethostname().map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            "open controller",
+            format!("cannot read the hostname: {e}"),
+        )
+    })?;
+    let name = name.to_string_lossy();
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    HostId::new(clean).map_err(|e| e.with_hint("set host_id explicitly"))
+}
+
+/// The data plane names a host's sandboxes after a tag without '-' (it separates name parts).
+fn host_tag(id: &HostId) -> String {
+    id.as_str().replace('-', "_")
+}
+
+impl Controller {
+    /// Opens the cluster store, registers this host and starts its agent. Containers this
+    /// host had connected before a restart are taken over again (or cleaned up if their
+    /// namespace is gone).
+    pub async fn open(opts: ControllerOptions) -> Result<Controller> {
+        let op = "open controller";
+        if opts.host_ttl.is_zero() || opts.reclaim_grace.is_zero() {
+            return Err(Error::invalid(
+                op,
+                "host_ttl and reclaim_grace must be positive",
+            ));
+        }
+        if let Some(mtu) = opts.mtu
+            && !(68..=65_535).contains(&mtu)
+        {
+            return Err(Error::invalid(
+                op,
+                format!("MTU {mtu} is outside 68..=65535"),
+            ));
+        }
+        let mut url = StoreUrl::parse(&opts.store)?;
+        url.options.ttl = opts.host_ttl;
+        let host_id = match &opts.host_id {
+            Some(id) => HostId::new(id.clone())?,
+            None => default_host_id()?,
+        };
+        let host_ns = match &opts.host_netns {
+            Some(path) => Netns::open_path(path)?,
+            None => Netns::current()?,
+        };
+        let advertise = advertise::resolve(&opts.advertise, &host_ns)?;
+        let store = store::connect(&url).await?;
+        let mut ipam_cfg = networks::ipam_config(opts.default_pools.as_deref());
+        ipam_cfg.reservation_grace = opts.sticky_grace;
+        let ipam: Arc<dyn Ipam> =
+            Arc::new(StoreIpam::new(store.clone(), host_id.clone(), ipam_cfg));
+        let dataplane: Arc<dyn Dataplane> =
+            Arc::new(NetlinkDataplane::in_namespace(&host_tag(&host_id), &host_ns).await?);
+        let host = Host {
+            schema: SCHEMA,
+            id: host_id,
+            advertise,
+            started_ms: networks::now_ms(),
+        };
+        let (events, _) = broadcast::channel(1024);
+        let cfg = AgentConfig {
+            host: host.clone(),
+            reclaim_grace: opts.reclaim_grace,
+        };
+        let agent = match Agent::start(
+            store.clone(),
+            ipam.clone(),
+            dataplane.clone(),
+            cfg,
+            events.clone(),
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = store.close().await;
+                return Err(e.with_op(op));
+            }
+        };
+        let ctl = Controller {
+            inner: Arc::new(Inner {
+                networks: Networks::new(store.clone(), ipam.clone()),
+                store,
+                ipam,
+                dataplane,
+                host,
+                opts,
+                events,
+                agent: Mutex::new(Some(Arc::new(agent))),
+            }),
+        };
+        ctl.recover().await?;
+        Ok(ctl)
+    }
+
+    /// This host's id.
+    pub fn host_id(&self) -> &HostId {
+        &self.inner.host.id
+    }
+
+    /// This host's VTEP address.
+    pub fn advertise(&self) -> IpAddr {
+        self.inner.host.advertise
+    }
+
+    /// The options the controller was opened with.
+    pub fn options(&self) -> &ControllerOptions {
+        &self.inner.opts
+    }
+
+    /// The cluster store, shared with the agent.
+    pub fn store(&self) -> &Arc<dyn KvStore> {
+        &self.inner.store
+    }
+
+    /// Network and endpoint changes as this host sees them. Slow receivers lose the oldest
+    /// events (see [`broadcast`]).
+    pub fn events(&self) -> broadcast::Receiver<ControllerEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The running agent, or Unavailable once the controller is closed.
+    fn agent(&self) -> Result<Arc<Agent>> {
+        let guard = self
+            .inner
+            .agent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.clone().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unavailable,
+                "controller",
+                "the controller is closed",
+            )
+            .with_hint("open a new controller")
+        })
+    }
+
+    /// The addresses a name resolves to: a container name or alias, plain or as
+    /// `name.network`, on any network. [`ErrorKind::NotFound`] when nothing answers to it.
+    pub async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>> {
+        let local = self.agent()?.resolve(name);
+        if !local.is_empty() {
+            return Ok(local);
+        }
+        self.resolve_from_store(name).await
+    }
+
+    /// Stops the agent and closes the store session (withdrawing this host's record). Kernel
+    /// state stays: connected containers keep talking, and a controller opened again on this
+    /// host takes them over.
+    pub async fn close(&self) -> Result<()> {
+        let agent = self
+            .inner
+            .agent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match agent {
+            Some(agent) => {
+                agent.close().await;
+                self.inner.store.close().await
+            }
+            None => Ok(()),
+        }
+    }
+}

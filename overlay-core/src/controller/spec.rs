@@ -36,9 +36,9 @@ pub struct ControllerOptions {
     pub mtu: Option<u32>,
     /// UDP port of VXLAN traffic.
     pub vxlan_port: u16,
-    /// Pools that networks created without a subnet take from, in order; default: Docker's
-    /// overlay pools 10.0.0.0/24, 10.0.1.0/24, … (the /24s of 10.0.0.0/8).
-    pub default_pools: Option<Vec<IpNet>>,
+    /// Where networks created without a subnet take theirs from, in order; default: Docker's
+    /// overlay pools 10.0.0.0/24, 10.0.1.0/24, … (`{"base": "10.0.0.0/8", "size": 24}`).
+    pub default_pools: Option<Vec<AddressPool>>,
     /// How long a sticky address stays reserved for its name after the endpoint goes.
     #[serde(with = "duration_ms")]
     pub sticky_grace: Duration,
@@ -66,6 +66,17 @@ impl Default for ControllerOptions {
             reclaim_grace: Duration::from_secs(30),
         }
     }
+}
+
+/// A range default subnets are cut from, as Docker's `default-address-pools` entries: every
+/// `/size` subnet of `base`, in address order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressPool {
+    /// The range, e.g. `10.0.0.0/8`.
+    pub base: IpNet,
+    /// Prefix length of each subnet cut from it, e.g. 24.
+    pub size: u8,
 }
 
 /// Durations as integer milliseconds in JSON (`"host_ttl": 2000`).

@@ -1,8 +1,9 @@
 //! The data model: identifiers, value types and the records kept in the cluster store.
 
 mod ids;
+pub mod keys;
 pub(crate) use ids::is_plain_name;
 mod records;
 
 pub use ids::{EndpointId, HostId, MacAddr, NetworkId, Vni};
-pub use records::{Endpoint, Host, Network, PoolConfig, Record, SCHEMA};
+pub use records::{Claim, Endpoint, Host, Network, PoolConfig, Record, SCHEMA};

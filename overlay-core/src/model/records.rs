@@ -154,6 +154,10 @@ pub struct Network {
     /// Creation time, milliseconds since the Unix epoch.
     #[serde(default)]
     pub created_ms: u64,
+    /// Set while the network is being removed: connects are refused from then on, so a
+    /// connect racing the removal can never leave an endpoint on a deleted network.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removing: bool,
 }
 
 impl Record for Network {
@@ -204,6 +208,20 @@ pub struct Endpoint {
     /// Whether the address is reserved for the name after the endpoint goes away.
     #[serde(default)]
     pub sticky: bool,
+    /// Interface name inside the container (`eth0`, `eth1`, …).
+    #[serde(default = "default_ifname")]
+    pub ifname: String,
+    /// The container's namespace file on its host, so the host's agent can find it again
+    /// after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<std::path::PathBuf>,
+    /// The hosts file the host's agent keeps current for the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts_file: Option<std::path::PathBuf>,
+}
+
+fn default_ifname() -> String {
+    "eth0".to_string()
 }
 
 impl Record for Endpoint {
@@ -222,6 +240,28 @@ impl Record for Endpoint {
         if self.ipv4.is_none() && self.ipv6.is_none() {
             return Err("has neither an IPv4 nor an IPv6 address".into());
         }
+        Ok(())
+    }
+}
+
+/// A create-only claim on a unique thing (a network name, a VNI): which network holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// Record schema version.
+    #[serde(default = "schema_default")]
+    pub schema: u32,
+    /// The network holding the claim.
+    pub network: NetworkId,
+    /// When it was claimed, ms since the Unix epoch: a claim whose network record never
+    /// appeared (its creator died half-way) is reclaimed once it is old enough.
+    #[serde(default)]
+    pub created_ms: u64,
+}
+
+impl Record for Claim {
+    const WHAT: &'static str = "claim";
+
+    fn validate(&self) -> std::result::Result<(), String> {
         Ok(())
     }
 }
@@ -273,6 +313,7 @@ mod tests {
             options: BTreeMap::new(),
             mtu: None,
             created_ms: 1,
+            removing: false,
         }
     }
 
@@ -332,6 +373,9 @@ mod tests {
             host: HostId::new("h1").unwrap(),
             vtep: "192.0.2.1".parse().unwrap(),
             sticky: false,
+            ifname: "eth0".into(),
+            netns: None,
+            hosts_file: None,
         };
         let e = Endpoint::decode("endpoints/a/b", &ep.encode()).unwrap_err();
         assert!(e.to_string().contains("neither"), "{e}");

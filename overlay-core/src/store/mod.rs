@@ -9,7 +9,12 @@
 //! intermediate path segments are not keys of their own.
 
 mod key;
+mod remote;
 mod url;
+
+mod consul;
+mod etcd;
+mod zookeeper;
 
 pub mod conformance;
 pub mod embedded;
@@ -282,13 +287,10 @@ pub async fn connect_str(url: &str) -> Result<Arc<dyn KvStore>> {
 }
 
 async fn connect_with(url: &StoreUrl) -> Result<Arc<dyn KvStore>> {
-    use crate::error::{Error, ErrorKind};
     match url.scheme {
         Scheme::File => Ok(Arc::new(embedded::EmbeddedStore::open(url).await?)),
-        _ => Err(Error::new(
-            ErrorKind::Unsupported,
-            "connect store",
-            format!("the {} backend is not part of this build", url.scheme),
-        )),
+        Scheme::Etcd => Ok(Arc::new(etcd::EtcdStore::connect(url).await?)),
+        Scheme::ZooKeeper => Ok(Arc::new(zookeeper::ZkStore::connect(url).await?)),
+        Scheme::Consul => Ok(Arc::new(consul::ConsulStore::connect(url).await?)),
     }
 }

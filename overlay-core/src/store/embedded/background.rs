@@ -70,6 +70,11 @@ pub(super) fn spawn(
     tuning: Tuning,
     rx: Receiver<Msg>,
 ) -> std::io::Result<JoinHandle<()>> {
+    // Checkpoints (which fsync) are left to the worker connections' commits, so they never
+    // delay a watch poll on this thread.
+    if let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", 0) {
+        tracing::debug!(error = %e, "cannot turn off checkpoints on the background connection");
+    }
     std::thread::Builder::new()
         .name("overlay-store-bg".into())
         .spawn(move || {

@@ -79,10 +79,14 @@ pub(super) struct Hub {
 impl Hub {
     /// A hub starting at the current end of the log.
     pub(super) fn new(conn: &mut Connection, keys: Keys) -> rusqlite::Result<Self> {
-        let tx = conn.transaction()?;
-        let rev: i64 = tx.query_row("SELECT revision FROM meta WHERE id = 0", [], |r| r.get(0))?;
-        let id: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM log", [], |r| r.get(0))?;
-        tx.commit()?;
+        let (id, rev) = conn
+            .query_row(
+                "SELECT id, rev FROM log ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .unwrap_or((0, 0));
         Ok(Hub {
             keys,
             cursor_id: id,
@@ -198,11 +202,27 @@ impl Hub {
             self.watchers.push(w);
             return Ok(());
         }
-        let rows = read_rows(
-            &rtx,
-            "WHERE rev > ?1 AND id <= ?2 ORDER BY id",
-            params![from, self.cursor_id],
-        )?;
+        // Revisions grow with ids: walk back from the cursor to the first row after `from`.
+        let mut first = None;
+        {
+            let mut stmt =
+                rtx.prepare_cached("SELECT id, rev FROM log WHERE id <= ?1 ORDER BY id DESC")?;
+            let mut q = stmt.query([self.cursor_id])?;
+            while let Some(r) = q.next()? {
+                if r.get::<_, i64>(1)? <= from {
+                    break;
+                }
+                first = Some(r.get::<_, i64>(0)?);
+            }
+        }
+        let rows = match first {
+            Some(first) => read_rows(
+                &rtx,
+                "WHERE id >= ?1 AND id <= ?2 ORDER BY id",
+                params![first, self.cursor_id],
+            )?,
+            None => Vec::new(),
+        };
         rtx.commit()?;
         self.watchers.push(Watcher {
             after: from,
@@ -261,11 +281,22 @@ pub(super) fn compact(conn: &mut Connection, keep: i64) -> rusqlite::Result<()> 
         )
         .optional()?;
     if let Some(rev) = cut {
-        tx.execute("DELETE FROM log WHERE rev <= ?1", [rev])?;
-        tx.execute(
-            "UPDATE meta SET compacted = max(compacted, ?1) WHERE id = 0",
-            [rev],
-        )?;
+        // Whole revisions only: stop at the first row of a later revision, which also keeps
+        // the last row (the current revision) whatever `keep` is.
+        let end: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM log WHERE id > ?1 AND rev > ?2 ORDER BY id LIMIT 1",
+                [hi - keep, rev],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(end) = end {
+            tx.execute("DELETE FROM log WHERE id < ?1", [end])?;
+            tx.execute(
+                "UPDATE meta SET compacted = max(compacted, ?1) WHERE id = 0",
+                [rev],
+            )?;
+        }
     }
     tx.commit()
 }

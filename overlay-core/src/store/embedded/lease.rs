@@ -100,8 +100,15 @@ impl Lessee {
     }
 
     /// Extends the lease, re-creating it (and putting the keys back) if it was swept.
+    ///
+    /// Skipped when an ephemeral write holds the session (it renews the lease itself), so the
+    /// background thread never waits behind a write queued for the file's lock.
     pub(super) fn renew(&self, conn: &mut Connection) -> rusqlite::Result<()> {
-        let mut s = self.lock();
+        let mut s = match self.session.try_lock() {
+            Ok(s) => s,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+        };
         if s.closed || s.lease.is_none() {
             return Ok(());
         }

@@ -7,21 +7,31 @@
 //! (≥ 4.5, `MultiWriter`). SQLite was chosen because its multi-process locking and crash
 //! recovery have decades of use behind them (redb's multi-writer mode is new), readers never
 //! block the writer nor each other, `busy_timeout` gives exactly the "wait at most the URL's
-//! timeout" rule, indexes make the lease sweep and log replay cheap, and an operator can inspect
-//! the file with the `sqlite3` shell. Neither engine tells other processes about a change, so
-//! both would need the change log and poller below.
+//! timeout" rule, SQL makes prefix ranges, the lease sweep and log replay simple, and an
+//! operator can inspect the file with the `sqlite3` shell. Neither engine tells other processes
+//! about a change, so both would need the change log and poller below.
 //!
 //! # Layout
 //!
 //! * `kv(key, value, version, lease)`: keys are stored as `<prefix>/<key>`, so stores with
 //!   different prefixes can share a file; the API sees keys relative to its prefix.
-//! * `meta`: the global revision, the compacted revision, the schema version.
-//! * `log(id, rev, key, value, deleted)`: every change, read by watchers in every process.
+//! * `log(id, rev, key, value, deleted)`: every change, read by watchers in every process. The
+//!   current revision is the `rev` of its last row.
+//! * `meta`: the compacted revision (history at or below it is gone) and the schema version.
 //! * `leases(id, expires_ms, owner)`: one per client holding ephemeral keys.
 //!
-//! Every write transaction bumps the revision once; a key's version is the revision of its last
+//! Every write transaction (`BEGIN IMMEDIATE`, waiting at most the URL's `timeout` for the
+//! file's write lock) bumps the revision once; a key's version is the revision of its last
 //! write (like etcd's mod_revision), so get, list and watch agree, and a delete's version is
-//! above every version the key had.
+//! above every version the key had. Conditions (create, compare-and-swap, compare-and-delete,
+//! transactions) are checked inside that transaction, so a failed one writes nothing. A list and
+//! the revision it returns are read in one read transaction.
+//!
+//! Ephemeral keys are bound to a lease that the client renews every TTL/3 (URL option `ttl`,
+//! default 10 s); every open store sweeps expired leases, so the keys of a killed owner go
+//! within the TTL plus a sweep period (a tenth of the TTL, at most 250 ms). Lease expiry uses the
+//! wall clock all processes share: a clock jumping forward by more than the TTL expires leases
+//! early, and their owners then re-create them.
 //!
 //! # Threads
 //!

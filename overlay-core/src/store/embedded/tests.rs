@@ -319,3 +319,43 @@ async fn slow_watcher_gets_resync_not_unbounded_memory() {
         "events were dropped, not buffered without bound ({seen})"
     );
 }
+
+#[test]
+fn poller_overtaken_by_compaction_reports_resync() {
+    use super::hub::{Hub, compact};
+    use super::tx::WriteTx;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let mut conn = schema::open(&path, WAIT).unwrap();
+    let mut writer = schema::open(&path, WAIT).unwrap();
+    let keys = Keys::new("p");
+    let mut hub = Hub::new(&mut conn, keys.clone()).unwrap();
+    let (tx, mut rx) = mpsc::channel(100);
+    hub.register(&mut conn, keys.scope(""), None, tx).unwrap();
+    // Another client writes and compacts before this poller reads anything.
+    for i in 0..20 {
+        let mut t = WriteTx::begin(&mut writer).unwrap();
+        t.write("p/k", i.to_string().as_bytes(), None).unwrap();
+        t.commit().unwrap();
+    }
+    compact(&mut writer, 5).unwrap();
+    hub.poll(&mut conn).unwrap();
+    hub.flush();
+    match rx.try_recv().unwrap().unwrap() {
+        WatchEvent::Resync { reason } => assert!(reason.contains("compacted"), "{reason}"),
+        other => panic!("expected a Resync first, got {other:?}"),
+    }
+    let mut values = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        match ev.unwrap() {
+            WatchEvent::Put(kv) => values.push(String::from_utf8(kv.value).unwrap()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        values,
+        ["15", "16", "17", "18", "19"],
+        "the rows left after compaction follow"
+    );
+}

@@ -8,6 +8,10 @@
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
+/// The current revision: that of the last log row (compaction always keeps it), 0 when none.
+pub(super) const REVISION: &str =
+    "SELECT coalesce((SELECT rev FROM log ORDER BY id DESC LIMIT 1), 0)";
+
 /// A key's current state: version and the lease it is bound to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Current {
@@ -26,9 +30,7 @@ impl<'c> WriteTx<'c> {
     /// Takes the write lock and reads the current revision.
     pub(super) fn begin(conn: &'c mut Connection) -> rusqlite::Result<Self> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let base = tx
-            .prepare_cached("SELECT revision FROM meta WHERE id = 0")?
-            .query_row([], |r| r.get(0))?;
+        let base = tx.prepare_cached(REVISION)?.query_row([], |r| r.get(0))?;
         Ok(WriteTx {
             tx,
             base,
@@ -110,11 +112,6 @@ impl<'c> WriteTx<'c> {
     /// Commits; returns the new revision if anything was written.
     pub(super) fn commit(self) -> rusqlite::Result<Option<i64>> {
         let new = self.bumped.then_some(self.base + 1);
-        if let Some(rev) = new {
-            self.tx
-                .prepare_cached("UPDATE meta SET revision = ?1 WHERE id = 0")?
-                .execute([rev])?;
-        }
         self.tx.commit()?;
         Ok(new)
     }
@@ -139,9 +136,7 @@ pub(super) fn list(
     hi: &str,
 ) -> rusqlite::Result<(Vec<Entry>, i64)> {
     let tx = conn.transaction()?;
-    let rev: i64 = tx
-        .prepare_cached("SELECT revision FROM meta WHERE id = 0")?
-        .query_row([], |r| r.get(0))?;
+    let rev: i64 = tx.prepare_cached(REVISION)?.query_row([], |r| r.get(0))?;
     let mut rows = Vec::new();
     {
         let mut stmt = tx.prepare_cached(

@@ -1,0 +1,262 @@
+//! IPAM benchmark: allocations per second and store round trips per allocation, with 1 and 4
+//! concurrent allocators, on the embedded store, etcd and ZooKeeper, printed as one table.
+//!
+//! Run: `cargo run --release --example ipam_bench`
+//!
+//! etcd and ZooKeeper are started by `overlay-testkit` on loopback (or taken from
+//! `OVERLAY_TEST_ETCD` / `OVERLAY_TEST_ZK`); a backend that cannot be had is reported and
+//! skipped. Each allocator is a tokio task in this process with its own store connection and
+//! its own host id (as separate hosts would be), allocating one address after another from
+//! one shared pool. Every store call goes through a counting adapter, so "round trips" is the
+//! number of store operations, including the first read of the network's pools and the
+//! listing of its blocks.
+//!
+//! For scale, the last column is the store's own ceiling on this machine: compare-and-swap
+//! operations per second by the same number of clients, each on its own key, with a 2 KiB value
+//! (about the size of a half-full block).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use overlay::Result;
+use overlay::ipam::{AddressRequest, Family, Ipam, IpamConfig, PoolRequest, StoreIpam};
+use overlay::model::{HostId, NetworkId, PoolConfig};
+use overlay::store::{
+    self, Backend, Capabilities, KeyValue, KvStore, Listing, TxnOp, TxnResult, Version, Watch,
+};
+use overlay_testkit::{EtcdServer, ZooKeeperServer};
+
+/// Allocations made by each allocator in one run.
+const PER_ALLOCATOR: usize = 400;
+/// The pool: 4094 usable addresses, room for 4 × 400 without exhaustion.
+const SUBNET: &str = "10.90.0.0/20";
+
+/// A `KvStore` that counts the operations passing through it: one per round trip.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn KvStore>,
+    calls: Arc<AtomicU64>,
+}
+
+impl Counting {
+    fn hit(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl KvStore for Counting {
+    fn backend(&self) -> Backend {
+        self.inner.backend()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        self.hit();
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, value: &[u8]) -> Result<Version> {
+        self.hit();
+        self.inner.put(key, value).await
+    }
+    async fn create(&self, key: &str, value: &[u8]) -> Result<Version> {
+        self.hit();
+        self.inner.create(key, value).await
+    }
+    async fn compare_and_swap(&self, key: &str, value: &[u8], version: Version) -> Result<Version> {
+        self.hit();
+        self.inner.compare_and_swap(key, value, version).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.hit();
+        self.inner.delete(key).await
+    }
+    async fn compare_and_delete(&self, key: &str, version: Version) -> Result<()> {
+        self.hit();
+        self.inner.compare_and_delete(key, version).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Listing> {
+        self.hit();
+        self.inner.list(prefix).await
+    }
+    async fn txn(&self, ops: &[TxnOp]) -> Result<TxnResult> {
+        self.hit();
+        self.inner.txn(ops).await
+    }
+    async fn watch(&self, prefix: &str, from: Option<Version>) -> Result<Watch> {
+        self.hit();
+        self.inner.watch(prefix, from).await
+    }
+    async fn put_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
+        self.hit();
+        self.inner.put_ephemeral(key, value).await
+    }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+}
+
+struct Row {
+    backend: &'static str,
+    allocators: usize,
+    allocations: usize,
+    elapsed: Duration,
+    round_trips: u64,
+    raw_cas_per_sec: f64,
+}
+
+/// The store's ceiling: `clients` connections doing compare-and-swap on a key each.
+async fn raw_cas(url: &str, clients: usize) -> Result<f64> {
+    let mut stores = Vec::new();
+    for _ in 0..clients {
+        stores.push(store::connect_str(url).await?);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, s) in stores.iter().cloned().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let key = format!("bench-raw/{i}");
+            let value = vec![b'x'; 2048];
+            let mut version = s.put(&key, &value).await?;
+            for _ in 0..PER_ALLOCATOR {
+                version = s.compare_and_swap(&key, &value, version).await?;
+            }
+            s.delete(&key).await?;
+            Ok::<_, overlay::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await
+            .map_err(|e| overlay::Error::internal("bench", e.to_string()))??;
+    }
+    let rate = (clients * (PER_ALLOCATOR + 2)) as f64 / started.elapsed().as_secs_f64();
+    for s in stores {
+        let _ = s.close().await;
+    }
+    Ok(rate)
+}
+
+/// One run: `allocators` tasks, each allocating `PER_ALLOCATOR` addresses from a new network.
+async fn run(backend: &'static str, url: &str, allocators: usize) -> Result<Row> {
+    let setup_store = store::connect_str(url).await?;
+    let setup = StoreIpam::new(
+        setup_store.clone(),
+        HostId::new("setup")?,
+        IpamConfig::default(),
+    );
+    let net = NetworkId::random();
+    setup
+        .add_pools(
+            &net,
+            "bench",
+            &[PoolRequest::Subnet(PoolConfig::new(
+                SUBNET.parse().unwrap(),
+            ))],
+        )
+        .await?;
+    let calls = Arc::new(AtomicU64::new(0));
+    let mut ipams = Vec::new();
+    for i in 0..allocators {
+        let inner = store::connect_str(url).await?;
+        let counted: Arc<dyn KvStore> = Arc::new(Counting {
+            inner,
+            calls: calls.clone(),
+        });
+        ipams.push(Arc::new(StoreIpam::new(
+            counted,
+            HostId::new(format!("bench-host-{i}"))?,
+            IpamConfig::default(),
+        )));
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, ipam) in ipams.iter().cloned().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for n in 0..PER_ALLOCATOR {
+                let req = AddressRequest::any(Family::V4, format!("a{i}-{n}"));
+                ipam.request(&net, &req).await?;
+            }
+            Ok::<_, overlay::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await
+            .map_err(|e| overlay::Error::internal("bench", e.to_string()))??;
+    }
+    let elapsed = started.elapsed();
+    let held = setup.allocations(&net).await?.len();
+    assert_eq!(
+        held,
+        allocators * PER_ALLOCATOR,
+        "every allocation is in the store exactly once"
+    );
+    setup.release_pools(&net).await?;
+    for ipam in &ipams {
+        let _ = ipam.store().close().await;
+    }
+    let _ = setup_store.close().await;
+    let raw_cas_per_sec = raw_cas(url, allocators).await?;
+    Ok(Row {
+        backend,
+        allocators,
+        allocations: allocators * PER_ALLOCATOR,
+        elapsed,
+        round_trips: calls.load(Ordering::Relaxed),
+        raw_cas_per_sec,
+    })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+async fn main() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etcd = EtcdServer::start();
+    let zk = ZooKeeperServer::start();
+    let mut targets: Vec<(&'static str, String)> = vec![(
+        "embedded",
+        format!("file://{}/bench.db", dir.path().display()),
+    )];
+    if let Some(s) = &etcd {
+        targets.push(("etcd", s.url()));
+    }
+    if let Some(s) = &zk {
+        targets.push(("zookeeper", s.url()));
+    }
+    let mut rows = Vec::new();
+    for (name, url) in &targets {
+        for allocators in [1, 4] {
+            match run(name, url, allocators).await {
+                Ok(row) => rows.push(row),
+                Err(e) => eprintln!("{name} with {allocators} allocator(s): skipped: {e}"),
+            }
+        }
+    }
+    println!();
+    println!(
+        "| backend   | allocators (tasks) | allocations | seconds | allocations/s | round trips/alloc | vs 1 allocator | store CAS/s, same clients |"
+    );
+    println!(
+        "|-----------|--------------------|-------------|---------|---------------|-------------------|----------------|---------------------------|"
+    );
+    for row in &rows {
+        let rate = row.allocations as f64 / row.elapsed.as_secs_f64();
+        let single = rows
+            .iter()
+            .find(|r| r.backend == row.backend && r.allocators == 1)
+            .map(|r| r.allocations as f64 / r.elapsed.as_secs_f64());
+        let speedup = single.map_or("-".to_string(), |s| format!("{:.2}×", rate / s));
+        println!(
+            "| {:<9} | {:>18} | {:>11} | {:>7.2} | {:>13.0} | {:>17.3} | {:>14} | {:>25.0} |",
+            row.backend,
+            row.allocators,
+            row.allocations,
+            row.elapsed.as_secs_f64(),
+            rate,
+            row.round_trips as f64 / row.allocations as f64,
+            speedup,
+            row.raw_cas_per_sec
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! Which hosts are alive (their ephemeral records), and which networks exist, followed by
+//! watching the store. Both loops survive store outages: on an error they back off, re-list
+//! and watch again; nothing is torn down while the store is away.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Shared;
+use super::events::ControllerEvent;
+use crate::error::Result;
+use crate::model::{Host, HostId, Network, NetworkId, Record, keys};
+use crate::store::{KvStore, WatchEvent};
+
+/// Pause after a failed list or watch before trying again.
+pub(super) const RETRY: Duration = Duration::from_millis(500);
+
+fn host_of_key(key: &str) -> Option<HostId> {
+    key.strip_prefix(keys::HOSTS)?
+        .strip_prefix('/')?
+        .parse()
+        .ok()
+}
+
+/// The hosts whose records exist now.
+pub(super) async fn list_hosts(store: &dyn KvStore) -> Result<BTreeSet<HostId>> {
+    let listing = store.list(keys::HOSTS).await?;
+    Ok(listing
+        .kvs
+        .iter()
+        .filter(|kv| Host::decode(&kv.key, &kv.value).is_ok())
+        .filter_map(|kv| host_of_key(&kv.key))
+        .collect())
+}
+
+/// Keeps `shared.live` equal to the set of host records.
+pub(super) async fn watch_hosts(shared: Arc<Shared>) {
+    loop {
+        let listing = match shared.store.list(keys::HOSTS).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "listing hosts failed; retrying");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        let now: BTreeSet<HostId> = listing
+            .kvs
+            .iter()
+            .filter(|kv| Host::decode(&kv.key, &kv.value).is_ok())
+            .filter_map(|kv| host_of_key(&kv.key))
+            .collect();
+        shared
+            .live
+            .send_if_modified(|live| std::mem::replace(live, now.clone()) != now);
+        let mut watch = match shared
+            .store
+            .watch(keys::HOSTS, Some(listing.revision))
+            .await
+        {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!(error = %e, "watching hosts failed; retrying");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        loop {
+            match watch.next().await {
+                Some(Ok(WatchEvent::Put(kv))) => {
+                    let Some(id) = host_of_key(&kv.key) else {
+                        continue;
+                    };
+                    if let Err(e) = Host::decode(&kv.key, &kv.value) {
+                        tracing::warn!(key = %kv.key, error = %e, "skipping a host record");
+                        continue;
+                    }
+                    shared.live.send_if_modified(|live| live.insert(id));
+                }
+                Some(Ok(WatchEvent::Delete { key, .. })) => {
+                    let Some(id) = host_of_key(&key) else {
+                        continue;
+                    };
+                    tracing::info!(host = %id, "host left the cluster");
+                    shared.live.send_if_modified(|live| live.remove(&id));
+                }
+                Some(Ok(WatchEvent::Resync { reason })) => {
+                    tracing::info!(%reason, "host watch lost events; re-listing");
+                    break;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "host watch failed; re-listing");
+                    tokio::time::sleep(RETRY).await;
+                    break;
+                }
+                None => return,
+            }
+        }
+    }
+}
+
+/// Reports networks created and removed anywhere, as [`ControllerEvent`]s.
+pub(super) async fn watch_networks(shared: Arc<Shared>) {
+    let mut known: BTreeMap<NetworkId, String> = BTreeMap::new();
+    let mut first = true;
+    loop {
+        let listing = match shared.store.list(keys::NETWORKS).await {
+            Ok(l) => l,
+            Err(_) => {
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        let now: BTreeMap<NetworkId, String> = listing
+            .kvs
+            .iter()
+            .filter_map(|kv| Network::decode(&kv.key, &kv.value).ok())
+            .map(|n| (n.id, n.name))
+            .collect();
+        if !first {
+            for (id, name) in now.iter().filter(|(id, _)| !known.contains_key(id)) {
+                shared.emit(ControllerEvent::NetworkCreated {
+                    id: id.to_string(),
+                    name: name.clone(),
+                });
+            }
+            for (id, name) in known.iter().filter(|(id, _)| !now.contains_key(id)) {
+                shared.emit(ControllerEvent::NetworkRemoved {
+                    id: id.to_string(),
+                    name: name.clone(),
+                });
+            }
+        }
+        first = false;
+        known = now;
+        let Ok(mut watch) = shared
+            .store
+            .watch(keys::NETWORKS, Some(listing.revision))
+            .await
+        else {
+            tokio::time::sleep(RETRY).await;
+            continue;
+        };
+        loop {
+            match watch.next().await {
+                Some(Ok(WatchEvent::Put(kv))) => match Network::decode(&kv.key, &kv.value) {
+                    Ok(n) if !known.contains_key(&n.id) => {
+                        shared.emit(ControllerEvent::NetworkCreated {
+                            id: n.id.to_string(),
+                            name: n.name.clone(),
+                        });
+                        known.insert(n.id, n.name);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(key = %kv.key, error = %e, "skipping a network record")
+                    }
+                },
+                Some(Ok(WatchEvent::Delete { key, .. })) => {
+                    let id = key
+                        .rsplit('/')
+                        .next()
+                        .and_then(|s| s.parse::<NetworkId>().ok());
+                    if let Some((id, name)) = id.and_then(|id| known.remove_entry(&id)) {
+                        shared.emit(ControllerEvent::NetworkRemoved {
+                            id: id.to_string(),
+                            name,
+                        });
+                    }
+                }
+                Some(Ok(WatchEvent::Resync { .. })) => break,
+                Some(Err(_)) => {
+                    tokio::time::sleep(RETRY).await;
+                    break;
+                }
+                None => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! One network with containers on this host: follow its endpoints (list, then watch deltas),
+//! program the difference into the sandbox, and rewrite the hosts files that depend on it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::Shared;
+use super::events::ControllerEvent;
+use super::hosts::{self, HostsEntry};
+use super::live::RETRY;
+use super::view::Change;
+use crate::dataplane::Peer;
+use crate::model::{NetworkId, keys};
+use crate::store::WatchEvent;
+
+fn emit_changes(shared: &Shared, change: &Change) {
+    for ep in &change.up {
+        shared.emit(ControllerEvent::up(ep));
+    }
+    for ep in &change.down {
+        shared.emit(ControllerEvent::down(ep));
+    }
+}
+
+/// The network's watch loop; ends when the store closes or the task is aborted.
+pub(super) async fn run(shared: Arc<Shared>, id: NetworkId) {
+    let prefix = keys::endpoints(&id);
+    let mut live = shared.live.subscribe();
+    loop {
+        let listing = match shared.store.list(&prefix).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "listing endpoints failed; retrying");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        let change = {
+            let mut st = shared.state();
+            let Some(ns) = st.nets.get_mut(&id) else {
+                return;
+            };
+            ns.dirty = true;
+            ns.view.replace(&id, &listing.kvs)
+        };
+        emit_changes(&shared, &change);
+        reconcile(&shared, &id, true).await;
+        let mut watch = match shared.store.watch(&prefix, Some(listing.revision)).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!(error = %e, "watching endpoints failed; retrying");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                ev = watch.next() => match ev {
+                    Some(Ok(ev)) => {
+                        let change = {
+                            let mut st = shared.state();
+                            let Some(ns) = st.nets.get_mut(&id) else { return };
+                            ns.view.apply(&id, &ev)
+                        };
+                        if change.resync {
+                            if let WatchEvent::Resync { reason } = &ev {
+                                tracing::info!(%reason, "endpoint watch lost events; resyncing");
+                            }
+                            break;
+                        }
+                        if change.changed() {
+                            emit_changes(&shared, &change);
+                            reconcile(&shared, &id, false).await;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "endpoint watch failed; resyncing");
+                        tokio::time::sleep(RETRY).await;
+                        break;
+                    }
+                    None => return,
+                },
+                changed = live.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    reconcile(&shared, &id, false).await;
+                }
+            }
+        }
+    }
+}
+
+/// Brings the sandbox's peers in line with the view, and rewrites affected hosts files.
+///
+/// Incremental runs diff against what this agent programmed last; a `full` run (after a
+/// (re)listing, or when an earlier step failed) diffs against what the kernel holds, so
+/// leftovers are removed and nothing present is added twice.
+pub(super) async fn reconcile(shared: &Shared, id: &NetworkId, full: bool) {
+    let lock = match shared.state().nets.get(id) {
+        Some(ns) => ns.reconciling.clone(),
+        None => return,
+    };
+    let _serial = lock.lock().await;
+    let (desired, programmed, dirty) = {
+        let st = shared.state();
+        let Some(ns) = st.nets.get(id) else { return };
+        let live = shared.live.borrow();
+        (
+            ns.view.remote_peers(shared.me(), &live),
+            ns.programmed.clone(),
+            ns.dirty,
+        )
+    };
+    let actual = if full || dirty {
+        match shared.dataplane.list_peers(id).await {
+            Ok(peers) => peers.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the sandbox's peers");
+                programmed
+            }
+        }
+    } else {
+        programmed
+    };
+    let remove: Vec<Peer> = actual.difference(&desired).copied().collect();
+    let add: Vec<Peer> = desired.difference(&actual).copied().collect();
+    let mut ok = true;
+    for p in &remove {
+        if let Err(e) = shared.dataplane.remove_peer(id, p).await {
+            tracing::warn!(peer = %p.ip, error = %e, "removing a peer failed");
+            ok = false;
+        }
+    }
+    if !add.is_empty()
+        && let Err(e) = shared.dataplane.add_peers(id, &add).await
+    {
+        tracing::warn!(error = %e, "adding peers failed");
+        ok = false;
+    }
+    let files = {
+        let mut st = shared.state();
+        if let Some(ns) = st.nets.get_mut(id) {
+            ns.programmed = desired;
+            ns.dirty = !ok;
+        }
+        hosts_files_for(shared, &st, id)
+    };
+    write_hosts_files(shared, files);
+}
+
+/// The hosts files of local containers on network `id`, rendered from every network each of
+/// those containers joined.
+fn hosts_files_for(
+    shared: &Shared,
+    st: &super::State,
+    id: &NetworkId,
+) -> BTreeMap<PathBuf, String> {
+    let me = shared.me();
+    let live = shared.live.borrow();
+    let Some(ns) = st.nets.get(id) else {
+        return BTreeMap::new();
+    };
+    let containers: BTreeSet<&str> = ns
+        .view
+        .endpoints()
+        .filter(|e| e.host == *me && e.hosts_file.is_some())
+        .map(|e| e.container_id.as_str())
+        .collect();
+    let mut out = BTreeMap::new();
+    for container in containers {
+        let mut own: Vec<(IpAddr, String)> = Vec::new();
+        let mut peers = BTreeSet::new();
+        let mut path = None;
+        let hostname: String = container.chars().take(12).collect();
+        for net in st.nets.values() {
+            let mine = net
+                .view
+                .endpoints()
+                .find(|e| e.host == *me && e.container_id == container);
+            let Some(mine) = mine else { continue };
+            path = path.or_else(|| mine.hosts_file.clone());
+            own.extend(mine.ipv4.map(|a| (IpAddr::V4(a.addr()), hostname.clone())));
+            own.extend(mine.ipv6.map(|a| (IpAddr::V6(a.addr()), hostname.clone())));
+            for ep in net.view.endpoints() {
+                if ep.container_id == container || !live.contains(&ep.host) {
+                    continue;
+                }
+                let ips = ep.ipv4.map(|a| IpAddr::V4(a.addr())).into_iter();
+                for ip in ips.chain(ep.ipv6.map(|a| IpAddr::V6(a.addr()))) {
+                    peers.extend(HostsEntry::for_container(
+                        ip,
+                        &ep.name,
+                        &ep.aliases,
+                        &net.network.name,
+                    ));
+                }
+            }
+        }
+        if let Some(path) = path {
+            out.insert(path, hosts::render(&own, &peers));
+        }
+    }
+    out
+}
+
+fn write_hosts_files(shared: &Shared, files: BTreeMap<PathBuf, String>) {
+    for (path, content) in files {
+        if shared.state().hosts_files.get(&path) == Some(&content) {
+            continue;
+        }
+        match hosts::write_atomic(&path, &content) {
+            Ok(()) => {
+                shared.state().hosts_files.insert(path, content);
+            }
+            Err(e) => tracing::warn!(error = %e, "hosts file not updated"),
+        }
+    }
+}

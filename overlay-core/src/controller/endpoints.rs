@@ -1,0 +1,450 @@
+//! Connecting and disconnecting containers, taking them over after a restart, and name lookups
+//! that the agent cannot answer from its watched networks.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use super::Controller;
+use super::inspect::ContainerInspect;
+use super::networks::decode_all;
+use super::spec::ContainerSpec;
+use crate::agent::{endpoint_removal, names_of};
+use crate::dataplane::{AttachSpec, SandboxSpec};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ipam::{AddressRequest, Family, Want};
+use crate::model::{Endpoint, EndpointId, MacAddr, Network, NetworkId, Record, SCHEMA, keys};
+use crate::store::TxnOp;
+
+/// Addresses handed out for one connect, given back if the connect fails half-way.
+struct Held<'a> {
+    ctl: &'a Controller,
+    network: NetworkId,
+    owner: String,
+    ips: Vec<IpAddr>,
+}
+
+impl Held<'_> {
+    async fn release(self) {
+        for ip in self.ips {
+            if let Err(e) = self
+                .ctl
+                .inner
+                .ipam
+                .release(&self.network, ip, &self.owner)
+                .await
+            {
+                tracing::warn!(%ip, error = %e, "could not release an address; the collector will");
+            }
+        }
+    }
+}
+
+fn inspect_of(ep: &Endpoint) -> ContainerInspect {
+    ContainerInspect {
+        name: ep.name.clone(),
+        endpoint_id: ep.id.to_string(),
+        mac_address: ep.mac.to_string(),
+        ipv4_address: ep.ipv4.map(|a| a.to_string()).unwrap_or_default(),
+        ipv6_address: ep.ipv6.map(|a| a.to_string()).unwrap_or_default(),
+        host: ep.host.to_string(),
+    }
+}
+
+impl Controller {
+    fn sandbox_spec(&self, net: &Network) -> SandboxSpec {
+        SandboxSpec {
+            network: net.id,
+            vni: net.vni,
+            mtu: net.mtu.or(self.inner.opts.mtu),
+            vxlan_port: self.inner.opts.vxlan_port,
+            vtep: self.inner.host.advertise,
+        }
+    }
+
+    /// The first `ethN` the container does not use on another network.
+    fn next_ifname(&self, container_id: &str) -> Result<String> {
+        let used: BTreeSet<String> = self
+            .agent()?
+            .local_endpoints()
+            .into_iter()
+            .filter(|e| e.container_id == container_id)
+            .map(|e| e.ifname)
+            .collect();
+        Ok((0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !used.contains(n))
+            .unwrap_or_default())
+    }
+
+    async fn allocate(
+        &self,
+        held: &mut Held<'_>,
+        want: Want,
+        sticky: Option<&str>,
+    ) -> Result<IpNet> {
+        let request = AddressRequest {
+            want,
+            owner: held.owner.clone(),
+            sticky: sticky.map(str::to_string),
+        };
+        let alloc = self.inner.ipam.request(&held.network, &request).await?;
+        held.ips.push(alloc.address.addr());
+        Ok(alloc.address)
+    }
+
+    /// Connects a container to a network: an address from the global IPAM (the same one again
+    /// for a sticky name), the host's sandbox if absent, a veth born in the container's
+    /// namespace, and the endpoint record other hosts converge on.
+    pub async fn connect(&self, network: &str, c: &ContainerSpec) -> Result<ContainerInspect> {
+        let op = "connect";
+        c.validate()?;
+        let (net, net_version) = self.lookup(network).await?;
+        if net.removing {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                op,
+                format!("network {:?} is being removed", net.name),
+            ));
+        }
+        if c.ipv6.is_some() && !net.ipv6 {
+            return Err(
+                Error::invalid(op, format!("network {:?} has no IPv6", net.name))
+                    .with_hint("drop the IPv6 address, or use a network created with IPv6"),
+            );
+        }
+        let netns = c.netns.path();
+        if !netns.exists() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                op,
+                format!("namespace {} does not exist", netns.display()),
+            )
+            .with_hint("start the container first, or pass the path of its network namespace"));
+        }
+        let store = &self.inner.store;
+        if store.get(&keys::container(&net.id, &c.id)).await?.is_some() {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                op,
+                format!(
+                    "container {:?} is already connected to network {:?}",
+                    c.id, net.name
+                ),
+            )
+            .with_hint("disconnect it first"));
+        }
+        let ifname = match &c.ifname {
+            Some(n) => n.clone(),
+            None => self.next_ifname(&c.id)?,
+        };
+        let id = EndpointId::random();
+        let mut held = Held {
+            ctl: self,
+            network: net.id,
+            owner: id.to_string(),
+            ips: Vec::new(),
+        };
+        let sticky = c.sticky.then_some(c.name.as_str());
+        let result = self
+            .connect_steps(&net, net_version, c, id, ifname, &mut held, sticky)
+            .await;
+        match result {
+            Ok(ep) => {
+                let out = inspect_of(&ep);
+                self.agent()?.join(&net, ep).await;
+                Ok(out)
+            }
+            Err(e) => {
+                held.release().await;
+                Err(e.with_op(op))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn connect_steps(
+        &self,
+        net: &Network,
+        net_version: crate::store::Version,
+        c: &ContainerSpec,
+        id: EndpointId,
+        ifname: String,
+        held: &mut Held<'_>,
+        sticky: Option<&str>,
+    ) -> Result<Endpoint> {
+        let v4 = self
+            .allocate(
+                held,
+                c.ipv4
+                    .map_or(Want::Any(Family::V4), |ip| Want::Specific(ip.into())),
+                sticky,
+            )
+            .await?;
+        let v6 = if net.ipv6 {
+            let want = c
+                .ipv6
+                .map_or(Want::Any(Family::V6), |ip| Want::Specific(ip.into()));
+            Some(self.allocate(held, want, sticky).await?)
+        } else {
+            None
+        };
+        let ipv4 = match v4 {
+            IpNet::V4(a) => Some(a),
+            IpNet::V6(_) => None,
+        };
+        let ipv6: Option<Ipv6Net> = match v6 {
+            Some(IpNet::V6(a)) => Some(a),
+            _ => None,
+        };
+        let mac = match ipv4 {
+            Some(a) => MacAddr::from_ipv4(a.addr()),
+            None => MacAddr::from_hash(id.as_bytes()),
+        };
+        let dp = &self.inner.dataplane;
+        dp.ensure_sandbox(&self.sandbox_spec(net)).await?;
+        let attach = AttachSpec {
+            netns: c.netns.path(),
+            ifname: ifname.clone(),
+            ipv4,
+            ipv6,
+            mac: Some(mac),
+            mtu: None,
+        };
+        let undo_kernel = || async {
+            if let Err(e) = dp.detach(&net.id, &c.netns.path(), &ifname).await {
+                tracing::warn!(error = %e, "could not detach after a failed connect");
+            }
+            let still_used = self
+                .agent()
+                .map(|a| a.local_endpoints().iter().any(|e| e.network == net.id));
+            if !still_used.unwrap_or(true)
+                && let Err(e) = dp.remove_sandbox(&net.id).await
+            {
+                tracing::warn!(error = %e, "could not remove the sandbox after a failed connect");
+            }
+        };
+        if let Err(e) = dp.attach(&net.id, &attach).await {
+            undo_kernel().await;
+            return Err(e);
+        }
+        let ep = Endpoint {
+            schema: SCHEMA,
+            id,
+            network: net.id,
+            container_id: c.id.clone(),
+            name: c.name.clone(),
+            aliases: c.aliases.clone(),
+            ipv4,
+            ipv6,
+            mac,
+            host: self.inner.host.id.clone(),
+            vtep: self.inner.host.advertise,
+            sticky: c.sticky,
+            ifname: ifname.clone(),
+            netns: Some(c.netns.path()),
+            hosts_file: c.hosts_file.clone(),
+        };
+        let own = id.to_string().into_bytes();
+        let ops = [
+            TxnOp::Check {
+                key: keys::network(&net.id),
+                version: Some(net_version),
+            },
+            TxnOp::Create {
+                key: keys::container(&net.id, &c.id),
+                value: own.clone(),
+            },
+            TxnOp::Create {
+                key: keys::endpoint_name(&net.id, &c.name),
+                value: own,
+            },
+            TxnOp::Create {
+                key: keys::endpoint(&net.id, &id),
+                value: ep.encode(),
+            },
+        ];
+        if let Err(e) = self.inner.store.txn(&ops).await {
+            undo_kernel().await;
+            return Err(self.explain_publish_failure(net, c, e).await);
+        }
+        Ok(ep)
+    }
+
+    /// Turns a failed endpoint transaction into the error a user can act on.
+    async fn explain_publish_failure(&self, net: &Network, c: &ContainerSpec, e: Error) -> Error {
+        let store = &self.inner.store;
+        match e.kind() {
+            ErrorKind::AlreadyExists => {
+                if let Ok(Some(_)) = store.get(&keys::container(&net.id, &c.id)).await {
+                    return Error::new(
+                        ErrorKind::AlreadyExists,
+                        "connect",
+                        format!(
+                            "container {:?} is already connected to network {:?}",
+                            c.id, net.name
+                        ),
+                    );
+                }
+                Error::new(
+                    ErrorKind::AlreadyExists,
+                    "connect",
+                    format!(
+                        "another container named {:?} is on network {:?}",
+                        c.name, net.name
+                    ),
+                )
+                .with_hint("container names must be unique on a network; pick another name")
+            }
+            ErrorKind::Conflict => Error::new(
+                ErrorKind::NotFound,
+                "connect",
+                format!("network {:?} was removed or is being removed", net.name),
+            ),
+            _ => e,
+        }
+    }
+
+    /// Disconnects a container of this host from a network: the endpoint record goes (other
+    /// hosts remove its peer and names), the veth goes, and the address is released — or kept
+    /// reserved for the name if the endpoint was sticky.
+    pub async fn disconnect(&self, network: &str, container_id: &str) -> Result<()> {
+        let op = "disconnect";
+        let (net, _) = self.lookup(network).await?;
+        let store = &self.inner.store;
+        let ckey = keys::container(&net.id, container_id);
+        crate::store::validate_key(&ckey)
+            .map_err(|_| Error::invalid(op, format!("container id {container_id:?} is invalid")))?;
+        let not_connected = || {
+            Error::new(
+                ErrorKind::NotFound,
+                op,
+                format!(
+                    "container {container_id:?} is not connected to network {:?}",
+                    net.name
+                ),
+            )
+        };
+        let kv = store.get(&ckey).await?.ok_or_else(not_connected)?;
+        let id: EndpointId = String::from_utf8_lossy(&kv.value).parse()?;
+        let ekey = keys::endpoint(&net.id, &id);
+        let Some(ekv) = store.get(&ekey).await? else {
+            // A uniqueness key without its endpoint: a leftover; clear it.
+            let _ = store.compare_and_delete(&ckey, kv.version).await;
+            return Err(not_connected());
+        };
+        let ep = Endpoint::decode(&ekey, &ekv.value)?;
+        if ep.host != self.inner.host.id {
+            return Err(Error::invalid(
+                op,
+                format!("container {container_id:?} runs on host {}", ep.host),
+            )
+            .with_hint("disconnect it on the host it runs on"));
+        }
+        let ops = endpoint_removal(store.as_ref(), &ep, ekv.version).await?;
+        store.txn(&ops).await.map_err(|e| e.with_op(op))?;
+        self.release_local(&net, &ep).await;
+        Ok(())
+    }
+
+    /// Undoes the kernel and IPAM side of a local endpoint whose record is gone.
+    async fn release_local(&self, net: &Network, ep: &Endpoint) {
+        if let Some(netns) = &ep.netns
+            && let Err(e) = self
+                .inner
+                .dataplane
+                .detach(&net.id, netns, &ep.ifname)
+                .await
+        {
+            tracing::warn!(container = %ep.name, error = %e, "could not remove the container's interface");
+        }
+        let ips = ep
+            .ipv4
+            .map(|a| IpAddr::V4(a.addr()))
+            .into_iter()
+            .chain(ep.ipv6.map(|a| IpAddr::V6(a.addr())));
+        for ip in ips {
+            if let Err(e) = self
+                .inner
+                .ipam
+                .release(&net.id, ip, &ep.id.to_string())
+                .await
+            {
+                tracing::warn!(%ip, error = %e, "could not release an address; the collector will");
+            }
+        }
+        if let Ok(agent) = self.agent() {
+            agent.leave(&net.id, &ep.id).await;
+        }
+    }
+
+    /// Takes over this host's endpoints after a restart: those whose container namespace still
+    /// exists are re-attached (idempotently) and watched again; the others are removed.
+    pub(super) async fn recover(&self) -> Result<()> {
+        let me = &self.inner.host.id;
+        let listing = self.inner.store.list(keys::ENDPOINTS).await?;
+        for (ep, version) in decode_all::<Endpoint>(&listing.kvs) {
+            if ep.host != *me {
+                continue;
+            }
+            let Ok((net, _)) = self.lookup(&ep.network.to_string()).await else {
+                continue;
+            };
+            let alive = ep.netns.as_ref().is_some_and(|p| p.exists());
+            if !alive {
+                tracing::info!(container = %ep.name, "container went away while the agent was down");
+                if let Ok(ops) = endpoint_removal(self.inner.store.as_ref(), &ep, version).await
+                    && self.inner.store.txn(&ops).await.is_ok()
+                {
+                    self.release_local(&net, &ep).await;
+                }
+                continue;
+            }
+            let attach = AttachSpec {
+                netns: ep.netns.clone().unwrap_or_default(),
+                ifname: ep.ifname.clone(),
+                ipv4: ep.ipv4,
+                ipv6: ep.ipv6,
+                mac: Some(ep.mac),
+                mtu: None,
+            };
+            let dp = &self.inner.dataplane;
+            if let Err(e) = async {
+                dp.ensure_sandbox(&self.sandbox_spec(&net)).await?;
+                dp.attach(&net.id, &attach).await
+            }
+            .await
+            {
+                tracing::warn!(container = %ep.name, error = %e, "could not restore the container's interface");
+            }
+            self.agent()?.join(&net, ep).await;
+        }
+        Ok(())
+    }
+
+    /// Name lookup over the whole store, for names on networks without local containers.
+    pub(super) async fn resolve_from_store(&self, name: &str) -> Result<Vec<IpAddr>> {
+        let store = &self.inner.store;
+        let nets = store.list(keys::NETWORKS).await?;
+        let mut out = BTreeSet::new();
+        for (net, _) in decode_all::<Network>(&nets.kvs) {
+            let eps = store.list(&keys::endpoints(&net.id)).await?;
+            for (ep, _) in decode_all::<Endpoint>(&eps.kvs) {
+                if names_of(&ep, &net.name).any(|n| n == name) {
+                    out.extend(ep.ipv4.map(|a: Ipv4Net| IpAddr::V4(a.addr())));
+                    out.extend(ep.ipv6.map(|a| IpAddr::V6(a.addr())));
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                "resolve",
+                format!("no container answers to {name:?}"),
+            )
+            .with_hint("use a container name or alias, or name.network"));
+        }
+        Ok(out.into_iter().collect())
+    }
+}

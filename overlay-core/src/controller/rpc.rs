@@ -1,0 +1,172 @@
+//! The controller as JSON requests and responses, one object per line, for processes that
+//! drive a host from outside: the `overlay-host` tool, a local agent socket, test rigs in any
+//! language.
+//!
+//! ```text
+//! → {"op":"create_network","name":"my-net","options":{"subnets":[{"subnet":"10.0.9.0/24"}]}}
+//! ← {"ok":{"Name":"my-net","Id":"…",…}}
+//! → {"op":"disconnect","network":"my-net","container_id":"nope"}
+//! ← {"error":{"kind":"not found","message":"disconnect: container \"nope\" is not connected …"}}
+//! ```
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::Controller;
+use super::spec::{ContainerSpec, NetworkOptions};
+use crate::error::{Error, Result};
+
+/// One request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// [`Controller::create_network`]
+    CreateNetwork {
+        /// Network name.
+        name: String,
+        /// Options.
+        #[serde(default)]
+        options: NetworkOptions,
+    },
+    /// [`Controller::networks`]
+    Networks,
+    /// [`Controller::inspect`]
+    Inspect {
+        /// Name, id or id prefix.
+        network: String,
+    },
+    /// [`Controller::remove_network`]
+    RemoveNetwork {
+        /// Name, id or id prefix.
+        network: String,
+    },
+    /// [`Controller::connect`]
+    Connect {
+        /// Name, id or id prefix.
+        network: String,
+        /// The container.
+        container: ContainerSpec,
+    },
+    /// [`Controller::disconnect`]
+    Disconnect {
+        /// Name, id or id prefix.
+        network: String,
+        /// The container's id.
+        container_id: String,
+    },
+    /// [`Controller::resolve`]
+    Resolve {
+        /// A container name or alias, plain or as `name.network`.
+        name: String,
+    },
+    /// Which hosts are alive, as this host sees them.
+    Hosts,
+}
+
+/// An error as it crosses the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// [`ErrorKind::as_str`](crate::ErrorKind::as_str) of the kind.
+    pub kind: String,
+    /// The full message, hint included.
+    pub message: String,
+    /// The OS error number, for kernel errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<i32>,
+}
+
+impl From<&Error> for WireError {
+    fn from(e: &Error) -> Self {
+        WireError {
+            kind: e.kind().as_str().to_string(),
+            message: e.to_string(),
+            errno: e.errno(),
+        }
+    }
+}
+
+/// One response: `{"ok": …}` or `{"error": {…}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// The call's result as JSON (`null` for calls without one).
+    Ok(Value),
+    /// The call failed.
+    Error(WireError),
+}
+
+fn to_value<T: Serialize>(v: &T) -> Result<Value> {
+    serde_json::to_value(v).map_err(|e| Error::internal("encode response", e.to_string()))
+}
+
+impl Controller {
+    /// Carries out one request.
+    pub async fn call(&self, request: Request) -> Response {
+        let result = match request {
+            Request::CreateNetwork { name, options } => self
+                .create_network(&name, &options)
+                .await
+                .and_then(|r| to_value(&r)),
+            Request::Networks => self.networks().await.and_then(|r| to_value(&r)),
+            Request::Inspect { network } => self.inspect(&network).await.and_then(|r| to_value(&r)),
+            Request::RemoveNetwork { network } => {
+                self.remove_network(&network).await.map(|()| Value::Null)
+            }
+            Request::Connect { network, container } => self
+                .connect(&network, &container)
+                .await
+                .and_then(|r| to_value(&r)),
+            Request::Disconnect {
+                network,
+                container_id,
+            } => self
+                .disconnect(&network, &container_id)
+                .await
+                .map(|()| Value::Null),
+            Request::Resolve { name } => self.resolve(&name).await.and_then(|r| to_value(&r)),
+            Request::Hosts => self
+                .agent()
+                .map(|a| a.live_hosts())
+                .and_then(|h| to_value(&h)),
+        };
+        match result {
+            Ok(v) => Response::Ok(v),
+            Err(e) => Response::Error(WireError::from(&e)),
+        }
+    }
+
+    /// Parses one request line and carries it out; a malformed line is an InvalidArgument
+    /// response, never a failure of the caller.
+    pub async fn call_json(&self, line: &str) -> Response {
+        match serde_json::from_str::<Request>(line) {
+            Ok(req) => self.call(req).await,
+            Err(e) => Response::Error(WireError::from(
+                &Error::invalid(
+                    "parse request",
+                    format!("request {line:?} is malformed: {e}"),
+                )
+                .with_hint("send one JSON object per line with an \"op\" field"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_shapes() {
+        let r: Request = serde_json::from_str(r#"{"op":"networks"}"#).unwrap();
+        assert_eq!(r, Request::Networks);
+        let r: Request = serde_json::from_str(
+            r#"{"op":"connect","network":"n","container":{"id":"c","name":"a","netns":{"pid":1}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(r, Request::Connect { .. }));
+        assert!(serde_json::from_str::<Request>(r#"{"op":"networks","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"launch"}"#).is_err());
+        let resp = serde_json::to_string(&Response::Ok(Value::Null)).unwrap();
+        assert_eq!(resp, r#"{"ok":null}"#);
+    }
+}

@@ -1,0 +1,253 @@
+//! Endpoints: a veth pair from a sandbox bridge into a container namespace.
+
+use ipnet::IpNet;
+use netlink_packet_route::link::InfoKind;
+
+use super::conn::NlConn;
+use super::errors::nl_failure;
+use super::link::{
+    CREATE_EXCL, LinkChange, VethParams, add_address, del_link, get_link, set_link,
+    validate_ifname, veth_msg,
+};
+use super::netns::{Netns, NetnsId};
+use super::sandbox::Sandbox;
+use super::{AttachSpec, Attachment};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Index of `lo` in every network namespace.
+const LOOPBACK_INDEX: u32 = 1;
+
+/// Name of the veth end on the sandbox bridge: derived from the container namespace and the
+/// interface name, so a retry (or a detach) finds the same device without any stored state.
+pub(crate) fn host_end_name(container: NetnsId, ifname: &str) -> String {
+    // FNV-1a, stable across releases.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = container
+        .dev
+        .to_le_bytes()
+        .into_iter()
+        .chain(container.ino.to_le_bytes())
+        .chain(ifname.bytes());
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // "ve-" + 12 hex = 15 characters, the kernel's limit.
+    format!("ve-{:012x}", h & 0xffff_ffff_ffff)
+}
+
+fn validate(spec: &AttachSpec, sandbox_mtu: u32) -> Result<(u32, crate::model::MacAddr)> {
+    validate_ifname(&spec.ifname, "attach endpoint")?;
+    let mac = spec.effective_mac().ok_or_else(|| {
+        Error::invalid(
+            "attach endpoint",
+            "the endpoint has neither an IPv4 nor an IPv6 address",
+        )
+        .with_hint("give the endpoint at least one address")
+    })?;
+    if mac.0[0] & 1 == 1 || mac.0 == [0; 6] {
+        return Err(Error::invalid(
+            "attach endpoint",
+            format!("MAC {mac} is not a unicast address"),
+        )
+        .with_hint("use a unicast MAC (lowest bit of the first byte clear), or none"));
+    }
+    let mtu = spec.mtu.unwrap_or(sandbox_mtu);
+    let min = if spec.ipv6.is_some() { 1280 } else { 68 };
+    if !(min..=65535).contains(&mtu) {
+        return Err(
+            Error::invalid("attach endpoint", format!("MTU {mtu} is out of range")).with_hint(
+                format!("use an MTU between {min} and 65535 (IPv6 needs 1280)"),
+            ),
+        );
+    }
+    Ok((mtu, mac))
+}
+
+/// Attaches `spec` to `sb`. The veth pair is made in one request from the sandbox with its peer
+/// born inside the container; then the container side gets its addresses and `lo` comes up.
+pub(crate) async fn attach(sb: &Sandbox, spec: &AttachSpec) -> Result<Attachment> {
+    let (mtu, mac) = validate(spec, sb.mtu)?;
+    let container = Netns::open_path(&spec.netns)?;
+    let label = container.path().display().to_string();
+    let host_name = host_end_name(container.id(), &spec.ifname);
+    let params = VethParams {
+        host_name: host_name.clone(),
+        bridge: sb.bridge,
+        peer_name: spec.ifname.clone(),
+        peer_ns: container.raw_fd(),
+        peer_mac: mac,
+        mtu,
+    };
+    // The container connection (a thread entering the namespace) opens while the kernel makes
+    // the pair.
+    let (created, cconn) = tokio::join!(
+        sb.conn.ack(veth_msg(&params), CREATE_EXCL),
+        NlConn::open(Some(&container), &label)
+    );
+    let cconn = cconn?;
+    let created = match created {
+        Ok(()) => true,
+        Err(e) if e.is_exists() => {
+            reconcile(sb, &cconn, &params).await?;
+            false
+        }
+        Err(e) => {
+            let err = nl_failure(
+                e,
+                "attach endpoint",
+                format!("veth {host_name} ↔ {}", spec.ifname),
+                &sb.name,
+            );
+            return Err(match e.errno() {
+                Some(libc::EOPNOTSUPP) => err.with_hint("load the veth module: modprobe veth"),
+                _ => err,
+            });
+        }
+    };
+    let link = get_link(&cconn, &spec.ifname).await?.ok_or_else(|| {
+        Error::internal(
+            "attach endpoint",
+            format!("{} vanished from {label} after its creation", spec.ifname),
+        )
+    })?;
+    let addresses: Vec<IpNet> = spec
+        .ipv4
+        .map(IpNet::V4)
+        .into_iter()
+        .chain(spec.ipv6.map(IpNet::V6))
+        .collect();
+    let up = LinkChange {
+        up: true,
+        ..LinkChange::default()
+    };
+    let (lo_up, if_up, added) = tokio::join!(
+        set_link(&cconn, LOOPBACK_INDEX, &up),
+        set_link(&cconn, link.index, &up),
+        futures::future::join_all(
+            addresses
+                .iter()
+                .map(|a| add_address(&cconn, link.index, *a))
+        )
+    );
+    lo_up?;
+    if_up?;
+    added.into_iter().collect::<Result<Vec<()>>>()?;
+    Ok(Attachment {
+        host_ifname: host_name,
+        container_ifname: spec.ifname.clone(),
+        mac,
+        mtu,
+        addresses,
+        created,
+    })
+}
+
+/// The pair (or one of its names) already exists: keep it when both ends are there, replace a
+/// lone host end, refuse a foreign interface in the container.
+async fn reconcile(sb: &Sandbox, cconn: &NlConn, p: &VethParams) -> Result<()> {
+    let host = get_link(&sb.conn, &p.host_name).await?;
+    let peer = get_link(cconn, &p.peer_name).await?;
+    match (host, peer) {
+        (Some(h), Some(c)) if c.kind == Some(InfoKind::Veth) => {
+            let host_change = LinkChange {
+                mtu: Some(p.mtu),
+                up: true,
+                controller: Some(p.bridge),
+                mac: None,
+            };
+            set_link(&sb.conn, h.index, &host_change).await?;
+            let peer_change = LinkChange {
+                mtu: Some(p.mtu),
+                up: true,
+                controller: None,
+                mac: Some(p.peer_mac),
+            };
+            set_link(cconn, c.index, &peer_change).await
+        }
+        (_, Some(_)) => Err(Error::new(
+            ErrorKind::AlreadyExists,
+            "attach endpoint",
+            format!(
+                "interface {} already exists in {} and is not this network's endpoint",
+                p.peer_name,
+                cconn.label()
+            ),
+        )
+        .with_errno(libc::EEXIST)
+        .with_hint("pick another interface name, or detach the other network first")),
+        (host, None) => {
+            // A host end without its container end cannot be a live pair: a leftover.
+            if let Some(h) = host {
+                del_link(&sb.conn, h.index, &h.name).await?;
+            }
+            sb.conn.ack(veth_msg(p), CREATE_EXCL).await.map_err(|e| {
+                nl_failure(
+                    e,
+                    "attach endpoint",
+                    format!("veth {}", p.host_name),
+                    &sb.name,
+                )
+            })
+        }
+    }
+}
+
+/// Detaches the interface `ifname` of the container in `netns` from `sb` by deleting the host
+/// end (which takes the container end with it). Nothing of this network there is not an error.
+pub(crate) async fn detach(sb: &Sandbox, container: &Netns, ifname: &str) -> Result<()> {
+    validate_ifname(ifname, "detach endpoint")?;
+    let host_name = host_end_name(container.id(), ifname);
+    match get_link(&sb.conn, &host_name).await? {
+        Some(l) => del_link(&sb.conn, l.index, &l.name).await,
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_end_names_are_stable_short_and_distinct() {
+        let a = NetnsId {
+            dev: 4,
+            ino: 4026532000,
+        };
+        let b = NetnsId {
+            dev: 4,
+            ino: 4026532001,
+        };
+        let n = host_end_name(a, "eth0");
+        assert_eq!(n.len(), 15);
+        assert_eq!(n, host_end_name(a, "eth0"));
+        assert_ne!(n, host_end_name(b, "eth0"));
+        assert_ne!(n, host_end_name(a, "eth1"));
+    }
+
+    #[test]
+    fn bad_specs_are_rejected_before_any_io() {
+        let mut spec = AttachSpec::new("/nonexistent", "10.0.0.2/24".parse().unwrap());
+        assert_eq!(validate(&spec, 1450).unwrap().0, 1450);
+        spec.ifname = "a/b".into();
+        assert_eq!(
+            validate(&spec, 1450).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        spec.ifname = "eth0".into();
+        spec.mtu = Some(10);
+        assert_eq!(
+            validate(&spec, 1450).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        spec.mtu = None;
+        spec.ipv4 = None;
+        assert_eq!(
+            validate(&spec, 1450).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        spec.ipv6 = Some("fd00::2/64".parse().unwrap());
+        let (_, mac) = validate(&spec, 1450).unwrap();
+        assert_eq!(mac.0[0] & 1, 0);
+    }
+}

@@ -1,0 +1,204 @@
+//! The VXLAN data plane: the kernel state that makes containers on different hosts one L2
+//! network.
+//!
+//! Per network and host there is a *sandbox*: a network namespace holding a bridge (`br0`) and a
+//! vxlan device (`vxlan0`: the network's VNI, learning off, proxy ARP on, no multicast group).
+//! The vxlan device is created from the host namespace, so its UDP socket (port 4789 by default)
+//! lives there, on the underlay. A container joins through a veth pair whose host end sits on the
+//! sandbox bridge. Each remote endpoint (a *peer*) is a permanent neighbour entry (IP → MAC) and
+//! an FDB entry (MAC → remote VTEP) on the vxlan device; with proxy ARP the vxlan device answers
+//! ARP and neighbour solicitations itself, so nothing is flooded across hosts.
+//!
+//! Everything goes through rtnetlink ([`NetlinkDataplane`]); nothing runs `ip` or `bridge`.
+//! Every operation is idempotent: running it twice, or over the leftovers of a crashed run,
+//! converges.
+
+mod conn;
+mod endpoint;
+mod errors;
+pub mod lab;
+mod link;
+mod netlink_dp;
+pub mod netns;
+mod peer;
+mod sandbox;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::error::Result;
+use crate::model::{MacAddr, NetworkId, Vni};
+
+pub use errors::NlError;
+pub use netlink_dp::NetlinkDataplane;
+pub use netns::{Netns, NetnsId};
+
+/// The IANA VXLAN port, used unless a network says otherwise.
+pub const DEFAULT_VXLAN_PORT: u16 = 4789;
+/// Name of the bridge inside every sandbox.
+pub const SANDBOX_BRIDGE: &str = "br0";
+/// Name of the vxlan device inside every sandbox.
+pub const SANDBOX_VXLAN: &str = "vxlan0";
+/// Interface name a container gets unless the caller asks for another.
+pub const DEFAULT_IFNAME: &str = "eth0";
+
+/// What a network sandbox on this host must look like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSpec {
+    /// The network.
+    pub network: NetworkId,
+    /// Its VXLAN network identifier.
+    pub vni: Vni,
+    /// MTU of the bridge, vxlan and endpoints; `None` means underlay MTU − encapsulation
+    /// overhead (50 bytes over IPv4, 70 over IPv6), read from the interface holding `vtep`.
+    pub mtu: Option<u32>,
+    /// UDP destination port of the VXLAN traffic.
+    pub vxlan_port: u16,
+    /// This host's VTEP (advertise) address; must be assigned to an interface of the host
+    /// namespace.
+    pub vtep: IpAddr,
+}
+
+impl SandboxSpec {
+    /// A spec with the default port and the MTU derived from the underlay.
+    pub fn new(network: NetworkId, vni: Vni, vtep: IpAddr) -> SandboxSpec {
+        SandboxSpec {
+            network,
+            vni,
+            mtu: None,
+            vxlan_port: DEFAULT_VXLAN_PORT,
+            vtep,
+        }
+    }
+}
+
+/// A sandbox as found in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxInfo {
+    /// Name of its namespace under `/run/netns` (`ovl-<host tag>-<network short id>`).
+    pub netns_name: String,
+    /// Path of its namespace.
+    pub netns_path: PathBuf,
+    /// The 12-hex short id of its network, from the namespace name.
+    pub network_short: String,
+    /// VNI of its vxlan device, if the device exists.
+    pub vni: Option<Vni>,
+    /// MTU of its bridge, if the bridge exists.
+    pub mtu: Option<u32>,
+}
+
+/// One container interface to attach to a network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachSpec {
+    /// The container's network namespace (`/proc/PID/ns/net` or `/run/netns/NAME`).
+    pub netns: PathBuf,
+    /// Interface name inside the container.
+    pub ifname: String,
+    /// IPv4 address and prefix.
+    pub ipv4: Option<Ipv4Net>,
+    /// IPv6 address and prefix.
+    pub ipv6: Option<Ipv6Net>,
+    /// MAC; `None` means `02:42:` + the IPv4 bytes, or a stable hash for IPv6-only endpoints.
+    pub mac: Option<MacAddr>,
+    /// MTU; `None` means the sandbox's.
+    pub mtu: Option<u32>,
+}
+
+impl AttachSpec {
+    /// An IPv4 endpoint named `eth0` with the derived MAC and the sandbox MTU.
+    pub fn new(netns: impl Into<PathBuf>, ipv4: Ipv4Net) -> AttachSpec {
+        AttachSpec {
+            netns: netns.into(),
+            ifname: DEFAULT_IFNAME.to_string(),
+            ipv4: Some(ipv4),
+            ipv6: None,
+            mac: None,
+            mtu: None,
+        }
+    }
+
+    /// The MAC the endpoint gets: the given one, else derived from its addresses.
+    pub fn effective_mac(&self) -> Option<MacAddr> {
+        self.mac.or_else(|| match (self.ipv4, self.ipv6) {
+            (Some(v4), _) => Some(MacAddr::from_ipv4(v4.addr())),
+            (None, Some(v6)) => Some(MacAddr::from_hash(&v6.addr().octets())),
+            (None, None) => None,
+        })
+    }
+}
+
+/// What an attach created (or found already in place).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// Name of the veth end on the sandbox bridge.
+    pub host_ifname: String,
+    /// Name of the interface in the container.
+    pub container_ifname: String,
+    /// MAC of the container interface.
+    pub mac: MacAddr,
+    /// MTU of both ends.
+    pub mtu: u32,
+    /// Addresses on the container interface.
+    pub addresses: Vec<IpNet>,
+    /// `false` when the endpoint already existed and was only brought in line.
+    pub created: bool,
+}
+
+/// A remote endpoint, as programmed into a sandbox's vxlan device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Peer {
+    /// Its overlay address.
+    pub ip: IpAddr,
+    /// Its MAC.
+    pub mac: MacAddr,
+    /// The VTEP address of the host it lives on.
+    pub vtep: IpAddr,
+}
+
+/// The data plane of one host, as the agent and controller drive it.
+///
+/// Every method is idempotent. `network` names the sandbox; a method other than
+/// [`Dataplane::ensure_sandbox`] on a network without a sandbox fails with
+/// [`crate::ErrorKind::NotFound`] (removals succeed: nothing to remove).
+#[async_trait]
+pub trait Dataplane: Send + Sync {
+    /// Creates the network's sandbox, or brings an existing one (also a crashed run's
+    /// half-built leftover) in line with `spec`.
+    async fn ensure_sandbox(&self, spec: &SandboxSpec) -> Result<SandboxInfo>;
+
+    /// Removes the network's sandbox with everything in it. Keeps going after a failure and
+    /// reports all of them.
+    async fn remove_sandbox(&self, network: &NetworkId) -> Result<()>;
+
+    /// The sandboxes of this host present in the kernel.
+    async fn list_sandboxes(&self) -> Result<Vec<SandboxInfo>>;
+
+    /// Connects a container interface to the network's sandbox.
+    async fn attach(&self, network: &NetworkId, spec: &AttachSpec) -> Result<Attachment>;
+
+    /// Removes a container interface attached to the network; absent is not an error.
+    async fn detach(&self, network: &NetworkId, netns: &Path, ifname: &str) -> Result<()>;
+
+    /// Programs a remote endpoint; an identical one converges, a changed MAC or VTEP replaces.
+    async fn add_peer(&self, network: &NetworkId, peer: &Peer) -> Result<()>;
+
+    /// Programs many peers (pipelined where the implementation can); reports every failure.
+    async fn add_peers(&self, network: &NetworkId, peers: &[Peer]) -> Result<()> {
+        let mut failures = errors::Failures::default();
+        for p in peers {
+            failures.record(self.add_peer(network, p).await);
+        }
+        failures.finish("add peers")
+    }
+
+    /// Removes a remote endpoint's entries; absent ones are not an error.
+    async fn remove_peer(&self, network: &NetworkId, peer: &Peer) -> Result<()>;
+
+    /// The peers the kernel holds for the network, for a resync to diff against. A neighbour
+    /// entry without an FDB entry is reported with an unspecified VTEP, an FDB entry without a
+    /// neighbour with an unspecified IP, so that a diff removes and re-adds them.
+    async fn list_peers(&self, network: &NetworkId) -> Result<Vec<Peer>>;
+}

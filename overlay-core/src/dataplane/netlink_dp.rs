@@ -1,0 +1,180 @@
+//! [`NetlinkDataplane`]: the [`Dataplane`] of one host, over rtnetlink.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::conn::NlConn;
+use super::netns::Netns;
+use super::sandbox::{self, Sandbox, blocking};
+use super::{AttachSpec, Attachment, Dataplane, Peer, SandboxInfo, SandboxSpec, endpoint, peer};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::NetworkId;
+
+/// The data plane of one host. The host is a network namespace (the caller's own by default)
+/// holding the underlay and the VTEP address; its sandboxes are named namespaces
+/// `ovl-<tag>-<network short id>`, so several hosts simulated in one machine (a namespace and a
+/// tag each) never collide in `/run/netns`.
+///
+/// One netlink connection per namespace is opened once and reused: one to the host namespace
+/// and one to each sandbox; container namespaces get a short-lived one per attach.
+#[derive(Debug)]
+pub struct NetlinkDataplane {
+    tag: String,
+    host: NlConn,
+    sandboxes: tokio::sync::Mutex<HashMap<NetworkId, Arc<Sandbox>>>,
+    // Serializes sandbox creation and removal; attaches and peers only read the cache.
+    lifecycle: tokio::sync::Mutex<()>,
+}
+
+impl NetlinkDataplane {
+    /// A data plane for the caller's own network namespace as the host.
+    pub async fn new(tag: &str) -> Result<NetlinkDataplane> {
+        NetlinkDataplane::build(tag, None).await
+    }
+
+    /// A data plane whose host is the namespace `host` (one simulated host of several).
+    pub async fn in_namespace(tag: &str, host: &Netns) -> Result<NetlinkDataplane> {
+        NetlinkDataplane::build(tag, Some(host)).await
+    }
+
+    async fn build(tag: &str, host: Option<&Netns>) -> Result<NetlinkDataplane> {
+        let ok = !tag.is_empty()
+            && tag.len() <= 32
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+        if !ok {
+            return Err(
+                Error::invalid("create dataplane", format!("invalid host tag {tag:?}")).with_hint(
+                    "use 1 to 32 characters from [A-Za-z0-9_.] (no '-': it separates name parts)",
+                ),
+            );
+        }
+        let label = host.map_or_else(
+            || "the host namespace".to_string(),
+            |h| h.path().display().to_string(),
+        );
+        let host = NlConn::open(host, &label).await?;
+        Ok(NetlinkDataplane {
+            tag: tag.to_string(),
+            host,
+            sandboxes: tokio::sync::Mutex::new(HashMap::new()),
+            lifecycle: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The host tag.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The namespace name the sandbox of `network` has (or would have) on this host.
+    pub fn sandbox_netns_name(&self, network: &NetworkId) -> String {
+        sandbox::sandbox_name(&self.tag, network)
+    }
+
+    /// The open sandbox of `network`: cached, or found in the kernel (after a restart).
+    async fn sandbox(&self, network: &NetworkId) -> Result<Arc<Sandbox>> {
+        if let Some(sb) = self.sandboxes.lock().await.get(network) {
+            return Ok(Arc::clone(sb));
+        }
+        let Some(sb) = sandbox::open_existing(&self.tag, network).await? else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                "open sandbox",
+                format!(
+                    "network {} has no sandbox on host {}",
+                    network.short(),
+                    self.tag
+                ),
+            )
+            .with_hint("call ensure_sandbox for the network first"));
+        };
+        let sb = Arc::new(sb);
+        self.sandboxes
+            .lock()
+            .await
+            .insert(*network, Arc::clone(&sb));
+        Ok(sb)
+    }
+
+    async fn existing_sandbox(&self, network: &NetworkId) -> Result<Option<Arc<Sandbox>>> {
+        match self.sandbox(network).await {
+            Ok(sb) => Ok(Some(sb)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl Dataplane for NetlinkDataplane {
+    async fn ensure_sandbox(&self, spec: &SandboxSpec) -> Result<SandboxInfo> {
+        let _guard = self.lifecycle.lock().await;
+        self.sandboxes.lock().await.remove(&spec.network);
+        let sb = Arc::new(sandbox::ensure(&self.host, &self.tag, spec).await?);
+        let info = sb.info(&spec.network, Some(spec.vni));
+        self.sandboxes.lock().await.insert(spec.network, sb);
+        Ok(info)
+    }
+
+    async fn remove_sandbox(&self, network: &NetworkId) -> Result<()> {
+        let _guard = self.lifecycle.lock().await;
+        // Drop the cached connection first so its thread does not pin the namespace.
+        self.sandboxes.lock().await.remove(network);
+        sandbox::remove(&sandbox::sandbox_name(&self.tag, network)).await
+    }
+
+    async fn list_sandboxes(&self) -> Result<Vec<SandboxInfo>> {
+        let prefix = sandbox::prefix(&self.tag);
+        let names = blocking(move || Netns::list_named(&prefix)).await?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            out.push(sandbox::describe(&name, &self.tag).await);
+        }
+        Ok(out)
+    }
+
+    async fn attach(&self, network: &NetworkId, spec: &AttachSpec) -> Result<Attachment> {
+        let sb = self.sandbox(network).await?;
+        endpoint::attach(&sb, spec).await
+    }
+
+    async fn detach(&self, network: &NetworkId, netns: &Path, ifname: &str) -> Result<()> {
+        let container = match Netns::open_path(netns) {
+            Ok(ns) => ns,
+            // The container's namespace is gone, and its veth pair with it.
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match self.existing_sandbox(network).await? {
+            Some(sb) => endpoint::detach(&sb, &container, ifname).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn add_peer(&self, network: &NetworkId, p: &Peer) -> Result<()> {
+        let sb = self.sandbox(network).await?;
+        peer::add(&sb.conn, sb.vxlan, p).await
+    }
+
+    async fn add_peers(&self, network: &NetworkId, peers: &[Peer]) -> Result<()> {
+        let sb = self.sandbox(network).await?;
+        peer::add_many(&sb.conn, sb.vxlan, peers).await
+    }
+
+    async fn remove_peer(&self, network: &NetworkId, p: &Peer) -> Result<()> {
+        match self.existing_sandbox(network).await? {
+            Some(sb) => peer::remove(&sb.conn, sb.vxlan, p).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn list_peers(&self, network: &NetworkId) -> Result<Vec<Peer>> {
+        let sb = self.sandbox(network).await?;
+        peer::list(&sb.conn, sb.vxlan).await
+    }
+}

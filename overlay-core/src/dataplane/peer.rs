@@ -1,0 +1,326 @@
+//! Peers: a permanent neighbour entry (IP → MAC) and a vxlan FDB entry (MAC → remote VTEP) per
+//! remote endpoint, both on the sandbox's vxlan device.
+//!
+//! rtnetlink's neighbour builder always asks for CREATE|EXCL; these messages are built here so
+//! each request carries the flags its convergence needs (REPLACE for the FDB, EXCL then a
+//! targeted REPLACE for the neighbour).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use super::Peer;
+use super::conn::NlConn;
+use super::errors::{Failures, NlError, nl_failure};
+use super::link::{CREATE_EXCL, CREATE_REPLACE};
+use crate::error::{Error, Result};
+use crate::model::MacAddr;
+
+/// Requests in flight at once when programming many peers: enough to keep the kernel busy
+/// without overrunning the socket's receive buffer with acks.
+const PIPELINE: usize = 64;
+
+fn neigh_msg(vxlan: u32, ip: IpAddr, mac: Option<MacAddr>) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    m.header.ifindex = vxlan;
+    m.header.state = NeighbourState::Permanent;
+    m.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::from(ip)));
+    if let Some(mac) = mac {
+        m.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+    }
+    m
+}
+
+fn fdb_msg(vxlan: u32, mac: MacAddr, vtep: Option<IpAddr>) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    m.header.ifindex = vxlan;
+    m.header.state = NeighbourState::Permanent;
+    m.header.flags = NeighbourFlags::Own;
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+    if let Some(vtep) = vtep {
+        m.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::from(
+                vtep,
+            )));
+    }
+    m
+}
+
+fn failure(e: NlError, op: &'static str, peer: &Peer, conn: &NlConn) -> Error {
+    nl_failure(
+        e,
+        op,
+        format!("peer {} ({} via {})", peer.ip, peer.mac, peer.vtep),
+        conn.label(),
+    )
+}
+
+fn parse_mac(bytes: &[u8]) -> Option<MacAddr> {
+    <[u8; 6]>::try_from(bytes).ok().map(MacAddr)
+}
+
+fn attr_ip(m: &NeighbourMessage) -> Option<IpAddr> {
+    m.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+        // Bridge-family (FDB) messages carry the VTEP as raw bytes.
+        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => match b.len() {
+            4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+fn attr_mac(m: &NeighbourMessage) -> Option<MacAddr> {
+    m.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(b) => parse_mac(b),
+        _ => None,
+    })
+}
+
+/// The neighbour entry of `ip` on the vxlan device: its MAC and whether it is permanent.
+async fn neigh_get(
+    conn: &NlConn,
+    vxlan: u32,
+    ip: IpAddr,
+) -> Result<Option<(MacAddr, bool)>, NlError> {
+    let mut m = neigh_msg(vxlan, ip, None);
+    m.header.state = NeighbourState::None;
+    match conn
+        .query(RouteNetlinkMessage::GetNeighbour(m), false)
+        .await
+    {
+        Ok(replies) => Ok(replies.iter().find_map(|r| match r {
+            RouteNetlinkMessage::NewNeighbour(n) => {
+                attr_mac(n).map(|mac| (mac, n.header.state == NeighbourState::Permanent))
+            }
+            _ => None,
+        })),
+        Err(e) if e.is_missing() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Programs one peer. The FDB entry is created or its VTEP replaced; the neighbour entry is
+/// created, kept when identical, or replaced (dropping the old MAC's FDB entry when nothing
+/// else uses it).
+pub(crate) async fn add(conn: &NlConn, vxlan: u32, peer: &Peer) -> Result<()> {
+    if peer.ip.is_unspecified() || peer.vtep.is_unspecified() || peer.ip.is_multicast() {
+        return Err(Error::invalid(
+            "add peer",
+            format!(
+                "peer {} via {} is not a unicast endpoint",
+                peer.ip, peer.vtep
+            ),
+        )
+        .with_hint("give the remote endpoint's unicast IP and its host's VTEP address"));
+    }
+    if peer.mac.0[0] & 1 == 1 || peer.mac.0 == [0; 6] {
+        return Err(Error::invalid(
+            "add peer",
+            format!("MAC {} is not a unicast address", peer.mac),
+        )
+        .with_hint("use the endpoint's unicast MAC"));
+    }
+    let fdb = RouteNetlinkMessage::NewNeighbour(fdb_msg(vxlan, peer.mac, Some(peer.vtep)));
+    conn.ack(fdb, CREATE_REPLACE)
+        .await
+        .map_err(|e| failure(e, "add peer FDB entry", peer, conn))?;
+    let neigh = RouteNetlinkMessage::NewNeighbour(neigh_msg(vxlan, peer.ip, Some(peer.mac)));
+    match conn.ack(neigh, CREATE_EXCL).await {
+        Ok(()) => return Ok(()),
+        Err(e) if e.is_exists() => {}
+        Err(e) => return Err(failure(e, "add peer neighbour entry", peer, conn)),
+    }
+    let current = neigh_get(conn, vxlan, peer.ip)
+        .await
+        .map_err(|e| failure(e, "add peer", peer, conn))?;
+    if current == Some((peer.mac, true)) {
+        return Ok(());
+    }
+    let neigh = RouteNetlinkMessage::NewNeighbour(neigh_msg(vxlan, peer.ip, Some(peer.mac)));
+    conn.ack(neigh, CREATE_REPLACE)
+        .await
+        .map_err(|e| failure(e, "replace peer neighbour entry", peer, conn))?;
+    if let Some((old_mac, _)) = current
+        && old_mac != peer.mac
+    {
+        let still_used = dump_neighbours(conn, vxlan)
+            .await?
+            .iter()
+            .any(|(_, mac)| *mac == old_mac);
+        if !still_used {
+            let del = RouteNetlinkMessage::DelNeighbour(fdb_msg(vxlan, old_mac, None));
+            match conn.ack(del, 0).await {
+                Ok(()) => {}
+                Err(e) if e.is_missing() => {}
+                Err(e) => return Err(failure(e, "remove replaced peer FDB entry", peer, conn)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Programs many peers with up to [`PIPELINE`] requests in flight; reports every failure.
+pub(crate) async fn add_many(conn: &NlConn, vxlan: u32, peers: &[Peer]) -> Result<()> {
+    let mut failures = Failures::default();
+    let mut pending = FuturesUnordered::new();
+    let mut todo = peers.iter();
+    loop {
+        while pending.len() < PIPELINE {
+            let Some(p) = todo.next() else { break };
+            pending.push(add(conn, vxlan, p));
+        }
+        match pending.next().await {
+            Some(r) => failures.record(r),
+            None => break,
+        }
+    }
+    failures.finish("add peers")
+}
+
+/// Removes a peer: its FDB entry towards its VTEP, and its neighbour entry unless the MAC is
+/// still forwarded elsewhere (the endpoint moved and was re-added before this removal).
+pub(crate) async fn remove(conn: &NlConn, vxlan: u32, peer: &Peer) -> Result<()> {
+    // The kernel acks a delete naming a VTEP the entry no longer has without deleting
+    // anything, so whether the MAC is still forwarded is asked afterwards.
+    let del_fdb = RouteNetlinkMessage::DelNeighbour(fdb_msg(vxlan, peer.mac, Some(peer.vtep)));
+    match conn.ack(del_fdb, 0).await {
+        Ok(()) => {}
+        Err(e) if e.is_missing() => {}
+        Err(e) => return Err(failure(e, "remove peer FDB entry", peer, conn)),
+    }
+    if peer.ip.is_unspecified() {
+        return Ok(());
+    }
+    if fdb_get(conn, vxlan, peer.mac).await?.is_some() {
+        return Ok(());
+    }
+    match neigh_get(conn, vxlan, peer.ip).await {
+        Ok(Some((mac, _))) if mac == peer.mac => {}
+        Ok(_) => return Ok(()),
+        Err(e) => return Err(failure(e, "remove peer", peer, conn)),
+    }
+    let del = RouteNetlinkMessage::DelNeighbour(neigh_msg(vxlan, peer.ip, None));
+    match conn.ack(del, 0).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_missing() => Ok(()),
+        Err(e) => Err(failure(e, "remove peer neighbour entry", peer, conn)),
+    }
+}
+
+/// The VTEP the vxlan device forwards `mac` to, if it has an entry for it.
+async fn fdb_get(conn: &NlConn, vxlan: u32, mac: MacAddr) -> Result<Option<IpAddr>> {
+    let mut m = fdb_msg(vxlan, mac, None);
+    m.header.state = NeighbourState::None;
+    match conn
+        .query(RouteNetlinkMessage::GetNeighbour(m), false)
+        .await
+    {
+        Ok(replies) => Ok(replies.iter().find_map(|r| match r {
+            RouteNetlinkMessage::NewNeighbour(n) => attr_ip(n),
+            _ => None,
+        })),
+        Err(e) if e.is_missing() => Ok(None),
+        // Kernels before 5.0 have no single-entry FDB get.
+        Err(e) if matches!(e.errno(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => {
+            Ok(dump_fdb(conn, vxlan).await?.get(&mac).copied())
+        }
+        Err(e) => Err(nl_failure(
+            e,
+            "remove peer",
+            format!("FDB entry of {mac}"),
+            conn.label(),
+        )),
+    }
+}
+
+/// Permanent neighbour entries (IPv4 and IPv6) of the vxlan device.
+async fn dump_neighbours(conn: &NlConn, vxlan: u32) -> Result<Vec<(IpAddr, MacAddr)>> {
+    let mut out = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let mut m = NeighbourMessage::default();
+        m.header.family = family;
+        m.attributes.push(NeighbourAttribute::IfIndex(vxlan));
+        let replies = conn
+            .query(RouteNetlinkMessage::GetNeighbour(m), true)
+            .await
+            .map_err(|e| nl_failure(e, "list peers", "neighbour entries".into(), conn.label()))?;
+        for r in &replies {
+            if let RouteNetlinkMessage::NewNeighbour(n) = r
+                && n.header.ifindex == vxlan
+                && n.header.state == NeighbourState::Permanent
+                && let (Some(ip), Some(mac)) = (attr_ip(n), attr_mac(n))
+            {
+                out.push((ip, mac));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The vxlan device's own FDB entries with a remote: MAC → VTEP.
+async fn dump_fdb(conn: &NlConn, vxlan: u32) -> Result<HashMap<MacAddr, IpAddr>> {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    m.attributes.push(NeighbourAttribute::IfIndex(vxlan));
+    let replies = conn
+        .query(RouteNetlinkMessage::GetNeighbour(m), true)
+        .await
+        .map_err(|e| nl_failure(e, "list peers", "FDB entries".into(), conn.label()))?;
+    let mut out = HashMap::with_capacity(replies.len());
+    for r in &replies {
+        if let RouteNetlinkMessage::NewNeighbour(n) = r
+            && n.header.ifindex == vxlan
+            && n.header.flags.contains(NeighbourFlags::Own)
+            && let (Some(vtep), Some(mac)) = (attr_ip(n), attr_mac(n))
+            && mac.0 != [0; 6]
+        {
+            out.insert(mac, vtep);
+        }
+    }
+    Ok(out)
+}
+
+/// What the kernel holds, joined into peers; half entries come back with an unspecified VTEP
+/// (neighbour only) or IP (FDB only) so a diff replaces them.
+pub(crate) async fn list(conn: &NlConn, vxlan: u32) -> Result<Vec<Peer>> {
+    let (neighbours, fdb) = tokio::join!(dump_neighbours(conn, vxlan), dump_fdb(conn, vxlan));
+    let (neighbours, mut fdb) = (neighbours?, fdb?);
+    let mut used = std::collections::HashSet::with_capacity(neighbours.len());
+    let mut peers: Vec<Peer> = neighbours
+        .into_iter()
+        .map(|(ip, mac)| {
+            used.insert(mac);
+            let vtep = fdb
+                .get(&mac)
+                .copied()
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            Peer { ip, mac, vtep }
+        })
+        .collect();
+    fdb.retain(|mac, _| !used.contains(mac));
+    peers.extend(fdb.into_iter().map(|(mac, vtep)| Peer {
+        ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        mac,
+        vtep,
+    }));
+    peers.sort();
+    Ok(peers)
+}

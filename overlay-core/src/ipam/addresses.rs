@@ -1,0 +1,570 @@
+//! Requesting and releasing addresses inside blocks.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::allocator::{PoolBlocks, StoreIpam, Written};
+use super::networks::lost;
+use super::pool::{Family, Pool};
+use super::records::{self, Block, Entry};
+use super::{AddressRequest, Allocation, Want};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::NetworkId;
+use crate::store::{TxnOp, Version};
+
+pub(super) const OP_REQUEST: &str = "request address";
+const OP_RELEASE: &str = "release address";
+
+/// A write that would hand out one address.
+pub(super) struct Plan {
+    pub(super) index: u64,
+    pub(super) inner: u64,
+    /// The block with the new entry.
+    pub(super) block: Block,
+    /// The version it was read at; `None` claims the block.
+    pub(super) version: Option<Version>,
+    /// Sticky key of an expired reservation this write takes over (its index must go).
+    pub(super) displaced: Option<String>,
+}
+
+/// The end of one request in one pool.
+pub(super) enum Outcome {
+    /// Handed out.
+    Got(Allocation),
+    /// The pool has no free address.
+    Exhausted,
+    /// A sticky request lost a race: the caller re-reads the sticky index and tries again.
+    Lost,
+}
+
+/// What planning an "any" request found.
+enum Step {
+    Write(Plan),
+    /// The cache cannot tell; list the pool's blocks and plan again.
+    List,
+    /// No free address, as of a fresh listing.
+    Exhausted,
+}
+
+/// Whether `inner` of `block` is unavailable at `now`.
+fn taken(block: &Block, inner: u64, now: u64) -> bool {
+    block
+        .entries
+        .get(&inner)
+        .is_some_and(|e| e.expired_reservation(now).is_none())
+}
+
+/// Checks an owner or sticky key: it becomes part of stored values and, for sticky keys, of a
+/// store key.
+pub(super) fn check_name(what: &str, s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        return Ok(());
+    }
+    Err(
+        Error::invalid(OP_REQUEST, format!("{what} {s:?} is not valid")).with_hint(
+            "use 1 to 128 letters, digits, '_', '-' or '.', starting with a letter or digit",
+        ),
+    )
+}
+
+pub(super) fn allocation(pool: &Pool, ip: IpAddr, owner: &str, sticky: Option<&str>) -> Allocation {
+    Allocation {
+        address: IpNet::new_assert(ip, pool.subnet().prefix_len()),
+        gateway: pool.config().gateway,
+        owner: owner.to_string(),
+        sticky: sticky.map(str::to_string),
+    }
+}
+
+impl PoolBlocks {
+    /// Plans an "any" request from the cached blocks: first this host's blocks (from the one
+    /// it used last), then a new block, then (with a fresh listing) anybody's block.
+    fn plan_any(&self, pool: &Pool, host: &str, entry: &Entry, now: u64, fresh: bool) -> Step {
+        let pick = |index: u64, block: &Block, version: Option<Version>| -> Option<Plan> {
+            let inner = pool.next_dynamic(index, block.cursor, |i| taken(block, i, now))?;
+            let displaced = block
+                .entries
+                .get(&inner)
+                .and_then(|e| e.expired_reservation(now))
+                .map(str::to_string);
+            let mut block = block.clone();
+            block.entries.insert(inner, entry.clone());
+            block.cursor = Some(inner);
+            Some(Plan {
+                index,
+                inner,
+                block,
+                version,
+                displaced,
+            })
+        };
+        let start = self.last.unwrap_or(0);
+        let mine = self
+            .blocks
+            .range(start..)
+            .chain(self.blocks.range(..start))
+            .filter(|(_, (b, _))| b.host == host);
+        for (&index, (block, version)) in mine {
+            if let Some(plan) = pick(index, block, Some(*version)) {
+                return Step::Write(plan);
+            }
+        }
+        if !self.listed {
+            return Step::List;
+        }
+        // A new block: the lowest unclaimed one with a dynamic address. Unclaimed blocks
+        // without one are made of reserved addresses only, so the search is bounded.
+        let (lo, hi) = pool.dynamic_blocks();
+        let bound = self.blocks.len() as u64 + pool_reserved_bound(pool);
+        for index in (lo..=hi).take(
+            usize::try_from(bound)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        ) {
+            if !self.blocks.contains_key(&index)
+                && let Some(plan) = pick(index, &Block::new(host), None)
+            {
+                return Step::Write(plan);
+            }
+        }
+        if !fresh {
+            return Step::List;
+        }
+        // Borrow from other hosts' blocks.
+        for (&index, (block, version)) in self.blocks.iter().filter(|(_, (b, _))| b.host != host) {
+            if let Some(plan) = pick(index, block, Some(*version)) {
+                return Step::Write(plan);
+            }
+        }
+        Step::Exhausted
+    }
+}
+
+fn pool_reserved_bound(pool: &Pool) -> u64 {
+    // Network, broadcast, gateway and aux addresses: at most 3 + aux.
+    3 + pool.config().aux_addresses.len() as u64
+}
+
+impl StoreIpam {
+    pub(super) async fn request_impl(
+        &self,
+        net: &NetworkId,
+        req: &AddressRequest,
+    ) -> Result<Allocation> {
+        check_name("owner", &req.owner)?;
+        if let Some(key) = &req.sticky {
+            check_name("sticky key", key)?;
+        }
+        let (pools, net_version) = self.network(net).await.map_err(|e| e.with_op(OP_REQUEST))?;
+        if let Some(key) = &req.sticky {
+            return self
+                .request_sticky(net, &pools, net_version, req, key)
+                .await;
+        }
+        match req.want {
+            Want::Specific(ip) => {
+                let pool = pool_of(net, &pools, ip)?;
+                let retry = self.config.retry;
+                for attempt in 1..=retry.max_attempts {
+                    match self
+                        .try_specific(net, net_version, pool, ip, &req.owner, None, Vec::new())
+                        .await?
+                    {
+                        Outcome::Got(a) => return Ok(a),
+                        _ => retry.wait(attempt).await,
+                    }
+                }
+                Err(lost(
+                    OP_REQUEST,
+                    retry.max_attempts,
+                    &format!("the block of {ip}"),
+                ))
+            }
+            Want::Any(family) => {
+                match self
+                    .request_any(net, net_version, &pools, family, &req.owner, None)
+                    .await?
+                {
+                    Outcome::Got(a) => Ok(a),
+                    // Only sticky requests report lost races; the others retry inside.
+                    _ => Err(Error::internal(
+                        OP_REQUEST,
+                        "a plain request reported a lost race",
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Any address of `family`, trying the network's pools in order.
+    pub(super) async fn request_any(
+        &self,
+        net: &NetworkId,
+        net_version: Version,
+        pools: &[Pool],
+        family: Family,
+        owner: &str,
+        sticky: Option<&str>,
+    ) -> Result<Outcome> {
+        let candidates: Vec<&Pool> = pools.iter().filter(|p| p.family() == family).collect();
+        if candidates.is_empty() {
+            return Err(Error::invalid(
+                OP_REQUEST,
+                format!("network {} has no {family} pool", net.short()),
+            )
+            .with_hint("request an address of a family the network has a pool for"));
+        }
+        for pool in &candidates {
+            match self
+                .request_in_pool(net, net_version, pool, owner, sticky)
+                .await?
+            {
+                Outcome::Got(a) => return Ok(Outcome::Got(a)),
+                Outcome::Lost => return Ok(Outcome::Lost),
+                Outcome::Exhausted => {}
+            }
+        }
+        let names: Vec<String> = candidates
+            .iter()
+            .map(|p| format!("{} ({} usable)", p.subnet(), p.dynamic_count()))
+            .collect();
+        Err(Error::new(
+            ErrorKind::Conflict,
+            OP_REQUEST,
+            format!(
+                "no free address left in {family} pool {} of network {}: every usable address is \
+                 held or reserved",
+                names.join(", "),
+                net.short()
+            ),
+        )
+        .with_hint(
+            "release addresses, drop sticky reservations, run the collector, or give the network \
+             a larger pool",
+        ))
+    }
+
+    /// Any address of one pool. A sticky request returns [`Outcome::Lost`] on a lost race.
+    async fn request_in_pool(
+        &self,
+        net: &NetworkId,
+        net_version: Version,
+        pool: &Pool,
+        owner: &str,
+        sticky: Option<&str>,
+    ) -> Result<Outcome> {
+        let pool_id = pool.key_id();
+        let host = self.host.as_str();
+        let retry = self.config.retry;
+        let mut fresh = false;
+        let mut attempt = 0;
+        loop {
+            let now = records::now_ms();
+            let entry = Entry::Held {
+                owner: owner.to_string(),
+                since_ms: now,
+                sticky: sticky.map(str::to_string),
+            };
+            let step = self
+                .with_blocks(net, &pool_id, |pb| {
+                    pb.plan_any(pool, host, &entry, now, fresh)
+                })
+                .unwrap_or(Step::List);
+            let plan = match step {
+                Step::Write(plan) => plan,
+                Step::Exhausted => return Ok(Outcome::Exhausted),
+                Step::List => {
+                    if fresh {
+                        // Listed in this request already and the cache still cannot tell:
+                        // the network was dropped from the cache meanwhile.
+                        attempt += 1;
+                        if attempt >= retry.max_attempts {
+                            return Err(lost(
+                                OP_REQUEST,
+                                attempt,
+                                &format!("pool {}", pool.subnet()),
+                            ));
+                        }
+                        self.network(net).await?;
+                    }
+                    self.list_blocks(net, &pool_id).await?;
+                    fresh = true;
+                    continue;
+                }
+            };
+            let ip = pool.addr_at(pool.offset_in_block(plan.index, plan.inner));
+            let mut extra = Vec::new();
+            if let Some(k) = &plan.displaced
+                && Some(k.as_str()) != sticky
+            {
+                extra.push(TxnOp::Delete {
+                    key: records::sticky_key(net, pool.family(), k),
+                });
+            }
+            if let Some(k) = sticky {
+                let value = records::encode(&records::StickyIndex {
+                    schema: crate::model::SCHEMA,
+                    ip,
+                });
+                let key = records::sticky_key(net, pool.family(), k);
+                extra.push(if plan.displaced.as_deref() == Some(k) {
+                    TxnOp::Put { key, value }
+                } else {
+                    TxnOp::Create { key, value }
+                });
+            }
+            let claimed = plan.version.is_none();
+            match self
+                .write_block(
+                    net,
+                    net_version,
+                    &pool_id,
+                    plan.index,
+                    &plan.block,
+                    plan.version,
+                    extra,
+                )
+                .await?
+            {
+                Written::Done => {
+                    self.with_blocks(net, &pool_id, |pb| pb.last = Some(plan.index));
+                    return Ok(Outcome::Got(allocation(pool, ip, owner, sticky)));
+                }
+                Written::Lost => {
+                    attempt += 1;
+                    if attempt >= retry.max_attempts {
+                        return Err(lost(
+                            OP_REQUEST,
+                            attempt,
+                            &format!("pool {}", pool.subnet()),
+                        ));
+                    }
+                    if claimed {
+                        // Someone claimed that block first, or the network lost its pools.
+                        self.check_network_alive(net, net_version).await?;
+                        self.list_blocks(net, &pool_id).await?;
+                        fresh = true;
+                    } else {
+                        self.fetch_block(net, &pool_id, plan.index).await?;
+                    }
+                    if sticky.is_some() {
+                        return Ok(Outcome::Lost);
+                    }
+                    retry.wait(attempt).await;
+                }
+            }
+        }
+    }
+
+    /// One attempt at exactly `ip` of `pool`, with `extra` ops written in the same
+    /// transaction. A lost race re-reads the block and gives [`Outcome::Lost`].
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn try_specific(
+        &self,
+        net: &NetworkId,
+        net_version: Version,
+        pool: &Pool,
+        ip: IpAddr,
+        owner: &str,
+        sticky: Option<&str>,
+        extra: Vec<TxnOp>,
+    ) -> Result<Outcome> {
+        let offset = pool.offset_of(ip).ok_or_else(|| {
+            Error::internal(
+                OP_REQUEST,
+                format!("{ip} was routed to pool {} that lacks it", pool.subnet()),
+            )
+        })?;
+        if let Some(why) = pool.reserved(offset) {
+            return Err(Error::invalid(
+                OP_REQUEST,
+                format!(
+                    "{ip} is {why} of pool {} and is never handed out",
+                    pool.subnet()
+                ),
+            )
+            .with_hint("request another address of the pool, or any address"));
+        }
+        let (index, inner) = pool.block_of(offset);
+        let pool_id = pool.key_id();
+        {
+            let now = records::now_ms();
+            let current = self.block(net, &pool_id, index).await?;
+            let (mut block, version) = match current {
+                Some((b, v)) => (b, Some(v)),
+                None => (Block::new(self.host.as_str()), None),
+            };
+            let mut ops = extra.clone();
+            match block.entries.get(&inner) {
+                None => {}
+                Some(Entry::Held {
+                    owner: o,
+                    sticky: s,
+                    ..
+                }) if o == owner && s.as_deref() == sticky => {
+                    return Ok(Outcome::Got(allocation(pool, ip, owner, sticky)));
+                }
+                Some(Entry::Held { owner: o, .. }) => {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        OP_REQUEST,
+                        format!("{ip} of pool {} is held by {o:?}", pool.subnet()),
+                    )
+                    .with_hint("request another address, or release it from its holder first"));
+                }
+                Some(Entry::Reserved { key, .. }) if Some(key.as_str()) == sticky => {}
+                Some(e @ Entry::Reserved { key, until_ms }) => {
+                    if e.expired_reservation(now).is_none() {
+                        return Err(Error::new(
+                            ErrorKind::Conflict,
+                            OP_REQUEST,
+                            format!(
+                                "{ip} of pool {} is reserved for sticky key {key:?} for {} more seconds",
+                                pool.subnet(),
+                                until_ms.saturating_sub(now).div_ceil(1000)
+                            ),
+                        )
+                        .with_hint("request another address, or drop that reservation first"));
+                    }
+                    ops.push(TxnOp::Delete {
+                        key: records::sticky_key(net, pool.family(), key),
+                    });
+                }
+            }
+            block.entries.insert(
+                inner,
+                Entry::Held {
+                    owner: owner.to_string(),
+                    since_ms: now,
+                    sticky: sticky.map(str::to_string),
+                },
+            );
+            match self
+                .write_block(net, net_version, &pool_id, index, &block, version, ops)
+                .await?
+            {
+                Written::Done => Ok(Outcome::Got(allocation(pool, ip, owner, sticky))),
+                Written::Lost => {
+                    if version.is_none() {
+                        self.check_network_alive(net, net_version).await?;
+                    }
+                    self.fetch_block(net, &pool_id, index).await?;
+                    Ok(Outcome::Lost)
+                }
+            }
+        }
+    }
+
+    pub(super) async fn release_impl(
+        &self,
+        net: &NetworkId,
+        ip: IpAddr,
+        owner: &str,
+    ) -> Result<bool> {
+        let (pools, net_version) = self.network(net).await.map_err(|e| e.with_op(OP_RELEASE))?;
+        let pool = pool_of(net, &pools, ip).map_err(|e| e.with_op(OP_RELEASE))?;
+        let Some(offset) = pool.offset_of(ip) else {
+            return Ok(false);
+        };
+        let (index, inner) = pool.block_of(offset);
+        let pool_id = pool.key_id();
+        let retry = self.config.retry;
+        for attempt in 1..=retry.max_attempts {
+            let Some((mut block, version)) = self.block(net, &pool_id, index).await? else {
+                return Ok(false);
+            };
+            let mut ops = Vec::new();
+            match block.entries.get(&inner) {
+                Some(Entry::Held {
+                    owner: o, sticky, ..
+                }) if o == owner => match sticky {
+                    Some(key) => {
+                        let until_ms = records::now_ms().saturating_add(
+                            u64::try_from(self.config.reservation_grace.as_millis())
+                                .unwrap_or(u64::MAX),
+                        );
+                        block.entries.insert(
+                            inner,
+                            Entry::Reserved {
+                                key: key.clone(),
+                                until_ms,
+                            },
+                        );
+                    }
+                    None => {
+                        block.entries.remove(&inner);
+                    }
+                },
+                Some(Entry::Held { owner: o, .. }) => {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        OP_RELEASE,
+                        format!(
+                            "{ip} of pool {} is held by {o:?}, not by {owner:?}",
+                            pool.subnet()
+                        ),
+                    )
+                    .with_hint("release an address with the owner that requested it"));
+                }
+                _ => return Ok(false),
+            }
+            // A zero grace means "not sticky after all": free it and drop the index now.
+            if let Some(Entry::Reserved { key, until_ms }) = block.entries.get(&inner)
+                && *until_ms <= records::now_ms()
+            {
+                ops.push(TxnOp::Delete {
+                    key: records::sticky_key(net, pool.family(), key),
+                });
+                block.entries.remove(&inner);
+            }
+            match self
+                .write_block(
+                    net,
+                    net_version,
+                    &pool_id,
+                    index,
+                    &block,
+                    Some(version),
+                    ops,
+                )
+                .await?
+            {
+                Written::Done => return Ok(true),
+                Written::Lost => {
+                    self.fetch_block(net, &pool_id, index).await?;
+                    retry.wait(attempt).await;
+                }
+            }
+        }
+        Err(lost(
+            OP_RELEASE,
+            retry.max_attempts,
+            &format!("the block of {ip}"),
+        ))
+    }
+}
+
+/// The pool of the network that contains `ip`.
+pub(super) fn pool_of<'a>(net: &NetworkId, pools: &'a [Pool], ip: IpAddr) -> Result<&'a Pool> {
+    pools
+        .iter()
+        .find(|p| p.offset_of(ip).is_some())
+        .ok_or_else(|| {
+            let subnets: Vec<String> = pools.iter().map(|p| p.subnet().to_string()).collect();
+            Error::invalid(
+                OP_REQUEST,
+                format!(
+                    "{ip} is outside every pool of network {} ({})",
+                    net.short(),
+                    subnets.join(", ")
+                ),
+            )
+            .with_hint("request an address inside one of the network's subnets")
+        })
+}

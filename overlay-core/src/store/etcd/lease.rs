@@ -1,0 +1,192 @@
+//! Ephemeral keys: one lease per client, kept alive in the background.
+//!
+//! The lease is granted on the first ephemeral put. A background task sends keep-alives every
+//! third of the TTL; if the lease expired anyway (the client was cut off longer than the TTL
+//! but is alive), the task grants a new lease and puts this client's ephemeral keys again, as
+//! the contract asks.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use etcd_client::PutOptions;
+
+use super::{Inner, raw};
+use crate::error::{Error, Result};
+use crate::store::Version;
+use crate::store::remote::{AbortOnDrop, Backoff};
+
+/// This client's lease, if granted.
+#[derive(Default)]
+pub(super) struct Lease {
+    state: tokio::sync::Mutex<Option<State>>,
+}
+
+struct State {
+    id: i64,
+    _keepalive: AbortOnDrop,
+}
+
+fn ttl_secs(s: &Inner) -> i64 {
+    s.url.options.ttl.as_secs_f64().ceil().max(1.0) as i64
+}
+
+fn lease_gone(e: &Error) -> bool {
+    e.to_string().contains("lease not found")
+}
+
+async fn grant(s: &Inner) -> Result<i64> {
+    let ttl = ttl_secs(s);
+    let resp = raw(s, "grant etcd lease", |mut c| async move {
+        c.lease_grant(ttl, None).await
+    })
+    .await?;
+    Ok(resp.id())
+}
+
+/// Writes `key` bound to this client's lease, granting the lease first if needed.
+pub(super) async fn put_ephemeral(s: &Arc<Inner>, key: &str, value: &[u8]) -> Result<Version> {
+    const OP: &str = "store put ephemeral";
+    s.check_open(OP)?;
+    // Recorded before the put, so a lease renewal running meanwhile re-puts it too.
+    s.ephemeral
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key.to_string(), value.to_vec());
+    let mut retried = false;
+    loop {
+        let id = current(s).await?;
+        let (full, v) = (s.full(key), value.to_vec());
+        let put = s
+            .call(OP, |mut c| async move {
+                c.put(full, v, Some(PutOptions::new().with_lease(id))).await
+            })
+            .await;
+        match put {
+            Ok(resp) => return Ok(resp.header().map_or(0, |h| h.revision() as Version)),
+            Err(e) if lease_gone(&e) && !retried => {
+                retried = true;
+                let mut state = s.lease.state.lock().await;
+                if state.as_ref().is_some_and(|st| st.id == id) {
+                    *state = None;
+                }
+            }
+            Err(e) => {
+                s.forget_ephemeral(key);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// The current lease id, granting a lease (and starting its keep-alive) if there is none.
+async fn current(s: &Arc<Inner>) -> Result<i64> {
+    let mut state = s.lease.state.lock().await;
+    if let Some(st) = state.as_ref() {
+        return Ok(st.id);
+    }
+    let id = grant(s).await?;
+    let task = tokio::spawn(keep_alive(Arc::downgrade(s), id));
+    *state = Some(State {
+        id,
+        _keepalive: AbortOnDrop(task),
+    });
+    Ok(id)
+}
+
+/// Keeps lease `id` alive for as long as the store exists and is open.
+async fn keep_alive(weak: Weak<Inner>, mut id: i64) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+    loop {
+        let Some(s) = weak.upgrade().filter(|s| !s.closed.load(Ordering::SeqCst)) else {
+            return;
+        };
+        let interval = (s.url.options.ttl / 3).max(Duration::from_millis(100));
+        let opened = raw(&s, "keep etcd lease alive", |mut c| async move {
+            c.lease_keep_alive(id).await
+        })
+        .await;
+        let expired = match opened {
+            Ok((mut keeper, mut stream)) => loop {
+                if keeper.keep_alive().await.is_err() {
+                    break false;
+                }
+                match tokio::time::timeout(s.url.options.timeout, stream.message()).await {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                        backoff.reset();
+                        tokio::time::sleep(interval).await;
+                        if s.closed.load(Ordering::SeqCst) {
+                            return;
+                        }
+                    }
+                    Ok(Ok(Some(_))) => break true,
+                    _ => break false,
+                }
+            },
+            Err(e) => lease_gone(&e) || e.to_string().contains("lease keep alive error"),
+        };
+        if expired {
+            match renew(&s, id).await {
+                Ok(new) => id = new,
+                Err(e) => tracing::warn!("etcd lease {id:x} expired and renewing failed: {e}"),
+            }
+        }
+        drop(s);
+        backoff.wait().await;
+    }
+}
+
+/// Grants a new lease in place of the expired `old` and puts this client's ephemeral keys
+/// under it again.
+async fn renew(s: &Inner, old: i64) -> Result<i64> {
+    let id = grant(s).await?;
+    tracing::info!("etcd lease {old:x} expired while this client was alive; now {id:x}");
+    {
+        let mut state = s.lease.state.lock().await;
+        if let Some(st) = state.as_mut() {
+            st.id = id;
+        }
+    }
+    let keys: Vec<(String, Vec<u8>)> = s
+        .ephemeral
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (key, value) in keys {
+        let full = s.full(&key);
+        raw(s, "put ephemeral key again", |mut c| async move {
+            c.put(full, value, Some(PutOptions::new().with_lease(id)))
+                .await
+        })
+        .await?;
+    }
+    Ok(id)
+}
+
+/// Revokes the lease (deleting this client's ephemeral keys) and stops its keep-alive.
+pub(super) async fn revoke(s: &Inner) -> Result<()> {
+    let state = s.lease.state.lock().await.take();
+    s.ephemeral
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+    let Some(State { id, .. }) = state else {
+        return Ok(());
+    };
+    match raw(s, "revoke etcd lease", |mut c| async move {
+        c.lease_revoke(id).await
+    })
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if lease_gone(&e) => Ok(()),
+        Err(e) => Err(Error::new(
+            e.kind(),
+            "close etcd store",
+            format!("could not revoke lease {id:x}: {}", e.context()),
+        )
+        .with_hint("the ephemeral keys go when the lease TTL runs out")),
+    }
+}

@@ -1,0 +1,197 @@
+//! Helpers shared by the server-backed stores (etcd, ZooKeeper, Consul): deadlines, prefix
+//! matching, transaction checks and the closed-store error.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::{StoreUrl, TxnOp, validate_key, validate_prefix};
+
+/// Runs `fut` with the store's deadline: no operation hangs longer than `timeout`.
+pub(crate) async fn bounded<T>(
+    op: &'static str,
+    url: &StoreUrl,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(url.options.timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(timeout_error(op, url)),
+    }
+}
+
+/// The error of an operation that got no answer within the store's timeout.
+pub(crate) fn timeout_error(op: &'static str, url: &StoreUrl) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        op,
+        format!("no answer from {url} within {:?}", url.options.timeout),
+    )
+    .with_hint(
+        "check that the store servers are running and reachable, or raise the URL's timeout= option",
+    )
+}
+
+/// The error every operation returns after [`close`](crate::store::KvStore::close).
+pub(crate) fn closed_error(op: &'static str, url: &StoreUrl) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        op,
+        format!("the store {url} was closed"),
+    )
+    .with_hint("open a new connection with store::connect")
+}
+
+/// The prefix as list and watch use it: without a trailing `/`, validated.
+pub(crate) fn norm_prefix(prefix: &str) -> Result<&str> {
+    validate_prefix(prefix)?;
+    Ok(prefix.strip_suffix('/').unwrap_or(prefix))
+}
+
+/// Whether `key` is `prefix` itself or below it (`prefix` normalised by [`norm_prefix`]).
+pub(crate) fn under(prefix: &str, key: &str) -> bool {
+    prefix.is_empty()
+        || key
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Checks a transaction before any I/O: valid keys, each key in at most one op, not too many
+/// ops.
+pub(crate) fn check_txn(ops: &[TxnOp], max_ops: usize) -> Result<()> {
+    let mut seen = HashSet::new();
+    for op in ops {
+        validate_key(op.key())?;
+        if !seen.insert(op.key()) {
+            return Err(Error::invalid(
+                "store txn",
+                format!(
+                    "key {:?} is written by more than one op of the transaction",
+                    op.key()
+                ),
+            )
+            .with_hint("merge the ops on one key into one op"));
+        }
+    }
+    if ops.len() > max_ops {
+        return Err(Error::invalid(
+            "store txn",
+            format!(
+                "the transaction has {} ops, over this backend's limit of {max_ops}",
+                ops.len()
+            ),
+        )
+        .with_hint("split it into smaller transactions"));
+    }
+    Ok(())
+}
+
+/// The error of a failed create (`AlreadyExists`).
+pub(crate) fn exists_error(op: &'static str, key: &str) -> Error {
+    Error::new(
+        ErrorKind::AlreadyExists,
+        op,
+        format!("key {key:?} already exists"),
+    )
+}
+
+/// The error of a failed version condition (`Conflict`).
+pub(crate) fn conflict_error(
+    op: &'static str,
+    key: &str,
+    expected: Option<u64>,
+    found: Option<u64>,
+) -> Error {
+    let want = match expected {
+        Some(v) => format!("version {v}"),
+        None => "no key".to_string(),
+    };
+    let have = match found {
+        Some(v) => format!("it is at version {v}"),
+        None => "it does not exist".to_string(),
+    };
+    Error::new(
+        ErrorKind::Conflict,
+        op,
+        format!("key {key:?}: expected {want}, but {have}"),
+    )
+}
+
+/// Aborts a background task when dropped (held by a [`Watch`](crate::store::Watch)).
+pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Doubling retry delay between `min` and `max`, for reconnect loops.
+pub(crate) struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            next: min,
+            min,
+            max,
+        }
+    }
+
+    /// Sleeps the current delay and doubles it.
+    pub(crate) async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(self.max);
+    }
+
+    /// Back to the shortest delay after a success.
+    pub(crate) fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn under_matches_path_prefixes_only() {
+        assert!(under("a/b", "a/b"));
+        assert!(under("a/b", "a/b/c"));
+        assert!(!under("a/b", "a/bc"));
+        assert!(!under("a/b", "a/b-c"));
+        assert!(under("", "x"));
+    }
+
+    #[test]
+    fn txn_checks() {
+        let put = |k: &str| TxnOp::Put {
+            key: k.into(),
+            value: vec![],
+        };
+        assert!(check_txn(&[put("a"), put("b")], 2).is_ok());
+        let check = TxnOp::Check {
+            key: "a".into(),
+            version: None,
+        };
+        assert!(check_txn(&[put("a"), check], 2).is_err());
+        assert_eq!(
+            check_txn(&[put("a"), put("a")], 9).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert_eq!(
+            check_txn(&[put("a"), put("b")], 1).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert_eq!(
+            check_txn(&[put("a//b")], 9).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! Reads: get, list (a breadth-first walk batched with multi-reads) and journal pruning.
+
+use zookeeper_client as zk;
+use zookeeper_client::{Client, MultiReadResult};
+
+use super::Inner;
+use super::layout::{LOG, decode_value, entry_seq, key_of, node, version};
+use super::session::map_err;
+use crate::error::Result;
+use crate::store::remote::{bounded, under};
+use crate::store::{KeyValue, Listing, StoreUrl, Version};
+
+/// Nodes read per multi-read while listing.
+const BATCH: usize = 128;
+/// Journal entries kept; older ones are pruned (a watch from before them gets a Resync).
+const KEEP: usize = 4096;
+/// How often a listing is retried when the store changed while it was read.
+const LIST_TRIES: usize = 4;
+
+pub(super) async fn get(s: &Inner, key: &str) -> Result<Option<KeyValue>> {
+    const OP: &str = "store get";
+    let c = s.client(OP)?;
+    bounded(OP, &s.url, async {
+        match c.get_data(&node(key)).await {
+            Ok((data, stat)) => Ok(decode_value(&data).map(|v| KeyValue {
+                key: key.to_string(),
+                value: v.to_vec(),
+                version: version(&stat),
+            })),
+            Err(zk::Error::NoNode) => Ok(None),
+            Err(e) => Err(map_err(OP, &s.url, e)),
+        }
+    })
+    .await
+}
+
+/// The journal's pzxid: the zxid of its newest entry (or of a later pruning), so at least
+/// the version of every write made so far.
+pub(super) async fn head(s: &Inner, c: &Client, op: &'static str) -> Result<Version> {
+    match c.check_stat(LOG).await {
+        Ok(Some(st)) => Ok(st.pzxid as Version),
+        Ok(None) => Ok(0),
+        Err(e) => Err(map_err(op, &s.url, e)),
+    }
+}
+
+pub(super) async fn list(s: &Inner, prefix: &str) -> Result<Listing> {
+    const OP: &str = "store list";
+    let c = s.client(OP)?;
+    bounded(OP, &s.url, async {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let before = head(s, &c, OP).await?;
+            let kvs = walk(s, &c, prefix).await?;
+            let after = head(s, &c, OP).await?;
+            // Unchanged journal: the walk saw one state, and a watch from `before` misses
+            // nothing. Under constant writes, give the older revision: a watch from it may
+            // repeat a change, but never misses one.
+            if before == after || attempt == LIST_TRIES {
+                return Ok(Listing {
+                    kvs,
+                    revision: before,
+                });
+            }
+        }
+    })
+    .await
+}
+
+/// Every key at or below `prefix`, sorted.
+async fn walk(s: &Inner, c: &Client, prefix: &str) -> Result<Vec<KeyValue>> {
+    const OP: &str = "store list";
+    let mut kvs = Vec::new();
+    let mut level = vec![node(prefix)];
+    while !level.is_empty() {
+        let mut next = Vec::new();
+        for chunk in level.chunks(BATCH) {
+            let mut r = c.new_multi_reader();
+            for path in chunk {
+                r.add_get_data(path).map_err(|e| map_err(OP, &s.url, e))?;
+                r.add_get_children(path)
+                    .map_err(|e| map_err(OP, &s.url, e))?;
+            }
+            let results = r.commit().await.map_err(|e| map_err(OP, &s.url, e))?;
+            for (path, pair) in chunk.iter().zip(results.chunks(2)) {
+                if let [MultiReadResult::Data { data, stat }, ..] = pair
+                    && let (Some(value), Some(key)) = (decode_value(data), key_of(path))
+                    && under(prefix, key)
+                {
+                    kvs.push(KeyValue {
+                        key: key.to_string(),
+                        value: value.to_vec(),
+                        version: version(stat),
+                    });
+                }
+                if let [_, MultiReadResult::Children { children }] = pair {
+                    next.extend(children.iter().map(|child| format!("{path}/{child}")));
+                }
+            }
+        }
+        level = next;
+    }
+    kvs.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(kvs)
+}
+
+/// Deletes journal entries beyond the newest [`KEEP`], recording in the journal node's data
+/// the zxid up to which entries are gone. Best effort: a failure only delays pruning.
+pub(super) async fn prune(c: Client, url: StoreUrl) {
+    const OP: &str = "prune ZooKeeper journal";
+    let run = async {
+        let mut children = c
+            .list_children(LOG)
+            .await
+            .map_err(|e| map_err(OP, &url, e))?;
+        if children.len() <= KEEP {
+            return Ok(());
+        }
+        children.sort_by_key(|n| entry_seq(n).unwrap_or(i64::MAX));
+        let old = &children[..children.len() - KEEP];
+        for chunk in old.chunks(64) {
+            let last = format!("{LOG}/{}", chunk[chunk.len() - 1]);
+            let Some(st) = c
+                .check_stat(&last)
+                .await
+                .map_err(|e| map_err(OP, &url, e))?
+            else {
+                continue;
+            };
+            let mut m = c.new_multi_writer();
+            m.add_set_data(LOG, st.czxid.to_string().as_bytes(), None)
+                .map_err(|e| map_err(OP, &url, e))?;
+            for name in chunk {
+                m.add_delete(&format!("{LOG}/{name}"), None)
+                    .map_err(|e| map_err(OP, &url, e))?;
+            }
+            // Another client pruning the same entries makes this fail; that is fine.
+            if m.commit().await.is_err() {
+                break;
+            }
+        }
+        Ok::<(), crate::Error>(())
+    };
+    if let Err(e) = bounded(OP, &url, run).await {
+        tracing::debug!("{e}");
+    }
+}

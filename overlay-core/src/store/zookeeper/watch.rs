@@ -1,0 +1,322 @@
+//! Watches: the journal is the event stream.
+//!
+//! A persistent watch on the journal node says "something was written"; the watch then reads
+//! every journal entry after the last one it delivered, so no change is lost between
+//! notifications (ZooKeeper's one-shot watch gap does not exist here) and each event carries
+//! the value and version of that very write. A persistent recursive watch on the prefix's
+//! nodes catches what bypasses the journal: ephemeral nodes removed by the server when their
+//! owner's session ended. A reconnect re-reads the journal and then reports a Resync (an
+//! ephemeral removal during the gap cannot be replayed); an expired session of the watcher
+//! itself gives a Resync too.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use zookeeper_client as zk;
+use zookeeper_client::{AddWatchMode, Client, EventType, PersistentWatcher, SessionState};
+
+use super::Inner;
+use super::layout::{Entry, KV, LOG, entry_seq, holds_value, key_of, node};
+use super::session::map_err;
+use crate::error::Result;
+use crate::store::remote::{AbortOnDrop, Backoff, bounded, under};
+use crate::store::{KeyValue, Version, Watch, WatchEvent};
+
+const OP: &str = "store watch";
+
+struct Watcher {
+    s: Arc<Inner>,
+    prefix: String,
+    client: Client,
+    generation: u64,
+    /// Sequence number of the last journal entry read.
+    last_seq: i64,
+    /// Version of the last event delivered.
+    last_version: Version,
+    /// Whether each key below the prefix exists, as far as the journal said.
+    present: HashMap<String, bool>,
+    tx: mpsc::Sender<Result<WatchEvent>>,
+}
+
+type Watchers = (PersistentWatcher, PersistentWatcher);
+
+/// Starts watching `prefix` (normalised), replaying journal entries after `from`.
+pub(super) async fn start(s: Arc<Inner>, prefix: String, from: Option<Version>) -> Result<Watch> {
+    let client = s.client(OP)?;
+    let generation = s.client.borrow().0;
+    let (tx, rx) = mpsc::channel(256);
+    let mut w = Watcher {
+        s,
+        prefix,
+        client,
+        generation,
+        last_seq: -1,
+        last_version: 0,
+        present: HashMap::new(),
+        tx,
+    };
+    let url = w.s.url.clone();
+    // Notifications first, then the position: a write in between is read, not missed.
+    let watchers = bounded(OP, &url, w.arm()).await?;
+    let resync = bounded(OP, &url, w.position(from)).await?;
+    let task = tokio::spawn(w.run(watchers, from.is_some(), resync));
+    Ok(Watch::new(rx, Some(Box::new(AbortOnDrop(task)))))
+}
+
+impl Watcher {
+    async fn arm(&self) -> Result<Watchers> {
+        let c = &self.client;
+        let log = c.watch(LOG, AddWatchMode::Persistent).await;
+        let log = log.map_err(|e| map_err(OP, &self.s.url, e))?;
+        let kv = c
+            .watch(&node(&self.prefix), AddWatchMode::PersistentRecursive)
+            .await;
+        let kv = kv.map_err(|e| map_err(OP, &self.s.url, e))?;
+        Ok((log, kv))
+    }
+
+    async fn entries(&self) -> Result<Vec<(i64, String)>> {
+        let names = self
+            .client
+            .list_children(LOG)
+            .await
+            .map_err(|e| map_err(OP, &self.s.url, e))?;
+        let mut seqs: Vec<(i64, String)> = names
+            .into_iter()
+            .filter_map(|n| entry_seq(&n).map(|s| (s, n)))
+            .collect();
+        seqs.sort();
+        Ok(seqs)
+    }
+
+    /// Sets `last_seq` to just before the first entry newer than `from` (or to the end);
+    /// returns whether entries after `from` were pruned already (a Resync is due).
+    async fn position(&mut self, from: Option<Version>) -> Result<bool> {
+        let entries = self.entries().await?;
+        self.last_seq = entries.last().map_or(-1, |(s, _)| *s);
+        let Some(from) = from else { return Ok(false) };
+        let (data, _) = self
+            .client
+            .get_data(LOG)
+            .await
+            .map_err(|e| map_err(OP, &self.s.url, e))?;
+        let pruned: Version = std::str::from_utf8(&data)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        if from < pruned {
+            return Ok(true);
+        }
+        // Entries are in zxid order: binary search for the first one written after `from`.
+        let (mut lo, mut hi) = (0, entries.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let path = format!("{LOG}/{}", entries[mid].1);
+            match self
+                .client
+                .check_stat(&path)
+                .await
+                .map_err(|e| map_err(OP, &self.s.url, e))?
+            {
+                Some(st) if st.czxid as Version <= from => lo = mid + 1,
+                Some(_) => hi = mid,
+                None => return Ok(true),
+            }
+        }
+        if let Some((seq, _)) = entries.get(lo) {
+            self.last_seq = seq - 1;
+        }
+        Ok(false)
+    }
+
+    async fn send(&self, ev: WatchEvent) -> bool {
+        self.tx.send(Ok(ev)).await.is_ok()
+    }
+
+    /// Delivers every journal entry after `last_seq`; false when the receiver is gone.
+    async fn catch_up(&mut self) -> Result<bool> {
+        for (seq, name) in self.entries().await? {
+            if seq <= self.last_seq {
+                continue;
+            }
+            let read = self.client.get_data(&format!("{LOG}/{name}")).await;
+            let (data, stat) = match read {
+                Ok(r) => r,
+                Err(zk::Error::NoNode) => {
+                    // Pruned before it was read: this watch fell too far behind.
+                    self.last_seq = self.entries().await?.last().map_or(seq, |(s, _)| *s);
+                    let reason = "the ZooKeeper journal was pruned past this watch".to_string();
+                    return Ok(self.send(WatchEvent::Resync { reason }).await);
+                }
+                Err(e) => return Err(map_err(OP, &self.s.url, e)),
+            };
+            self.last_seq = seq;
+            let Some(entry) = Entry::decode(&data) else {
+                continue;
+            };
+            if !under(&self.prefix, entry.key()) {
+                continue;
+            }
+            let version = stat.czxid as Version;
+            self.last_version = self.last_version.max(version);
+            let ev = match entry {
+                Entry::Put { key, value } => {
+                    self.present.insert(key.clone(), true);
+                    WatchEvent::Put(KeyValue {
+                        key,
+                        value,
+                        version,
+                    })
+                }
+                Entry::Delete { key } => {
+                    self.present.insert(key.clone(), false);
+                    WatchEvent::Delete { key, version }
+                }
+            };
+            if !self.send(ev).await {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// A node below the prefix was deleted: report it unless the journal already did (or
+    /// the key exists again), as for an ephemeral node removed with its session.
+    async fn node_deleted(&mut self, path: &str) -> Result<bool> {
+        let Some(key) = key_of(path).map(str::to_string) else {
+            return Ok(true);
+        };
+        if !under(&self.prefix, &key) || !self.catch_up().await? {
+            return Ok(!self.tx.is_closed());
+        }
+        if self.present.get(&key) == Some(&false) {
+            return Ok(true);
+        }
+        let c = &self.client;
+        let now = c
+            .check_stat(path)
+            .await
+            .map_err(|e| map_err(OP, &self.s.url, e))?;
+        if now.as_ref().is_some_and(holds_value) {
+            return Ok(true);
+        }
+        // The deletion's zxid is not in the notification; the nearest existing ancestor's
+        // pzxid is at least that zxid, so above every version the key had.
+        let mut parent = path.to_string();
+        let mut version = 0;
+        while let Some((up, _)) = parent.rsplit_once('/') {
+            parent = up.to_string();
+            let st = c
+                .check_stat(if parent.is_empty() { KV } else { &parent })
+                .await;
+            if let Some(st) = st.map_err(|e| map_err(OP, &self.s.url, e))? {
+                version = st.pzxid as Version;
+                break;
+            }
+        }
+        self.last_version = self.last_version.max(version);
+        self.present.insert(key.clone(), false);
+        Ok(self
+            .send(WatchEvent::Delete {
+                key,
+                version: self.last_version,
+            })
+            .await)
+    }
+
+    async fn run(mut self, mut watchers: Watchers, replay: bool, mut resync: bool) {
+        let mut shutdown = self.s.shutdown.subscribe();
+        let mut clients = self.s.client.subscribe();
+        let mut states = self.client.state_watcher();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut pending = replay;
+        let mut was_disconnected = false;
+        loop {
+            if resync {
+                resync = false;
+                let reason = "ZooKeeper changes may have been missed (session expired, \
+                              reconnected, or journal pruned)"
+                    .to_string();
+                if !self.send(WatchEvent::Resync { reason }).await {
+                    return;
+                }
+            }
+            if pending {
+                match self.catch_up().await {
+                    Ok(true) => pending = false,
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::debug!("ZooKeeper watch of {:?}: {e}", self.prefix);
+                        backoff.wait().await;
+                        continue;
+                    }
+                }
+                if was_disconnected {
+                    was_disconnected = false;
+                    resync = true;
+                    continue;
+                }
+                backoff.reset();
+            }
+            let mut expired = false;
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = self.tx.closed() => return,
+                ev = watchers.0.changed() => match ev.event_type {
+                    EventType::Session => expired = ev.session_state.is_terminated(),
+                    _ => pending = true,
+                },
+                ev = watchers.1.changed() => match ev.event_type {
+                    EventType::NodeDeleted => match self.node_deleted(&ev.path).await {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(_) => pending = true,
+                    },
+                    EventType::Session => expired = ev.session_state.is_terminated(),
+                    _ => {}
+                },
+                st = states.changed() => match st {
+                    SessionState::Disconnected => was_disconnected = true,
+                    SessionState::SyncConnected | SessionState::ConnectedReadOnly => pending = true,
+                    st => expired = st.is_terminated(),
+                },
+            }
+            if expired {
+                // Wait for the store's monitor to open a new session, then start over on it.
+                loop {
+                    let generation = clients.borrow_and_update().0;
+                    if generation != self.generation {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        r = clients.changed() => if r.is_err() { return },
+                    }
+                }
+                let (generation, client) = clients.borrow().clone();
+                let Some(client) = client else { return };
+                self.generation = generation;
+                self.client = client;
+                states = self.client.state_watcher();
+                loop {
+                    match bounded(OP, &self.s.url.clone(), self.arm()).await {
+                        Ok(w) => {
+                            watchers = w;
+                            break;
+                        }
+                        Err(_) => backoff.wait().await,
+                    }
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                }
+                if let Ok(entries) = self.entries().await {
+                    self.last_seq = entries.last().map_or(self.last_seq, |(s, _)| *s);
+                }
+                resync = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! IPAM stress test: 4 processes × 500 allocations with random releases and some specific
+//! requests, from one pool, on each backend (embedded file, etcd, ZooKeeper). Asserts that no
+//! address is ever held twice and that the store's view equals the union of what each process
+//! holds at the end.
+//!
+//! Run: `cargo test -p overlay-core --test ipam_stress` (etcd and ZooKeeper are started by
+//! `overlay-testkit`, or taken from `OVERLAY_TEST_ETCD` / `OVERLAY_TEST_ZK`).
+//!
+//! This is a `harness = false` test: the same binary is the coordinator and, re-executed with
+//! `OVERLAY_IPAM_STRESS_WORKER=<host id>` in its environment, each worker process. A worker
+//! gets its store URL, network id and seed from the environment, prints one `HELD <ip> <owner>`
+//! line per address it still holds at the end, and exits non-zero on any error.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use overlay_core::ErrorKind;
+use overlay_core::ipam::{AddressRequest, Family, Ipam, IpamConfig, PoolRequest, StoreIpam};
+use overlay_core::model::{HostId, NetworkId, PoolConfig};
+use overlay_core::store::{self, KvStore};
+use overlay_testkit::{EtcdServer, ZooKeeperServer};
+
+const WORKERS: usize = 4;
+const ALLOCATIONS: usize = 500;
+/// A worker keeps at most this many addresses; 4 × 200 = 800 of the pool's 1022, so workers
+/// fill their own blocks, borrow from each other's and race on the same blocks.
+const MAX_HELD: usize = 200;
+const SUBNET: &str = "10.77.0.0/22";
+const TIME_LIMIT: Duration = Duration::from_secs(90);
+
+const ENV_WORKER: &str = "OVERLAY_IPAM_STRESS_WORKER";
+const ENV_URL: &str = "OVERLAY_IPAM_STRESS_URL";
+const ENV_NET: &str = "OVERLAY_IPAM_STRESS_NET";
+const ENV_SEED: &str = "OVERLAY_IPAM_STRESS_SEED";
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Ok(host) = std::env::var(ENV_WORKER) {
+        let result = rt.block_on(worker(&host));
+        if let Err(e) = result {
+            eprintln!("worker {host}: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let mut ran = 0;
+    let mut failed = Vec::new();
+    for (name, backend) in backends() {
+        let Some(backend) = backend else { continue };
+        let started = Instant::now();
+        match rt.block_on(coordinate(&backend.url)) {
+            Ok(summary) => {
+                ran += 1;
+                println!(
+                    "ipam stress on {name}: ok in {:.1?}: {summary}",
+                    started.elapsed()
+                );
+            }
+            Err(e) if e.starts_with("SKIPPED") => println!("ipam stress on {name}: {e}"),
+            Err(e) => {
+                println!("ipam stress on {name}: FAILED: {e}");
+                failed.push(name);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        panic!("ipam stress failed on {failed:?}");
+    }
+    println!("ipam stress: {ran} backend(s) passed");
+}
+
+/// A backend to run on: its URL and whatever keeps its server alive.
+struct Backend {
+    url: String,
+    _keep: Box<dyn std::any::Any>,
+}
+
+fn backends() -> Vec<(&'static str, Option<Backend>)> {
+    let mut out = Vec::new();
+    out.push((
+        "embedded",
+        tempfile::tempdir().ok().map(|dir| Backend {
+            url: format!("file://{}/store.db", dir.path().display()),
+            _keep: Box::new(dir),
+        }),
+    ));
+    out.push((
+        "etcd",
+        EtcdServer::start().map(|s| Backend {
+            url: s.url(),
+            _keep: Box::new(s),
+        }),
+    ));
+    out.push((
+        "zookeeper",
+        ZooKeeperServer::start().map(|s| Backend {
+            url: s.url(),
+            _keep: Box::new(s),
+        }),
+    ));
+    out
+}
+
+/// Worker processes, killed if the coordinator gives up on them.
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn open(url: &str) -> Result<Arc<dyn KvStore>, String> {
+    match store::connect_str(url).await {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == ErrorKind::Unsupported && !overlay_testkit::ci() => {
+            Err(format!("SKIPPED: {e}"))
+        }
+        Err(e) => Err(format!("cannot open {url}: {e}")),
+    }
+}
+
+async fn coordinate(url: &str) -> Result<String, String> {
+    let store = open(url).await?;
+    let setup = StoreIpam::new(
+        store.clone(),
+        HostId::new("setup").unwrap(),
+        IpamConfig::default(),
+    );
+    let net = NetworkId::random();
+    let pool = PoolConfig::new(SUBNET.parse().unwrap());
+    setup
+        .add_pools(&net, "stress", &[PoolRequest::Subnet(pool)])
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut workers = Workers(Vec::new());
+    for i in 0..WORKERS {
+        let child = Command::new(&exe)
+            .env(ENV_WORKER, format!("host{i}"))
+            .env(ENV_URL, url)
+            .env(ENV_NET, net.to_string())
+            .env(ENV_SEED, (rand::random::<u32>() + i as u32).to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start worker: {e}"))?;
+        workers.0.push(child);
+    }
+    let deadline = Instant::now() + TIME_LIMIT;
+    let mut union: BTreeMap<IpAddr, String> = BTreeMap::new();
+    let mut stats = Vec::new();
+    for (i, child) in workers.0.iter_mut().enumerate() {
+        let out = child.stdout.take().ok_or("worker without stdout")?;
+        // Reading blocks until the worker ends; the deadline is checked between workers and
+        // the Drop guard kills all of them if one fails.
+        for line in BufReader::new(out).lines() {
+            let line = line.map_err(|e| e.to_string())?;
+            let mut parts = line.split_whitespace();
+            match parts.next() {
+                Some("HELD") => {
+                    let ip: IpAddr = parts
+                        .next()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or(line.clone())?;
+                    let owner = parts.next().ok_or(line.clone())?.to_string();
+                    if let Some(other) = union.insert(ip, owner.clone()) {
+                        return Err(format!("DUPLICATE: {ip} is held by {other} and by {owner}"));
+                    }
+                }
+                Some("STATS") => stats.push(parts.collect::<Vec<_>>().join(" ")),
+                _ => {}
+            }
+        }
+        let status = child.wait().map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("worker {i} failed: {status}"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("workers took longer than {TIME_LIMIT:?}"));
+        }
+    }
+    let view: BTreeMap<IpAddr, String> = setup
+        .allocations(&net)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|h| (h.ip, h.owner))
+        .collect();
+    if view != union {
+        let only_store: Vec<_> = view
+            .iter()
+            .filter(|(k, v)| union.get(*k) != Some(*v))
+            .take(5)
+            .collect();
+        let only_workers: Vec<_> = union
+            .iter()
+            .filter(|(k, v)| view.get(*k) != Some(*v))
+            .take(5)
+            .collect();
+        return Err(format!(
+            "store view ({} addresses) differs from the workers' union ({}): store only {only_store:?}, \
+             workers only {only_workers:?}",
+            view.len(),
+            union.len()
+        ));
+    }
+    setup.release_pools(&net).await.map_err(|e| e.to_string())?;
+    let _ = store.close().await;
+    Ok(format!(
+        "{} addresses held at the end, no duplicate; {}",
+        union.len(),
+        stats.join("; ")
+    ))
+}
+
+/// One worker process: allocate, sometimes release, sometimes ask for a specific address.
+async fn worker(host: &str) -> Result<(), String> {
+    let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
+    let url = var(ENV_URL)?;
+    let net: NetworkId = var(ENV_NET)?
+        .parse()
+        .map_err(|e: overlay_core::Error| e.to_string())?;
+    let seed: u64 = var(ENV_SEED)?.parse().map_err(|_| "bad seed".to_string())?;
+    let store = store::connect_str(&url).await.map_err(|e| e.to_string())?;
+    let ipam = StoreIpam::new(
+        store.clone(),
+        HostId::new(host).unwrap(),
+        IpamConfig::default(),
+    );
+    let subnet: ipnet::IpNet = SUBNET.parse().unwrap();
+    let size = 1u32 << (32 - subnet.prefix_len());
+    let base = match subnet.network() {
+        IpAddr::V4(a) => u32::from(a),
+        IpAddr::V6(_) => unreachable!("the stress pool is IPv4"),
+    };
+    // A small xorshift generator: reproducible from the printed seed, no shared state.
+    let mut state = seed | 1;
+    let mut rnd = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let mut held: BTreeMap<IpAddr, String> = BTreeMap::new();
+    let (mut specific_ok, mut specific_refused, mut releases) = (0, 0, 0);
+    let started = Instant::now();
+    for i in 0..ALLOCATIONS {
+        while held.len() >= MAX_HELD || (!held.is_empty() && rnd(4) == 0) {
+            let victim = *held.keys().nth(rnd(held.len())).unwrap();
+            let owner = held.remove(&victim).unwrap();
+            let released = ipam
+                .release(&net, victim, &owner)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !released {
+                return Err(format!(
+                    "{victim} held by {owner} was not held in the store"
+                ));
+            }
+            releases += 1;
+        }
+        let owner = format!("{host}-{i}");
+        let request = if rnd(10) == 0 {
+            let ip = IpAddr::V4((base + rnd(size as usize) as u32).into());
+            AddressRequest::specific(ip, &owner)
+        } else {
+            AddressRequest::any(Family::V4, &owner)
+        };
+        match ipam.request(&net, &request).await {
+            Ok(a) => {
+                let ip = a.address.addr();
+                if let Some(prev) = held.insert(ip, owner.clone()) {
+                    return Err(format!("got {ip} for {owner} while holding it for {prev}"));
+                }
+                if matches!(request.want, overlay_core::ipam::Want::Specific(_)) {
+                    specific_ok += 1;
+                }
+            }
+            // A specific address may be taken or reserved (gateway, broadcast).
+            Err(e)
+                if matches!(request.want, overlay_core::ipam::Want::Specific(_))
+                    && matches!(e.kind(), ErrorKind::Conflict | ErrorKind::InvalidArgument) =>
+            {
+                specific_refused += 1;
+            }
+            Err(e) => return Err(format!("request {i} for {owner}: {e}")),
+        }
+    }
+    for (ip, owner) in &held {
+        println!("HELD {ip} {owner}");
+    }
+    println!(
+        "STATS {host}: {ALLOCATIONS} requests in {:.1?} ({specific_ok} specific granted, \
+         {specific_refused} refused), {releases} releases, seed {seed}",
+        started.elapsed()
+    );
+    let _ = store.close().await;
+    Ok(())
+}

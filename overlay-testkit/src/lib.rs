@@ -1,0 +1,28 @@
+//! Test support for `overlay`: real etcd and ZooKeeper servers for tests.
+//!
+//! [`EtcdServer`] and [`ZooKeeperServer`] start Debian's `etcd` and ZooKeeper on free loopback
+//! ports with temporary data directories, wait until they answer, and kill them when dropped
+//! (also when a test panics). A server can be killed and restarted on the same port and data
+//! directory for fault tests.
+//!
+//! If `OVERLAY_TEST_ETCD` / `OVERLAY_TEST_ZK` name servers (`host:port`, comma-separated for
+//! several), [`EtcdServer::start`] and [`ZooKeeperServer::start`] use those instead of
+//! starting their own. When a server cannot be had, a test under `CI=true` panics (a failure,
+//! never a skip); elsewhere `start` prints why and returns `None` so the test can return.
+//!
+//! Every [`url`](EtcdServer::url) carries a fresh key prefix, so tests can share a server
+//! without seeing each other's keys.
+//!
+//! [`TcpProxy`] sits between a client and a server so a test can cut the network between them
+//! while both keep running (sessions and leases then expire on the server).
+//!
+//! This crate does not depend on `overlay-core`, so both `overlay-core` and the root crate can
+//! use it as a dev-dependency.
+
+mod process;
+mod proxy;
+mod servers;
+
+pub use process::{ci, unavailable, unique_prefix};
+pub use proxy::TcpProxy;
+pub use servers::{EtcdServer, ZooKeeperServer};

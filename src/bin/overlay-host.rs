@@ -1,0 +1,69 @@
+//! `overlay-host`: one host of an overlay cluster, driven by JSON lines on standard input.
+//!
+//! ```sh
+//! overlay-host --config '{"store":"etcd://127.0.0.1:2379","advertise":"eth0"}'
+//! ```
+//!
+//! It opens a controller (and so runs this host's agent), prints
+//! `{"ready":{"host":ID,"advertise":IP}}`, then answers each request line of
+//! `overlay_core::controller::rpc` with one response line, until standard input closes; then it
+//! closes the controller (connected containers keep their kernel state). Logs go to standard
+//! error, filtered by `RUST_LOG`. Test rigs run one per simulated host.
+
+use std::process::ExitCode;
+
+use overlay::controller::{Controller, ControllerOptions};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+async fn run(config: &str) -> overlay::Result<()> {
+    let opts: ControllerOptions = serde_json::from_str(config).map_err(|e| {
+        overlay::Error::invalid("parse config", format!("--config is not valid: {e}"))
+            .with_hint("pass the controller options as one JSON object")
+    })?;
+    let ctl = Controller::open(opts).await?;
+    let ready = serde_json::json!({"ready": {"host": ctl.host_id(), "advertise": ctl.advertise()}});
+    let mut out = tokio::io::stdout();
+    let io = |e| overlay::Error::io("overlay-host", "standard output", e);
+    out.write_all(format!("{ready}\n").as_bytes())
+        .await
+        .map_err(io)?;
+    out.flush().await.map_err(io)?;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let response = ctl.call_json(&line).await;
+        let text = serde_json::to_string(&response).unwrap_or_else(|e| {
+            format!(r#"{{"error":{{"kind":"internal error","message":"cannot encode: {e}"}}}}"#)
+        });
+        out.write_all(format!("{text}\n").as_bytes())
+            .await
+            .map_err(io)?;
+        out.flush().await.map_err(io)?;
+    }
+    ctl.close().await
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let config = match args.as_slice() {
+        [flag, config] if flag == "--config" => config.clone(),
+        _ => {
+            eprintln!("usage: overlay-host --config JSON");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("overlay-host: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! The seed's scenario across processes, on every store backend: one `overlay-host` process per
+//! simulated host, containers as namespaces, real kernel state and real TCP.
+//!
+//! Needs root. Test servers (etcd, ZooKeeper) are started by `overlay-testkit`.
+
+mod support;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde_json::json;
+use support::{Backend, Cluster, fetch, lookup, serve, wait_until};
+
+/// How long convergence may take before a test fails. The benchmark measures the real figure
+/// (milliseconds); this bound only keeps a broken build from hanging.
+const CONVERGE: Duration = Duration::from_secs(10);
+
+fn ip_of(ep: &serde_json::Value) -> IpAddr {
+    let cidr = ep["IPv4Address"].as_str().expect("IPv4Address");
+    cidr.split('/').next().unwrap().parse().expect("address")
+}
+
+/// The walkthrough: network created on host 1 is listed with the same id on host 2; four
+/// containers on two hosts reach each other by name and name.my-net; a removal reaches the
+/// other host's hosts file and kernel.
+async fn walkthrough(test: &str, backend: Backend) {
+    let Some(mut c) = Cluster::new(test, backend).await else {
+        return;
+    };
+    let net = c.hosts[0]
+        .ok(json!({"op": "create_network", "name": "my-net"}))
+        .await;
+    let id = net["Id"].as_str().unwrap().to_string();
+    for h in 0..2 {
+        let ls = c.hosts[h].ok(json!({"op": "networks"})).await;
+        let ids: Vec<&str> = ls
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["ID"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            [id.as_str()],
+            "host{} lists the network with the same id",
+            h + 1
+        );
+    }
+    let mut containers = Vec::new();
+    for (name, h) in [
+        ("zookeeper1", 0),
+        ("zookeeper3", 0),
+        ("zookeeper2", 1),
+        ("zookeeper4", 1),
+    ] {
+        let (cid, ns, hosts, ep) = c.run(h, name, json!({})).await;
+        containers.push((name, h, cid, ns, hosts, ip_of(&ep)));
+    }
+    let mut servers = Vec::new();
+    for (_, _, _, ns, _, _) in &containers {
+        servers.push(serve(ns, 2181, "imok"));
+    }
+    for (name, _, _, ns, hosts, _) in &containers {
+        for (other, ..) in containers.iter().filter(|o| o.0 != *name) {
+            let full = format!("{other}.my-net");
+            wait_until(&format!("{name} resolves {full}"), CONVERGE, async || {
+                lookup(hosts, &full).is_some() && lookup(hosts, other).is_some()
+            })
+            .await;
+            for n in [other.to_string(), full] {
+                let ip = lookup(hosts, &n).unwrap();
+                assert_eq!(
+                    fetch(ns, ip, 2181).as_deref(),
+                    Some("imok"),
+                    "{name} -> {n} ({ip})"
+                );
+            }
+        }
+    }
+    let doc = c.hosts[1]
+        .ok(json!({"op": "inspect", "network": "my-net"}))
+        .await;
+    assert_eq!(
+        doc["Containers"].as_object().unwrap().len(),
+        4,
+        "inspect on host2 sees all four"
+    );
+    assert_eq!(doc["Scope"], "global");
+    assert_eq!(
+        doc["Options"]["com.docker.network.driver.overlay.vxlanid_list"],
+        net["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+    );
+
+    // Removal of zookeeper3 (host1) reaches host2's hosts files and kernel.
+    let (_, _, zk3, _, _, zk3_ip) = containers.remove(1);
+    assert!(
+        c.hosts[1].peers(&id).await.iter().any(|p| p.ip == zk3_ip),
+        "host2 programs zookeeper3"
+    );
+    c.hosts[0]
+        .ok(json!({"op": "disconnect", "network": "my-net", "container_id": zk3}))
+        .await;
+    let zk2_hosts = containers[1].4.clone();
+    let took = wait_until("zookeeper3's removal reaches host2", CONVERGE, async || {
+        lookup(&zk2_hosts, "zookeeper3").is_none()
+            && !c.hosts[1].peers(&id).await.iter().any(|p| p.ip == zk3_ip)
+    })
+    .await;
+    eprintln!("{test}: removal reached host2's hosts file and FDB in {took:?}");
+    drop(servers);
+    for (_, h, cid, ..) in &containers {
+        c.hosts[*h]
+            .ok(json!({"op": "disconnect", "network": "my-net", "container_id": cid}))
+            .await;
+    }
+    let e = c.hosts[0]
+        .call(json!({"op": "inspect", "network": "nope"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, "not found");
+    c.hosts[1]
+        .ok(json!({"op": "remove_network", "network": "my-net"}))
+        .await;
+    for h in &mut c.hosts {
+        h.stop().await;
+    }
+}
+
+/// A host agent killed with SIGKILL is forgotten by the other host: its peers go within the
+/// host TTL, and its addresses come back to the pool after the reclaim grace.
+async fn dead_host_forgotten(test: &str, backend: Backend) {
+    let Some(mut c) = Cluster::new(test, backend).await else {
+        return;
+    };
+    let net = c.hosts[0]
+        .ok(json!({"op": "create_network", "name": "my-net"}))
+        .await;
+    let id = net["Id"].as_str().unwrap().to_string();
+    let (_, _, _, _) = c.run(0, "alpha", json!({})).await;
+    let (_, _, _, ep) = c.run(1, "beta", json!({})).await;
+    let beta_ip = ip_of(&ep);
+    wait_until("host1 programs beta", CONVERGE, async || {
+        c.hosts[0].peers(&id).await.iter().any(|p| p.ip == beta_ip)
+    })
+    .await;
+    c.hosts[1].kill().await;
+    let ttl = Duration::from_millis(c.host_ttl_ms);
+    let took = wait_until(
+        "host1 forgets host2's peers",
+        ttl * 3 + Duration::from_secs(2),
+        async || !c.hosts[0].peers(&id).await.iter().any(|p| p.ip == beta_ip),
+    )
+    .await;
+    eprintln!("{test}: peers of the killed host removed {took:?} after SIGKILL (TTL {ttl:?})");
+    let grace = Duration::from_millis(c.reclaim_grace_ms);
+    wait_until(
+        "host2's endpoint is reclaimed",
+        grace * 3 + Duration::from_secs(5),
+        async || {
+            let doc = c.hosts[0]
+                .ok(json!({"op": "inspect", "network": "my-net"}))
+                .await;
+            doc["Containers"].as_object().unwrap().len() == 1
+        },
+    )
+    .await;
+    // The address is free again: a static request for it succeeds.
+    let (_, _, _, again) = c
+        .run(0, "gamma", json!({"ipv4": beta_ip.to_string()}))
+        .await;
+    assert_eq!(ip_of(&again), beta_ip);
+    c.hosts[0].stop().await;
+}
+
+/// A sticky container restarted gets its old address back; others do not take it meanwhile.
+async fn sticky_restart(test: &str, backend: Backend) {
+    let Some(mut c) = Cluster::new(test, backend).await else {
+        return;
+    };
+    c.hosts[0]
+        .ok(json!({"op": "create_network", "name": "my-net"}))
+        .await;
+    let (cid, ..) = c.run(0, "db", json!({"sticky": true})).await;
+    let first = ip_of(
+        &c.hosts[0]
+            .ok(json!({"op": "inspect", "network": "my-net"}))
+            .await["Containers"][&cid],
+    );
+    c.hosts[0]
+        .ok(json!({"op": "disconnect", "network": "my-net", "container_id": cid}))
+        .await;
+    for i in 0..3 {
+        let (_, _, _, ep) = c.run(1, &format!("web{i}"), json!({})).await;
+        assert_ne!(
+            ip_of(&ep),
+            first,
+            "a reserved address went to another container"
+        );
+    }
+    let (ns, hosts) = c.container("db2").await;
+    let again = c.hosts[1]
+        .ok(json!({"op": "connect", "network": "my-net", "container": {
+            "id": "db-restarted", "name": "db", "netns": {"path": ns.path()},
+            "hosts_file": hosts, "sticky": true}}))
+        .await;
+    assert_eq!(
+        ip_of(&again),
+        first,
+        "the restarted sticky container (now on host2) got its address back"
+    );
+    for h in &mut c.hosts {
+        h.stop().await;
+    }
+}
+
+/// Two hosts racing to create one name: exactly one network, one clear AlreadyExists.
+async fn create_race(test: &str, backend: Backend) {
+    let Some(mut c) = Cluster::new(test, backend).await else {
+        return;
+    };
+    for round in 0..5 {
+        let name = format!("race{round}");
+        let req = json!({"op": "create_network", "name": name});
+        let (h1, h2) = c.hosts.split_at_mut(1);
+        let (a, b) = tokio::join!(h1[0].call(req.clone()), h2[0].call(req.clone()));
+        let oks = [&a, &b].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(
+            oks, 1,
+            "round {round}: exactly one create wins: {a:?} {b:?}"
+        );
+        let err = a.err().or(b.err()).unwrap();
+        assert_eq!(err.kind, "already exists", "{}", err.message);
+        assert!(err.message.contains(&name), "{}", err.message);
+    }
+    let ls = c.hosts[1].ok(json!({"op": "networks"})).await;
+    assert_eq!(ls.as_array().unwrap().len(), 5);
+    for h in &mut c.hosts {
+        h.stop().await;
+    }
+}
+
+/// The store server restarted mid-run: existing connectivity never drops; new connects fail
+/// with Unavailable or Timeout while it is down and work again after.
+async fn store_restart(test: &str, backend: Backend) {
+    let Some(mut c) = Cluster::new(test, backend).await else {
+        return;
+    };
+    c.hosts[0]
+        .ok(json!({"op": "create_network", "name": "my-net"}))
+        .await;
+    let (_, ns_a, hosts_a, _) = c.run(0, "a", json!({})).await;
+    let (_, ns_b, _, ep_b) = c.run(1, "b", json!({})).await;
+    let _server = serve(&ns_b, 2181, "imok");
+    let ip_b = ip_of(&ep_b);
+    wait_until("a reaches b", CONVERGE, async || {
+        lookup(&hosts_a, "b").is_some() && fetch(&ns_a, ip_b, 2181).as_deref() == Some("imok")
+    })
+    .await;
+    c.store.kill();
+    for _ in 0..5 {
+        assert_eq!(
+            fetch(&ns_a, ip_b, 2181).as_deref(),
+            Some("imok"),
+            "traffic while the store is down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ns_c, hosts_c) = c.container("c").await;
+    let req = json!({"op": "connect", "network": "my-net", "container": {
+        "id": "c", "name": "c", "netns": {"path": ns_c.path()}, "hosts_file": hosts_c}});
+    let e = c.hosts[0].call(req.clone()).await.unwrap_err();
+    assert!(
+        e.kind == "unavailable" || e.kind == "timeout",
+        "connect while the store is down: {e:?}"
+    );
+    c.store.restart();
+    let mut result = Err(e);
+    for _ in 0..100 {
+        result = c.hosts[0].call(req.clone()).await;
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    result.expect("connect after the store came back");
+    assert_eq!(
+        fetch(&ns_a, ip_b, 2181).as_deref(),
+        Some("imok"),
+        "traffic after the restart"
+    );
+    wait_until("b's host learns c", CONVERGE, async || {
+        lookup(&hosts_a, "c").is_some()
+    })
+    .await;
+    for h in &mut c.hosts {
+        h.stop().await;
+    }
+}
+
+/// Corrupt, foreign and newer-schema records written by hand under the prefix are skipped:
+/// no agent stops, and the hosts still converge.
+async fn bad_records_skipped(test: &str, backend: Backend) {
+    let Some(mut c) = Cluster::new(test, backend).await else {
+        return;
+    };
+    let net = c.hosts[0]
+        .ok(json!({"op": "create_network", "name": "my-net"}))
+        .await;
+    let id = net["Id"].as_str().unwrap().to_string();
+    let store = overlay::store::connect_str(&c.store.url())
+        .await
+        .expect("open the store");
+    let newer = json!({"schema": 99, "id": "x"}).to_string();
+    let fake_ep = overlay::model::EndpointId::random();
+    for (key, value) in [
+        (format!("endpoints/{id}/garbage"), "{not json".to_string()),
+        (format!("endpoints/{id}/{fake_ep}"), newer.clone()),
+        (
+            format!("networks/{}", overlay::model::NetworkId::random()),
+            "\u{1}".to_string(),
+        ),
+        ("networks/not-an-id".to_string(), newer.clone()),
+        ("hosts/intruder".to_string(), newer),
+    ] {
+        store
+            .put(&key, value.as_bytes())
+            .await
+            .expect("write a bad record");
+    }
+    let (_, ns_a, hosts_a, _) = c.run(0, "a", json!({})).await;
+    let (_, ns_b, hosts_b, ep_b) = c.run(1, "b", json!({})).await;
+    let _server = serve(&ns_b, 2181, "imok");
+    wait_until(
+        "a and b converge past the bad records",
+        CONVERGE,
+        async || lookup(&hosts_a, "b.my-net").is_some() && lookup(&hosts_b, "a.my-net").is_some(),
+    )
+    .await;
+    wait_until("a reaches b", CONVERGE, async || {
+        fetch(&ns_a, ip_of(&ep_b), 2181).is_some()
+    })
+    .await;
+    let ls = c.hosts[1].ok(json!({"op": "networks"})).await;
+    assert_eq!(
+        ls.as_array().unwrap().len(),
+        1,
+        "only the real network is listed: {ls}"
+    );
+    let doc = c.hosts[1]
+        .ok(json!({"op": "inspect", "network": "my-net"}))
+        .await;
+    assert_eq!(doc["Containers"].as_object().unwrap().len(), 2);
+    store.close().await.unwrap();
+    for h in &mut c.hosts {
+        h.stop().await;
+    }
+}
+
+/// A dual-stack network: both containers get an IPv4 and an IPv6 address from the global
+/// IPAM, and TCP works across hosts over both.
+async fn dual_stack(test: &str, backend: Backend) {
+    let Some(mut c) = Cluster::new(test, backend).await else {
+        return;
+    };
+    let opts =
+        json!({"ipv6": true, "subnets": [{"subnet": "10.7.0.0/24"}, {"subnet": "fd00:7::/64"}]});
+    let net = c.hosts[0]
+        .ok(json!({"op": "create_network", "name": "my-net", "options": opts}))
+        .await;
+    assert_eq!(net["EnableIPv6"], true);
+    let (_, ns_a, _, _) = c.run(0, "a", json!({})).await;
+    let (_, ns_b, _, ep_b) = c.run(1, "b", json!({})).await;
+    let v4: IpAddr = ip_of(&ep_b);
+    let v6: IpAddr = ep_b["IPv6Address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(v6.is_ipv6() && v4.is_ipv4(), "{ep_b}");
+    let _server = serve(&ns_b, 2181, "imok");
+    for ip in [v4, v6] {
+        wait_until(&format!("a reaches b at {ip}"), CONVERGE, async || {
+            fetch(&ns_a, ip, 2181).as_deref() == Some("imok")
+        })
+        .await;
+    }
+    for h in &mut c.hosts {
+        h.stop().await;
+    }
+}
+
+macro_rules! on_backends {
+    ($scenario:ident: $($test:ident => $backend:expr),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() {
+                $scenario(stringify!($test), $backend).await;
+            }
+        )+
+    };
+}
+
+on_backends!(walkthrough:
+    walkthrough_embedded => Backend::Embedded,
+    walkthrough_etcd => Backend::Etcd,
+    walkthrough_zookeeper => Backend::ZooKeeper,
+);
+on_backends!(dead_host_forgotten:
+    dead_host_forgotten_embedded => Backend::Embedded,
+    dead_host_forgotten_etcd => Backend::Etcd,
+    dead_host_forgotten_zookeeper => Backend::ZooKeeper,
+);
+on_backends!(sticky_restart:
+    sticky_restart_embedded => Backend::Embedded,
+    sticky_restart_etcd => Backend::Etcd,
+    sticky_restart_zookeeper => Backend::ZooKeeper,
+);
+on_backends!(create_race:
+    create_race_embedded => Backend::Embedded,
+    create_race_etcd => Backend::Etcd,
+    create_race_zookeeper => Backend::ZooKeeper,
+);
+on_backends!(bad_records_skipped:
+    bad_records_skipped_embedded => Backend::Embedded,
+    bad_records_skipped_etcd => Backend::Etcd,
+);
+on_backends!(dual_stack:
+    dual_stack_embedded => Backend::Embedded,
+);
+on_backends!(store_restart:
+    store_restart_etcd => Backend::Etcd,
+    store_restart_zookeeper => Backend::ZooKeeper,
+);

@@ -1,0 +1,359 @@
+//! A cluster on one machine for the cross-process tests: hosts are namespaces joined by an
+//! underlay, each driven by its own `overlay-host` process; containers are namespaces.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use overlay::controller::rpc::WireError;
+use overlay::dataplane::lab::{self, Lab};
+use overlay::dataplane::{Dataplane, NetlinkDataplane, Netns, Peer};
+use overlay::model::NetworkId;
+use overlay_testkit::{EtcdServer, ZooKeeperServer};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// Which cluster store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Etcd,
+    ZooKeeper,
+}
+
+/// Whether this process may build namespaces; under CI=true not being root is a failure.
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        !overlay_testkit::ci(),
+        "{test}: needs root (network namespaces) and CI=true"
+    );
+    eprintln!("{test}: skipped, needs root to create network namespaces");
+    false
+}
+
+/// The store a test cluster shares, kept alive for the test's duration.
+pub struct Store {
+    server: Server,
+    url: String,
+}
+
+enum Server {
+    File(tempfile::TempDir),
+    Etcd(EtcdServer),
+    Zk(ZooKeeperServer),
+}
+
+impl Store {
+    /// A fresh store of `backend`, or `None` (test skipped) when its server cannot be had
+    /// outside CI.
+    pub fn start(backend: Backend) -> Option<Store> {
+        // Each `url_with` call names a fresh key prefix: take it once, for every host.
+        let (server, url) = match backend {
+            Backend::Embedded => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("file://{}/store.db", dir.path().display());
+                (Server::File(dir), url)
+            }
+            Backend::Etcd => {
+                let s = EtcdServer::start()?;
+                let url = s.url_with("timeout=1s");
+                (Server::Etcd(s), url)
+            }
+            Backend::ZooKeeper => {
+                let s = ZooKeeperServer::start()?;
+                let url = s.url_with("timeout=1s");
+                (Server::Zk(s), url)
+            }
+        };
+        Some(Store { server, url })
+    }
+
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    pub fn kill(&mut self) {
+        match &mut self.server {
+            Server::File(_) => panic!("the embedded store has no server to kill"),
+            Server::Etcd(s) => s.kill(),
+            Server::Zk(s) => s.kill(),
+        }
+    }
+
+    pub fn restart(&mut self) {
+        match &mut self.server {
+            Server::File(_) => panic!("the embedded store has no server to restart"),
+            Server::Etcd(s) => s.restart(),
+            Server::Zk(s) => s.restart(),
+        }
+    }
+}
+
+/// One `overlay-host` process.
+pub struct HostProc {
+    pub id: String,
+    pub tag: String,
+    pub ns: Netns,
+    pub vtep: IpAddr,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl HostProc {
+    /// Sends one request and returns its `ok` value or its error.
+    pub async fn call(&mut self, request: Value) -> Result<Value, WireError> {
+        let stdin = self.stdin.as_mut().expect("host process stdin");
+        stdin
+            .write_all(format!("{request}\n").as_bytes())
+            .await
+            .expect("write request");
+        stdin.flush().await.expect("flush request");
+        let line = tokio::time::timeout(Duration::from_secs(30), self.stdout.next_line())
+            .await
+            .expect("host process answered within 30 s")
+            .expect("read response")
+            .expect("host process is alive");
+        let v: Value = serde_json::from_str(&line).expect("response is JSON");
+        if let Some(ok) = v.get("ok") {
+            return Ok(ok.clone());
+        }
+        Err(serde_json::from_value(v["error"].clone()).expect("error response"))
+    }
+
+    /// Like [`HostProc::call`], failing the test on an error.
+    pub async fn ok(&mut self, request: Value) -> Value {
+        let what = request.to_string();
+        self.call(request)
+            .await
+            .unwrap_or_else(|e| panic!("{what} failed: {}", e.message))
+    }
+
+    /// SIGKILL: the agent dies without withdrawing anything.
+    pub async fn kill(&mut self) {
+        self.child.start_kill().expect("kill host process");
+        let _ = self.child.wait().await;
+    }
+
+    /// Closes stdin and waits for a clean exit.
+    pub async fn stop(&mut self) {
+        self.stdin.take();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+
+    /// The peers the kernel holds in this host's sandbox of `network`.
+    pub async fn peers(&self, network: &str) -> Vec<Peer> {
+        let id: NetworkId = network.parse().expect("network id");
+        let dp = NetlinkDataplane::in_namespace(&self.tag, &self.ns)
+            .await
+            .expect("dataplane");
+        dp.list_peers(&id).await.unwrap_or_default()
+    }
+}
+
+/// Hosts, containers and the store of one test.
+pub struct Cluster {
+    pub lab: Lab,
+    pub store: Store,
+    pub hosts: Vec<HostProc>,
+    pub dir: tempfile::TempDir,
+    pub host_ttl_ms: u64,
+    pub reclaim_grace_ms: u64,
+}
+
+impl Cluster {
+    /// Two hosts on one underlay sharing `backend`'s store; `None` when the test is skipped.
+    pub async fn new(test: &str, backend: Backend) -> Option<Cluster> {
+        if !root_or_skip(test) {
+            return None;
+        }
+        let store = Store::start(backend)?;
+        let lab = Lab::new(&format!("t{:x}", rand_u32())).expect("lab");
+        let mut c = Cluster {
+            lab,
+            store,
+            hosts: Vec::new(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            host_ttl_ms: 2000,
+            reclaim_grace_ms: 3000,
+        };
+        let a = c.lab.namespace("host1").await.expect("host1");
+        let b = c.lab.namespace("host2").await.expect("host2");
+        c.lab
+            .underlay(
+                &a,
+                "198.51.100.1/24".parse().unwrap(),
+                &b,
+                "198.51.100.2/24".parse().unwrap(),
+            )
+            .await
+            .expect("underlay");
+        for (i, ns) in [a, b].into_iter().enumerate() {
+            let host = c.spawn_host(i, ns).await;
+            c.hosts.push(host);
+        }
+        Some(c)
+    }
+
+    /// Starts (or restarts) the process of host `i` in namespace `ns`.
+    pub async fn spawn_host(&self, i: usize, ns: Netns) -> HostProc {
+        let id = self.lab.host_id(&format!("host{}", i + 1));
+        let vtep: IpAddr = format!("198.51.100.{}", i + 1).parse().unwrap();
+        let config = json!({
+            "store": self.store.url(),
+            "advertise": vtep.to_string(),
+            "host_id": id,
+            "host_netns": ns.path(),
+            "host_ttl": self.host_ttl_ms,
+            "reclaim_grace": self.reclaim_grace_ms,
+        });
+        let mut child = Command::new(env!("CARGO_BIN_EXE_overlay-host"))
+            .arg("--config")
+            .arg(config.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn overlay-host");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+            .await
+            .expect("overlay-host ready within 30 s")
+            .expect("read ready line")
+            .expect("overlay-host started (see its stderr)");
+        assert!(ready.contains("\"ready\""), "unexpected first line {ready}");
+        let tag = id.replace('-', "_");
+        HostProc {
+            id,
+            tag,
+            ns,
+            vtep,
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// A container namespace `name` and the path of its hosts file.
+    pub async fn container(&self, name: &str) -> (Netns, PathBuf) {
+        let ns = self.lab.namespace(name).await.expect("container namespace");
+        (ns, self.dir.path().join(format!("{name}.hosts")))
+    }
+
+    /// Connects a fresh container `name` on host `h`; returns (container id, netns, hosts file,
+    /// the connect result).
+    pub async fn run(
+        &mut self,
+        h: usize,
+        name: &str,
+        extra: Value,
+    ) -> (String, Netns, PathBuf, Value) {
+        let (ns, hosts) = self.container(name).await;
+        let id = format!("{name}-{:08x}", rand_u32());
+        let mut container = json!({
+            "id": id,
+            "name": name,
+            "netns": {"path": ns.path()},
+            "hosts_file": hosts,
+        });
+        if let (Some(obj), Some(extra)) = (container.as_object_mut(), extra.as_object()) {
+            obj.extend(extra.clone());
+        }
+        let ep = self.hosts[h]
+            .ok(json!({"op": "connect", "network": "my-net", "container": container}))
+            .await;
+        (id, ns, hosts, ep)
+    }
+}
+
+pub fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    t.subsec_nanos() ^ std::process::id().rotate_left(16)
+}
+
+/// The address `name` has in a hosts file, as a resolver would find it.
+pub fn lookup(hosts_file: &Path, name: &str) -> Option<IpAddr> {
+    let text = std::fs::read_to_string(hosts_file).ok()?;
+    text.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        let ip = words.next()?.parse().ok()?;
+        words.any(|w| w == name).then_some(ip)
+    })
+}
+
+/// Polls `cond` every 10 ms until it holds; returns how long that took, or panics with `what`.
+pub async fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut cond: impl AsyncFnMut() -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Answers TCP on `port` in a namespace with a fixed greeting until dropped.
+pub struct TcpServer(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+pub fn serve(ns: &Netns, port: u16, greeting: &'static str) -> TcpServer {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    lab::spawn_in(ns, move || {
+        // "::" listens on IPv6 and, dual-stack by default, on IPv4 too.
+        let listener = std::net::TcpListener::bind(("::", port)).expect("listen");
+        listener.set_nonblocking(true).expect("nonblocking");
+        tx.send(()).unwrap();
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    use std::io::Write;
+                    let _ = s.set_nonblocking(false);
+                    let _ = (&s).write_all(greeting.as_bytes());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    })
+    .expect("server thread");
+    rx.recv().expect("server ready");
+    TcpServer(stop)
+}
+
+/// Connects from `ns` to `ip:port` and reads the greeting; `None` when unreachable.
+pub fn fetch(ns: &Netns, ip: IpAddr, port: u16) -> Option<String> {
+    lab::run_in(ns, move || {
+        use std::io::Read;
+        let Ok(mut s) =
+            std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(1))
+        else {
+            return Ok(None);
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buf = String::new();
+        Ok(s.read_to_string(&mut buf).ok().map(|_| buf))
+    })
+    .ok()
+    .flatten()
+}
