@@ -5,7 +5,10 @@
 //! (module `runtime`); core errors become exceptions under `overlay.OverlayError` (module
 //! `errors`).
 
+mod controller;
+mod convert;
 mod errors;
+mod events;
 mod runtime;
 mod store;
 mod txn;
@@ -21,6 +24,8 @@ pub const VERSION: &str = overlay_core::VERSION;
 fn overlay_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("__version__", VERSION)?;
     errors::register(module)?;
+    module.add_class::<controller::Controller>()?;
+    module.add_class::<events::Events>()?;
     module.add_class::<store::Store>()?;
     module.add_class::<watch::Watch>()?;
     module.add_class::<watch::WatchEvent>()?;

@@ -12,6 +12,8 @@ The native part lives in ``overlay._overlay``.
 from ._overlay import (
     AlreadyExistsError,
     ConflictError,
+    Controller,
+    Events,
     InternalError,
     InvalidArgumentError,
     KernelError,
@@ -30,6 +32,8 @@ from ._overlay import (
 __all__ = [
     "AlreadyExistsError",
     "ConflictError",
+    "Controller",
+    "Events",
     "InternalError",
     "InvalidArgumentError",
     "KernelError",

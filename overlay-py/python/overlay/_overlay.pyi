@@ -1,8 +1,9 @@
 """Type stubs of the native module ``overlay._overlay`` (checked by mypy's stubtest)."""
 
 import builtins
+import os
 from types import TracebackType
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 from typing_extensions import final
 
@@ -19,6 +20,8 @@ __all__ = [
     "UnsupportedError",
     "KernelError",
     "InternalError",
+    "Controller",
+    "Events",
     "Store",
     "Watch",
     "WatchEvent",
@@ -27,6 +30,7 @@ __all__ = [
 __version__: str
 
 _Bytes = Union[bytes, bytearray]
+_Path = Union[str, os.PathLike[str]]
 _TxnOp = Union[
     Tuple[str, str],
     Tuple[str, str, _Bytes],
@@ -108,6 +112,79 @@ class Store:
     def backend(self) -> str: ...
     def close(self) -> None: ...
     def __enter__(self) -> Store: ...
+    def __exit__(
+        self,
+        _exc_type: Optional[type[BaseException]] = None,
+        _exc: Optional[BaseException] = None,
+        _tb: Optional[TracebackType] = None,
+    ) -> bool: ...
+
+@final
+class Events:
+    """The controller's events as an iterator of dicts with a "type" key."""
+
+    def next(self, timeout: Optional[float] = None) -> Optional[dict[str, Any]]: ...
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+    def __next__(self) -> dict[str, Any]: ...
+
+@final
+class Controller:
+    """One host's view of the overlay: networks, containers and names."""
+
+    def __new__(
+        cls,
+        store: str = ...,
+        advertise: str = ...,
+        *,
+        host_id: Optional[str] = None,
+        host_netns: Optional[_Path] = None,
+        mtu: Optional[int] = None,
+        vxlan_port: int = 4789,
+        default_pools: Optional[Sequence[Union[Tuple[str, int], Mapping[str, Union[str, int]]]]] = None,
+        sticky_grace: Optional[float] = None,
+        host_ttl: Optional[float] = None,
+        reclaim_grace: Optional[float] = None,
+    ) -> Controller: ...
+    @property
+    def host_id(self) -> str: ...
+    def create_network(
+        self,
+        name: str,
+        *,
+        subnet: Optional[str] = None,
+        gateway: Optional[str] = None,
+        ip_range: Optional[str] = None,
+        ipv6: bool = False,
+        vni: Optional[int] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        internal: bool = False,
+        subnet6: Optional[str] = None,
+        gateway6: Optional[str] = None,
+        mtu: Optional[int] = None,
+        aux_addresses: Optional[Mapping[str, str]] = None,
+    ) -> dict[str, Any]: ...
+    def networks(self) -> builtins.list[dict[str, Any]]: ...
+    def inspect(self, name_or_id: str) -> dict[str, Any]: ...
+    def remove_network(self, name_or_id: str) -> None: ...
+    def connect(
+        self,
+        network: str,
+        *,
+        netns: Union[_Path, int],
+        container_id: str,
+        name: str,
+        aliases: Sequence[str] = ...,
+        ip: Optional[str] = None,
+        ip6: Optional[str] = None,
+        sticky: bool = False,
+        hosts_file: Optional[_Path] = None,
+        ifname: Optional[str] = None,
+    ) -> dict[str, Any]: ...
+    def disconnect(self, network: str, container_id: str) -> None: ...
+    def resolve(self, name: str) -> builtins.list[str]: ...
+    def events(self) -> Events: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Controller: ...
     def __exit__(
         self,
         _exc_type: Optional[type[BaseException]] = None,
