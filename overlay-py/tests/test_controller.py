@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 
 import overlay
 from netns import Lab, can_make_namespaces
-from servers import IN_CI, server, start_etcd
+from servers import IN_CI, server, start_etcd, start_zookeeper
 
 VXLANID = "com.docker.network.driver.overlay.vxlanid_list"
 PORT = 2181  # the seed ran ZooKeeper; any port works inside the containers
@@ -67,11 +68,13 @@ def lab() -> Iterator[Lab]:
         lab.cleanup()
 
 
-@pytest.fixture(params=["embedded", "etcd"])
+@pytest.fixture(params=["embedded", "etcd", "zookeeper"])
 def cluster_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "embedded":
         return f"file://{tmp_path / 'cluster.db'}"
-    return server("etcd", start_etcd).url()
+    if request.param == "etcd":
+        return server("etcd", start_etcd).url()
+    return server("zookeeper", start_zookeeper).url()
 
 
 def hosts_entries(path: Path) -> Dict[str, str]:
@@ -119,6 +122,7 @@ def test_walkthrough(lab: Lab, cluster_url: str, tmp_path: Path) -> None:
         assert ls1[0]["Scope"] == "global"
 
         # docker run --net=my-net --name zookeeperN, two containers per host.
+        events = {h1: c1.events(), h2: c2.events()}
         hosts_files = {name: tmp_path / f"{name}.hosts" for name in host_of}
         entries = {}
         for name, host in host_of.items():
@@ -160,6 +164,17 @@ def test_walkthrough(lab: Lab, cluster_url: str, tmp_path: Path) -> None:
             wait_for(f"{name}'s hosts file listing every other container", lambda: resolved(name))
         for other, addr in addresses.items():
             assert addr in c1.resolve(other) and addr in c2.resolve(f"{other}.my-net")
+        # Each host reports the containers that came up on the other one.
+        for host in (h1, h2):
+            remote = {n for n, h in host_of.items() if h != host}
+            up = set()
+            while not remote <= up:
+                event = events[host].next(timeout=10)
+                assert event is not None, f"{host}: endpoint_up events seen so far: {up}"
+                if event["type"] == "endpoint_up":
+                    assert event["network"] == created["Id"]
+                    assert event["ip"] == addresses[event["name"]]
+                    up.add(event["name"])
 
         # Connectivity by name: a real TCP exchange from each container to every other.
         servers = []
@@ -244,3 +259,31 @@ def test_controller_errors(lab: Lab, tmp_path: Path) -> None:
         assert c.inspect("net-a")["Containers"] == {}
     with pytest.raises(TypeError):
         overlay.Controller(store=url, advertise="127.0.0.1", no_such_option=1)  # type: ignore[call-arg]
+
+
+def test_controller_from_eight_threads(lab: Lab, tmp_path: Path) -> None:
+    h1 = lab.namespace("h1")
+    url = f"file://{tmp_path / 'cluster.db'}"
+    with overlay.Controller(store=url, advertise="127.0.0.1", host_id=f"t-{lab.tag}", host_netns=lab.path(h1)) as c:
+        errors: List[BaseException] = []
+
+        def work(i: int) -> None:
+            try:
+                doc = c.create_network(f"net{i}", subnet=f"10.0.{100 + i}.0/24")
+                assert c.inspect(f"net{i}")["Id"] == doc["Id"]
+                assert any(n["Name"] == f"net{i}" for n in c.networks())
+                with pytest.raises(overlay.AlreadyExistsError):
+                    c.create_network(f"net{i}")
+            except BaseException as e:  # reported by the main thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in threads), "threads still running: deadlock or hang"
+        assert errors == []
+        assert sorted(n["Name"] for n in c.networks()) == [f"net{i}" for i in range(8)]
+        vnis = {c.inspect(f"net{i}")["Options"][VXLANID] for i in range(8)}
+        assert len(vnis) == 8, "two networks got one VNI"

@@ -54,6 +54,18 @@ try:
     overlay.Store("file:///tmp/x.db")
 except overlay.KernelError as e:
     errno: int | None = e.errno
+
+def walk(url: str) -> list[str]:
+    with overlay.Controller(store=url, advertise="192.0.2.1", host_ttl=2.0,
+                            default_pools=[("10.0.0.0/8", 24)]) as c:
+        net = c.create_network("my-net", subnet="10.0.9.0/24", labels={"a": "b"})
+        entry = c.connect(str(net["Id"]), netns="/run/netns/zk1", container_id="1", name="zk1",
+                          aliases=["zk"], hosts_file="/tmp/zk1.hosts")
+        for event in c.events():
+            print(event["type"], entry["IPv4Address"])
+            break
+        names = [str(n["Name"]) for n in c.networks()]
+        return names + c.resolve("zk1")
 """
 
 

@@ -3,7 +3,7 @@
 import builtins
 import os
 from types import TracebackType
-from typing import Any, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 from typing_extensions import final
 
@@ -88,7 +88,7 @@ class Watch:
         _exc_type: Optional[type[BaseException]] = None,
         _exc: Optional[BaseException] = None,
         _tb: Optional[TracebackType] = None,
-    ) -> bool: ...
+    ) -> Literal[False]: ...
 
 @final
 class Store:
@@ -117,7 +117,7 @@ class Store:
         _exc_type: Optional[type[BaseException]] = None,
         _exc: Optional[BaseException] = None,
         _tb: Optional[TracebackType] = None,
-    ) -> bool: ...
+    ) -> Literal[False]: ...
 
 @final
 class Events:
@@ -190,4 +190,4 @@ class Controller:
         _exc_type: Optional[type[BaseException]] = None,
         _exc: Optional[BaseException] = None,
         _tb: Optional[TracebackType] = None,
-    ) -> bool: ...
+    ) -> Literal[False]: ...
