@@ -6,21 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from servers import Server, server, start_etcd, start_zookeeper, stop_all
+from servers import server, start_etcd, start_zookeeper, stop_all
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     stop_all()
-
-
-@pytest.fixture
-def etcd() -> Server:
-    return server("etcd", start_etcd)
-
-
-@pytest.fixture
-def zookeeper() -> Server:
-    return server("zookeeper", start_zookeeper)
 
 
 @pytest.fixture

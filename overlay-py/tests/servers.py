@@ -50,11 +50,11 @@ def ask(port: int, request: bytes) -> bytes:
 
 
 class Server:
-    """A server process with its data dir; `url(prefix)` names it as a store URL."""
+    """A server process with its data dir; `url()` names it as a store URL."""
 
     def __init__(self, name: str, argv: List[str], workdir: Path, port: int, scheme: str) -> None:
         self.name = name
-        self.port = port
+        self.address = f"127.0.0.1:{port}"
         self.scheme = scheme
         self.workdir = workdir
         self.log = open(workdir / "server.log", "wb")
@@ -69,7 +69,7 @@ class Server:
     def url(self, prefix: Optional[str] = None) -> str:
         """A store URL with a fresh prefix, so tests sharing the server never see each other."""
         prefix = prefix or "t" + uuid.uuid4().hex[:12]
-        return f"{self.scheme}://127.0.0.1:{self.port}/{prefix}?timeout=5s"
+        return f"{self.scheme}://{self.address}/{prefix}?timeout=5s"
 
     def wait_ready(self, healthy: Callable[[], bool]) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -159,8 +159,27 @@ _started: Dict[str, Server] = {}
 _missing: Dict[str, str] = {}
 
 
-def server(name: str, start: Callable[[], Server]) -> Server:
-    """Starts `name` once per test session; skips (fails under CI=true) when it is not installed."""
+class External:
+    """A server someone else runs, named by OVERLAY_TEST_ETCD / OVERLAY_TEST_ZK (host:port)."""
+
+    def __init__(self, scheme: str, address: str) -> None:
+        self.scheme = scheme
+        self.address = address
+
+    def url(self, prefix: Optional[str] = None) -> str:
+        prefix = prefix or "t" + uuid.uuid4().hex[:12]
+        return f"{self.scheme}://{self.address}/{prefix}?timeout=5s"
+
+
+EXTERNAL = {"etcd": ("etcd", "OVERLAY_TEST_ETCD"), "zookeeper": ("zk", "OVERLAY_TEST_ZK")}
+
+
+def server(name: str, start: Callable[[], Server]) -> "Server | External":
+    """Starts `name` once per test session, or names the one OVERLAY_TEST_ETCD / OVERLAY_TEST_ZK
+    gives; skips (fails under CI=true) when it is not installed."""
+    scheme, variable = EXTERNAL[name]
+    if os.environ.get(variable):
+        return External(scheme, os.environ[variable])
     if name not in _started and name not in _missing:
         try:
             _started[name] = start()
