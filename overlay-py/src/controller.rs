@@ -18,7 +18,7 @@ use pyo3::types::{PyBool, PyDict, PyInt, PyType};
 use crate::convert::to_python;
 use crate::errors;
 use crate::events::Events;
-use crate::runtime::{DropInRuntime, run, timeout_arg};
+use crate::runtime::{DropInRuntime, run, seconds_arg};
 
 /// Parses an address or subnet argument, naming the parameter in the error.
 fn parse<T: FromStr>(py: Python<'_>, op: &'static str, param: &str, text: &str) -> PyResult<T>
@@ -44,11 +44,11 @@ where
 /// Seconds from Python as a duration; `None` keeps the default.
 fn seconds(
     py: Python<'_>,
-    param: &'static str,
+    param: &str,
     value: Option<f64>,
     default: Duration,
 ) -> PyResult<Duration> {
-    Ok(timeout_arg(py, param, value)?.unwrap_or(default))
+    Ok(seconds_arg(py, "open controller", param, value)?.unwrap_or(default))
 }
 
 /// One default pool: `(base, size)` or Docker's `{"base": "10.0.0.0/8", "size": 24}`.
@@ -238,13 +238,12 @@ impl Controller {
                 let stray = [
                     ("gateway", gateway.is_some()),
                     ("ip_range", ip_range.is_some()),
-                ]
-                .into_iter()
-                .chain([(
-                    "aux_addresses",
-                    aux_addresses.is_some_and(|a| !a.is_empty()),
-                )]);
-                if let Some((param, _)) = stray.into_iter().find(|(_, given)| *given) {
+                    (
+                        "aux_addresses",
+                        aux_addresses.is_some_and(|a| !a.is_empty()),
+                    ),
+                ];
+                if let Some((param, _)) = stray.iter().find(|(_, given)| *given) {
                     return Err(errors::invalid(
                         py,
                         OP,
@@ -366,8 +365,9 @@ impl Controller {
         Ok(addrs.iter().map(ToString::to_string).collect())
     }
 
-    /// The controller's events from now on (networks created and removed, endpoints up and
-    /// down on any host), as an iterator of dicts with a "type" key.
+    /// The controller's events from now on, as this host sees them: networks created and
+    /// removed anywhere, and containers of other hosts joining and leaving the networks this
+    /// host has containers on. An iterator of dicts with a "type" key.
     fn events(&self, py: Python<'_>) -> PyResult<Events> {
         Ok(Events::new(
             self.inner.get(py, "controller events")?.events(),

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use tokio::sync::{Mutex, broadcast};
 
 use crate::convert::to_python;
-use crate::runtime::{Home, timeout_arg, wait};
+use crate::runtime::{Home, seconds_arg, wait};
 
 type Receiver = Arc<Mutex<Option<broadcast::Receiver<ControllerEvent>>>>;
 
@@ -34,7 +34,7 @@ impl Events {
         timeout: Option<f64>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         self.home.check(py, "controller events")?;
-        let timeout = timeout_arg(py, "controller events", timeout)?;
+        let timeout = seconds_arg(py, "controller events", "timeout", timeout)?;
         let shared = self.rx.clone();
         let got = wait(py, timeout, move || {
             let shared = shared.clone();

@@ -163,10 +163,12 @@ where
     }
 }
 
-/// A timeout in seconds from Python: `None` for no limit; negative or NaN is refused.
-pub(crate) fn timeout_arg(
+/// A duration in seconds from Python (`param` names it in errors): `None` for none given;
+/// negative, NaN or infinite is refused.
+pub(crate) fn seconds_arg(
     py: Python<'_>,
     op: &'static str,
+    param: &str,
     seconds: Option<f64>,
 ) -> PyResult<Option<Duration>> {
     match seconds {
@@ -175,7 +177,7 @@ pub(crate) fn timeout_arg(
             errors::invalid(
                 py,
                 op,
-                format!("timeout must be a non-negative number of seconds or None, not {s}"),
+                format!("{param} must be a non-negative number of seconds or None, not {s}"),
             )
         }),
     }

@@ -9,7 +9,7 @@ use pyo3::types::{PyBytes, PyType};
 use tokio::sync::Mutex;
 
 use crate::errors;
-use crate::runtime::{Home, timeout_arg, wait};
+use crate::runtime::{Home, seconds_arg, wait};
 
 /// The live watch, `None` once closed or ended. Behind an async mutex because waiting for the
 /// next event holds it with the GIL released, and several Python threads may call `next`.
@@ -130,7 +130,7 @@ impl Watch {
     /// Waits for the next event; `Ok(None)` on timeout, `StopIteration` at the end.
     fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<WatchEvent>> {
         self.home.check(py, "watch next")?;
-        let timeout = timeout_arg(py, "watch next", timeout)?;
+        let timeout = seconds_arg(py, "watch next", "timeout", timeout)?;
         let shared = self.inner.clone();
         let got = wait(py, timeout, move || {
             let shared = shared.clone();
