@@ -287,3 +287,31 @@ def test_controller_from_eight_threads(lab: Lab, tmp_path: Path) -> None:
         assert sorted(n["Name"] for n in c.networks()) == [f"net{i}" for i in range(8)]
         vnis = {c.inspect(f"net{i}")["Options"][VXLANID] for i in range(8)}
         assert len(vnis) == 8, "two networks got one VNI"
+
+
+def test_connect_options_reach_the_core(lab: Lab, tmp_path: Path) -> None:
+    h1 = lab.namespace("h1")
+    box = lab.namespace("box")
+    url = f"file://{tmp_path / 'cluster.db'}"
+    with overlay.Controller(store=url, advertise="127.0.0.1", host_id=f"o-{lab.tag}", host_netns=lab.path(h1)) as c:
+        c.create_network("opts", subnet="10.0.7.0/24", gateway="10.0.7.254", ip_range="10.0.7.128/25")
+        gw = c.inspect("opts")["IPAM"]["Config"][0]
+        assert (gw["Gateway"], gw["IPRange"]) == ("10.0.7.254", "10.0.7.128/25")
+        # A static address, an alias and a chosen interface name.
+        fixed = c.connect("opts", netns=Path(lab.path(box)), container_id="fixed", name="fixed",
+                          ip="10.0.7.200", aliases=["db"], ifname="ovl7")
+        assert fixed["IPv4Address"] == "10.0.7.200/24"
+        assert "10.0.7.200" in c.resolve("db") and "10.0.7.200" in c.resolve("db.opts")
+        link = subprocess.run(["ip", "-n", box, "-o", "addr", "show", "dev", "ovl7"],
+                              capture_output=True, text=True, timeout=30)
+        assert "10.0.7.200/24" in link.stdout, link.stdout + link.stderr
+        with pytest.raises(overlay.ConflictError) as info:
+            c.connect("opts", netns=lab.path(box), container_id="other", name="other", ip="10.0.7.200")
+        assert "10.0.7.200" in str(info.value)
+        # A sticky container gets its address back after a disconnect; its range is honoured.
+        first = c.connect("opts", netns=lab.path(box), container_id="s1", name="sticky", sticky=True)
+        addr = first["IPv4Address"]
+        assert 128 <= int(addr.split("/")[0].split(".")[3]) <= 253, addr
+        c.disconnect("opts", "s1")
+        again = c.connect("opts", netns=lab.path(box), container_id="s2", name="sticky", sticky=True)
+        assert again["IPv4Address"] == addr
