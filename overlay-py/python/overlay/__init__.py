@@ -1,7 +1,9 @@
 """Multi-host VXLAN overlay networking, the way Docker 1.9 introduced it.
 
-``overlay.Store`` opens the cluster store that hosts share (``etcd://``, ``zk://``,
-``consul://`` or the embedded ``file://`` store). Every error is an ``overlay.OverlayError``;
+``overlay.Controller`` is one host's handle on the cluster: create and inspect global networks,
+connect containers (network namespaces) to them, resolve their names. ``overlay.Store`` opens
+the cluster store that hosts share (``etcd://``, ``zk://``, ``consul://`` or the embedded
+``file://`` store). Every error is an ``overlay.OverlayError``;
 each subclass also derives from the built-in exception a caller would naturally catch
 (``NotFoundError`` is a ``LookupError``, ``UnavailableError`` a ``ConnectionError``, ...).
 
