@@ -37,10 +37,7 @@ struct Container {
 
 fn print_ls(host: &str, rows: &[NetworkSummary]) {
     println!("[root@{host} ~]# docker network ls");
-    println!(
-        "{:<20}{:<20}{:<20}{}",
-        "NETWORK ID", "NAME", "DRIVER", "SCOPE"
-    );
+    println!("NETWORK ID          NAME                DRIVER              SCOPE");
     for r in rows {
         println!(
             "{:<20}{:<20}{:<20}{}",

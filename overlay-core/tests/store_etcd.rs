@@ -125,3 +125,36 @@ async fn ephemeral_key_comes_back_after_partition() {
     };
     common::ephemeral_key_comes_back_after_partition(server).await;
 }
+
+/// With etcd authentication on, the URL's username and password are used, and wrong or
+/// missing credentials give PermissionDenied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn username_and_password() {
+    let Some(server) = EtcdServer::start_local() else {
+        return;
+    };
+    let mut admin = etcd_client::Client::connect([server.endpoints()], None)
+        .await
+        .unwrap();
+    admin.user_add("root", "s3cret", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.auth_enable().await.unwrap();
+
+    let store = common::open(&server.url_with("timeout=3s&username=root&password=s3cret")).await;
+    let v = store.put("k", b"v").await.unwrap();
+    assert_eq!(store.get("k").await.unwrap().unwrap().version, v);
+    for opts in ["timeout=3s&username=root&password=wrong", "timeout=3s"] {
+        let e = overlay_core::store::connect_str(&server.url_with(opts))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.kind(),
+            overlay_core::ErrorKind::PermissionDenied,
+            "{opts}: {e}"
+        );
+        assert!(
+            !e.to_string().contains("wrong"),
+            "the password is not echoed: {e}"
+        );
+    }
+}

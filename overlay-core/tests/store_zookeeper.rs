@@ -123,3 +123,24 @@ async fn ephemeral_key_comes_back_after_partition() {
     };
     common::ephemeral_key_comes_back_after_partition(server).await;
 }
+
+/// One dead server among several does not stop the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_servers() {
+    let Some(server) = ZooKeeperServer::shared() else {
+        return;
+    };
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = server.url_with(common::OPTS);
+    let url = url.replacen("zk://", &format!("zk://127.0.0.1:{dead},"), 1);
+    for _ in 0..3 {
+        let store = common::open(&url).await;
+        let v = store.put("k", b"v").await.unwrap();
+        assert_eq!(store.get("k").await.unwrap().unwrap().version, v);
+        store.close().await.unwrap();
+    }
+}

@@ -36,7 +36,7 @@ impl TcpProxy {
         let s = shared.clone();
         thread::Builder::new()
             .name("testkit-proxy".into())
-            .spawn(move || accept(listener, target, s))?;
+            .spawn(move || accept(&listener, target, &s))?;
         Ok(TcpProxy { addr, shared })
     }
 
@@ -72,7 +72,7 @@ impl Drop for TcpProxy {
     }
 }
 
-fn accept(listener: TcpListener, target: SocketAddr, s: Arc<Shared>) {
+fn accept(listener: &TcpListener, target: SocketAddr, s: &Shared) {
     while !s.stop.load(Ordering::SeqCst) {
         let client = match listener.accept() {
             Ok((c, _)) => c,

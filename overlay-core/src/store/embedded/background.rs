@@ -17,6 +17,9 @@ use super::scope::Scope;
 use crate::error::{Error, Result};
 use crate::store::WatchEvent;
 
+/// How soon to hand more events to a watcher whose channel was full.
+const BACKLOG_RETRY: Duration = Duration::from_millis(1);
+
 /// Timings of the background work; tests shrink them.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Tuning {
@@ -107,7 +110,19 @@ impl Background {
             (now + renew_every, now, now + self.tuning.compact);
         loop {
             let mut msgs = Vec::new();
-            match rx.recv_timeout(self.tuning.poll) {
+            // A watcher with a backlog gets its channel refilled soon after it drains; with no
+            // watcher there is nothing to poll for until the next lease chore (a new watch
+            // wakes the thread through the channel).
+            let wait = if self.hub.has_backlog() {
+                BACKLOG_RETRY
+            } else if self.hub.is_idle() {
+                next_renew
+                    .min(next_sweep)
+                    .saturating_duration_since(Instant::now())
+            } else {
+                self.tuning.poll
+            };
+            match rx.recv_timeout(wait) {
                 Ok(m) => msgs.push(m),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => msgs.push(Msg::Stop),
@@ -139,7 +154,8 @@ impl Background {
             let now = Instant::now();
             if now >= next_renew {
                 next_renew = match self.lessee.renew(&mut self.conn) {
-                    Ok(()) => now + renew_every,
+                    Ok(true) => now + renew_every,
+                    Ok(false) => now + renew_every / 4,
                     Err(e) => {
                         self.warn("renew the lease", e);
                         now + renew_every / 4

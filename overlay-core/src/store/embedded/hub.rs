@@ -19,8 +19,12 @@ use crate::store::{KeyValue, WatchEvent};
 pub(super) const CHANNEL: usize = 256;
 /// Events a watcher may have queued beyond its channel before it gets a Resync instead.
 const MAX_PENDING: usize = 10_000;
-/// Log rows read per query, bounding memory when values are large.
-const BATCH: i64 = 256;
+/// Bytes of values and keys a watcher may have queued beyond its channel, likewise.
+const MAX_PENDING_BYTES: usize = 64 << 20;
+/// Log rows read at once...
+const BATCH: usize = 256;
+/// ... or fewer when their values add up to this, bounding memory when values are large.
+const BATCH_BYTES: usize = 8 << 20;
 
 type Event = Result<WatchEvent>;
 
@@ -30,16 +34,43 @@ struct Watcher {
     after: i64,
     tx: mpsc::Sender<Event>,
     pending: VecDeque<Event>,
+    pending_bytes: usize,
+}
+
+fn size(ev: &Event) -> usize {
+    match ev {
+        Ok(WatchEvent::Put(kv)) => kv.key.len() + kv.value.len(),
+        Ok(WatchEvent::Delete { key, .. }) => key.len(),
+        _ => 0,
+    }
 }
 
 impl Watcher {
+    fn new(scope: Scope, after: i64, tx: mpsc::Sender<Event>) -> Self {
+        Watcher {
+            scope,
+            after,
+            tx,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+        }
+    }
+
     fn push(&mut self, ev: Event) {
-        if self.pending.len() >= MAX_PENDING {
+        let n = size(&ev);
+        if self.pending.len() >= MAX_PENDING || self.pending_bytes + n > MAX_PENDING_BYTES {
+            // The consumer is too slow to keep up: drop the backlog and tell it to re-list,
+            // rather than buffer without bound.
             self.pending.clear();
+            self.pending_bytes = 0;
             self.pending.push_back(Ok(WatchEvent::Resync {
-                reason: format!("the watcher fell more than {MAX_PENDING} events behind"),
+                reason: format!(
+                    "the watcher fell more than {MAX_PENDING} events or {} MiB behind",
+                    MAX_PENDING_BYTES >> 20
+                ),
             }));
         } else {
+            self.pending_bytes += n;
             self.pending.push_back(ev);
         }
     }
@@ -47,8 +78,9 @@ impl Watcher {
     /// Sends what the channel takes; returns false once the watch was dropped.
     fn flush(&mut self) -> bool {
         while let Some(ev) = self.pending.pop_front() {
+            let n = size(&ev);
             match self.tx.try_send(ev) {
-                Ok(()) => {}
+                Ok(()) => self.pending_bytes -= n,
                 Err(TrySendError::Full(ev)) => {
                     self.pending.push_front(ev);
                     return true;
@@ -113,11 +145,7 @@ impl Hub {
             let compacted: i64 = tx
                 .prepare_cached("SELECT compacted FROM meta WHERE id = 0")?
                 .query_row([], |r| r.get(0))?;
-            let rows = read_rows(
-                &tx,
-                "WHERE id > ?1 ORDER BY id LIMIT ?2",
-                params![self.cursor_id, BATCH],
-            )?;
+            let (rows, more) = read_rows(&tx, self.cursor_id, i64::MAX)?;
             tx.commit()?;
             if compacted > self.cursor_rev {
                 // Another process compacted rows this poller had not read yet (it was stalled).
@@ -133,13 +161,12 @@ impl Hub {
                 }
                 self.cursor_rev = compacted;
             }
-            let n = rows.len();
             for row in rows {
                 self.cursor_id = row.id;
                 self.cursor_rev = row.rev;
                 self.deliver(&row, None);
             }
-            if (n as i64) < BATCH {
+            if !more {
                 return Ok(());
             }
         }
@@ -177,14 +204,8 @@ impl Hub {
         from: Option<u64>,
         tx: mpsc::Sender<Event>,
     ) -> rusqlite::Result<()> {
-        let live = Watcher {
-            scope,
-            after: self.cursor_rev,
-            tx,
-            pending: VecDeque::new(),
-        };
         let Some(from) = from else {
-            self.watchers.push(live);
+            self.watchers.push(Watcher::new(scope, self.cursor_rev, tx));
             return Ok(());
         };
         let from = i64::try_from(from).unwrap_or(i64::MAX);
@@ -193,7 +214,7 @@ impl Hub {
             rtx.query_row("SELECT compacted FROM meta WHERE id = 0", [], |r| r.get(0))?;
         if from < compacted {
             rtx.commit()?;
-            let mut w = live;
+            let mut w = Watcher::new(scope, self.cursor_rev, tx);
             w.push(Ok(WatchEvent::Resync {
                 reason: format!(
                     "revision {from} is compacted (history starts after {compacted}); re-list"
@@ -202,8 +223,11 @@ impl Hub {
             self.watchers.push(w);
             return Ok(());
         }
-        // Revisions grow with ids: walk back from the cursor to the first row after `from`.
-        let mut first = None;
+        self.watchers.push(Watcher::new(scope, from, tx));
+        let me = self.watchers.len() - 1;
+        // Revisions grow with ids: walk back from the cursor to the last row at or before
+        // `from`, then replay forward from there up to the cursor, in batches.
+        let mut after_id = self.cursor_id;
         {
             let mut stmt =
                 rtx.prepare_cached("SELECT id, rev FROM log WHERE id <= ?1 ORDER BY id DESC")?;
@@ -212,52 +236,65 @@ impl Hub {
                 if r.get::<_, i64>(1)? <= from {
                     break;
                 }
-                first = Some(r.get::<_, i64>(0)?);
+                after_id = r.get::<_, i64>(0)? - 1;
             }
         }
-        let rows = match first {
-            Some(first) => read_rows(
-                &rtx,
-                "WHERE id >= ?1 AND id <= ?2 ORDER BY id",
-                params![first, self.cursor_id],
-            )?,
-            None => Vec::new(),
-        };
-        rtx.commit()?;
-        self.watchers.push(Watcher {
-            after: from,
-            ..live
-        });
-        let me = self.watchers.len() - 1;
-        for row in &rows {
-            self.deliver(row, Some(me));
+        loop {
+            let (rows, more) = read_rows(&rtx, after_id, self.cursor_id)?;
+            for row in &rows {
+                after_id = row.id;
+                self.deliver(row, Some(me));
+            }
+            if !more {
+                break;
+            }
         }
-        Ok(())
+        rtx.commit()
     }
 
     /// Hands queued events to the watch channels and forgets dropped watches.
     pub(super) fn flush(&mut self) {
         self.watchers.retain_mut(Watcher::flush);
     }
+
+    /// Whether nobody watches.
+    pub(super) fn is_idle(&self) -> bool {
+        self.watchers.is_empty()
+    }
+
+    /// Whether some watcher has events its full channel did not take yet.
+    pub(super) fn has_backlog(&self) -> bool {
+        self.watchers.iter().any(|w| !w.pending.is_empty())
+    }
 }
 
+/// Log rows with `after_id < id <= upto_id` in id order, at most a batch; `true` with them when
+/// the batch filled up and more may follow.
 fn read_rows(
     tx: &rusqlite::Transaction<'_>,
-    filter: &str,
-    args: impl rusqlite::Params,
-) -> rusqlite::Result<Vec<Row>> {
-    let sql = format!("SELECT id, rev, key, value, deleted FROM log {filter}");
-    let mut stmt = tx.prepare_cached(&sql)?;
-    stmt.query_map(args, |r| {
+    after_id: i64,
+    upto_id: i64,
+) -> rusqlite::Result<(Vec<Row>, bool)> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, rev, key, value, deleted FROM log WHERE id > ?1 AND id <= ?2 ORDER BY id",
+    )?;
+    let mut q = stmt.query(params![after_id, upto_id])?;
+    let (mut rows, mut bytes) = (Vec::new(), 0);
+    while let Some(r) = q.next()? {
         let deleted: bool = r.get(4)?;
-        Ok(Row {
+        let value: Option<Vec<u8>> = if deleted { None } else { Some(r.get(3)?) };
+        bytes += value.as_ref().map_or(0, Vec::len);
+        rows.push(Row {
             id: r.get(0)?,
             rev: r.get(1)?,
             key: r.get(2)?,
-            value: if deleted { None } else { Some(r.get(3)?) },
-        })
-    })?
-    .collect()
+            value,
+        });
+        if rows.len() >= BATCH || bytes >= BATCH_BYTES {
+            return Ok((rows, true));
+        }
+    }
+    Ok((rows, false))
 }
 
 /// Deletes the oldest log rows so at most about `keep` remain, whole revisions at a time, and

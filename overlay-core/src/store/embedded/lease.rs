@@ -99,24 +99,23 @@ impl Lessee {
         }
     }
 
-    /// Extends the lease, re-creating it (and putting the keys back) if it was swept.
-    ///
-    /// Skipped when an ephemeral write holds the session (it renews the lease itself), so the
-    /// background thread never waits behind a write queued for the file's lock.
-    pub(super) fn renew(&self, conn: &mut Connection) -> rusqlite::Result<()> {
+    /// Extends the lease, re-creating it (and putting the keys back) if it was swept. Returns
+    /// false when it did not get to try: an ephemeral write held the session (the background
+    /// thread must not wait behind a write queued for the file's lock), so retry soon.
+    pub(super) fn renew(&self, conn: &mut Connection) -> rusqlite::Result<bool> {
         let mut s = match self.session.try_lock() {
             Ok(s) => s,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
         };
         if s.closed || s.lease.is_none() {
-            return Ok(());
+            return Ok(true);
         }
         let mut tx = WriteTx::begin(conn)?;
         let fix = self.ensure(&mut tx, &s)?;
         tx.commit()?;
         fix.apply(&mut s);
-        Ok(())
+        Ok(true)
     }
 
     /// Ends the session: deletes this client's ephemeral keys and lease. Later ephemeral

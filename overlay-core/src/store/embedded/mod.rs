@@ -36,10 +36,10 @@
 //! # Threads
 //!
 //! SQLite calls block, so none runs on a tokio worker: each open store has a worker thread
-//! owning the connection API calls run on, and a background thread with a second
-//! connection that polls the change log every 10 ms (at once after a local write) for this
-//! store's watchers, renews its lease every TTL/3, sweeps expired leases of every client and
-//! compacts the log to its last 10,000 rows. Dropping the store without
+//! owning the connection API calls run on, and a background thread with a second connection
+//! that polls the change log for this store's watchers (every 10 ms while there are any, and at
+//! once after a local write), renews its lease every TTL/3, sweeps expired leases of every
+//! client and compacts the log to its last 10,000 rows. Dropping the store without
 //! [`KvStore::close`] closes it on the worker thread, without blocking the dropper.
 
 mod background;
@@ -69,7 +69,7 @@ use super::{
 use crate::error::{Error, ErrorKind, Result};
 
 /// Largest value the embedded store accepts, in bytes.
-pub const MAX_VALUE_LEN: usize = 16 << 20;
+pub const MAX_VALUE_LEN: usize = 4 << 20;
 
 /// Most operations in one transaction.
 pub const MAX_TXN_OPS: usize = 128;

@@ -12,7 +12,7 @@
 //! cost an fsync per write (a millisecond or more each) on the hot path of CAS-driven IPAM.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
@@ -72,9 +72,26 @@ pub(super) fn open(path: &Path, timeout: Duration) -> Result<Connection> {
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn = Connection::open_with_flags(path, flags)
         .map_err(|e| sql_error("open embedded store", format!("cannot open {shown}"), e))?;
+    conn.busy_timeout(timeout)
+        .map_err(|e| sql_error("open embedded store", format!("cannot set up {shown}"), e))?;
+    // Switching a fresh file to WAL needs an exclusive lock, and SQLite does not wait for that
+    // one (nor for some locks of a schema being created): when several clients open a new file
+    // at once, retry until the timeout.
+    let deadline = Instant::now() + timeout;
+    loop {
+        match set_up(&mut conn, &shown) {
+            Err(e) if e.kind() == ErrorKind::Timeout && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+            Ok(()) => return Ok(conn),
+        }
+    }
+}
+
+fn set_up(conn: &mut Connection, shown: &str) -> Result<()> {
     let setup = |e| sql_error("open embedded store", format!("cannot set up {shown}"), e);
-    conn.busy_timeout(timeout).map_err(setup)?;
-    let fresh = identify(&conn, &shown)?;
+    let fresh = identify(conn, shown)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(setup)?;
@@ -89,9 +106,9 @@ pub(super) fn open(path: &Path, timeout: Duration) -> Result<Connection> {
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = 67108864;")
         .map_err(setup)?;
     if fresh {
-        create_schema(&mut conn, &shown)?;
+        create_schema(conn, shown)?;
     }
-    Ok(conn)
+    Ok(())
 }
 
 fn check_path(path: &Path) -> Result<()> {
@@ -149,6 +166,10 @@ fn check_path(path: &Path) -> Result<()> {
 
 /// Checks that the file is ours (or empty); returns whether the schema must be created.
 fn identify(conn: &Connection, shown: &str) -> Result<bool> {
+    // One read transaction, so a schema another client is creating is seen whole or not at all.
+    let snapshot = conn
+        .unchecked_transaction()
+        .map_err(|e| sql_error("open embedded store", format!("cannot read {shown}"), e))?;
     let not_ours = |why: String| {
         Error::invalid(
             "open embedded store",
@@ -157,7 +178,8 @@ fn identify(conn: &Connection, shown: &str) -> Result<bool> {
         .with_hint("point the file:// URL at a new file or an existing overlay store file")
     };
     let read = |sql: &str| -> Result<i64> {
-        conn.query_row(sql, [], |r| r.get(0))
+        snapshot
+            .query_row(sql, [], |r| r.get(0))
             .map_err(|e| match e.sqlite_error_code() {
                 Some(ErrorCode::NotADatabase) => not_ours("it is not an SQLite database".into()),
                 _ => sql_error("open embedded store", format!("cannot read {shown}"), e),
@@ -166,10 +188,9 @@ fn identify(conn: &Connection, shown: &str) -> Result<bool> {
     let app = read("PRAGMA application_id")?;
     let tables = read("SELECT count(*) FROM sqlite_schema")?;
     let version = read("PRAGMA user_version")?;
+    drop(snapshot);
     match app {
         0 if tables == 0 => Ok(true),
-        // Another process may be creating the schema right now: let create_schema decide
-        // under the write lock.
         0 => Err(not_ours(format!(
             "it is an SQLite database of another program ({tables} objects)"
         ))),
@@ -253,7 +274,7 @@ pub(super) fn sql_error(op: &'static str, what: impl Into<String>, e: rusqlite::
         ),
         Some(ErrorCode::TooBig) => (
             ErrorKind::InvalidArgument,
-            Some("store smaller values (at most 16 MiB)"),
+            Some("store smaller values (at most 4 MiB)"),
         ),
         _ => (ErrorKind::Internal, None),
     };

@@ -97,6 +97,7 @@ impl Worker {
         released
     }
 
+    /// The value and version of API key `key`.
     pub(super) fn get(&mut self, key: &str) -> Result<Option<KeyValue>> {
         let full = self.keys.full(key);
         let row = tx::get(&self.conn, &full)
@@ -108,6 +109,7 @@ impl Worker {
         }))
     }
 
+    /// The keys of API prefix `prefix` and the revision they were read at.
     pub(super) fn list(&mut self, prefix: &str) -> Result<Listing> {
         let scope = self.keys.scope(prefix);
         let end = scope.range_end();
@@ -130,6 +132,7 @@ impl Worker {
         })
     }
 
+    /// Writes API key `key` bound to this client's lease.
     pub(super) fn put_ephemeral(&mut self, key: &str, value: &[u8]) -> Result<u64> {
         let full = self.keys.full(key);
         let v = self
@@ -150,12 +153,18 @@ impl Worker {
     /// Applies `ops` in one write transaction: every condition is checked first, and the first
     /// that fails aborts the whole transaction with nothing written.
     pub(super) fn apply(&mut self, op: &'static str, ops: &[TxnOp]) -> Result<Vec<Outcome>> {
-        let sql = |e| sql_error(op, "cannot write to the store", e);
+        let what = match ops {
+            [one] => format!("cannot write key {:?}", one.key()),
+            _ => format!("cannot apply a transaction of {} operations", ops.len()),
+        };
+        let sql = |e| sql_error(op, what.clone(), e);
         let full: Vec<String> = ops.iter().map(|o| self.keys.full(o.key())).collect();
         let mut tx = WriteTx::begin(&mut self.conn).map_err(sql)?;
         for (o, key) in ops.iter().zip(&full) {
-            let cur = tx.current(key).map_err(sql)?.map(|c| c.version as u64);
-            check(op, o, cur)?;
+            if !matches!(o, TxnOp::Put { .. } | TxnOp::Delete { .. }) {
+                let cur = tx.current(key).map_err(sql)?.map(|c| c.version as u64);
+                check(op, o, cur)?;
+            }
         }
         let mut out = Vec::with_capacity(ops.len());
         for (o, key) in ops.iter().zip(&full) {

@@ -15,6 +15,21 @@ pub(super) fn map_err(op: &'static str, url: &StoreUrl, e: ec::Error) -> Error {
         .collect::<Vec<_>>()
         .join(",");
     let (kind, hint): (ErrorKind, &'static str) = match &e {
+        // etcd reports bad credentials as InvalidArgument; they are a permission problem.
+        ec::Error::GRpcStatus(status)
+            if [
+                "authentication failed",
+                "user name is empty",
+                "permission denied",
+            ]
+            .iter()
+            .any(|m| status.message().contains(m)) =>
+        {
+            (
+                ErrorKind::PermissionDenied,
+                "check the username= and password= options and the user's etcd role",
+            )
+        }
         ec::Error::GRpcStatus(status) => match status.code() {
             Code::Unavailable | Code::Aborted | Code::Cancelled | Code::Unknown => (
                 ErrorKind::Unavailable,

@@ -33,6 +33,8 @@ struct Watcher {
     generation: u64,
     /// Sequence number of the last journal entry read.
     last_seq: i64,
+    /// czxid of the last journal entry read (or the journal head the watch started at).
+    last_czxid: Version,
     /// Version of the last event delivered.
     last_version: Version,
     /// Whether each key below the prefix exists, as far as the journal said.
@@ -53,6 +55,7 @@ pub(super) async fn start(s: Arc<Inner>, prefix: String, from: Option<Version>) 
         client,
         generation,
         last_seq: -1,
+        last_czxid: 0,
         last_version: 0,
         present: HashMap::new(),
         tx,
@@ -91,25 +94,38 @@ impl Watcher {
         Ok(seqs)
     }
 
-    /// Sets `last_seq` to just before the first entry newer than `from` (or to the end);
-    /// returns whether entries after `from` were pruned already (a Resync is due).
-    async fn position(&mut self, from: Option<Version>) -> Result<bool> {
-        let entries = self.entries().await?;
-        self.last_seq = entries.last().map_or(-1, |(s, _)| *s);
-        let Some(from) = from else { return Ok(false) };
+    /// The zxid up to which journal entries were pruned (kept in the journal node's data).
+    async fn pruned(&self) -> Result<Version> {
         let (data, _) = self
             .client
             .get_data(LOG)
             .await
             .map_err(|e| map_err(OP, &self.s.url, e))?;
-        let pruned: Version = std::str::from_utf8(&data)
+        Ok(std::str::from_utf8(&data)
             .ok()
             .and_then(|t| t.parse().ok())
-            .unwrap_or(0);
-        if from < pruned {
+            .unwrap_or(0))
+    }
+
+    /// Moves to the end of the journal, skipping what is there.
+    async fn skip_to_end(&mut self) -> Result<()> {
+        let head = super::read::head(&self.s, &self.client, OP).await?;
+        let entries = self.entries().await?;
+        self.last_seq = entries.last().map_or(self.last_seq, |(s, _)| *s);
+        self.last_czxid = self.last_czxid.max(head);
+        Ok(())
+    }
+
+    /// Sets `last_seq` to just before the first entry newer than `from` (or to the end);
+    /// returns whether entries after `from` were pruned already (a Resync is due).
+    async fn position(&mut self, from: Option<Version>) -> Result<bool> {
+        self.skip_to_end().await?;
+        let Some(from) = from else { return Ok(false) };
+        if from < self.pruned().await? {
             return Ok(true);
         }
         // Entries are in zxid order: binary search for the first one written after `from`.
+        let entries = self.entries().await?;
         let (mut lo, mut hi) = (0, entries.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
@@ -127,6 +143,7 @@ impl Watcher {
         }
         if let Some((seq, _)) = entries.get(lo) {
             self.last_seq = seq - 1;
+            self.last_czxid = from;
         }
         Ok(false)
     }
@@ -136,50 +153,88 @@ impl Watcher {
     }
 
     /// Delivers every journal entry after `last_seq`; false when the receiver is gone.
+    ///
+    /// Entries are read by name in sequence (`e-<last_seq + 1>` ...) without listing the
+    /// journal. ZooKeeper numbers a sequential node with its parent's `cversion`, so a missing
+    /// name below the journal's `cversion` is a gap (pruning deletes bump it) and only then is
+    /// the journal listed.
     async fn catch_up(&mut self) -> Result<bool> {
+        loop {
+            let seq = self.last_seq + 1;
+            let read = self.client.get_data(&format!("{LOG}/e-{seq:010}")).await;
+            match read {
+                Ok((data, stat)) => {
+                    if !self.deliver(seq, &data, stat.czxid as Version).await {
+                        return Ok(false);
+                    }
+                }
+                Err(zk::Error::NoNode) => {
+                    let st = self.client.check_stat(LOG).await;
+                    let cversion = st
+                        .map_err(|e| map_err(OP, &self.s.url, e))?
+                        .map_or(0, |st| st.cversion);
+                    if seq >= i64::from(cversion) {
+                        return Ok(true);
+                    }
+                    return self.catch_up_listed().await;
+                }
+                Err(e) => return Err(map_err(OP, &self.s.url, e)),
+            }
+        }
+    }
+
+    /// [`catch_up`](Self::catch_up) across a gap in the numbering: lists the journal, and
+    /// reports a Resync if entries this watch had not read were pruned.
+    async fn catch_up_listed(&mut self) -> Result<bool> {
+        if self.pruned().await? > self.last_czxid {
+            self.skip_to_end().await?;
+            let reason = "the ZooKeeper journal was pruned past this watch".to_string();
+            return Ok(self.send(WatchEvent::Resync { reason }).await);
+        }
         for (seq, name) in self.entries().await? {
             if seq <= self.last_seq {
                 continue;
             }
-            let read = self.client.get_data(&format!("{LOG}/{name}")).await;
-            let (data, stat) = match read {
+            let (data, stat) = match self.client.get_data(&format!("{LOG}/{name}")).await {
                 Ok(r) => r,
-                Err(zk::Error::NoNode) => {
-                    // Pruned before it was read: this watch fell too far behind.
-                    self.last_seq = self.entries().await?.last().map_or(seq, |(s, _)| *s);
-                    let reason = "the ZooKeeper journal was pruned past this watch".to_string();
-                    return Ok(self.send(WatchEvent::Resync { reason }).await);
-                }
+                // Pruned while being read: the check above decides next round.
+                Err(zk::Error::NoNode) => return Box::pin(self.catch_up_listed()).await,
                 Err(e) => return Err(map_err(OP, &self.s.url, e)),
             };
-            self.last_seq = seq;
-            let Some(entry) = Entry::decode(&data) else {
-                continue;
-            };
-            if !under(&self.prefix, entry.key()) {
-                continue;
-            }
-            let version = stat.czxid as Version;
-            self.last_version = self.last_version.max(version);
-            let ev = match entry {
-                Entry::Put { key, value } => {
-                    self.present.insert(key.clone(), true);
-                    WatchEvent::Put(KeyValue {
-                        key,
-                        value,
-                        version,
-                    })
-                }
-                Entry::Delete { key } => {
-                    self.present.insert(key.clone(), false);
-                    WatchEvent::Delete { key, version }
-                }
-            };
-            if !self.send(ev).await {
+            if !self.deliver(seq, &data, stat.czxid as Version).await {
                 return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// Records journal entry `seq` as read and delivers it if it is below the prefix.
+    async fn deliver(&mut self, seq: i64, data: &[u8], czxid: Version) -> bool {
+        self.last_seq = seq;
+        self.last_czxid = self.last_czxid.max(czxid);
+        let Some(entry) = Entry::decode(data) else {
+            return true;
+        };
+        if !under(&self.prefix, entry.key()) {
+            return true;
+        }
+        let version = czxid;
+        self.last_version = self.last_version.max(version);
+        let ev = match entry {
+            Entry::Put { key, value } => {
+                self.present.insert(key.clone(), true);
+                WatchEvent::Put(KeyValue {
+                    key,
+                    value,
+                    version,
+                })
+            }
+            Entry::Delete { key } => {
+                self.present.insert(key.clone(), false);
+                WatchEvent::Delete { key, version }
+            }
+        };
+        self.send(ev).await
     }
 
     /// A node below the prefix was deleted: report it unless the journal already did (or
@@ -312,8 +367,9 @@ impl Watcher {
                         return;
                     }
                 }
-                if let Ok(entries) = self.entries().await {
-                    self.last_seq = entries.last().map_or(self.last_seq, |(s, _)| *s);
+                if let Err(e) = self.skip_to_end().await {
+                    tracing::debug!("ZooKeeper watch of {:?}: {e}", self.prefix);
+                    pending = true;
                 }
                 resync = true;
             }
