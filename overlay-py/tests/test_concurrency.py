@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -195,3 +196,33 @@ def test_fork_child_gets_its_own_runtime_and_refuses_inherited_objects(embedded_
     assert event is not None and event.key == "k/1"
     watch.close()
     store.close()
+
+
+def test_ctrl_c_interrupts_a_blocked_store_call() -> None:
+    # A server that accepts and never answers, and a 60 s store timeout: only Ctrl-C ends the
+    # call early, and it must do so promptly.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        script = textwrap.dedent(
+            f"""
+            import overlay
+            print("ready", flush=True)
+            overlay.Store("zk://127.0.0.1:{port}/t?timeout=60s").get("k")
+            """
+        )
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            time.sleep(1.0)  # well inside the connect attempt
+            sent = time.monotonic()
+            os.kill(proc.pid, signal.SIGINT)
+            _, err = proc.communicate(timeout=20)
+            took = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert "KeyboardInterrupt" in err, err
+    assert took < 2.0, f"KeyboardInterrupt took {took:.2f}s"
