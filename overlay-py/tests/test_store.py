@@ -169,3 +169,13 @@ def test_transaction_ops_checked_before_io(embedded_url: str) -> None:
         with pytest.raises(overlay.InvalidArgumentError):
             store.txn([("put", "ok", b"v"), ("put", "bad//key", b"v")])
         assert store.list() == []
+
+
+def test_watch_ends_when_the_store_closes(store_url: str) -> None:
+    store = overlay.Store(store_url)
+    watch = store.watch("x")
+    store.close()
+    with pytest.raises(StopIteration):
+        while True:  # a resync may come first; the end must follow within 10 s
+            if watch.next(timeout=10) is None:
+                raise AssertionError("the watch did not end within 10s of close()")
