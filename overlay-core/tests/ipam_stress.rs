@@ -30,6 +30,7 @@ const ALLOCATIONS: usize = 500;
 /// fill their own blocks, borrow from each other's and race on the same blocks.
 const MAX_HELD: usize = 200;
 const SUBNET: &str = "10.77.0.0/22";
+/// Workers still running after this are killed and the run fails.
 const TIME_LIMIT: Duration = Duration::from_secs(90);
 
 const ENV_WORKER: &str = "OVERLAY_IPAM_STRESS_WORKER";
@@ -85,9 +86,10 @@ struct Backend {
 
 fn backends() -> Vec<(&'static str, Option<Backend>)> {
     let mut out = Vec::new();
+    let dir = tempfile::tempdir().expect("a temporary directory for the embedded store");
     out.push((
         "embedded",
-        tempfile::tempdir().ok().map(|dir| Backend {
+        Some(Backend {
             url: format!("file://{}/store.db", dir.path().display()),
             _keep: Box::new(dir),
         }),
@@ -159,15 +161,47 @@ async fn coordinate(url: &str) -> Result<String, String> {
             .map_err(|e| format!("cannot start worker: {e}"))?;
         workers.0.push(child);
     }
+    // Each worker's output is read on a thread of its own while this one watches the clock:
+    // a worker that hangs is killed (by the guard) when the time limit passes.
+    let mut readers = Vec::new();
+    for child in &mut workers.0 {
+        let out = child.stdout.take().ok_or("worker without stdout")?;
+        readers.push(std::thread::spawn(move || {
+            BufReader::new(out)
+                .lines()
+                .map_while(std::result::Result::ok)
+                .collect::<Vec<String>>()
+        }));
+    }
     let deadline = Instant::now() + TIME_LIMIT;
+    loop {
+        let mut running = 0;
+        for (i, child) in workers.0.iter_mut().enumerate() {
+            match child.try_wait().map_err(|e| e.to_string())? {
+                Some(status) if !status.success() => {
+                    return Err(format!("worker {i} failed: {status}"));
+                }
+                Some(_) => {}
+                None => running += 1,
+            }
+        }
+        if running == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{running} worker(s) still running after {TIME_LIMIT:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut union: BTreeMap<IpAddr, String> = BTreeMap::new();
     let mut stats = Vec::new();
-    for (i, child) in workers.0.iter_mut().enumerate() {
-        let out = child.stdout.take().ok_or("worker without stdout")?;
-        // Reading blocks until the worker ends; the deadline is checked between workers and
-        // the Drop guard kills all of them if one fails.
-        for line in BufReader::new(out).lines() {
-            let line = line.map_err(|e| e.to_string())?;
+    for reader in readers {
+        let lines = reader
+            .join()
+            .map_err(|_| "a reader thread panicked".to_string())?;
+        for line in lines {
             let mut parts = line.split_whitespace();
             match parts.next() {
                 Some("HELD") => {
@@ -183,13 +217,6 @@ async fn coordinate(url: &str) -> Result<String, String> {
                 Some("STATS") => stats.push(parts.collect::<Vec<_>>().join(" ")),
                 _ => {}
             }
-        }
-        let status = child.wait().map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err(format!("worker {i} failed: {status}"));
-        }
-        if Instant::now() > deadline {
-            return Err(format!("workers took longer than {TIME_LIMIT:?}"));
         }
     }
     let view: BTreeMap<IpAddr, String> = setup

@@ -28,8 +28,8 @@ pub enum Request {
         #[serde(default)]
         options: NetworkOptions,
     },
-    /// [`Controller::networks`]
-    Networks,
+    /// [`Controller::networks`] (a struct variant, so that unknown fields are refused)
+    Networks {},
     /// [`Controller::inspect`]
     Inspect {
         /// Name, id or id prefix.
@@ -60,7 +60,7 @@ pub enum Request {
         name: String,
     },
     /// Which hosts are alive, as this host sees them.
-    Hosts,
+    Hosts {},
 }
 
 /// An error as it crosses the wire.
@@ -107,7 +107,7 @@ impl Controller {
                 .create_network(&name, &options)
                 .await
                 .and_then(|r| to_value(&r)),
-            Request::Networks => self.networks().await.and_then(|r| to_value(&r)),
+            Request::Networks {} => self.networks().await.and_then(|r| to_value(&r)),
             Request::Inspect { network } => self.inspect(&network).await.and_then(|r| to_value(&r)),
             Request::RemoveNetwork { network } => {
                 self.remove_network(&network).await.map(|()| Value::Null)
@@ -124,7 +124,7 @@ impl Controller {
                 .await
                 .map(|()| Value::Null),
             Request::Resolve { name } => self.resolve(&name).await.and_then(|r| to_value(&r)),
-            Request::Hosts => self
+            Request::Hosts {} => self
                 .agent()
                 .map(|a| a.live_hosts())
                 .and_then(|h| to_value(&h)),
@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn request_shapes() {
         let r: Request = serde_json::from_str(r#"{"op":"networks"}"#).unwrap();
-        assert_eq!(r, Request::Networks);
+        assert_eq!(r, Request::Networks {});
         let r: Request = serde_json::from_str(
             r#"{"op":"connect","network":"n","container":{"id":"c","name":"a","netns":{"pid":1}}}"#,
         )

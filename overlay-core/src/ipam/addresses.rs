@@ -4,8 +4,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::allocator::{PoolBlocks, StoreIpam, Written};
+use super::allocator::{StoreIpam, Written};
 use super::networks::lost;
+use super::plan::Step;
 use super::pool::{Family, Pool};
 use super::records::{self, Block, Entry};
 use super::{AddressRequest, Allocation, Want};
@@ -16,18 +17,6 @@ use crate::store::{TxnOp, Version};
 pub(super) const OP_REQUEST: &str = "request address";
 const OP_RELEASE: &str = "release address";
 
-/// A write that would hand out one address.
-pub(super) struct Plan {
-    pub(super) index: u64,
-    pub(super) inner: u64,
-    /// The block with the new entry.
-    pub(super) block: Block,
-    /// The version it was read at; `None` claims the block.
-    pub(super) version: Option<Version>,
-    /// Sticky key of an expired reservation this write takes over (its index must go).
-    pub(super) displaced: Option<String>,
-}
-
 /// The end of one request in one pool.
 pub(super) enum Outcome {
     /// Handed out.
@@ -36,23 +25,6 @@ pub(super) enum Outcome {
     Exhausted,
     /// A sticky request lost a race: the caller re-reads the sticky index and tries again.
     Lost,
-}
-
-/// What planning an "any" request found.
-enum Step {
-    Write(Plan),
-    /// The cache cannot tell; list the pool's blocks and plan again.
-    List,
-    /// No free address, as of a fresh listing.
-    Exhausted,
-}
-
-/// Whether `inner` of `block` is unavailable at `now`.
-fn taken(block: &Block, inner: u64, now: u64) -> bool {
-    block
-        .entries
-        .get(&inner)
-        .is_some_and(|e| e.expired_reservation(now).is_none())
 }
 
 /// Checks an owner or sticky key: it becomes part of stored values and, for sticky keys, of a
@@ -80,75 +52,6 @@ pub(super) fn allocation(pool: &Pool, ip: IpAddr, owner: &str, sticky: Option<&s
         owner: owner.to_string(),
         sticky: sticky.map(str::to_string),
     }
-}
-
-impl PoolBlocks {
-    /// Plans an "any" request from the cached blocks: first this host's blocks (from the one
-    /// it used last), then a new block, then (with a fresh listing) anybody's block.
-    fn plan_any(&self, pool: &Pool, host: &str, entry: &Entry, now: u64, fresh: bool) -> Step {
-        let pick = |index: u64, block: &Block, version: Option<Version>| -> Option<Plan> {
-            let inner = pool.next_dynamic(index, block.cursor, |i| taken(block, i, now))?;
-            let displaced = block
-                .entries
-                .get(&inner)
-                .and_then(|e| e.expired_reservation(now))
-                .map(str::to_string);
-            let mut block = block.clone();
-            block.entries.insert(inner, entry.clone());
-            block.cursor = Some(inner);
-            Some(Plan {
-                index,
-                inner,
-                block,
-                version,
-                displaced,
-            })
-        };
-        let start = self.last.unwrap_or(0);
-        let mine = self
-            .blocks
-            .range(start..)
-            .chain(self.blocks.range(..start))
-            .filter(|(_, (b, _))| b.host == host);
-        for (&index, (block, version)) in mine {
-            if let Some(plan) = pick(index, block, Some(*version)) {
-                return Step::Write(plan);
-            }
-        }
-        if !self.listed {
-            return Step::List;
-        }
-        // A new block: the lowest unclaimed one with a dynamic address. Unclaimed blocks
-        // without one are made of reserved addresses only, so the search is bounded.
-        let (lo, hi) = pool.dynamic_blocks();
-        let bound = self.blocks.len() as u64 + pool_reserved_bound(pool);
-        for index in (lo..=hi).take(
-            usize::try_from(bound)
-                .unwrap_or(usize::MAX)
-                .saturating_add(1),
-        ) {
-            if !self.blocks.contains_key(&index)
-                && let Some(plan) = pick(index, &Block::new(host), None)
-            {
-                return Step::Write(plan);
-            }
-        }
-        if !fresh {
-            return Step::List;
-        }
-        // Borrow from other hosts' blocks.
-        for (&index, (block, version)) in self.blocks.iter().filter(|(_, (b, _))| b.host != host) {
-            if let Some(plan) = pick(index, block, Some(*version)) {
-                return Step::Write(plan);
-            }
-        }
-        Step::Exhausted
-    }
-}
-
-fn pool_reserved_bound(pool: &Pool) -> u64 {
-    // Network, broadcast, gateway and aux addresses: at most 3 + aux.
-    3 + pool.config().aux_addresses.len() as u64
 }
 
 impl StoreIpam {
@@ -263,6 +166,8 @@ impl StoreIpam {
         let host = self.host.as_str();
         let retry = self.config.retry;
         let mut fresh = false;
+        let mut spread = false;
+        let mut lost_claims = 0;
         let mut attempt = 0;
         loop {
             let now = records::now_ms();
@@ -273,12 +178,16 @@ impl StoreIpam {
             };
             let step = self
                 .with_blocks(net, &pool_id, |pb| {
-                    pb.plan_any(pool, host, &entry, now, fresh)
+                    pb.plan_any(pool, host, &entry, now, fresh, spread)
                 })
                 .unwrap_or(Step::List);
             let plan = match step {
                 Step::Write(plan) => plan,
                 Step::Exhausted => return Ok(Outcome::Exhausted),
+                Step::Held { index, inner } => {
+                    let ip = pool.addr_at(pool.offset_in_block(index, inner));
+                    return Ok(Outcome::Got(allocation(pool, ip, owner, sticky)));
+                }
                 Step::List => {
                     if fresh {
                         // Listed in this request already and the cache still cannot tell:
@@ -347,9 +256,26 @@ impl StoreIpam {
                     }
                     if claimed {
                         // Someone claimed that block first, or the network lost its pools.
-                        self.check_network_alive(net, net_version).await?;
-                        self.list_blocks(net, &pool_id).await?;
-                        fresh = true;
+                        // The first time, read just that block (a listing of the whole pool
+                        // costs far more; on ZooKeeper one read per block); if the cache
+                        // proves stale again, list, so a stale cache cannot use up every
+                        // attempt one block at a time.
+                        lost_claims += 1;
+                        let exists = if lost_claims == 1 {
+                            self.fetch_block(net, &pool_id, plan.index).await?.is_some()
+                        } else {
+                            self.list_blocks(net, &pool_id).await?;
+                            fresh = true;
+                            self.with_blocks(net, &pool_id, |pb| {
+                                pb.blocks.contains_key(&plan.index)
+                            })
+                            .unwrap_or(false)
+                        };
+                        if exists {
+                            spread = true;
+                        } else {
+                            self.check_network_alive(net, net_version).await?;
+                        }
                     } else {
                         self.fetch_block(net, &pool_id, plan.index).await?;
                     }

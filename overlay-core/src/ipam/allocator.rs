@@ -88,11 +88,12 @@ impl StoreIpam {
     }
 
     pub(super) fn block_bits(&self, pool: &crate::model::PoolConfig) -> u8 {
-        if pool.subnet.addr().is_ipv4() {
+        let bits = if pool.subnet.addr().is_ipv4() {
             self.config.block_host_bits_v4
         } else {
             self.config.block_host_bits_v6
-        }
+        };
+        bits.min(super::MAX_BLOCK_HOST_BITS)
     }
 
     /// The network's pools and the version of their record: from the cache, or one read.
@@ -266,7 +267,19 @@ impl StoreIpam {
     ) -> Result<()> {
         match self.store.get(&records::network_key(net)).await? {
             Some(kv) if kv.version == version => Ok(()),
-            _ => {
+            Some(_) => {
+                self.forget(net);
+                Err(Error::new(
+                    ErrorKind::Conflict,
+                    "ipam",
+                    format!(
+                        "the pools of network {} were replaced during this request",
+                        net.short()
+                    ),
+                )
+                .with_hint("retry the request: it will use the network's new pools"))
+            }
+            None => {
                 self.forget(net);
                 Err(no_pools(net))
             }

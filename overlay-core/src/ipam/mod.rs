@@ -21,10 +21,18 @@
 //! creating its key; it then allocates inside its own blocks with one compare-and-swap on the
 //! block's key, so hosts do not contend with each other, and a normal allocation is **one round
 //! trip** once the host has listed the pool's blocks (once, then cached with their versions).
-//! Claiming a new block and allocating its first address is one transaction too. When every
-//! block is claimed, a host borrows a free address from another host's block, by the same
-//! compare-and-swap. Lost races are retried with jittered exponential backoff
-//! ([`RetryPolicy`]), at most [`RetryPolicy::max_attempts`] times, then fail with `Conflict`.
+//! Claiming a new block and allocating its first address is one transaction too. A host whose
+//! cached listing is stale may try to claim a block someone claimed meanwhile: it then reads
+//! that one block, picks at random among the next few unclaimed ones (so hosts that collided
+//! do not collide again), and lists the pool afresh only if it loses a second time. When
+//! every block is claimed, a host borrows a free address from another host's block, by the
+//! same compare-and-swap. Lost races are retried with jittered exponential backoff
+//! ([`RetryPolicy`]), at most [`RetryPolicy::max_attempts`] times, then fail with `Conflict`;
+//! there is no unbounded loop.
+//!
+//! **Idempotence.** An "any" request retried after a lost reply (the store timed out on a
+//! write that did commit) finds the owner's entry and returns the same address; a specific
+//! request for an address its owner holds returns it again.
 //!
 //! **Order.** Inside a block, an "any" request takes the lowest free address after the block's
 //! most recent dynamic allocation, wrapping around, so a just-released address is not reused at
@@ -72,11 +80,14 @@ mod allocator;
 mod collector;
 mod defaults;
 mod networks;
+mod plan;
 mod pool;
 mod records;
 mod retry;
 mod sticky;
 
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tests;
 
@@ -95,14 +106,21 @@ pub use retry::RetryPolicy;
 use crate::error::Result;
 use crate::model::{NetworkId, PoolConfig};
 
+/// Largest block, in host bits (4096 addresses): every allocation rewrites its whole block,
+/// so larger configured values are clamped to this.
+pub const MAX_BLOCK_HOST_BITS: u8 = 12;
+
 /// Tunables of [`StoreIpam`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpamConfig {
     /// Where pools come from when a network asks for none, tried in order.
     pub default_pools: Vec<DefaultPool>,
-    /// Host bits of an IPv4 block (6: 64 addresses). Pools smaller than a block are one block.
+    /// Host bits of an IPv4 block (6: 64 addresses), at most [`MAX_BLOCK_HOST_BITS`]. Pools
+    /// smaller than a block are one block. Every host claims at least one block per pool it
+    /// allocates from: smaller blocks spread a small pool over more hosts, larger ones mean
+    /// fewer claims but larger values written per allocation.
     pub block_host_bits_v4: u8,
-    /// Host bits of an IPv6 block (6: 64 addresses).
+    /// Host bits of an IPv6 block (6: 64 addresses), at most [`MAX_BLOCK_HOST_BITS`].
     pub block_host_bits_v6: u8,
     /// How long a released sticky address stays reserved for its key.
     pub reservation_grace: Duration,
@@ -270,8 +288,10 @@ pub trait Ipam: Send + Sync + std::fmt::Debug {
     /// network's endpoints first.
     async fn release_pools(&self, network: &NetworkId) -> Result<bool>;
 
-    /// Hands out an address. A request with the same owner for an address that owner holds
-    /// already returns it again (so a retried request is harmless).
+    /// Hands out an address. Idempotent per owner: an "any" request retried after its reply
+    /// was lost (a store timeout on a write that did commit) returns the address the first
+    /// attempt got rather than a second one, as does a specific request for an address its
+    /// owner holds.
     async fn request(&self, network: &NetworkId, request: &AddressRequest) -> Result<Allocation>;
 
     /// Releases `ip` held by `owner`: freed, or kept reserved if it was requested as sticky.

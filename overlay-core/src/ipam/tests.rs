@@ -3,118 +3,13 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
-
+use super::test_support::{Counting, Fixture};
 use super::*;
 use crate::ErrorKind;
 use crate::model::{HostId, NetworkId, PoolConfig};
-use crate::store::{KeyValue, KvStore, Listing, TxnOp, TxnResult, Version, Watch};
-
-/// An embedded store in a fresh temporary directory, removed when dropped.
-struct Fixture {
-    store: Arc<dyn KvStore>,
-    _dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    async fn new() -> Fixture {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let url = format!("file://{}/store.db", dir.path().display());
-        let store = crate::store::connect_str(&url)
-            .await
-            .expect("open the embedded store");
-        Fixture { store, _dir: dir }
-    }
-
-    fn store(&self) -> Arc<dyn KvStore> {
-        self.store.clone()
-    }
-}
-
-/// Counts the store operations (round trips) that pass through it.
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<dyn KvStore>,
-    calls: AtomicUsize,
-    writes: AtomicUsize,
-}
-
-impl Counting {
-    fn new(inner: Arc<dyn KvStore>) -> Arc<Counting> {
-        Arc::new(Counting {
-            inner,
-            calls: AtomicUsize::new(0),
-            writes: AtomicUsize::new(0),
-        })
-    }
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-    fn writes(&self) -> usize {
-        self.writes.load(Ordering::SeqCst)
-    }
-    fn hit(&self, write: bool) {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if write {
-            self.writes.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
-#[async_trait]
-impl KvStore for Counting {
-    fn backend(&self) -> crate::store::Backend {
-        self.inner.backend()
-    }
-    fn capabilities(&self) -> crate::store::Capabilities {
-        self.inner.capabilities()
-    }
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        self.hit(false);
-        self.inner.get(key).await
-    }
-    async fn put(&self, key: &str, value: &[u8]) -> Result<Version> {
-        self.hit(true);
-        self.inner.put(key, value).await
-    }
-    async fn create(&self, key: &str, value: &[u8]) -> Result<Version> {
-        self.hit(true);
-        self.inner.create(key, value).await
-    }
-    async fn compare_and_swap(&self, key: &str, value: &[u8], version: Version) -> Result<Version> {
-        self.hit(true);
-        self.inner.compare_and_swap(key, value, version).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.hit(true);
-        self.inner.delete(key).await
-    }
-    async fn compare_and_delete(&self, key: &str, version: Version) -> Result<()> {
-        self.hit(true);
-        self.inner.compare_and_delete(key, version).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Listing> {
-        self.hit(false);
-        self.inner.list(prefix).await
-    }
-    async fn txn(&self, ops: &[TxnOp]) -> Result<TxnResult> {
-        self.hit(true);
-        self.inner.txn(ops).await
-    }
-    async fn watch(&self, prefix: &str, from: Option<Version>) -> Result<Watch> {
-        self.inner.watch(prefix, from).await
-    }
-    async fn put_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
-        self.hit(true);
-        self.inner.put_ephemeral(key, value).await
-    }
-    async fn close(&self) -> Result<()> {
-        self.inner.close().await
-    }
-}
+use crate::store::KvStore;
 
 fn ipam_on(store: Arc<dyn KvStore>, host: &str, config: IpamConfig) -> StoreIpam {
     StoreIpam::new(store, HostId::new(host).unwrap(), config)
@@ -143,7 +38,7 @@ async fn any4(ipam: &StoreIpam, net: &NetworkId, owner: &str) -> Result<IpAddr> 
 #[tokio::test]
 async fn overlapping_and_identical_pools_are_refused_naming_both() {
     let fx = Fixture::new().await;
-    let ipam = ipam_on(fx.store(), "h1", IpamConfig::default());
+    let ipam: Arc<dyn Ipam> = Arc::new(ipam_on(fx.store(), "h1", IpamConfig::default()));
     let a = NetworkId::random();
     ipam.add_pools(&a, "alpha", &[subnet("10.5.0.0/16")])
         .await
@@ -181,6 +76,46 @@ async fn overlapping_and_identical_pools_are_refused_naming_both() {
         .await
         .unwrap();
     assert_eq!(got[0].subnet.to_string(), "10.0.0.0/24");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_networks_never_claim_overlapping_pools() {
+    let fx = Fixture::new().await;
+    let subnets = [
+        "10.50.0.0/16",
+        "10.50.1.0/24",
+        "10.50.0.0/16",
+        "10.50.2.0/24",
+        "10.50.1.0/24",
+        "10.50.0.0/17",
+    ];
+    let mut tasks = Vec::new();
+    for (i, s) in subnets.into_iter().enumerate() {
+        // Separate allocators (as separate hosts would be), all on one store.
+        let ipam = ipam_on(fx.store(), &format!("h{i}"), IpamConfig::default());
+        tasks.push(tokio::spawn(async move {
+            let id = NetworkId::random();
+            ipam.add_pools(&id, &format!("n{i}"), &[subnet(s)])
+                .await
+                .map(|p| p[0].subnet)
+        }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(net) => won.push(net),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
+        }
+    }
+    assert!(!won.is_empty());
+    for (i, a) in won.iter().enumerate() {
+        for b in &won[i + 1..] {
+            assert!(
+                !super::defaults::overlaps(a, b),
+                "{a} and {b} were both claimed"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -359,6 +294,20 @@ async fn specific_requests() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+}
+
+#[tokio::test]
+async fn any_requests_are_idempotent_per_owner() {
+    let fx = Fixture::new().await;
+    let ipam = ipam_on(fx.store(), "h1", IpamConfig::default());
+    let net = network_with(&ipam, &[subnet("10.13.0.0/24")]).await;
+    let a = any4(&ipam, &net, "ep1").await.unwrap();
+    assert_eq!(any4(&ipam, &net, "ep1").await.unwrap(), a);
+    // A restarted process (empty cache) retrying the same request gets the same address.
+    let restarted = ipam_on(fx.store(), "h1", IpamConfig::default());
+    assert_eq!(any4(&restarted, &net, "ep1").await.unwrap(), a);
+    assert_eq!(ipam.allocations(&net).await.unwrap().len(), 1);
+    assert_ne!(any4(&restarted, &net, "ep2").await.unwrap(), a);
 }
 
 #[tokio::test]
@@ -590,6 +539,31 @@ async fn hosts_claim_separate_blocks_and_borrow_when_full() {
     let all = h1.allocations(&net).await.unwrap();
     assert_eq!(all.len(), 125);
     assert_eq!(all.iter().map(|h| h.ip).collect::<HashSet<_>>().len(), 125);
+}
+
+#[tokio::test]
+async fn a_stale_cache_does_not_use_up_the_retries() {
+    let fx = Fixture::new().await;
+    let few = IpamConfig {
+        retry: RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        },
+        ..IpamConfig::default()
+    };
+    let a = ipam_on(fx.store(), "a", IpamConfig::default());
+    let b = ipam_on(fx.store(), "b", few);
+    let net = network_with(&a, &[subnet("10.14.0.0/22")]).await;
+    any4(&b, &net, "b0").await.unwrap(); // b lists the pool (empty) and claims block 0
+    for i in 0..14 * 64 {
+        any4(&a, &net, &format!("a{i}")).await.unwrap(); // a claims blocks 1 to 14
+    }
+    for i in 1..62 {
+        any4(&b, &net, &format!("b{i}")).await.unwrap(); // b fills block 0 (.0 and .1 reserved)
+    }
+    // b's cache still shows blocks 1 to 15 unclaimed; it must find block 15 anyway.
+    let got = any4(&b, &net, "b62").await.unwrap();
+    assert_eq!(got, ip("10.14.3.192"));
 }
 
 #[tokio::test]
