@@ -151,7 +151,9 @@ impl Agent {
                 reconciling: Arc::default(),
                 task: None,
             });
-            ns.view.insert(ep);
+            if ns.view.insert(&ep) {
+                self.shared.emit(ControllerEvent::up(&ep));
+            }
             ns.task.is_none()
         };
         if start {
@@ -173,7 +175,9 @@ impl Agent {
             let Some(ns) = st.nets.get_mut(network) else {
                 return;
             };
-            ns.view.remove_key(&key);
+            for ep in ns.view.remove_key(&key).down {
+                self.shared.emit(ControllerEvent::down(&ep));
+            }
             let any_local = ns.view.endpoints().any(|e| e.host == me);
             if any_local {
                 None

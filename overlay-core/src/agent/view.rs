@@ -78,9 +78,10 @@ impl NetworkView {
         }
     }
 
-    /// Adds or replaces an endpoint this host just published, ahead of its watch event.
-    pub fn insert(&mut self, ep: Endpoint) {
-        self.endpoints.insert(ep.id, ep);
+    /// Adds or replaces an endpoint this host just published, ahead of its watch event;
+    /// returns whether the view changed (so the caller reports it: the watch will not).
+    pub fn insert(&mut self, ep: &Endpoint) -> bool {
+        self.endpoints.insert(ep.id, ep.clone()).as_ref() != Some(ep)
     }
 
     /// Applies one watch event.

@@ -185,8 +185,26 @@ impl StoreIpam {
                 Step::Write(plan) => plan,
                 Step::Exhausted => return Ok(Outcome::Exhausted),
                 Step::Held { index, inner } => {
-                    let ip = pool.addr_at(pool.offset_in_block(index, inner));
-                    return Ok(Outcome::Got(allocation(pool, ip, owner, sticky)));
+                    // Seen in the cache only: confirm on a fresh read before handing it out
+                    // again (a collector may have freed it meanwhile).
+                    let fresh = self.fetch_block(net, &pool_id, index).await?;
+                    let still = fresh.is_some_and(|(b, _)| {
+                        matches!(b.entries.get(&inner), Some(Entry::Held { owner: o, sticky: s, .. })
+                            if o == owner && s.as_deref() == sticky)
+                    });
+                    if still {
+                        let ip = pool.addr_at(pool.offset_in_block(index, inner));
+                        return Ok(Outcome::Got(allocation(pool, ip, owner, sticky)));
+                    }
+                    attempt += 1;
+                    if attempt >= retry.max_attempts {
+                        return Err(lost(
+                            OP_REQUEST,
+                            attempt,
+                            &format!("pool {}", pool.subnet()),
+                        ));
+                    }
+                    continue;
                 }
                 Step::List => {
                     if fresh {
@@ -319,9 +337,15 @@ impl StoreIpam {
         }
         let (index, inner) = pool.block_of(offset);
         let pool_id = pool.key_id();
-        {
+        let mut fresh = false;
+        loop {
             let now = records::now_ms();
-            let current = self.block(net, &pool_id, index).await?;
+            let (current, cached) = self.block(net, &pool_id, index, fresh).await?;
+            // Refusals and repeats are decided on a fresh read, never on the cache alone.
+            if cached && block_refuses_or_repeats(current.as_ref(), inner, sticky, now) {
+                fresh = true;
+                continue;
+            }
             let (mut block, version) = match current {
                 Some((b, v)) => (b, Some(v)),
                 None => (Block::new(self.host.as_str()), None),
@@ -375,13 +399,13 @@ impl StoreIpam {
                 .write_block(net, net_version, &pool_id, index, &block, version, ops)
                 .await?
             {
-                Written::Done => Ok(Outcome::Got(allocation(pool, ip, owner, sticky))),
+                Written::Done => return Ok(Outcome::Got(allocation(pool, ip, owner, sticky))),
                 Written::Lost => {
                     if version.is_none() {
                         self.check_network_alive(net, net_version).await?;
                     }
                     self.fetch_block(net, &pool_id, index).await?;
-                    Ok(Outcome::Lost)
+                    return Ok(Outcome::Lost);
                 }
             }
         }
@@ -401,8 +425,20 @@ impl StoreIpam {
         let (index, inner) = pool.block_of(offset);
         let pool_id = pool.key_id();
         let retry = self.config.retry;
-        for attempt in 1..=retry.max_attempts {
-            let Some((mut block, version)) = self.block(net, &pool_id, index).await? else {
+        let mut fresh = false;
+        let mut attempt = 0;
+        while attempt < retry.max_attempts {
+            let (current, cached) = self.block(net, &pool_id, index, fresh).await?;
+            let held_by_owner = current.as_ref().is_some_and(|(b, _)| {
+                matches!(b.entries.get(&inner), Some(Entry::Held { owner: o, .. }) if o == owner)
+            });
+            // "Not held" and "held by another" are decided on a fresh read only.
+            if cached && !held_by_owner {
+                fresh = true;
+                continue;
+            }
+            attempt += 1;
+            let Some((mut block, version)) = current else {
                 return Ok(false);
             };
             let mut ops = Vec::new();
@@ -473,6 +509,22 @@ impl StoreIpam {
             retry.max_attempts,
             &format!("the block of {ip}"),
         ))
+    }
+}
+
+/// Whether a specific request for `inner` would end without a write (the address is taken,
+/// reserved for another key, or already held by this very owner) according to `current`.
+fn block_refuses_or_repeats(
+    current: Option<&(Block, Version)>,
+    inner: u64,
+    sticky: Option<&str>,
+    now: u64,
+) -> bool {
+    match current.and_then(|(b, _)| b.entries.get(&inner)) {
+        None => false,
+        Some(Entry::Held { .. }) => true,
+        Some(Entry::Reserved { key, .. }) if Some(key.as_str()) == sticky => false,
+        Some(e) => e.expired_reservation(now).is_none(),
     }
 }
 

@@ -184,20 +184,25 @@ impl StoreIpam {
         Ok(got)
     }
 
-    /// The cached block, or one read of it.
+    /// The block: from the cache unless `fresh`, else (or when not cached) read from the
+    /// store. The flag says whether it came from the cache, so a caller about to conclude
+    /// something without writing (an address is taken, or not held) can check it afresh:
+    /// only a successful conditional write proves a cached block current.
     pub(super) async fn block(
         &self,
         net: &NetworkId,
         pool_id: &str,
         index: u64,
-    ) -> Result<Option<(Block, Version)>> {
-        let cached = self
-            .with_blocks(net, pool_id, |pb| pb.blocks.get(&index).cloned())
-            .flatten();
-        match cached {
-            Some(b) => Ok(Some(b)),
-            None => self.fetch_block(net, pool_id, index).await,
+        fresh: bool,
+    ) -> Result<(Option<(Block, Version)>, bool)> {
+        if !fresh
+            && let Some(b) = self
+                .with_blocks(net, pool_id, |pb| pb.blocks.get(&index).cloned())
+                .flatten()
+        {
+            return Ok((Some(b), true));
         }
+        Ok((self.fetch_block(net, pool_id, index).await?, false))
     }
 
     /// Writes `block` at `index` if it is still at `version` (`None`: if it is still unclaimed

@@ -542,6 +542,27 @@ async fn hosts_claim_separate_blocks_and_borrow_when_full() {
 }
 
 #[tokio::test]
+async fn decisions_without_a_write_are_never_taken_on_a_stale_cache() {
+    let fx = Fixture::new().await;
+    let a = ipam_on(fx.store(), "a", IpamConfig::default());
+    let b = ipam_on(fx.store(), "b", IpamConfig::default());
+    let net = network_with(&a, &[subnet("10.15.0.0/24")]).await;
+    let a1 = any4(&a, &net, "a1").await.unwrap();
+    any4(&b, &net, "b1").await.unwrap(); // b's listing caches a's block as it is now
+    let x = any4(&a, &net, "o").await.unwrap();
+    // b's cache does not show x held by "o": the release must still happen.
+    assert!(b.release(&net, x, "o").await.unwrap());
+    assert!(a.allocations(&net).await.unwrap().iter().all(|h| h.ip != x));
+    // b's cache shows a1 held: once a released it, b may have it.
+    assert!(a.release(&net, a1, "a1").await.unwrap());
+    let got = b
+        .request(&net, &AddressRequest::specific(a1, "q"))
+        .await
+        .unwrap();
+    assert_eq!(got.address.addr(), a1);
+}
+
+#[tokio::test]
 async fn a_stale_cache_does_not_use_up_the_retries() {
     let fx = Fixture::new().await;
     let few = IpamConfig {

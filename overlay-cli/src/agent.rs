@@ -1,0 +1,183 @@
+//! `overlayctl agent`: this host's controller plus the local API on a unix socket.
+//!
+//! The socket speaks `overlay_core::controller::rpc`: a client writes one JSON request per
+//! line and reads one JSON response line per request, in order; a connection may carry any
+//! number of requests. The socket is created with mode 0600 (root only). SIGTERM or SIGINT
+//! stops accepting, lets requests in flight finish, removes the socket and closes the
+//! controller: kernel state stays, so connected containers keep talking and a restarted agent
+//! takes them over.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use overlay_core::controller::{Controller, ControllerOptions};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+
+use crate::cli::AgentArgs;
+use crate::failure::{CliResult, Failure};
+use crate::settings::Settings;
+
+/// How long shutdown waits for requests in flight.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub(crate) async fn run(settings: &Settings, args: &AgentArgs) -> CliResult {
+    let Some(advertise) = settings.advertise.clone() else {
+        return Err(Failure::usage(
+            "agent: no advertise address (pass --cluster-advertise IP|IFACE, set \
+             OVERLAY_CLUSTER_ADVERTISE, or put cluster-advertise in the config file)",
+        ));
+    };
+    let mut term = signal(SignalKind::terminate()).map_err(|e| signal_failure(&e))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| signal_failure(&e))?;
+    let socket = settings.socket.clone();
+    prepare_socket_path(&socket).await?;
+    let ctl = Controller::open(ControllerOptions {
+        store: settings.store.clone(),
+        advertise,
+        host_id: settings.host_id.clone(),
+        host_netns: settings.host_netns.clone(),
+        mtu: args.mtu,
+        ..Default::default()
+    })
+    .await?;
+    let listener = match bind(&socket) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ctl.close().await;
+            return Err(e);
+        }
+    };
+    tracing::info!(host = %ctl.host_id(), advertise = %ctl.advertise(),
+        socket = %socket.display(), store = %settings.store, "agent ready");
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => { tasks.spawn(serve(ctl.clone(), stream)); }
+                Err(e) => tracing::warn!(error = %e, "accept on the agent socket failed"),
+            },
+            Some(()) = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            Some(()) = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&socket);
+    if tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after {DRAIN:?}; abandoning them");
+    }
+    ctl.close().await?;
+    tracing::info!("agent stopped; connected containers keep their network");
+    Ok(())
+}
+
+fn signal_failure(e: &std::io::Error) -> Failure {
+    Failure::failed(format!(
+        "agent: cannot install signal handlers: {e} (a bug)"
+    ))
+}
+
+/// Makes the socket's directory and clears a stale socket, refusing to start when another
+/// agent answers on it.
+async fn prepare_socket_path(socket: &Path) -> CliResult {
+    if UnixStream::connect(socket).await.is_ok() {
+        return Err(Failure::failed(format!(
+            "agent: another agent already listens on {} (stop it, or pass another --socket)",
+            socket.display()
+        )));
+    }
+    match std::fs::remove_file(socket) {
+        Ok(()) => tracing::info!(socket = %socket.display(), "removed a stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Failure::failed(format!(
+                "agent: cannot remove the stale socket {}: {e} (remove it by hand)",
+                socket.display()
+            )));
+        }
+    }
+    if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Failure::failed(format!(
+                "agent: cannot create {}: {e} (run as root, or pass --socket in a writable \
+                 directory)",
+                dir.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Binds the socket with mode 0600 from the start: the umask keeps it private until the
+/// explicit chmod, so no one connects in between.
+fn bind(socket: &Path) -> CliResult<UnixListener> {
+    use nix::sys::stat::{Mode, umask};
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(socket);
+    umask(old);
+    let failed = |e: std::io::Error| {
+        Failure::failed(format!(
+            "agent: cannot listen on {}: {e} (pass --socket in a writable directory)",
+            socket.display()
+        ))
+    };
+    let listener = bound.map_err(failed)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
+    Ok(listener)
+}
+
+/// The longest request line the socket takes; a connect request is well under 4 KiB.
+const MAX_REQUEST: u64 = 1 << 20;
+
+/// Answers the requests of one connection, in order, until the client hangs up (or sends a
+/// line longer than [`MAX_REQUEST`], which is answered with an error and ends it).
+async fn serve(ctl: Controller, stream: UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    loop {
+        let mut buf = Vec::new();
+        match (&mut reader)
+            .take(MAX_REQUEST + 1)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "agent socket client went away");
+                return;
+            }
+        }
+        let too_long = buf.len() as u64 > MAX_REQUEST;
+        let line = String::from_utf8_lossy(&buf);
+        if !too_long && line.trim().is_empty() {
+            continue;
+        }
+        let text = if too_long {
+            format!(
+                r#"{{"error":{{"kind":"invalid argument","message":"request is longer than {MAX_REQUEST} bytes (send one JSON object per line)"}}}}"#
+            )
+        } else {
+            let response = ctl.call_json(line.trim_end()).await;
+            serde_json::to_string(&response).unwrap_or_else(|e| {
+                format!(r#"{{"error":{{"kind":"internal error","message":"cannot encode: {e}"}}}}"#)
+            })
+        };
+        if write
+            .write_all(format!("{text}\n").as_bytes())
+            .await
+            .is_err()
+            || too_long
+        {
+            return;
+        }
+    }
+}

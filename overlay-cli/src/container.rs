@@ -1,0 +1,320 @@
+//! `overlayctl container run`: a throwaway container for trying overlay networks without a
+//! container runtime. The container is a named network namespace; its command runs in it
+//! with a private mount namespace where `/etc/netns/NAME/hosts` is bind-mounted over
+//! `/etc/hosts`, as `ip netns exec` does.
+//!
+//! The agent replaces the hosts file atomically (a new inode each time), which a bind mount
+//! does not follow, so while the command runs this process watches the file and mounts each
+//! new version over `/etc/hosts` in the command's mount namespace. The switch is not atomic:
+//! for the microseconds between detaching the old mount and binding the new one, the command
+//! sees the machine's own `/etc/hosts` (the kernel mounts nothing over a deleted file, so the
+//! new file cannot go on top of the old one).
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, setns, unshare};
+use overlay_core::controller::rpc::Request;
+use overlay_core::controller::{ContainerSpec, NetnsRef};
+use overlay_core::dataplane::Netns;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::RunArgs;
+use crate::client;
+use crate::failure::{CliResult, Failure};
+use crate::network::{Target, hosts_dir, netns_hosts_file};
+use crate::settings::Settings;
+
+/// How often the hosts file is checked for a new version.
+const HOSTS_POLL: Duration = Duration::from_millis(200);
+/// How long the command may take to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Removes the namespace and its hosts directory, also when `run` unwinds.
+struct NamespaceGuard {
+    name: String,
+    hosts_dir: PathBuf,
+}
+
+impl Drop for NamespaceGuard {
+    fn drop(&mut self) {
+        if let Err(e) = Netns::delete_named(&self.name) {
+            eprintln!("overlayctl: {}", Failure::from(e));
+        }
+        let _ = std::fs::remove_dir_all(&self.hosts_dir);
+    }
+}
+
+/// Runs the container; returns the command's exit code.
+pub(crate) async fn run(settings: &Settings, args: RunArgs) -> CliResult<u8> {
+    let target = Target::parse(&args.name)?;
+    let hosts_file = netns_hosts_file(&args.name);
+    // Fail before creating anything when no agent runs.
+    client::call(&settings.socket, &Request::Hosts {}).await?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| signal_failure(&e))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| signal_failure(&e))?;
+    if overlay_core::dataplane::netns::named_path(&args.name).exists() {
+        return Err(Failure::failed(format!(
+            "container run: namespace {:?} already exists (pick another --name, or remove it \
+             with `ip netns del {}`)",
+            args.name, args.name
+        )));
+    }
+    let (ns, _) = Netns::create_named(&args.name)?;
+    let guard = NamespaceGuard {
+        name: args.name.clone(),
+        hosts_dir: hosts_file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+    };
+    hosts_dir(&hosts_file)?;
+    let spec = ContainerSpec {
+        id: target.id.clone(),
+        name: args.name.clone(),
+        netns: NetnsRef::Path(ns.path().to_path_buf()),
+        aliases: args.alias.clone(),
+        ipv4: args.ip,
+        ipv6: None,
+        sticky: false,
+        hosts_file: Some(hosts_file.clone()),
+        ifname: None,
+    };
+    let connect = Request::Connect {
+        network: args.net.clone(),
+        container: spec,
+    };
+    let ep = client::call(&settings.socket, &connect).await?;
+    let own = ep["IPv4Address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    let outcome = async {
+        wait_for_hosts(&hosts_file, &own).await?;
+        run_command(&ns, &hosts_file, &args.command, &mut term, &mut int).await
+    }
+    .await;
+    let disconnect = Request::Disconnect {
+        network: args.net.clone(),
+        container_id: target.id,
+    };
+    let disconnected = client::call(&settings.socket, &disconnect).await;
+    drop(guard);
+    let code = outcome?;
+    disconnected?;
+    Ok(code)
+}
+
+fn signal_failure(e: &std::io::Error) -> Failure {
+    Failure::failed(format!(
+        "container run: cannot install signal handlers: {e} (a bug)"
+    ))
+}
+
+/// Waits until the agent has written the container's hosts file with its own address, so the
+/// command starts with its names in place.
+async fn wait_for_hosts(path: &Path, own: &str) -> CliResult {
+    for _ in 0..250 {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && (own.is_empty() || text.contains(own))
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(Failure::failed(format!(
+        "container run: the agent did not write {} within 5s (see the agent's log)",
+        path.display()
+    )))
+}
+
+fn cstring(p: &Path) -> CliResult<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Failure::usage(format!("path {} contains a NUL byte", p.display())))
+}
+
+/// Runs the command in the container until it exits, forwarding SIGTERM/SIGINT to it.
+async fn run_command(
+    ns: &Netns,
+    hosts_file: &Path,
+    argv: &[String],
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> CliResult<u8> {
+    let net_fd: RawFd = ns.raw_fd();
+    let source = cstring(hosts_file)?;
+    let target = CString::from(c"/etc/hosts");
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    // SAFETY: the closure runs in the forked child before exec and only makes system calls
+    // (setns, unshare, mount) on data prepared before the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // SAFETY: the namespace file stays open in the parent, so the fd is valid here.
+            let fd = BorrowedFd::borrow_raw(net_fd);
+            setns(fd, CloneFlags::CLONE_NEWNET)?;
+            enter_private_mounts(&source, &target)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        Failure::failed(format!(
+            "container run: cannot start {:?}: {e} (check the command and that it exists)",
+            argv[0]
+        ))
+    })?;
+    let pid = child.id().unwrap_or_default();
+    let mut watcher = HostsWatcher::new(pid, hosts_file);
+    let mut ticker = tokio::time::interval(HOSTS_POLL);
+    let mut stopping = false;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            _ = ticker.tick() => watcher.refresh().await,
+            Some(()) = term.recv(), if !stopping => { stopping = true; stop(&mut child, pid).await }
+            Some(()) = int.recv(), if !stopping => { stopping = true; stop(&mut child, pid).await }
+        }
+    };
+    let status = status
+        .map_err(|e| Failure::failed(format!("container run: cannot wait for the command: {e}")))?;
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    Ok(u8::try_from(code).unwrap_or(1))
+}
+
+/// SIGTERM to the command, SIGKILL if it is still there after the grace period.
+async fn stop(child: &mut tokio::process::Child, pid: u32) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let Ok(raw) = i32::try_from(pid) else { return };
+    let _ = kill(Pid::from_raw(raw), Signal::SIGTERM);
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.start_kill();
+    }
+}
+
+/// What `ip netns exec` does to the mounts: a private copy of the mount table, changes not
+/// propagating back, the container's hosts file over `/etc/hosts`. Runs in the child.
+fn enter_private_mounts(source: &CString, target: &CString) -> std::io::Result<()> {
+    unshare(CloneFlags::CLONE_NEWNS)?;
+    mount(
+        None::<&CStr>,
+        c"/",
+        None::<&CStr>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&CStr>,
+    )?;
+    bind_hosts(source, target)
+}
+
+fn bind_hosts(source: &CStr, target: &CStr) -> std::io::Result<()> {
+    mount(
+        Some(source),
+        target,
+        None::<&CStr>,
+        MsFlags::MS_BIND,
+        None::<&CStr>,
+    )?;
+    Ok(())
+}
+
+/// Mounts each new version of the hosts file over `/etc/hosts` in the command's namespace.
+struct HostsWatcher {
+    mnt_ns: Option<OwnedFd>,
+    source: Option<CString>,
+    path: PathBuf,
+    inode: Option<u64>,
+}
+
+impl HostsWatcher {
+    fn new(pid: u32, path: &Path) -> Self {
+        let mnt_ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
+            .ok()
+            .map(OwnedFd::from);
+        HostsWatcher {
+            mnt_ns,
+            source: cstring(path).ok(),
+            path: path.to_path_buf(),
+            inode: std::fs::metadata(path).ok().map(|m| m.ino()),
+        }
+    }
+
+    async fn refresh(&mut self) {
+        let Ok(meta) = std::fs::metadata(&self.path) else {
+            return;
+        };
+        if Some(meta.ino()) == self.inode {
+            return;
+        }
+        let (Some(ns), Some(source)) = (&self.mnt_ns, &self.source) else {
+            return;
+        };
+        let ns_fd = ns.as_fd().as_raw_fd();
+        let source = source.clone();
+        // setns into a mount namespace needs a single-threaded process: a forked child.
+        let done = tokio::task::spawn_blocking(move || remount_in(ns_fd, &source)).await;
+        match done {
+            Ok(Ok(())) => self.inode = Some(meta.ino()),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot refresh the container's /etc/hosts"),
+            Err(e) => tracing::warn!(error = %e, "hosts refresh task failed"),
+        }
+    }
+}
+
+/// Forks a child that enters the mount namespace `ns_fd` and mounts `source` over
+/// `/etc/hosts`; waits for it.
+fn remount_in(ns_fd: RawFd, source: &CString) -> std::io::Result<()> {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    use nix::unistd::{ForkResult, fork};
+    let target = c"/etc/hosts";
+    // SAFETY: the child only makes system calls on data prepared before the fork and leaves
+    // with _exit, never returning into the (multi-threaded) parent's code.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            // SAFETY: the fd is owned by the parent's watcher and open across the fork.
+            let fd = unsafe { BorrowedFd::borrow_raw(ns_fd) };
+            // The exit code says which step failed and why: errno, plus 100 for the mount.
+            let code = match setns(fd, CloneFlags::CLONE_NEWNS) {
+                Err(e) => e as i32,
+                // The kernel mounts nothing over a deleted file, and the file under the
+                // old bind mount was replaced: detach it first. Until the new bind is in
+                // place (microseconds) the command sees the machine's own /etc/hosts.
+                Ok(()) => match nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| bind_hosts(source, target))
+                {
+                    Err(e) => 100 + e.raw_os_error().unwrap_or(0),
+                    Ok(()) => 0,
+                },
+            };
+            // SAFETY: _exit is async-signal-safe and ends the child at once.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => match waitpid(child, None)? {
+            WaitStatus::Exited(_, 0) => Ok(()),
+            WaitStatus::Exited(_, code) if code > 100 => Err(std::io::Error::other(format!(
+                "mount over /etc/hosts: {}",
+                std::io::Error::from_raw_os_error(code - 100)
+            ))),
+            WaitStatus::Exited(_, code) => Err(std::io::Error::other(format!(
+                "enter the mount namespace: {}",
+                std::io::Error::from_raw_os_error(code)
+            ))),
+            other => Err(std::io::Error::other(format!(
+                "remount helper ended with {other:?}"
+            ))),
+        },
+    }
+}

@@ -1,0 +1,186 @@
+//! Running `overlayctl` processes for the tests: one-shot commands, agents and containers as
+//! guards that stop their process (and remove what it made) even when a test fails.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use overlay_core::dataplane::Netns;
+use tokio::process::{Child, Command};
+
+/// Whether this process may build namespaces; under CI=true not being root is a failure.
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        !overlay_testkit::ci(),
+        "{test}: needs root (network namespaces) and CI=true"
+    );
+    eprintln!("{test}: skipped, needs root to create network namespaces");
+    false
+}
+
+/// An `overlayctl` command isolated from the machine's settings: no `OVERLAY_*` variables,
+/// an empty config file instead of /etc/overlay/config.toml.
+pub fn overlayctl(config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_overlayctl"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("OVERLAY_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.arg("--config").arg(config).kill_on_drop(true);
+    cmd
+}
+
+/// What a finished command printed and how it ended.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// Runs a command to completion (at most 60 s).
+pub async fn output(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null());
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("overlayctl finished within 60 s")
+        .expect("run overlayctl");
+    Output {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub async fn ok(cmd: Command) -> String {
+    let what = format!("{:?}", cmd.as_std());
+    let out = output(cmd).await;
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}): {}",
+        out.code(),
+        out.stderr
+    );
+    out.stdout
+}
+
+/// A long-running `overlayctl` process (agent or container run): SIGTERM on drop, SIGKILL if
+/// it lingers.
+pub struct Proc {
+    pub child: Child,
+    pub what: String,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command, what: &str) -> Proc {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        Proc {
+            child,
+            what: what.to_string(),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id().expect("running")).unwrap()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill has no memory preconditions; the pid is our own child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// SIGTERM, then waits for the exit (at most 20 s).
+    pub async fn stop(&mut self) -> ExitStatus {
+        self.stop_with(libc::SIGTERM).await
+    }
+
+    /// Sends `sig`, then waits for the exit (at most 20 s).
+    pub async fn stop_with(&mut self, sig: i32) -> ExitStatus {
+        self.signal(sig);
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} stopped within 20 s of signal {sig}", self.what))
+            .expect("wait")
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if !self.running() {
+            return;
+        }
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !self.running() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Removes the named namespaces and `/etc/netns` directories starting with a prefix: what
+/// `container run` made, should a test fail before it cleaned up.
+pub struct NamespaceSweep(pub String);
+
+impl Drop for NamespaceSweep {
+    fn drop(&mut self) {
+        for name in Netns::list_named(&self.0).unwrap_or_default() {
+            let _ = Netns::delete_named(&name);
+        }
+        if let Ok(dir) = std::fs::read_dir("/etc/netns") {
+            for entry in dir.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&self.0) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds, or panics with `what` after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut cond: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The first child process of `pid` (the command `container run` started).
+pub fn child_of(pid: i32) -> Option<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        if let Some(c) = children.split_whitespace().next() {
+            return c.parse().ok();
+        }
+    }
+    None
+}

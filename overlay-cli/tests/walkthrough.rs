@@ -1,0 +1,507 @@
+//! The seed's walkthrough driven only through `overlayctl` processes: two simulated hosts
+//! (namespaces joined by an underlay), each running `overlayctl agent`, on every store backend;
+//! the network created on one host, listed with the same id on both; four `container run`
+//! containers reaching each other by `name` and `name.my-net`.
+//!
+//! Needs root. Test servers (etcd, ZooKeeper) are started by `overlay-testkit`.
+
+mod support;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use overlay_core::dataplane::Netns;
+use overlay_core::dataplane::lab::{self, Lab};
+use overlay_testkit::{EtcdServer, ZooKeeperServer};
+use serde_json::Value;
+use support::{NamespaceSweep, Proc, child_of, ok, output, overlayctl, root_or_skip, wait_until};
+use tokio::process::Command;
+
+/// Bounds that only keep a broken build from hanging; convergence takes milliseconds.
+const CONVERGE: Duration = Duration::from_secs(15);
+
+/// Held for its Drop: the server (or the store file's directory) lives as long as the test.
+#[allow(dead_code)]
+enum Server {
+    File(tempfile::TempDir),
+    Etcd(EtcdServer),
+    Zk(ZooKeeperServer),
+}
+
+/// A store for one test, kept alive with its server; `None` when the server cannot be had
+/// outside CI.
+fn store(backend: &str) -> Option<(Server, String)> {
+    // Each url_with call names a fresh key prefix: take it once and share it.
+    Some(match backend {
+        "embedded" => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("file://{}/store.db", dir.path().display());
+            (Server::File(dir), url)
+        }
+        "etcd" => {
+            let s = EtcdServer::start()?;
+            let url = s.url_with("timeout=1s");
+            (Server::Etcd(s), url)
+        }
+        _ => {
+            let s = ZooKeeperServer::start()?;
+            let url = s.url_with("timeout=1s");
+            (Server::Zk(s), url)
+        }
+    })
+}
+
+/// One simulated host: its namespace and the flags its `overlayctl` commands take.
+struct Host {
+    ns: Netns,
+    socket: PathBuf,
+    store: String,
+    config: PathBuf,
+}
+
+impl Host {
+    fn cmd(&self) -> Command {
+        let mut c = overlayctl(&self.config);
+        c.arg("--cluster-store").arg(&self.store);
+        c.arg("--socket").arg(&self.socket);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Command {
+        let mut c = self.cmd();
+        c.args(args);
+        c
+    }
+}
+
+fn ip_of(inspect: &Value, name: &str) -> IpAddr {
+    let containers = inspect[0]["Containers"].as_object().expect("Containers");
+    let c = containers
+        .values()
+        .find(|c| c["Name"] == name)
+        .unwrap_or_else(|| panic!("{name} in inspect: {inspect}"));
+    let cidr = c["IPv4Address"].as_str().expect("IPv4Address");
+    cidr.split('/').next().unwrap().parse().expect("address")
+}
+
+/// `ip netns exec NS getent hosts NAME`: the address NAME has inside container NS.
+async fn getent(ns: &str, name: &str) -> Option<IpAddr> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "getent", "hosts", name])
+        .output()
+        .await
+        .expect("run ip netns exec");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Answers one TCP greeting per connection in `ns` until dropped.
+struct Greeter(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Greeter {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn greet(ns: &Netns, text: &'static str) -> Greeter {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    lab::spawn_in(ns, move || {
+        let listener = std::net::TcpListener::bind(("0.0.0.0", 2181)).expect("listen");
+        listener.set_nonblocking(true).expect("nonblocking");
+        tx.send(()).unwrap();
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    use std::io::Write;
+                    let _ = s.set_nonblocking(false);
+                    let _ = (&s).write_all(text.as_bytes());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    })
+    .expect("server thread");
+    rx.recv().expect("server ready");
+    Greeter(stop)
+}
+
+fn fetch(ns: &Netns, ip: IpAddr) -> Option<String> {
+    lab::run_in(ns, move || {
+        use std::io::Read;
+        let Ok(mut s) =
+            std::net::TcpStream::connect_timeout(&(ip, 2181).into(), Duration::from_secs(1))
+        else {
+            return Ok(None);
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut buf = String::new();
+        Ok(s.read_to_string(&mut buf).ok().map(|_| buf))
+    })
+    .ok()
+    .flatten()
+}
+
+async fn agent(host: &Host, id: &str, vtep: &str) -> Proc {
+    let mut cmd = host.cmd();
+    cmd.arg("--cluster-advertise")
+        .arg(vtep)
+        .arg("--host-id")
+        .arg(id)
+        .arg("--host-netns")
+        .arg(host.ns.path())
+        .arg("agent");
+    let mut p = Proc::spawn(cmd, &format!("agent {id}"));
+    let socket = host.socket.clone();
+    wait_until(
+        "agent socket answers",
+        Duration::from_secs(30),
+        async || {
+            assert!(p.running(), "agent {id} exited early (see its stderr)");
+            tokio::net::UnixStream::connect(&socket).await.is_ok()
+        },
+    )
+    .await;
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&host.socket).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "socket is root-only");
+    p
+}
+
+fn container(host: &Host, name: &str, cmd: &[&str]) -> Proc {
+    let mut c = host.run(&["container", "run", "--net", "my-net", "--name", name, "--"]);
+    c.args(cmd);
+    Proc::spawn(c, &format!("container {name}"))
+}
+
+async fn inspect(host: &Host) -> Value {
+    let text = ok(host.run(&["network", "inspect", "my-net"])).await;
+    serde_json::from_str(&text).expect("inspect prints JSON")
+}
+
+fn hosts_of(pid: i32) -> String {
+    // /proc/PID/root resolves paths in the process's own mount namespace.
+    std::fs::read_to_string(format!("/proc/{pid}/root/etc/hosts")).unwrap_or_default()
+}
+
+async fn walkthrough(test: &str, backend: &str) {
+    if !root_or_skip(test) {
+        return;
+    }
+    let Some((_server, url)) = store(backend) else {
+        return;
+    };
+    let prefix = format!("c{:x}", std::process::id() ^ (backend.len() as u32) << 20);
+    let _sweep = NamespaceSweep(prefix.clone());
+    let lab = Lab::new(&prefix).expect("lab");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let a = lab.namespace("host1").await.expect("host1");
+    let b = lab.namespace("host2").await.expect("host2");
+    lab.underlay(
+        &a,
+        "198.51.100.1/24".parse().unwrap(),
+        &b,
+        "198.51.100.2/24".parse().unwrap(),
+    )
+    .await
+    .expect("underlay");
+    let hosts: Vec<Host> = [a, b]
+        .into_iter()
+        .enumerate()
+        .map(|(i, ns)| Host {
+            ns,
+            socket: dir.path().join(format!("host{}.sock", i + 1)),
+            store: url.clone(),
+            config: config.clone(),
+        })
+        .collect();
+    let mut agents = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let id = lab.host_id(&format!("host{}", i + 1));
+        agents.push(agent(h, &id, &format!("198.51.100.{}", i + 1)).await);
+    }
+
+    // The socket takes several request lines per connection, one response line each.
+    {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let mut s = tokio::net::UnixStream::connect(&hosts[0].socket)
+            .await
+            .unwrap();
+        s.write_all(b"{\"op\":\"hosts\"}\n{\"op\":\"launch\"}\n")
+            .await
+            .unwrap();
+        let mut lines = BufReader::new(s).lines();
+        let first: Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert!(
+            first["ok"].as_array().is_some_and(|h| !h.is_empty()),
+            "{first}"
+        );
+        let second: Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(second["error"]["kind"], "invalid argument", "{second}");
+    }
+
+    // The network, created on host 1, is listed with the same id on both hosts.
+    let id = ok(hosts[0].run(&["network", "create", "-d", "overlay", "my-net"])).await;
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 64, "create prints the full id: {id}");
+    for h in &hosts {
+        let table = ok(h.run(&["network", "ls"])).await;
+        let mut lines = table.lines();
+        let head: Vec<&str> = lines
+            .next()
+            .unwrap()
+            .split("  ")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        assert_eq!(head, ["NETWORK ID", "NAME", "DRIVER", "SCOPE"]);
+        let row = lines.find(|l| l.contains("my-net")).expect("my-net listed");
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells, [&id[..12], "my-net", "overlay", "global"]);
+        let quiet = ok(h.run(&["network", "ls", "-q"])).await;
+        assert!(quiet.lines().any(|l| l == &id[..12]), "{quiet}");
+        let json = ok(h.run(&["network", "ls", "--format", "json", "--no-trunc"])).await;
+        let rows: Vec<Value> = json
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(
+            rows.iter()
+                .any(|r| r["ID"] == id.as_str() && r["Name"] == "my-net")
+        );
+    }
+    let doc = inspect(&hosts[1]).await;
+    assert_eq!(doc[0]["Id"], id.as_str());
+    assert_eq!(doc[0]["Driver"], "overlay");
+
+    // zookeeper1 and 2 on host 1, 3 and 4 on host 2, as the seed runs them.
+    let names: Vec<String> = (1..=4).map(|i| format!("{prefix}-zk{i}")).collect();
+    let mut containers = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        containers.push(container(&hosts[i / 2], name, &["sleep", "600"]));
+    }
+    let mut doc = Value::Null;
+    wait_until("four containers in inspect", CONVERGE, async || {
+        for c in &mut containers {
+            assert!(c.running(), "{} exited early", c.what);
+        }
+        doc = inspect(&hosts[0]).await;
+        doc[0]["Containers"]
+            .as_object()
+            .is_some_and(|c| c.len() == 4)
+    })
+    .await;
+    let ips: Vec<IpAddr> = names.iter().map(|n| ip_of(&doc, n)).collect();
+
+    // Every container resolves every other by name and name.my-net, and talks to it.
+    for (i, from) in names.iter().enumerate() {
+        for (j, to) in names.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            for name in [to.clone(), format!("{to}.my-net")] {
+                wait_until(&format!("{from} resolves {name}"), CONVERGE, async || {
+                    getent(from, &name).await == Some(ips[j])
+                })
+                .await;
+            }
+        }
+    }
+    let namespaces: Vec<Netns> = names
+        .iter()
+        .map(|n| Netns::open_named(n).unwrap())
+        .collect();
+    let _servers: Vec<Greeter> = namespaces.iter().map(|ns| greet(ns, "imok")).collect();
+    for (i, ns) in namespaces.iter().enumerate() {
+        for (j, ip) in ips.iter().enumerate() {
+            if i != j {
+                let mut got = None;
+                wait_until(
+                    &format!("{} reaches {}", names[i], names[j]),
+                    CONVERGE,
+                    async || {
+                        got = fetch(ns, *ip);
+                        got.is_some()
+                    },
+                )
+                .await;
+                assert_eq!(got.as_deref(), Some("imok"));
+            }
+        }
+    }
+
+    // `network connect` of a namespace made elsewhere: same hosts file, aliases, disconnect.
+    let extra = lab.namespace("web").await.expect("web namespace");
+    let web = format!("{prefix}-web");
+    let out = output(hosts[1].run(&["network", "connect", "--alias", "www", "my-net", &web])).await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    wait_until("web resolves zookeeper1.my-net", CONVERGE, async || {
+        getent(&web, &format!("{}.my-net", names[0])).await == Some(ips[0])
+    })
+    .await;
+    let mut web_ip = None;
+    wait_until("zookeeper1 resolves www.my-net", CONVERGE, async || {
+        web_ip = getent(&names[0], "www.my-net").await;
+        web_ip.is_some()
+    })
+    .await;
+    let _web_server = greet(&extra, "web");
+    assert_eq!(
+        fetch(&namespaces[0], web_ip.unwrap()).as_deref(),
+        Some("web")
+    );
+    let out = output(hosts[1].run(&["network", "connect", "my-net", &web])).await;
+    assert_eq!(out.code(), Some(1), "connected twice: {}", out.stderr);
+    ok(hosts[1].run(&["network", "disconnect", "my-net", &web])).await;
+    wait_until("www is gone from zookeeper1", CONVERGE, async || {
+        getent(&names[0], "www.my-net").await.is_none()
+    })
+    .await;
+
+    // The agent of host 2 stops cleanly and comes back: its containers stay connected.
+    let status = agents[1].stop().await;
+    assert!(status.success(), "agent 2: {status:?}");
+    let doc = inspect(&hosts[0]).await;
+    assert_eq!(
+        doc[0]["Containers"].as_object().map(|c| c.len()),
+        Some(4),
+        "{doc}"
+    );
+    // Kernel state stays: the two containers of host 2 still talk over its bridge. (Other
+    // hosts drop host 2's peers while its record is withdrawn, until it is back.)
+    assert_eq!(
+        fetch(&namespaces[2], ips[3]).as_deref(),
+        Some("imok"),
+        "zk3 still reaches zk4"
+    );
+    agents[1] = agent(&hosts[1], &lab.host_id("host2"), "198.51.100.2").await;
+    wait_until(
+        "zk3 reaches zk1 after the agent restart",
+        CONVERGE,
+        async || fetch(&namespaces[2], ips[0]).as_deref() == Some("imok"),
+    )
+    .await;
+
+    // The command of zookeeper1, started first, sees zookeeper4 in its /etc/hosts.
+    let cmd_pid = child_of(containers[0].pid()).expect("zookeeper1's command");
+    wait_until(
+        "zookeeper1's /etc/hosts follows the agent",
+        CONVERGE,
+        async || hosts_of(cmd_pid).contains(&format!("{}\t{}.my-net", ips[3], names[3])),
+    )
+    .await;
+
+    // A command runs inside its container, with the names, and its exit code comes back.
+    let probe = format!("{prefix}-probe");
+    let script = format!(
+        "getent hosts {}.my-net && ip -o -4 addr show eth0 && exit 3",
+        names[2]
+    );
+    let out = output(hosts[1].run(&[
+        "container",
+        "run",
+        "--net",
+        "my-net",
+        "--name",
+        &probe,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]))
+    .await;
+    assert_eq!(
+        out.code(),
+        Some(3),
+        "exit code passes through: {}",
+        out.stderr
+    );
+    assert!(out.stdout.contains(&ips[2].to_string()), "{}", out.stdout);
+    assert!(out.stdout.contains("eth0"), "{}", out.stdout);
+    assert!(
+        !Netns::list_named(&probe).unwrap().contains(&probe),
+        "probe namespace removed"
+    );
+    assert!(
+        !Path::new("/etc/netns").join(&probe).exists(),
+        "probe hosts dir removed"
+    );
+
+    // A command that cannot start: a failure, and nothing is left behind.
+    let out = output(hosts[0].run(&[
+        "container",
+        "run",
+        "--net",
+        "my-net",
+        "--name",
+        &probe,
+        "--",
+        "/nonexistent/cmd",
+    ]))
+    .await;
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("cannot start"), "{}", out.stderr);
+    assert!(
+        !Netns::list_named(&probe).unwrap().contains(&probe),
+        "probe namespace removed"
+    );
+
+    // SIGTERM or Ctrl-C stops a container: its command ends, it leaves the network, its
+    // namespace goes.
+    for (i, (c, name)) in containers.iter_mut().zip(&names).enumerate() {
+        let sig = if i % 2 == 0 {
+            libc::SIGTERM
+        } else {
+            libc::SIGINT
+        };
+        let status = c.stop_with(sig).await;
+        assert!(
+            status.code().is_some(),
+            "{name} exited by itself: {status:?}"
+        );
+        assert!(
+            !Netns::list_named(name).unwrap().contains(name),
+            "{name} namespace removed"
+        );
+    }
+    let doc = inspect(&hosts[1]).await;
+    assert_eq!(
+        doc[0]["Containers"].as_object().map(|c| c.len()),
+        Some(0),
+        "{doc}"
+    );
+
+    ok(hosts[1].run(&["network", "rm", "my-net"])).await;
+    let quiet = ok(hosts[0].run(&["network", "ls", "-q"])).await;
+    assert!(!quiet.contains(&id[..12]), "{quiet}");
+
+    // Agents stop cleanly on SIGTERM and take their socket with them.
+    for (agent, h) in agents.iter_mut().zip(&hosts) {
+        let status = agent.stop().await;
+        assert!(status.success(), "{}: {status:?}", agent.what);
+        assert!(!h.socket.exists(), "socket removed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walkthrough_embedded() {
+    walkthrough("walkthrough_embedded", "embedded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walkthrough_etcd() {
+    walkthrough("walkthrough_etcd", "etcd").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walkthrough_zookeeper() {
+    walkthrough("walkthrough_zookeeper", "zookeeper").await;
+}
