@@ -468,7 +468,8 @@ impl KvStore for ConsulStore {
         if s.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        let _ = s.shutdown.send(true);
+        // send_replace: stored even while no task listens, so a watch started later still sees it.
+        s.shutdown.send_replace(true);
         session::destroy(s).await
     }
 }

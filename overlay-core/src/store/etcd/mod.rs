@@ -505,7 +505,8 @@ impl KvStore for EtcdStore {
         if s.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        let _ = s.shutdown.send(true);
+        // send_replace: stored even while no task listens, so a watch started later still sees it.
+        s.shutdown.send_replace(true);
         lease::revoke(s).await
     }
 }

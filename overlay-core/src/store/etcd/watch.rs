@@ -115,6 +115,10 @@ impl Watcher {
 
     async fn run(mut self, mut stream: WatchStream) {
         let mut shutdown = self.s.shutdown.subscribe();
+        // A close that came before this task subscribed is never reported by `changed()`.
+        if *shutdown.borrow_and_update() {
+            return;
+        }
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             tokio::select! {

@@ -227,7 +227,8 @@ impl KvStore for ZkStore {
         if s.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        let _ = s.shutdown.send(true);
+        // send_replace: stored even while no task listens, so a watch started later still sees it.
+        s.shutdown.send_replace(true);
         s.monitor.lock().unwrap_or_else(|e| e.into_inner()).take();
         // Deleting the ephemeral keys through the journal lets watchers report them as
         // ordinary deletes; ending the session would remove them too, but silently.

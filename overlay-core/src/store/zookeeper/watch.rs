@@ -283,6 +283,10 @@ impl Watcher {
 
     async fn run(mut self, mut watchers: Watchers, replay: bool, mut resync: bool) {
         let mut shutdown = self.s.shutdown.subscribe();
+        // A close that came before this task subscribed is never reported by `changed()`.
+        if *shutdown.borrow_and_update() {
+            return;
+        }
         let mut clients = self.s.client.subscribe();
         let mut states = self.client.state_watcher();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));

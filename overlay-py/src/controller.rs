@@ -1,0 +1,405 @@
+//! `overlay.Controller`: networks and containers from Python, over the core's facade.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use overlay_core::controller::Controller as Core;
+use overlay_core::controller::{
+    AddressPool, ContainerSpec, ControllerOptions, NetnsRef, NetworkOptions, SubnetOptions,
+};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyInt, PyType};
+
+use crate::convert::to_python;
+use crate::errors;
+use crate::events::Events;
+use crate::runtime::{DropInRuntime, run, seconds_arg};
+
+/// Parses an address or subnet argument, naming the parameter in the error.
+fn parse<T: FromStr>(py: Python<'_>, op: &'static str, param: &str, text: &str) -> PyResult<T>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|e| errors::invalid(py, op, format!("{param}={text:?} is not valid: {e}")))
+}
+
+fn parse_opt<T: FromStr>(
+    py: Python<'_>,
+    op: &'static str,
+    param: &str,
+    text: Option<&str>,
+) -> PyResult<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    text.map(|t| parse(py, op, param, t)).transpose()
+}
+
+/// Seconds from Python as a duration; `None` keeps the default.
+fn seconds(
+    py: Python<'_>,
+    param: &str,
+    value: Option<f64>,
+    default: Duration,
+) -> PyResult<Duration> {
+    Ok(seconds_arg(py, "open controller", param, value)?.unwrap_or(default))
+}
+
+/// One default pool: `(base, size)` or Docker's `{"base": "10.0.0.0/8", "size": 24}`.
+fn pool_arg(item: &Bound<'_, PyAny>, op: &'static str) -> PyResult<AddressPool> {
+    let py = item.py();
+    let (base, size): (String, u8) = if let Ok(dict) = item.cast::<PyDict>() {
+        let field = |k: &str| {
+            dict.get_item(k)?.ok_or_else(|| {
+                PyTypeError::new_err(format!(
+                    "a default pool dict needs \"base\" and \"size\", missing {k:?}"
+                ))
+            })
+        };
+        if dict.len() != 2 {
+            return Err(PyTypeError::new_err(
+                "a default pool dict has exactly the keys \"base\" and \"size\"",
+            ));
+        }
+        (field("base")?.extract()?, field("size")?.extract()?)
+    } else {
+        item.extract().map_err(|_| {
+            PyTypeError::new_err(
+                "each default pool is a (base, size) tuple such as (\"10.0.0.0/8\", 24) or a dict \
+                 {\"base\": ..., \"size\": ...}",
+            )
+        })?
+    };
+    Ok(AddressPool {
+        base: parse(py, op, "default_pools base", &base)?,
+        size,
+    })
+}
+
+/// A container's namespace: a path (str or os.PathLike) or a process id (int).
+fn netns_arg(netns: &Bound<'_, PyAny>) -> PyResult<NetnsRef> {
+    if netns.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err(
+            "netns must be a path or a process id, not bool",
+        ));
+    }
+    if netns.is_instance_of::<PyInt>() {
+        return Ok(NetnsRef::Pid(netns.extract()?));
+    }
+    match netns.extract::<PathBuf>() {
+        Ok(path) => Ok(NetnsRef::Path(path)),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "netns must be a path (str or os.PathLike) or a process id (int), not {}",
+            netns.get_type().name()?
+        ))),
+    }
+}
+
+/// One host's view of the overlay: create networks, connect containers, resolve names.
+///
+/// Open one per host (a host may be a network namespace, see `host_netns`). Every method blocks
+/// the calling thread only (the GIL is released), answers Ctrl-C, and may be called from several
+/// threads at once.
+#[pyclass(module = "overlay", frozen)]
+pub(crate) struct Controller {
+    inner: DropInRuntime<Core>,
+}
+
+impl Controller {
+    /// A handle on the core controller, unless this is a forked child of its process.
+    fn core(&self, py: Python<'_>) -> PyResult<Core> {
+        Ok(self.inner.get(py, "use controller")?.clone())
+    }
+}
+
+#[pymethods]
+impl Controller {
+    /// Opens the controller of one host. `store` is the cluster store URL, `advertise` the
+    /// address other hosts send VXLAN traffic to (an IP or an interface name); the keyword
+    /// options are those of the core's ControllerOptions (durations in seconds).
+    #[new]
+    #[pyo3(signature = (
+        store = overlay_core::controller::spec::DEFAULT_STORE.to_string(),
+        advertise = String::new(),
+        *,
+        host_id = None,
+        host_netns = None,
+        mtu = None,
+        vxlan_port = 4789,
+        default_pools = None,
+        sticky_grace = None,
+        host_ttl = None,
+        reclaim_grace = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        store: String,
+        advertise: String,
+        host_id: Option<String>,
+        host_netns: Option<PathBuf>,
+        mtu: Option<u32>,
+        vxlan_port: u16,
+        default_pools: Option<Vec<Bound<'_, PyAny>>>,
+        sticky_grace: Option<f64>,
+        host_ttl: Option<f64>,
+        reclaim_grace: Option<f64>,
+    ) -> PyResult<Self> {
+        const OP: &str = "open controller";
+        let defaults = ControllerOptions::default();
+        let default_pools = match default_pools {
+            None => None,
+            Some(pools) => Some(
+                pools
+                    .iter()
+                    .map(|p| pool_arg(p, OP))
+                    .collect::<PyResult<Vec<_>>>()?,
+            ),
+        };
+        let opts = ControllerOptions {
+            store,
+            advertise,
+            host_id,
+            host_netns,
+            mtu,
+            vxlan_port,
+            default_pools,
+            sticky_grace: seconds(py, "sticky_grace", sticky_grace, defaults.sticky_grace)?,
+            host_ttl: seconds(py, "host_ttl", host_ttl, defaults.host_ttl)?,
+            reclaim_grace: seconds(py, "reclaim_grace", reclaim_grace, defaults.reclaim_grace)?,
+        };
+        let core = run(py, async move { Core::open(opts).await })?;
+        Ok(Controller {
+            inner: DropInRuntime::new(core),
+        })
+    }
+
+    /// This host's id in the cluster.
+    #[getter]
+    fn host_id(&self) -> String {
+        self.inner.peek().host_id().to_string()
+    }
+
+    /// Creates a global overlay network; returns its inspect document (Docker's shape).
+    #[pyo3(signature = (
+        name,
+        *,
+        subnet = None,
+        gateway = None,
+        ip_range = None,
+        ipv6 = false,
+        vni = None,
+        labels = None,
+        internal = false,
+        subnet6 = None,
+        gateway6 = None,
+        mtu = None,
+        aux_addresses = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn create_network<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        subnet: Option<&str>,
+        gateway: Option<&str>,
+        ip_range: Option<&str>,
+        ipv6: bool,
+        vni: Option<u32>,
+        labels: Option<BTreeMap<String, String>>,
+        internal: bool,
+        subnet6: Option<&str>,
+        gateway6: Option<&str>,
+        mtu: Option<u32>,
+        aux_addresses: Option<BTreeMap<String, String>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        const OP: &str = "create network";
+        let mut subnets = Vec::new();
+        match parse_opt::<IpNet>(py, OP, "subnet", subnet)? {
+            Some(subnet) => {
+                let mut aux = BTreeMap::new();
+                for (k, v) in aux_addresses.unwrap_or_default() {
+                    aux.insert(k, parse::<IpAddr>(py, OP, "aux_addresses", &v)?);
+                }
+                subnets.push(SubnetOptions {
+                    subnet,
+                    gateway: parse_opt(py, OP, "gateway", gateway)?,
+                    ip_range: parse_opt(py, OP, "ip_range", ip_range)?,
+                    aux_addresses: aux,
+                });
+            }
+            None => {
+                let stray = [
+                    ("gateway", gateway.is_some()),
+                    ("ip_range", ip_range.is_some()),
+                    (
+                        "aux_addresses",
+                        aux_addresses.is_some_and(|a| !a.is_empty()),
+                    ),
+                ];
+                if let Some((param, _)) = stray.iter().find(|(_, given)| *given) {
+                    return Err(errors::invalid(
+                        py,
+                        OP,
+                        format!("{param} was given without subnet; give the subnet it belongs to"),
+                    ));
+                }
+            }
+        }
+        match parse_opt::<IpNet>(py, OP, "subnet6", subnet6)? {
+            Some(subnet) => subnets.push(SubnetOptions {
+                subnet,
+                gateway: parse_opt(py, OP, "gateway6", gateway6)?,
+                ip_range: None,
+                aux_addresses: BTreeMap::new(),
+            }),
+            None if gateway6.is_some() => {
+                return Err(errors::invalid(
+                    py,
+                    OP,
+                    "gateway6 was given without subnet6; give the subnet it belongs to".to_string(),
+                ));
+            }
+            None => {}
+        }
+        let opts = NetworkOptions {
+            subnets,
+            ipv6,
+            vni,
+            labels: labels.unwrap_or_default(),
+            internal,
+            mtu,
+        };
+        let core = self.core(py)?;
+        let doc = run(py, async move { core.create_network(&name, &opts).await })?;
+        to_python(py, &doc)
+    }
+
+    /// Every network: a list of dicts with ID, Name, Driver and Scope (`docker network ls`).
+    fn networks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let core = self.core(py)?;
+        let list = run(py, async move { core.networks().await })?;
+        to_python(py, &list)
+    }
+
+    /// The inspect document (Docker's shape) of a network by name, id or unique id prefix.
+    fn inspect<'py>(&self, py: Python<'py>, name_or_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let core = self.core(py)?;
+        let doc = run(py, async move { core.inspect(&name_or_id).await })?;
+        to_python(py, &doc)
+    }
+
+    /// Removes a network; ConflictError while containers are connected to it.
+    fn remove_network(&self, py: Python<'_>, name_or_id: String) -> PyResult<()> {
+        let core = self.core(py)?;
+        run(py, async move { core.remove_network(&name_or_id).await })
+    }
+
+    /// Connects a container (its network namespace: a path or a pid) to a network; returns its
+    /// entry of the inspect document (Name, EndpointID, MacAddress, IPv4Address, ...).
+    #[pyo3(signature = (
+        network,
+        *,
+        netns,
+        container_id,
+        name,
+        aliases = Vec::new(),
+        ip = None,
+        ip6 = None,
+        sticky = false,
+        hosts_file = None,
+        ifname = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn connect<'py>(
+        &self,
+        py: Python<'py>,
+        network: String,
+        netns: &Bound<'py, PyAny>,
+        container_id: String,
+        name: String,
+        aliases: Vec<String>,
+        ip: Option<&str>,
+        ip6: Option<&str>,
+        sticky: bool,
+        hosts_file: Option<PathBuf>,
+        ifname: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        const OP: &str = "connect container";
+        let spec = ContainerSpec {
+            id: container_id,
+            name,
+            netns: netns_arg(netns)?,
+            aliases,
+            ipv4: parse_opt::<Ipv4Addr>(py, OP, "ip", ip)?,
+            ipv6: parse_opt::<Ipv6Addr>(py, OP, "ip6", ip6)?,
+            sticky,
+            hosts_file,
+            ifname,
+        };
+        let core = self.core(py)?;
+        let entry = run(py, async move { core.connect(&network, &spec).await })?;
+        to_python(py, &entry)
+    }
+
+    /// Disconnects a container from a network.
+    fn disconnect(&self, py: Python<'_>, network: String, container_id: String) -> PyResult<()> {
+        let core = self.core(py)?;
+        run(
+            py,
+            async move { core.disconnect(&network, &container_id).await },
+        )
+    }
+
+    /// The addresses of a name (`name`, `name.network` or an alias) as strings; NotFoundError
+    /// when no container has it.
+    fn resolve(&self, py: Python<'_>, name: String) -> PyResult<Vec<String>> {
+        let core = self.core(py)?;
+        let addrs = run(py, async move { core.resolve(&name).await })?;
+        Ok(addrs.iter().map(ToString::to_string).collect())
+    }
+
+    /// The controller's events from now on, as this host sees them: networks created and
+    /// removed anywhere, and containers of other hosts joining and leaving the networks this
+    /// host has containers on. An iterator of dicts with a "type" key.
+    fn events(&self, py: Python<'_>) -> PyResult<Events> {
+        Ok(Events::new(
+            self.inner.get(py, "controller events")?.events(),
+        ))
+    }
+
+    /// Leaves the cluster: stops the agent and closes the store. Containers stay connected.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let core = self.core(py)?;
+        run(py, async move { core.close().await })
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (_exc_type = None, _exc = None, _tb = None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<Bound<'_, PyType>>,
+        _exc: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "overlay.Controller(host_id={:?})",
+            self.inner.peek().host_id().to_string()
+        )
+    }
+}

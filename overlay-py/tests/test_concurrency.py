@@ -1,0 +1,228 @@
+"""Threads, the GIL, the shared runtime and Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import List
+
+import overlay
+
+THREADS = 8
+INCREMENTS = 20
+
+
+def increment(store: overlay.Store, key: str, errors: List[BaseException]) -> None:
+    try:
+        for _ in range(INCREMENTS):
+            while True:
+                got = store.get(key)
+                assert got is not None
+                try:
+                    store.cas(key, str(int(got[0]) + 1).encode(), got[1])
+                    break
+                except overlay.ConflictError:
+                    continue
+    except BaseException as e:  # reported by the main thread
+        errors.append(e)
+
+
+def test_eight_threads_race_cas_increments_without_deadlock(store_url: str) -> None:
+    with overlay.Store(store_url) as store:
+        store.put("counter", b"0")
+        watch = store.watch("counter")
+        errors: List[BaseException] = []
+        threads = [threading.Thread(target=increment, args=(store, "counter", errors)) for _ in range(THREADS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in threads), "threads still running: deadlock or hang"
+        assert errors == []
+        got = store.get("counter")
+        assert got is not None and int(got[0]) == THREADS * INCREMENTS
+        # Every successful CAS is one put event, in version order.
+        values = []
+        while len(values) < THREADS * INCREMENTS:
+            event = watch.next(timeout=10)
+            assert event is not None, f"watch stalled after {len(values)} events"
+            if event.kind == "put":
+                assert event.value is not None
+                values.append(int(event.value))
+        assert values == sorted(values) and values[-1] == THREADS * INCREMENTS
+        watch.close()
+
+
+def test_gil_is_released_while_waiting(embedded_url: str) -> None:
+    with overlay.Store(embedded_url) as store, store.watch("quiet") as watch:
+        result: List[object] = []
+        waiter = threading.Thread(target=lambda: result.append(watch.next(timeout=1.0)))
+        spins = 0
+        start = time.monotonic()
+        waiter.start()
+        while waiter.is_alive():
+            spins += 1
+        waiter.join()
+        elapsed = time.monotonic() - start
+        assert result == [None]
+        assert elapsed >= 0.9, "next(timeout=1.0) returned early"
+        # Holding the GIL for the whole second would leave this thread a handful of switches.
+        assert spins > 10_000, f"main thread ran only {spins} iterations in {elapsed:.2f}s"
+
+
+def runtime_threads() -> int:
+    count = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            if (task / "comm").read_text().startswith("overlay-runtim"):
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+def test_one_runtime_per_process(tmp_path: Path) -> None:
+    first = overlay.Store(f"file://{tmp_path}/a.db")
+    baseline = runtime_threads()
+    assert baseline > 0, "the runtime's worker threads are not named overlay-runtime"
+    stores = [overlay.Store(f"file://{tmp_path}/s{i}.db") for i in range(6)]
+    for s in stores:
+        s.put("k", b"v")
+    # The count moves a little as the runtime's blocking pool grows and shrinks; a runtime per
+    # store would add at least one worker thread for each of the six.
+    assert runtime_threads() < baseline + len(stores), "a store started its own runtime"
+    for s in [first, *stores]:
+        s.close()
+
+
+WATCHER = textwrap.dedent(
+    """
+    import sys, overlay
+    store = overlay.Store(sys.argv[1])
+    watch = store.watch("never")
+    print("ready", flush=True)
+    for event in watch:
+        print("event", event, flush=True)
+    """
+)
+
+
+def test_ctrl_c_interrupts_a_blocked_watch(embedded_url: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WATCHER, embedded_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.3)  # let it block inside the iteration
+        sent = time.monotonic()
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "KeyboardInterrupt" in err, err
+    assert proc.returncode != 0
+    assert took < 2.0, f"KeyboardInterrupt took {took:.2f}s"
+
+
+def test_ctrl_c_interrupts_next_with_a_long_timeout(embedded_url: str) -> None:
+    script = WATCHER.replace("for event in watch:", "while watch.next(timeout=3600) is None:")
+    proc = subprocess.Popen([sys.executable, "-c", script, embedded_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "KeyboardInterrupt" in err, err
+
+
+def test_fork_child_gets_its_own_runtime_and_refuses_inherited_objects(embedded_url: str) -> None:
+    store = overlay.Store(embedded_url)
+    store.put("k", b"parent")
+    watch = store.watch("k")
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code, never return into pytest
+        code = 10
+        try:
+            try:
+                store.get("k")
+                code = 11
+            except overlay.UnsupportedError as e:
+                assert "fork" in str(e)
+                code = 12
+                try:
+                    watch.next(timeout=0)
+                except overlay.UnsupportedError:
+                    code = 13
+                    with overlay.Store(embedded_url) as fresh:
+                        got = fresh.get("k")
+                        code = 0 if got is not None and got[0] == b"parent" else 14
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError("the forked child hung")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The parent's objects are untouched by the child.
+    got = store.get("k")
+    assert got is not None and got[0] == b"parent"
+    store.put("k/1", b"after fork")
+    event = watch.next(timeout=10)
+    assert event is not None and event.key == "k/1"
+    watch.close()
+    store.close()
+
+
+def test_ctrl_c_interrupts_a_blocked_store_call() -> None:
+    # A server that accepts and never answers, and a 60 s store timeout: only Ctrl-C ends the
+    # call early, and it must do so promptly.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        script = textwrap.dedent(
+            f"""
+            import overlay
+            print("ready", flush=True)
+            overlay.Store("zk://127.0.0.1:{port}/t?timeout=60s").get("k")
+            """
+        )
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            time.sleep(1.0)  # well inside the connect attempt
+            sent = time.monotonic()
+            os.kill(proc.pid, signal.SIGINT)
+            _, err = proc.communicate(timeout=20)
+            took = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert "KeyboardInterrupt" in err, err
+    assert took < 2.0, f"KeyboardInterrupt took {took:.2f}s"
