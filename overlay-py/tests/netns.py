@@ -56,7 +56,12 @@ class Lab:
 
     def cleanup(self) -> None:
         failures = []
-        for ns in reversed(self.namespaces):
+        # The overlay sandboxes of this lab's hosts: host ids end in "-<tag>", and a host's
+        # sandboxes are named "ovl-<id with '-' as '_'>-<network>".
+        sandbox_suffix = f"_{self.tag}-"
+        leftovers = [n for n in os.listdir("/run/netns") if n.startswith("ovl-") and sandbox_suffix in n] \
+            if os.path.isdir("/run/netns") else []
+        for ns in reversed(self.namespaces + leftovers):
             try:
                 ip("netns", "del", ns)
             except subprocess.CalledProcessError as e:
