@@ -148,7 +148,7 @@ pub(super) async fn reconcile(shared: &Shared, id: &NetworkId, full: bool) {
         }
         hosts_files_for(shared, &st, id)
     };
-    write_hosts_files(shared, files);
+    write_hosts_files(shared, files).await;
 }
 
 /// The hosts files of local containers on network `id`, rendered from every network each of
@@ -206,16 +206,28 @@ fn hosts_files_for(
     out
 }
 
-fn write_hosts_files(shared: &Shared, files: BTreeMap<PathBuf, String>) {
-    for (path, content) in files {
-        if shared.state().hosts_files.get(&path) == Some(&content) {
-            continue;
-        }
-        match hosts::write_atomic(&path, &content) {
-            Ok(()) => {
-                shared.state().hosts_files.insert(path, content);
-            }
-            Err(e) => tracing::warn!(error = %e, "hosts file not updated"),
-        }
+/// Writes the files whose content changed, off the async workers (each write ends in fsync).
+async fn write_hosts_files(shared: &Shared, mut files: BTreeMap<PathBuf, String>) {
+    {
+        let st = shared.state();
+        files.retain(|path, content| st.hosts_files.get(path) != Some(content));
     }
+    if files.is_empty() {
+        return;
+    }
+    let written = tokio::task::spawn_blocking(move || {
+        files
+            .into_iter()
+            .filter(|(path, content)| match hosts::write_atomic(path, content) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "hosts file not updated");
+                    false
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    shared.state().hosts_files.extend(written);
 }
