@@ -21,6 +21,8 @@ use crate::store::TxnOp;
 struct Held<'a> {
     ctl: &'a Controller,
     network: NetworkId,
+    /// The endpoint being connected, which owns the addresses.
+    id: EndpointId,
     owner: String,
     ips: Vec<IpAddr>,
 }
@@ -143,12 +145,12 @@ impl Controller {
         let mut held = Held {
             ctl: self,
             network: net.id,
+            id,
             owner: id.to_string(),
             ips: Vec::new(),
         };
-        let sticky = c.sticky.then_some(c.name.as_str());
         let result = self
-            .connect_steps(&net, net_version, c, id, ifname, &mut held, sticky)
+            .connect_steps(&net, net_version, c, ifname, &mut held)
             .await;
         match result {
             Ok(ep) => {
@@ -163,17 +165,18 @@ impl Controller {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Address, kernel state and endpoint record, in that order; `held` keeps what must be
+    /// given back if a later step fails.
     async fn connect_steps(
         &self,
         net: &Network,
         net_version: crate::store::Version,
         c: &ContainerSpec,
-        id: EndpointId,
         ifname: String,
         held: &mut Held<'_>,
-        sticky: Option<&str>,
     ) -> Result<Endpoint> {
+        let id = held.id;
+        let sticky = c.sticky.then_some(c.name.as_str());
         let v4 = self
             .allocate(
                 held,
