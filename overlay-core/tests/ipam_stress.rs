@@ -253,6 +253,9 @@ async fn coordinate(url: &str) -> Result<String, String> {
     ))
 }
 
+/// How often a worker retries an operation that lost every bounded race to other workers.
+const CONTENTION_ROUNDS: usize = 10;
+
 /// One worker process: allocate, sometimes release, sometimes ask for a specific address.
 async fn worker(host: &str) -> Result<(), String> {
     let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
@@ -288,10 +291,18 @@ async fn worker(host: &str) -> Result<(), String> {
         while held.len() >= MAX_HELD || (!held.is_empty() && rnd(4) == 0) {
             let victim = *held.keys().nth(rnd(held.len())).unwrap();
             let owner = held.remove(&victim).unwrap();
-            let released = ipam
-                .release(&net, victim, &owner)
-                .await
-                .map_err(|e| e.to_string())?;
+            // Conflict means the block kept changing under every bounded retry (the library
+            // says "retry later"): a caller's choice, not a correctness failure, so retry.
+            let mut rounds = 0;
+            let released = loop {
+                match ipam.release(&net, victim, &owner).await {
+                    Err(e) if e.kind() == ErrorKind::Conflict && rounds < CONTENTION_ROUNDS => {
+                        rounds += 1;
+                        tokio::time::sleep(Duration::from_millis(rnd(50) as u64)).await;
+                    }
+                    r => break r.map_err(|e| e.to_string())?,
+                }
+            };
             if !released {
                 return Err(format!(
                     "{victim} held by {owner} was not held in the store"
@@ -306,7 +317,21 @@ async fn worker(host: &str) -> Result<(), String> {
         } else {
             AddressRequest::any(Family::V4, &owner)
         };
-        match ipam.request(&net, &request).await {
+        let mut rounds = 0;
+        let result = loop {
+            match ipam.request(&net, &request).await {
+                Err(e)
+                    if e.kind() == ErrorKind::Conflict
+                        && e.to_string().contains("lost the race")
+                        && rounds < CONTENTION_ROUNDS =>
+                {
+                    rounds += 1;
+                    tokio::time::sleep(Duration::from_millis(rnd(50) as u64)).await;
+                }
+                r => break r,
+            }
+        };
+        match result {
             Ok(a) => {
                 let ip = a.address.addr();
                 if let Some(prev) = held.insert(ip, owner.clone()) {
