@@ -392,6 +392,51 @@ async fn dual_stack(test: &str, backend: Backend) {
     }
 }
 
+/// Kernel state removed behind the agent's back comes back by itself: the vxlan device of a
+/// sandbox is deleted (taking its FDB and neighbour entries with it), and the agent recreates
+/// it and replays every peer (flannel never did).
+async fn kernel_state_healed(test: &str, backend: Backend) {
+    let Some(mut c) = Cluster::new(test, backend).await else {
+        return;
+    };
+    let net = c.hosts[0]
+        .ok(json!({"op": "create_network", "name": "my-net"}))
+        .await;
+    let id = net["Id"].as_str().unwrap().to_string();
+    let (_, ns_a, _, _) = c.run(0, "a", json!({})).await;
+    let (_, ns_b, _, ep_b) = c.run(1, "b", json!({})).await;
+    let _server = serve(&ns_b, 2181, "imok");
+    let ip_b = ip_of(&ep_b);
+    wait_until("a reaches b", CONVERGE, async || {
+        fetch(&ns_a, ip_b, 2181).is_some()
+    })
+    .await;
+    let sandbox = format!("ovl-{}-{}", c.hosts[1].tag, &id[..12]);
+    let out = std::process::Command::new("ip")
+        .args(["-n", &sandbox, "link", "del", "vxlan0"])
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip link del: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        c.hosts[1].peers(&id).await.is_empty(),
+        "the kernel lost host2's peers"
+    );
+    let took = wait_until(
+        "host2's sandbox and peers come back",
+        CONVERGE,
+        async || fetch(&ns_a, ip_b, 2181).is_some() && !c.hosts[1].peers(&id).await.is_empty(),
+    )
+    .await;
+    eprintln!("{test}: vxlan device and peers restored in {took:?}");
+    for h in &mut c.hosts {
+        h.stop().await;
+    }
+}
+
 macro_rules! on_backends {
     ($scenario:ident: $($test:ident => $backend:expr),+ $(,)?) => {
         $(
@@ -426,6 +471,9 @@ on_backends!(create_race:
 on_backends!(bad_records_skipped:
     bad_records_skipped_embedded => Backend::Embedded,
     bad_records_skipped_etcd => Backend::Etcd,
+);
+on_backends!(kernel_state_healed:
+    kernel_state_healed_embedded => Backend::Embedded,
 );
 on_backends!(dual_stack:
     dual_stack_embedded => Backend::Embedded,

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use crate::dataplane::{Dataplane, Peer};
+use crate::dataplane::{Dataplane, Peer, SandboxSpec};
 use crate::error::Result;
 use crate::ipam::Ipam;
 use crate::model::{Endpoint, EndpointId, Host, HostId, Network, NetworkId, Record, keys};
@@ -38,6 +38,23 @@ pub struct AgentConfig {
     pub host: Host,
     /// How long after a host vanished its endpoints are removed and addresses reclaimed.
     pub reclaim_grace: Duration,
+    /// MTU of overlay links when a network sets none; `None`: the underlay's minus 50.
+    pub mtu: Option<u32>,
+    /// UDP port of VXLAN traffic.
+    pub vxlan_port: u16,
+}
+
+impl AgentConfig {
+    /// What this host's sandbox of `net` must look like.
+    pub fn sandbox_spec(&self, net: &Network) -> SandboxSpec {
+        SandboxSpec {
+            network: net.id,
+            vni: net.vni,
+            mtu: net.mtu.or(self.mtu),
+            vxlan_port: self.vxlan_port,
+            vtep: self.host.advertise,
+        }
+    }
 }
 
 /// The per-network state of networks with containers on this host.
@@ -190,12 +207,20 @@ impl Agent {
                 if let Some(task) = ns.task {
                     task.abort();
                 }
+                // A heal or reconcile still running on this network finishes first, so it
+                // cannot bring the sandbox back after it is removed.
+                let _serial = ns.reconciling.lock().await;
                 if let Err(e) = self.shared.dataplane.remove_sandbox(network).await {
                     tracing::warn!(network = %ns.network.name, error = %e, "sandbox removal failed");
                 }
             }
             None => network::reconcile(&self.shared, network, false).await,
         }
+    }
+
+    /// The agent's configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.shared.cfg
     }
 
     /// This host's endpoints, as the agent holds them.

@@ -28,6 +28,61 @@ pub(super) async fn run(shared: Arc<Shared>) {
         if let Err(e) = sweep(&shared, grace, &mut dead_since).await {
             tracing::debug!(error = %e, "sweep failed; will retry");
         }
+        heal(&shared).await;
+    }
+}
+
+/// Puts back kernel state that was removed behind the agent's back (flannel never replayed
+/// its entries after its vxlan device was recreated): every sandbox is ensured again, every
+/// local container re-attached (both idempotent), and peers diffed against the kernel.
+async fn heal(shared: &Shared) {
+    let ids: Vec<crate::model::NetworkId> = shared.state().nets.keys().copied().collect();
+    for id in ids {
+        let Some(lock) = shared
+            .state()
+            .nets
+            .get(&id)
+            .map(|ns| ns.reconciling.clone())
+        else {
+            continue;
+        };
+        let serial = lock.lock().await;
+        // Read under the network's lock: a `leave` that removed the network meanwhile must
+        // not see its sandbox come back.
+        let Some((net, local)) = shared.state().nets.get(&id).map(|ns| {
+            let local: Vec<Endpoint> = ns
+                .view
+                .endpoints()
+                .filter(|e| e.host == *shared.me())
+                .cloned()
+                .collect();
+            (ns.network.clone(), local)
+        }) else {
+            continue;
+        };
+        let dp = &shared.dataplane;
+        if let Err(e) = dp.ensure_sandbox(&shared.cfg.sandbox_spec(&net)).await {
+            tracing::warn!(network = %net.name, error = %e, "cannot restore the sandbox");
+            continue;
+        }
+        for ep in local {
+            let Some(netns) = ep.netns.clone().filter(|p| p.exists()) else {
+                continue;
+            };
+            let spec = crate::dataplane::AttachSpec {
+                netns,
+                ifname: ep.ifname.clone(),
+                ipv4: ep.ipv4,
+                ipv6: ep.ipv6,
+                mac: Some(ep.mac),
+                mtu: None,
+            };
+            if let Err(e) = dp.attach(&net.id, &spec).await {
+                tracing::warn!(container = %ep.name, error = %e, "cannot restore the interface");
+            }
+        }
+        drop(serial);
+        super::network::reconcile(shared, &net.id, true).await;
     }
 }
 

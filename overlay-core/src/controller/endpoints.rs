@@ -55,14 +55,8 @@ fn inspect_of(ep: &Endpoint) -> ContainerInspect {
 }
 
 impl Controller {
-    fn sandbox_spec(&self, net: &Network) -> SandboxSpec {
-        SandboxSpec {
-            network: net.id,
-            vni: net.vni,
-            mtu: net.mtu.or(self.inner.opts.mtu),
-            vxlan_port: self.inner.opts.vxlan_port,
-            vtep: self.inner.host.advertise,
-        }
+    fn sandbox_spec(&self, net: &Network) -> Result<SandboxSpec> {
+        Ok(self.agent()?.config().sandbox_spec(net))
     }
 
     /// The first `ethN` the container does not use on another network.
@@ -206,7 +200,7 @@ impl Controller {
             None => MacAddr::from_hash(id.as_bytes()),
         };
         let dp = &self.inner.dataplane;
-        dp.ensure_sandbox(&self.sandbox_spec(net)).await?;
+        dp.ensure_sandbox(&self.sandbox_spec(net)?).await?;
         let attach = AttachSpec {
             netns: c.netns.path(),
             ifname: ifname.clone(),
@@ -414,7 +408,7 @@ impl Controller {
             };
             let dp = &self.inner.dataplane;
             if let Err(e) = async {
-                dp.ensure_sandbox(&self.sandbox_spec(&net)).await?;
+                dp.ensure_sandbox(&self.sandbox_spec(&net)?).await?;
                 dp.attach(&net.id, &attach).await
             }
             .await

@@ -156,6 +156,8 @@ impl Controller {
         let cfg = AgentConfig {
             host: host.clone(),
             reclaim_grace: opts.reclaim_grace,
+            mtu: opts.mtu,
+            vxlan_port: opts.vxlan_port,
         };
         let agent = match Agent::start(
             store.clone(),
