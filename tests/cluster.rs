@@ -121,9 +121,7 @@ async fn walkthrough(test: &str, backend: Backend) {
     c.hosts[1]
         .ok(json!({"op": "remove_network", "network": "my-net"}))
         .await;
-    for h in &mut c.hosts {
-        h.stop().await;
-    }
+    c.stop().await;
 }
 
 /// A host agent killed with SIGKILL is forgotten by the other host: its peers go within the
@@ -208,9 +206,7 @@ async fn sticky_restart(test: &str, backend: Backend) {
         first,
         "the restarted sticky container (now on host2) got its address back"
     );
-    for h in &mut c.hosts {
-        h.stop().await;
-    }
+    c.stop().await;
 }
 
 /// Two hosts racing to create one name: exactly one network, one clear AlreadyExists.
@@ -234,9 +230,7 @@ async fn create_race(test: &str, backend: Backend) {
     }
     let ls = c.hosts[1].ok(json!({"op": "networks"})).await;
     assert_eq!(ls.as_array().unwrap().len(), 5);
-    for h in &mut c.hosts {
-        h.stop().await;
-    }
+    c.stop().await;
 }
 
 /// The store server restarted mid-run: existing connectivity never drops; new connects fail
@@ -292,9 +286,7 @@ async fn store_restart(test: &str, backend: Backend) {
         lookup(&hosts_a, "c").is_some()
     })
     .await;
-    for h in &mut c.hosts {
-        h.stop().await;
-    }
+    c.stop().await;
 }
 
 /// Corrupt, foreign and newer-schema records written by hand under the prefix are skipped:
@@ -351,9 +343,7 @@ async fn bad_records_skipped(test: &str, backend: Backend) {
         .await;
     assert_eq!(doc["Containers"].as_object().unwrap().len(), 2);
     store.close().await.unwrap();
-    for h in &mut c.hosts {
-        h.stop().await;
-    }
+    c.stop().await;
 }
 
 /// A dual-stack network: both containers get an IPv4 and an IPv6 address from the global
@@ -387,9 +377,7 @@ async fn dual_stack(test: &str, backend: Backend) {
         })
         .await;
     }
-    for h in &mut c.hosts {
-        h.stop().await;
-    }
+    c.stop().await;
 }
 
 /// Kernel state removed behind the agent's back comes back by itself: the vxlan device of a
@@ -432,9 +420,7 @@ async fn kernel_state_healed(test: &str, backend: Backend) {
     )
     .await;
     eprintln!("{test}: vxlan device and peers restored in {took:?}");
-    for h in &mut c.hosts {
-        h.stop().await;
-    }
+    c.stop().await;
 }
 
 macro_rules! on_backends {

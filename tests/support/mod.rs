@@ -169,6 +169,13 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Stops every host process cleanly (closing its stdin).
+    pub async fn stop(&mut self) {
+        for h in &mut self.hosts {
+            h.stop().await;
+        }
+    }
+
     /// Two hosts on one underlay sharing `backend`'s store; `None` when the test is skipped.
     pub async fn new(test: &str, backend: Backend) -> Option<Cluster> {
         if !root_or_skip(test) {
