@@ -242,8 +242,7 @@ impl Agent {
         for ns in st.nets.values() {
             for ep in ns.view.endpoints().filter(|e| live.contains(&e.host)) {
                 if names_of(ep, &ns.network.name).any(|n| n == name) {
-                    out.extend(ep.ipv4.map(|a| IpAddr::V4(a.addr())));
-                    out.extend(ep.ipv6.map(|a| IpAddr::V6(a.addr())));
+                    out.extend(ep.addresses());
                 }
             }
         }

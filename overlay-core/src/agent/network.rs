@@ -182,14 +182,12 @@ fn hosts_files_for(
                 .find(|e| e.host == *me && e.container_id == container);
             let Some(mine) = mine else { continue };
             path = path.or_else(|| mine.hosts_file.clone());
-            own.extend(mine.ipv4.map(|a| (IpAddr::V4(a.addr()), hostname.clone())));
-            own.extend(mine.ipv6.map(|a| (IpAddr::V6(a.addr()), hostname.clone())));
+            own.extend(mine.addresses().map(|ip| (ip, hostname.clone())));
             for ep in net.view.endpoints() {
                 if ep.container_id == container || !live.contains(&ep.host) {
                     continue;
                 }
-                let ips = ep.ipv4.map(|a| IpAddr::V4(a.addr())).into_iter();
-                for ip in ips.chain(ep.ipv6.map(|a| IpAddr::V6(a.addr()))) {
+                for ip in ep.addresses() {
                     peers.extend(HostsEntry::for_container(
                         ip,
                         &ep.name,

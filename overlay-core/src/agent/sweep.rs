@@ -7,7 +7,6 @@
 //! reclaim the same endpoint cannot do harm.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -142,12 +141,7 @@ async fn reclaim(shared: &Shared, ep: &Endpoint, version: crate::store::Version)
         }
     }
     tracing::info!(container = %ep.name, host = %ep.host, "reclaimed the endpoint of a dead host");
-    let ips = ep
-        .ipv4
-        .map(|a| IpAddr::V4(a.addr()))
-        .into_iter()
-        .chain(ep.ipv6.map(|a| IpAddr::V6(a.addr())));
-    for ip in ips {
+    for ip in ep.addresses() {
         if let Err(e) = shared
             .ipam
             .release(&ep.network, ip, &ep.id.to_string())

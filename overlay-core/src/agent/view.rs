@@ -4,7 +4,6 @@
 //! skipped: one bad record must never stop an agent or another host's convergence.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use crate::dataplane::Peer;
 use crate::model::keys::endpoint as endpoint_key;
@@ -131,9 +130,7 @@ impl NetworkView {
             .values()
             .filter(|ep| ep.host != *me && live.contains(&ep.host))
             .flat_map(|ep| {
-                let v4 = ep.ipv4.map(|a| IpAddr::V4(a.addr()));
-                let v6 = ep.ipv6.map(|a| IpAddr::V6(a.addr()));
-                v4.into_iter().chain(v6).map(|ip| Peer {
+                ep.addresses().map(|ip| Peer {
                     ip,
                     mac: ep.mac,
                     vtep: ep.vtep,

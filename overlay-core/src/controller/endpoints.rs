@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv6Net};
 
 use super::Controller;
 use super::inspect::ContainerInspect;
@@ -356,12 +356,7 @@ impl Controller {
         {
             tracing::warn!(container = %ep.name, error = %e, "could not remove the container's interface");
         }
-        let ips = ep
-            .ipv4
-            .map(|a| IpAddr::V4(a.addr()))
-            .into_iter()
-            .chain(ep.ipv6.map(|a| IpAddr::V6(a.addr())));
-        for ip in ips {
+        for ip in ep.addresses() {
             if let Err(e) = self
                 .inner
                 .ipam
@@ -429,8 +424,7 @@ impl Controller {
             let eps = store.list(&keys::endpoints(&net.id)).await?;
             for (ep, _) in decode_all::<Endpoint>(&eps.kvs) {
                 if names_of(&ep, &net.name).any(|n| n == name) {
-                    out.extend(ep.ipv4.map(|a: Ipv4Net| IpAddr::V4(a.addr())));
-                    out.extend(ep.ipv6.map(|a| IpAddr::V6(a.addr())));
+                    out.extend(ep.addresses());
                 }
             }
         }

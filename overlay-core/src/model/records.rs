@@ -224,6 +224,15 @@ fn default_ifname() -> String {
     "eth0".to_string()
 }
 
+impl Endpoint {
+    /// Its addresses without prefix length: IPv4 first, then IPv6.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + use<> {
+        let v4 = self.ipv4.map(|a| IpAddr::V4(a.addr()));
+        let v6 = self.ipv6.map(|a| IpAddr::V6(a.addr()));
+        v4.into_iter().chain(v6)
+    }
+}
+
 impl Record for Endpoint {
     const WHAT: &'static str = "endpoint";
 
