@@ -113,7 +113,9 @@ async fn main() {
         notes.push(format!("embedded: failed: {e}"));
     }
 
-    let etcd = EtcdServer::start();
+    let etcd = EtcdServer::try_start()
+        .inspect_err(|why| eprintln!("etcd: no server: {why}"))
+        .ok();
     match &etcd {
         Some(s) => {
             if let Some(t) = s.started_in() {
@@ -125,7 +127,9 @@ async fn main() {
         }
         None => notes.push("etcd: no server (see above)".into()),
     }
-    let zk = ZooKeeperServer::start();
+    let zk = ZooKeeperServer::try_start()
+        .inspect_err(|why| eprintln!("ZooKeeper: no server: {why}"))
+        .ok();
     match &zk {
         Some(s) => {
             if let Some(t) = s.started_in() {

@@ -24,9 +24,7 @@ fn ip_of(ep: &serde_json::Value) -> IpAddr {
 /// containers on two hosts reach each other by name and name.my-net; a removal reaches the
 /// other host's hosts file and kernel.
 async fn walkthrough(test: &str, backend: Backend) {
-    let Some(mut c) = Cluster::new(test, backend).await else {
-        return;
-    };
+    let mut c = Cluster::new(test, backend).await;
     let net = c.hosts[0]
         .ok(json!({"op": "create_network", "name": "my-net"}))
         .await;
@@ -127,9 +125,7 @@ async fn walkthrough(test: &str, backend: Backend) {
 /// A host agent killed with SIGKILL is forgotten by the other host: its peers go within the
 /// host TTL, and its addresses come back to the pool after the reclaim grace.
 async fn dead_host_forgotten(test: &str, backend: Backend) {
-    let Some(mut c) = Cluster::new(test, backend).await else {
-        return;
-    };
+    let mut c = Cluster::new(test, backend).await;
     let net = c.hosts[0]
         .ok(json!({"op": "create_network", "name": "my-net"}))
         .await;
@@ -172,9 +168,7 @@ async fn dead_host_forgotten(test: &str, backend: Backend) {
 
 /// A sticky container restarted gets its old address back; others do not take it meanwhile.
 async fn sticky_restart(test: &str, backend: Backend) {
-    let Some(mut c) = Cluster::new(test, backend).await else {
-        return;
-    };
+    let mut c = Cluster::new(test, backend).await;
     c.hosts[0]
         .ok(json!({"op": "create_network", "name": "my-net"}))
         .await;
@@ -211,9 +205,7 @@ async fn sticky_restart(test: &str, backend: Backend) {
 
 /// Two hosts racing to create one name: exactly one network, one clear AlreadyExists.
 async fn create_race(test: &str, backend: Backend) {
-    let Some(mut c) = Cluster::new(test, backend).await else {
-        return;
-    };
+    let mut c = Cluster::new(test, backend).await;
     for round in 0..5 {
         let name = format!("race{round}");
         let req = json!({"op": "create_network", "name": name});
@@ -236,9 +228,7 @@ async fn create_race(test: &str, backend: Backend) {
 /// The store server restarted mid-run: existing connectivity never drops; new connects fail
 /// with Unavailable or Timeout while it is down and work again after.
 async fn store_restart(test: &str, backend: Backend) {
-    let Some(mut c) = Cluster::new(test, backend).await else {
-        return;
-    };
+    let mut c = Cluster::with_own_server(test, backend).await;
     c.hosts[0]
         .ok(json!({"op": "create_network", "name": "my-net"}))
         .await;
@@ -292,9 +282,7 @@ async fn store_restart(test: &str, backend: Backend) {
 /// Corrupt, foreign and newer-schema records written by hand under the prefix are skipped:
 /// no agent stops, and the hosts still converge.
 async fn bad_records_skipped(test: &str, backend: Backend) {
-    let Some(mut c) = Cluster::new(test, backend).await else {
-        return;
-    };
+    let mut c = Cluster::new(test, backend).await;
     let net = c.hosts[0]
         .ok(json!({"op": "create_network", "name": "my-net"}))
         .await;
@@ -349,9 +337,7 @@ async fn bad_records_skipped(test: &str, backend: Backend) {
 /// A dual-stack network: both containers get an IPv4 and an IPv6 address from the global
 /// IPAM, and TCP works across hosts over both.
 async fn dual_stack(test: &str, backend: Backend) {
-    let Some(mut c) = Cluster::new(test, backend).await else {
-        return;
-    };
+    let mut c = Cluster::new(test, backend).await;
     let opts =
         json!({"ipv6": true, "subnets": [{"subnet": "10.7.0.0/24"}, {"subnet": "fd00:7::/64"}]});
     let net = c.hosts[0]
@@ -384,9 +370,7 @@ async fn dual_stack(test: &str, backend: Backend) {
 /// sandbox is deleted (taking its FDB and neighbour entries with it), and the agent recreates
 /// it and replays every peer (flannel never did).
 async fn kernel_state_healed(test: &str, backend: Backend) {
-    let Some(mut c) = Cluster::new(test, backend).await else {
-        return;
-    };
+    let mut c = Cluster::new(test, backend).await;
     let net = c.hosts[0]
         .ok(json!({"op": "create_network", "name": "my-net"}))
         .await;

@@ -15,7 +15,7 @@ use overlay_core::dataplane::Netns;
 use overlay_core::dataplane::lab::{self, Lab};
 use overlay_testkit::{EtcdServer, ZooKeeperServer};
 use serde_json::Value;
-use support::{NamespaceSweep, Proc, child_of, ok, output, overlayctl, root_or_skip, wait_until};
+use support::{NamespaceSweep, Proc, child_of, ok, output, overlayctl, wait_until};
 use tokio::process::Command;
 
 /// Bounds that only keep a broken build from hanging; convergence takes milliseconds.
@@ -29,27 +29,26 @@ enum Server {
     Zk(ZooKeeperServer),
 }
 
-/// A store for one test, kept alive with its server; `None` when the server cannot be had
-/// outside CI.
-fn store(backend: &str) -> Option<(Server, String)> {
+/// A store for one test, kept alive with its server.
+fn store(backend: &str) -> (Server, String) {
     // Each url_with call names a fresh key prefix: take it once and share it.
-    Some(match backend {
+    match backend {
         "embedded" => {
             let dir = tempfile::tempdir().expect("temp dir");
             let url = format!("file://{}/store.db", dir.path().display());
             (Server::File(dir), url)
         }
         "etcd" => {
-            let s = EtcdServer::start()?;
+            let s = EtcdServer::start();
             let url = s.url_with("timeout=1s");
             (Server::Etcd(s), url)
         }
         _ => {
-            let s = ZooKeeperServer::start()?;
+            let s = ZooKeeperServer::start();
             let url = s.url_with("timeout=1s");
             (Server::Zk(s), url)
         }
-    })
+    }
 }
 
 /// One simulated host: its namespace and the flags its `overlayctl` commands take.
@@ -189,12 +188,8 @@ fn hosts_of(pid: i32) -> String {
 }
 
 async fn walkthrough(test: &str, backend: &str) {
-    if !root_or_skip(test) {
-        return;
-    }
-    let Some((_server, url)) = store(backend) else {
-        return;
-    };
+    overlay_testkit::require_root(test);
+    let (_server, url) = store(backend);
     let prefix = format!("c{:x}", std::process::id() ^ (backend.len() as u32) << 20);
     let _sweep = NamespaceSweep(prefix.clone());
     let lab = Lab::new(&prefix).expect("lab");

@@ -241,6 +241,38 @@ impl Error {
     }
 }
 
+/// The innermost cause of a client library's error, as a few words a person can act on
+/// ("connection refused", "deadline has elapsed"), never the library's `Debug` dump.
+///
+/// Client errors nest (a gRPC status around a transport error around a connect error around
+/// an `io::Error`); the outer layers only repeat "request failed". An `io::Error` found on the
+/// way is described by its kind, without the "(os error N)" suffix.
+pub(crate) fn cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    loop {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            let text = io.to_string();
+            let text = match text.find(" (os error") {
+                Some(i) => &text[..i],
+                None => &text,
+            };
+            return lowercase_first(text);
+        }
+        match inner.source() {
+            Some(next) => inner = next,
+            None => return lowercase_first(&inner.to_string()),
+        }
+    }
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.inner.op, self.inner.context)?;
@@ -251,8 +283,10 @@ impl fmt::Display for Error {
                 std::io::Error::from_raw_os_error(errno)
             )?;
         }
-        if let Some(source) = &self.inner.source {
-            let text = source.to_string();
+        // The source adds its innermost cause in words, unless the context or the errno
+        // already says it: a client library's own Display is often a Debug dump of its layers.
+        if let (Some(source), None) = (&self.inner.source, self.inner.errno) {
+            let text = cause(source.as_ref());
             if !text.is_empty() && !self.inner.context.contains(&text) {
                 write!(f, ": {text}")?;
             }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use overlay_core::ErrorKind;
 use overlay_core::dataplane::{AttachSpec, Dataplane, NetlinkDataplane, Netns, Peer, SandboxSpec};
 use overlay_core::model::{MacAddr, NetworkId, Vni};
-use support::{World, in_ns, ip_counter, look, root_or_skip, tcp_roundtrip, udp_df};
+use support::{World, in_ns, ip_counter, look, tcp_roundtrip, udp_df};
 
 fn net(n: u8) -> (NetworkId, Vni) {
     let mut id = [0u8; 32];
@@ -41,9 +41,9 @@ async fn join(w: &World, h: usize, network: &NetworkId, c: &Netns, ip: &str) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_on_two_hosts_talk_over_vxlan_and_networks_stay_isolated() {
-    if !root_or_skip("containers_on_two_hosts_talk_over_vxlan_and_networks_stay_isolated") {
-        return;
-    }
+    overlay_testkit::require_root(
+        "containers_on_two_hosts_talk_over_vxlan_and_networks_stay_isolated",
+    );
     let w = World::two_hosts().await;
     let (n1, vni1) = net(1);
     let (n2, vni2) = net(2);
@@ -183,9 +183,7 @@ async fn containers_on_two_hosts_talk_over_vxlan_and_networks_stay_isolated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everything_is_idempotent_and_peers_converge() {
-    if !root_or_skip("everything_is_idempotent_and_peers_converge") {
-        return;
-    }
+    overlay_testkit::require_root("everything_is_idempotent_and_peers_converge");
     let w = World::two_hosts().await;
     let h = &w.hosts[0];
     let (n, vni) = net(3);
@@ -338,9 +336,7 @@ async fn everything_is_idempotent_and_peers_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ensure_over_leftovers_of_a_crashed_run_succeeds() {
-    if !root_or_skip("ensure_over_leftovers_of_a_crashed_run_succeeds") {
-        return;
-    }
+    overlay_testkit::require_root("ensure_over_leftovers_of_a_crashed_run_succeeds");
     let w = World::two_hosts().await;
     let h = &w.hosts[0];
     let (old, vni) = net(5);

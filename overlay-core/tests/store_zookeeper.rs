@@ -12,9 +12,7 @@ conformance_tests!(ZooKeeperServer::shared());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_killed_and_restarted() {
-    let Some(mut server) = ZooKeeperServer::start_local() else {
-        return;
-    };
+    let mut server = ZooKeeperServer::start_local();
     common::server_killed_and_restarted(&mut server, true).await;
 }
 
@@ -27,9 +25,7 @@ async fn unreachable_server_fails_fast() {
 /// and a directory node made for a deeper key is not a key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_and_parent_nodes() {
-    let Some(server) = ZooKeeperServer::shared() else {
-        return;
-    };
+    let server = ZooKeeperServer::shared();
     let store = common::open(&server.url_with(common::OPTS)).await;
     assert_eq!(store.backend(), Backend::ZooKeeper);
     let p = scratch("parents");
@@ -91,9 +87,7 @@ async fn keys_and_parent_nodes() {
 /// a recent version replays exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_replays_from_the_journal() {
-    let Some(server) = ZooKeeperServer::shared() else {
-        return;
-    };
+    let server = ZooKeeperServer::shared();
     let store = common::open(&server.url_with(common::OPTS)).await;
     let p = scratch("journal");
     let mut versions = Vec::new();
@@ -118,18 +112,14 @@ async fn watch_replays_from_the_journal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ephemeral_key_comes_back_after_partition() {
-    let Some(server) = ZooKeeperServer::shared() else {
-        return;
-    };
+    let server = ZooKeeperServer::shared();
     common::ephemeral_key_comes_back_after_partition(server).await;
 }
 
 /// One dead server among several does not stop the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_servers() {
-    let Some(server) = ZooKeeperServer::shared() else {
-        return;
-    };
+    let server = ZooKeeperServer::shared();
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

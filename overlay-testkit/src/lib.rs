@@ -7,8 +7,10 @@
 //!
 //! If `OVERLAY_TEST_ETCD` / `OVERLAY_TEST_ZK` name servers (`host:port`, comma-separated for
 //! several), [`EtcdServer::start`] and [`ZooKeeperServer::start`] use those instead of
-//! starting their own. When a server cannot be had, a test under `CI=true` panics (a failure,
-//! never a skip); elsewhere `start` prints why and returns `None` so the test can return.
+//! starting their own; tests that kill a server use [`EtcdServer::start_local`], which always
+//! starts its own. When a server cannot be had the test fails, saying what to install: under
+//! CI or not, a test that needs a server or root never passes without it ([`missing`],
+//! [`require_root`]).
 //!
 //! Every [`url`](EtcdServer::url) carries a fresh key prefix, so tests can share a server
 //! without seeing each other's keys.
@@ -23,6 +25,6 @@ mod process;
 mod proxy;
 mod servers;
 
-pub use process::{ci, unavailable, unique_prefix};
+pub use process::{missing, require_root, unique_prefix};
 pub use proxy::TcpProxy;
 pub use servers::{EtcdServer, ZooKeeperServer};

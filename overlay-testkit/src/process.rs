@@ -1,4 +1,4 @@
-//! Child processes that cannot outlive the test process, and the skip-or-fail policy.
+//! Child processes that cannot outlive the test process, and the rule for missing prerequisites.
 
 use std::io;
 use std::net::TcpListener;
@@ -10,19 +10,28 @@ use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Whether the tests run under CI (`CI=true`), where a missing server is a failure.
-pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+/// Fails the calling test because `what` cannot be had, saying why and what to do.
+///
+/// There is one rule for every test, under CI or not: a test that needs a server or root and
+/// finds none fails. cargo has no way to report a test as skipped at run time, so an early return
+/// would count as a pass; a test that cannot run on a machine at all is `#[ignore = "reason"]`.
+pub fn missing(what: &str, why: &str) -> ! {
+    panic!(
+        "{what} is needed but cannot be had: {why} (install the test dependencies with \
+         `scripts/install-deps` as root)"
+    );
 }
 
-/// Reports that `what` cannot be had because of `why`: panics under CI, so the test fails,
-/// and elsewhere prints the reason and returns `None`, so the test can return early.
-pub fn unavailable<T>(what: &str, why: &str) -> Option<T> {
-    if ci() {
-        panic!("{what} is required under CI=true but unavailable: {why}");
+/// Fails the calling test unless this process runs as root, which namespaces, veth and vxlan
+/// devices need.
+pub fn require_root(test: &str) {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!(
+            "{test} needs root: it builds network namespaces, veth and vxlan devices (run the \
+             tests as root, as scripts/test does)"
+        );
     }
-    eprintln!("SKIPPED: {what} unavailable ({why}); set CI=true to make this a failure");
-    None
 }
 
 /// A key prefix no other test (of this or an earlier run) uses: `test-<pid>-<n>-<nanos>`.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::process::{clean_at_exit, free_port, spawn_bound, unavailable, unique_prefix};
+use crate::process::{clean_at_exit, free_port, missing, spawn_bound, unique_prefix};
 
 /// How long a server may take to answer after it was started.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
@@ -85,11 +85,10 @@ struct Local {
 }
 
 impl Local {
-    fn start(kind: Kind) -> Option<Local> {
-        let program = match kind.program() {
-            Ok(p) => p,
-            Err(why) => return unavailable(&format!("a {} test server", kind.name()), &why),
-        };
+    /// Starts a server; `Err` says why the program cannot be run. A server that runs but does
+    /// not start is a panic: that is a failure of the test, not a missing package.
+    fn start(kind: Kind) -> Result<Local, String> {
+        let program = kind.program()?;
         let mut last_error = String::new();
         // A port picked free may be taken by another test before the server binds it: retry.
         for _ in 0..3 {
@@ -109,7 +108,7 @@ impl Local {
                 started_in: Duration::ZERO,
             };
             match server.launch() {
-                Ok(()) => return Some(server),
+                Ok(()) => return Ok(server),
                 Err(e) => last_error = e,
             }
         }
@@ -276,9 +275,9 @@ struct Handle {
 }
 
 impl Handle {
-    fn start(kind: Kind) -> Option<Handle> {
+    fn start(kind: Kind) -> Result<Handle, String> {
         match std::env::var(kind.env_var()) {
-            Ok(list) if !list.trim().is_empty() => Some(Handle {
+            Ok(list) if !list.trim().is_empty() => Ok(Handle {
                 kind,
                 server: Server::External(list.trim().to_string()),
             }),
@@ -286,7 +285,7 @@ impl Handle {
         }
     }
 
-    fn start_local(kind: Kind) -> Option<Handle> {
+    fn start_local(kind: Kind) -> Result<Handle, String> {
         Local::start(kind).map(|l| Handle {
             kind,
             server: Server::Local(l),
@@ -377,29 +376,38 @@ macro_rules! server_type {
 
         impl $name {
             #[doc = concat!("The ", $what, " server named by `", stringify!($kind), "`'s ")]
-            /// environment variable if set, else a new local one. `None` (after printing why)
-            /// when none can be had outside CI; panics under `CI=true`.
-            pub fn start() -> Option<Self> {
+            /// environment variable if set, else a new local one. Fails the test (panics, saying
+            /// what to install) when none can be had.
+            pub fn start() -> Self {
+                Self::try_start()
+                    .unwrap_or_else(|why| missing(concat!("a ", $what, " test server"), &why))
+            }
+
+            /// Like [`start`](Self::start), returning why no server can be had instead of
+            /// failing: for benchmarks, which report a backend they cannot measure and go on.
+            pub fn try_start() -> Result<Self, String> {
                 Handle::start($kind).map($name)
             }
 
             #[doc = concat!("A new local ", $what, " server, even when an external one is ")]
-            /// configured: for fault tests that kill and restart it.
-            pub fn start_local() -> Option<Self> {
-                Handle::start_local($kind).map($name)
+            /// configured: for fault tests that kill and restart it. Fails the test when none
+            /// can be started.
+            pub fn start_local() -> Self {
+                Handle::start_local($kind)
+                    .map($name)
+                    .unwrap_or_else(|why| missing(concat!("a local ", $what, " test server"), &why))
             }
 
             #[doc = concat!("One ", $what, " server shared by every test of this process ")]
-            /// (never killed by a test; removed when the process exits).
-            pub fn shared() -> Option<&'static Self> {
-                static SHARED: OnceLock<Option<$name>> = OnceLock::new();
-                SHARED
-                    .get_or_init(|| {
-                        let s = Self::start()?;
-                        s.0.register_at_exit();
-                        Some(s)
-                    })
-                    .as_ref()
+            /// (never killed by a test; removed when the process exits). Fails the test when
+            /// none can be had.
+            pub fn shared() -> &'static Self {
+                static SHARED: OnceLock<$name> = OnceLock::new();
+                SHARED.get_or_init(|| {
+                    let s = Self::start();
+                    s.0.register_at_exit();
+                    s
+                })
             }
 
             #[doc = concat!("A store URL `", $scheme, "://HOST:PORT/<fresh prefix>`.")]
@@ -456,9 +464,7 @@ mod tests {
     }
 
     fn check(kind: Kind) {
-        let Some(mut h) = Handle::start_local(kind) else {
-            return;
-        };
+        let mut h = Handle::start_local(kind).unwrap_or_else(|why| missing(kind.name(), &why));
         let addr = h.endpoints();
         assert!(probe(kind, &addr), "{} answers after start", kind.name());
         let pid = match &h.server {

@@ -24,20 +24,6 @@ pub enum Backend {
     ZooKeeper,
 }
 
-/// Whether this process may build namespaces; under CI=true not being root is a failure.
-pub fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        !overlay_testkit::ci(),
-        "{test}: needs root (network namespaces) and CI=true"
-    );
-    eprintln!("{test}: skipped, needs root to create network namespaces");
-    false
-}
-
 /// The store a test cluster shares, kept alive for the test's duration.
 pub struct Store {
     server: Server,
@@ -51,9 +37,9 @@ enum Server {
 }
 
 impl Store {
-    /// A fresh store of `backend`, or `None` (test skipped) when its server cannot be had
-    /// outside CI.
-    pub fn start(backend: Backend) -> Option<Store> {
+    /// A fresh store of `backend`. With `own_server` the test gets a server of its own, which
+    /// it may kill and restart, even when `OVERLAY_TEST_*` names an external one.
+    pub fn start(backend: Backend, own_server: bool) -> Store {
         // Each `url_with` call names a fresh key prefix: take it once, for every host.
         let (server, url) = match backend {
             Backend::Embedded => {
@@ -62,17 +48,25 @@ impl Store {
                 (Server::File(dir), url)
             }
             Backend::Etcd => {
-                let s = EtcdServer::start()?;
+                let s = if own_server {
+                    EtcdServer::start_local()
+                } else {
+                    EtcdServer::start()
+                };
                 let url = s.url_with("timeout=1s");
                 (Server::Etcd(s), url)
             }
             Backend::ZooKeeper => {
-                let s = ZooKeeperServer::start()?;
+                let s = if own_server {
+                    ZooKeeperServer::start_local()
+                } else {
+                    ZooKeeperServer::start()
+                };
                 let url = s.url_with("timeout=1s");
                 (Server::Zk(s), url)
             }
         };
-        Some(Store { server, url })
+        Store { server, url }
     }
 
     pub fn url(&self) -> String {
@@ -176,12 +170,20 @@ impl Cluster {
         }
     }
 
-    /// Two hosts on one underlay sharing `backend`'s store; `None` when the test is skipped.
-    pub async fn new(test: &str, backend: Backend) -> Option<Cluster> {
-        if !root_or_skip(test) {
-            return None;
-        }
-        let store = Store::start(backend)?;
+    /// Two hosts on one underlay sharing `backend`'s store. Fails the test when not root or
+    /// when the store's server cannot be had.
+    pub async fn new(test: &str, backend: Backend) -> Cluster {
+        Self::build(test, backend, false).await
+    }
+
+    /// Like [`Cluster::new`], on a store server of the test's own, which it may kill.
+    pub async fn with_own_server(test: &str, backend: Backend) -> Cluster {
+        Self::build(test, backend, true).await
+    }
+
+    async fn build(test: &str, backend: Backend, own_server: bool) -> Cluster {
+        overlay_testkit::require_root(test);
+        let store = Store::start(backend, own_server);
         let lab = Lab::new(&format!("t{:x}", rand_u32())).expect("lab");
         let mut c = Cluster {
             lab,
@@ -206,7 +208,7 @@ impl Cluster {
             let host = c.spawn_host(i, ns).await;
             c.hosts.push(host);
         }
-        Some(c)
+        c
     }
 
     /// Starts (or restarts) the process of host `i` in namespace `ns`.

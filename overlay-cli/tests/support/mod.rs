@@ -9,20 +9,6 @@ use std::time::{Duration, Instant};
 use overlay_core::dataplane::Netns;
 use tokio::process::{Child, Command};
 
-/// Whether this process may build namespaces; under CI=true not being root is a failure.
-pub fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        !overlay_testkit::ci(),
-        "{test}: needs root (network namespaces) and CI=true"
-    );
-    eprintln!("{test}: skipped, needs root to create network namespaces");
-    false
-}
-
 /// An `overlayctl` command isolated from the machine's settings: no `OVERLAY_*` variables,
 /// an empty config file instead of /etc/overlay/config.toml.
 pub fn overlayctl(config: &Path) -> Command {

@@ -34,6 +34,31 @@ pub(crate) fn timeout_error(op: &'static str, url: &StoreUrl) -> Error {
     )
 }
 
+pub(crate) use crate::error::cause;
+
+/// Whether a client error was caused by a connection that could not be made (refused, reset,
+/// unreachable): the request never reached a server.
+pub(crate) fn is_connect_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind as Io;
+    let mut inner = Some(e);
+    while let Some(err) = inner {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                Io::ConnectionRefused
+                    | Io::ConnectionReset
+                    | Io::ConnectionAborted
+                    | Io::NotConnected
+                    | Io::HostUnreachable
+                    | Io::NetworkUnreachable
+                    | Io::AddrNotAvailable
+            );
+        }
+        inner = err.source();
+    }
+    false
+}
+
 /// The error every operation returns after [`close`](crate::store::KvStore::close).
 pub(crate) fn closed_error(op: &'static str, url: &StoreUrl) -> Error {
     Error::new(
@@ -159,6 +184,39 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "transport error: ConnectError(\"tcp connect error\", Os {{ code: 111 }})"
+            )
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn cause_is_the_innermost_error_in_words() {
+        let refused = Wrapper(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(cause(&refused), "connection refused");
+        assert!(is_connect_failure(&refused));
+        let os = Wrapper(std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        assert_eq!(cause(&os), "connection refused");
+        let plain = std::fmt::Error;
+        assert_eq!(
+            cause(&plain),
+            "an error occurred when formatting an argument"
+        );
+        assert!(!is_connect_failure(&plain));
+    }
 
     #[test]
     fn under_matches_path_prefixes_only() {

@@ -14,20 +14,6 @@ use futures::TryStreamExt;
 use overlay_core::dataplane::{NetlinkDataplane, Netns};
 use rtnetlink::{LinkUnspec, LinkVeth};
 
-/// `true` when the test may touch the kernel; without root it fails under CI and skips
-/// (saying so) elsewhere.
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test} needs root (network namespaces, veth, vxlan) and CI=true: failing instead of skipping"
-    );
-    eprintln!("skipping {test}: not root (run as root, or set CI=true to make this a failure)");
-    false
-}
-
 /// A fresh tag unique to this process and call: `t<pid>x<n>z` (the `z` ends the number so
 /// that no tag is a prefix of another).
 pub fn unique_tag() -> String {

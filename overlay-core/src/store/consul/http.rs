@@ -9,6 +9,7 @@ use reqwest::{Method, StatusCode};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::StoreUrl;
+use crate::store::remote::cause;
 
 /// Characters left as they are in a key's URL path: `/` separates segments in Consul too.
 const PATH: &AsciiSet = &NON_ALPHANUMERIC
@@ -160,7 +161,11 @@ fn transport(op: &'static str, base: &str, e: &reqwest::Error) -> Error {
     } else {
         ErrorKind::Unavailable
     };
-    Error::new(kind, op, format!("Consul at {base}: {e}"))
+    let what = match kind {
+        ErrorKind::Timeout => format!("no answer from Consul at {base} in time"),
+        _ => format!("cannot reach Consul at {base}: {}", cause(e)),
+    };
+    Error::new(kind, op, what)
         .with_hint("check that the Consul agent is running and reachable, then retry")
 }
 

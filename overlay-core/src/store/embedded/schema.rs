@@ -129,19 +129,35 @@ fn check_path(path: &Path) -> Result<()> {
             )
             .with_hint("point the file:// URL at a file inside a directory"));
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::new(
-                ErrorKind::NotFound,
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(Error::invalid(
                 "open embedded store",
                 format!(
-                    "directory {} of store file {shown} does not exist",
+                    "a part of {} (directory of store file {shown}) is a file, not a directory",
                     dir.display()
                 ),
             )
-            .with_hint(format!(
-                "create it first (mkdir -p {}) or fix the path in the file:// URL",
-                dir.display()
-            )));
+            .with_hint("point the file:// URL at a file inside a directory"));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // First use: the store's directory is made, private to its owner (the store holds
+            // every host's records). Directories that exist keep their mode.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| {
+                    Error::io(
+                        "open embedded store",
+                        format!(
+                            "cannot create directory {} for store file {shown}",
+                            dir.display()
+                        ),
+                        e,
+                    )
+                    .with_hint("create it as a user that may, or point the file:// URL elsewhere")
+                })?;
         }
         Err(e) => {
             return Err(Error::io(
@@ -351,14 +367,11 @@ mod tests {
     #[test]
     fn bad_paths_name_the_path() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("no/such/dir/s.db");
-        let e = open(&missing, Duration::from_secs(1)).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
-        assert!(
-            e.to_string().contains("no/such/dir") && e.to_string().contains("mkdir -p"),
-            "{e}"
-        );
-        assert!(!dir.path().join("no").exists(), "a directory was created");
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"").unwrap();
+        let e = open(&file.join("below/s.db"), Duration::from_secs(1)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("plain"), "{e}");
 
         let e = open(dir.path(), Duration::from_secs(1)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");

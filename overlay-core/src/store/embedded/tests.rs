@@ -286,34 +286,112 @@ async fn limits_are_checked_before_io() {
     assert_eq!(s.list("").await.unwrap().revision, 0, "nothing was written");
 }
 
-#[tokio::test]
-async fn slow_watcher_gets_resync_not_unbounded_memory() {
+/// A hub over a fresh file with one watcher of everything, and a second connection that writes:
+/// the tests below drive the poller by hand, so what it has read when is not left to timing.
+struct HandDriven {
+    _dir: tempfile::TempDir,
+    conn: Connection,
+    writer: Connection,
+    hub: super::hub::Hub,
+    rx: mpsc::Receiver<Result<WatchEvent>>,
+}
+
+fn hand_driven(channel: usize) -> HandDriven {
     let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir, "").await;
-    let mut w = s.watch("", None).await.unwrap();
-    // 81 transactions of 128 puts: more than the channel and the pending queue together.
-    for t in 0..81 {
-        let ops: Vec<TxnOp> = (0..128)
-            .map(|i| TxnOp::Put {
-                key: format!("k/{t}/{i}"),
-                value: vec![],
-            })
-            .collect();
-        s.txn(&ops).await.unwrap();
+    let path = dir.path().join("s.db");
+    let mut conn = schema::open(&path, WAIT).unwrap();
+    let writer = schema::open(&path, WAIT).unwrap();
+    let keys = Keys::new("p");
+    let mut hub = super::hub::Hub::new(&mut conn, keys.clone()).unwrap();
+    let (tx, rx) = mpsc::channel(channel);
+    hub.register(&mut conn, keys.scope(""), None, tx).unwrap();
+    HandDriven {
+        _dir: dir,
+        conn,
+        writer,
+        hub,
+        rx,
     }
-    let mut resync = false;
-    let mut seen = 0;
-    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(500), w.next()).await {
-        match ev.unwrap() {
-            WatchEvent::Resync { .. } => resync = true,
-            WatchEvent::Put(_) => seen += 1,
-            other => panic!("unexpected {other:?}"),
+}
+
+impl HandDriven {
+    fn write(&mut self, key: &str, value: &[u8]) {
+        let mut t = super::tx::WriteTx::begin(&mut self.writer).unwrap();
+        t.write(&format!("p/{key}"), value, None).unwrap();
+        t.commit().unwrap();
+    }
+
+    /// Reads the whole log and hands the channel what it takes, as one turn of the poller does.
+    fn poll(&mut self) {
+        self.hub.poll(&mut self.conn).unwrap();
+        self.hub.flush();
+    }
+
+    /// Polls, then takes what the channel holds, until the hub has nothing queued: every
+    /// event the watcher gets, as (Resync reasons, keys of puts).
+    fn poll_until_drained(&mut self) -> (Vec<String>, Vec<String>) {
+        let (mut resyncs, mut puts) = (Vec::new(), Vec::new());
+        loop {
+            self.poll();
+            while let Ok(ev) = self.rx.try_recv() {
+                match ev.unwrap() {
+                    WatchEvent::Resync { reason } => resyncs.push(reason),
+                    WatchEvent::Put(kv) => puts.push(kv.key),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            if !self.hub.has_backlog() {
+                return (resyncs, puts);
+            }
         }
     }
-    assert!(resync, "an overflowing watcher is told to resync");
+}
+
+#[test]
+fn slow_watcher_gets_resync_not_unbounded_memory() {
+    let mut h = hand_driven(super::hub::CHANNEL);
+    // More events than the channel and the pending queue hold together, read while the
+    // consumer takes none.
+    for i in 0..super::hub::CHANNEL + 10_001 {
+        h.write(&format!("k/{i}"), b"");
+    }
+    let (resyncs, puts) = h.poll_until_drained();
+    assert_eq!(resyncs.len(), 1, "an overflowing watcher is told to resync");
+    assert!(resyncs[0].contains("events"), "{resyncs:?}");
     assert!(
-        seen < 81 * 128,
-        "events were dropped, not buffered without bound ({seen})"
+        puts.len() < super::hub::CHANNEL + 10_001,
+        "events were dropped, not buffered without bound ({})",
+        puts.len()
+    );
+    // After the Resync the watcher gets live events again.
+    h.write("after", b"");
+    let (resyncs, puts) = h.poll_until_drained();
+    assert!(resyncs.is_empty());
+    assert_eq!(puts, ["after"]);
+}
+
+#[test]
+fn slow_watcher_of_large_values_gets_resync() {
+    let mut h = hand_driven(4);
+    // Fill the channel with small events, then queue more than the byte bound behind it.
+    for i in 0..4 {
+        h.write(&format!("small/{i}"), b"");
+    }
+    let big = vec![7u8; 1 << 20];
+    for i in 0..70 {
+        h.write(&format!("big/{i}"), &big);
+    }
+    let (resyncs, puts) = h.poll_until_drained();
+    let big_seen = puts.iter().filter(|k| k.starts_with("big/")).count();
+    assert_eq!(
+        resyncs.len(),
+        1,
+        "a watcher more than 64 MiB behind is told to resync"
+    );
+    assert!(resyncs[0].contains("MiB"), "{resyncs:?}");
+    assert!(
+        big_seen < 70,
+        "large events were dropped, not buffered ({big_seen})"
     );
 }
 
@@ -354,41 +432,6 @@ fn poller_overtaken_by_compaction_reports_resync() {
         values,
         ["15", "16", "17", "18", "19"],
         "the rows left after compaction follow"
-    );
-}
-
-#[tokio::test]
-async fn slow_watcher_of_large_values_gets_resync() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir, "").await;
-    let mut w = s.watch("", None).await.unwrap();
-    // Fill the channel with small events, then queue more than the byte bound behind it.
-    for i in 0..super::hub::CHANNEL {
-        s.put(&format!("small/{i}"), b"").await.unwrap();
-    }
-    let big = vec![7u8; 1 << 20];
-    for i in 0..70 {
-        s.put(&format!("big/{i}"), &big).await.unwrap();
-    }
-    let (mut resync, mut big_seen) = (false, 0);
-    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(500), w.next()).await {
-        match ev.unwrap() {
-            WatchEvent::Resync { reason } => {
-                assert!(reason.contains("MiB"), "{reason}");
-                resync = true;
-            }
-            WatchEvent::Put(kv) if kv.key.starts_with("big/") => big_seen += 1,
-            WatchEvent::Put(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert!(
-        resync,
-        "a watcher more than 64 MiB behind is told to resync"
-    );
-    assert!(
-        big_seen < 70,
-        "large events were dropped, not buffered ({big_seen})"
     );
 }
 

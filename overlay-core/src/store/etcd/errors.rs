@@ -1,10 +1,57 @@
 //! etcd client errors mapped onto [`ErrorKind`].
 
 use etcd_client as ec;
+use std::error::Error as _;
+
 use tonic::Code;
 
 use crate::error::{Error, ErrorKind};
 use crate::store::StoreUrl;
+use crate::store::remote::{cause, is_connect_failure};
+
+/// The error inside etcd-client's, whose own `Error` reports no `source()`: what [`cause`] and
+/// [`is_connect_failure`] need to walk.
+fn inner(e: &ec::Error) -> &(dyn std::error::Error + 'static) {
+    match e {
+        ec::Error::GRpcStatus(status) => status,
+        ec::Error::TransportError(t) => t,
+        ec::Error::IoError(io) => io,
+        other => other,
+    }
+}
+
+/// etcd-client's error as a source with the chain its own type does not report, so that
+/// [`Error`]'s display and callers walking `source()` reach the cause ("connection refused").
+#[derive(Debug)]
+struct Chained(ec::Error);
+
+impl std::fmt::Display for Chained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            ec::Error::GRpcStatus(status) => f.write_str(status.message()),
+            other => other.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Chained {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            ec::Error::GRpcStatus(status) => status.source(),
+            ec::Error::TransportError(t) => Some(t),
+            ec::Error::IoError(io) => Some(io),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the request failed because no connection to a server could be made, so that it
+/// never reached one and may be sent again.
+pub(super) fn never_sent(e: &ec::Error) -> bool {
+    matches!(e, ec::Error::GRpcStatus(s) if s.code() == Code::Unavailable)
+        && is_connect_failure(inner(e))
+        || matches!(e, ec::Error::TransportError(_)) && is_connect_failure(inner(e))
+}
 
 /// Maps an etcd client error of operation `op` to an [`Error`] naming the servers.
 pub(super) fn map_err(op: &'static str, url: &StoreUrl, e: ec::Error) -> Error {
@@ -67,7 +114,22 @@ pub(super) fn map_err(op: &'static str, url: &StoreUrl, e: ec::Error) -> Error {
             "retry; if it persists, see the etcd server log",
         ),
     };
-    Error::new(kind, op, format!("etcd at {servers}: {e}"))
+    let what = match (&e, kind) {
+        (ec::Error::GRpcStatus(status), ErrorKind::Unavailable) if status.source().is_none() => {
+            format!("cannot reach etcd at {servers}: {}", status.message())
+        }
+        (_, ErrorKind::Unavailable) => {
+            format!("cannot reach etcd at {servers}: {}", cause(inner(&e)))
+        }
+        (ec::Error::GRpcStatus(status), _) => {
+            format!(
+                "etcd at {servers} refused the request: {}",
+                status.message()
+            )
+        }
+        _ => format!("etcd at {servers}: {}", cause(inner(&e))),
+    };
+    Error::new(kind, op, what)
         .with_hint(hint)
-        .with_source(e)
+        .with_source(Chained(e))
 }

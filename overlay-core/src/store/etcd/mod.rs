@@ -523,7 +523,7 @@ where
                 Ok(v) => return Ok(v),
                 // The balancer may route a request to an endpoint it has not found dead yet;
                 // such a request never reached a server, so sending it again is safe.
-                Err(e) if s.url.servers.len() > 1 && e.to_string().contains("connect error") => {
+                Err(e) if s.url.servers.len() > 1 && errors::never_sent(&e) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(e) => return Err(map_err(op, &s.url, e)),

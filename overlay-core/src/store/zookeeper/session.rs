@@ -9,7 +9,7 @@ use zookeeper_client::{Acls, Client, CreateMode};
 use super::layout::{KV, LOG};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::StoreUrl;
-use crate::store::remote::bounded;
+use crate::store::remote::{bounded, cause};
 
 /// The ACLs of nodes this store creates: open, or only the authenticated user's when the URL
 /// gives credentials.
@@ -104,7 +104,11 @@ pub(super) fn map_err(op: &'static str, url: &StoreUrl, e: zk::Error) -> Error {
         zk::Error::Unimplemented => (ErrorKind::Unsupported, "use ZooKeeper 3.6 or newer"),
         _ => (ErrorKind::Internal, "see the ZooKeeper server log"),
     };
-    Error::new(kind, op, format!("ZooKeeper at {servers}: {e}"))
-        .with_hint(hint)
-        .with_source(e)
+    let what = match kind {
+        ErrorKind::Unavailable => {
+            format!("cannot reach ZooKeeper at {servers}: {}", cause(&e))
+        }
+        _ => format!("ZooKeeper at {servers}: {}", cause(&e)),
+    };
+    Error::new(kind, op, what).with_hint(hint).with_source(e)
 }
