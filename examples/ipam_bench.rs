@@ -96,6 +96,10 @@ impl KvStore for Counting {
         self.hit();
         self.inner.put_ephemeral(key, value).await
     }
+    async fn create_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
+        self.hit();
+        self.inner.create_ephemeral(key, value).await
+    }
     async fn close(&self) -> Result<()> {
         self.inner.close().await
     }

@@ -64,8 +64,17 @@ conformance!(
     watch_key_and_prefix,
     watch_from_version,
     large_values,
+    oversized_values_refused,
     invalid_keys_refused,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_ephemeral_claims_once() {
+    let s = Scratch::new();
+    let other = s.open("").await;
+    let holder = s.open("").await;
+    conformance::create_ephemeral_claims_once(other.as_ref(), holder).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_cas_increments() {

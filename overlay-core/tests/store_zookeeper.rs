@@ -1,8 +1,10 @@
 //! The ZooKeeper backend against a real ZooKeeper 3.8 (Debian's `zookeeper`), started by the
-//! testkit on a free loopback port, or the one `OVERLAY_TEST_ZK` names (which must allow
-//! `jute.maxbuffer` of at least 4 MiB for the 1 MiB value check).
+//! testkit on a free loopback port (with the default `jute.maxbuffer`), or the one
+//! `OVERLAY_TEST_ZK` names.
 
 mod common;
+
+use std::time::Duration;
 
 use overlay_core::store::conformance::{next_event, scratch};
 use overlay_core::store::{Backend, WatchEvent};
@@ -133,4 +135,25 @@ async fn several_servers() {
         assert_eq!(store.get("k").await.unwrap().unwrap().version, v);
         store.close().await.unwrap();
     }
+}
+
+/// A 1 MiB value, over what a default server (jute.maxbuffer 1 MiB, and each write carries the
+/// value twice) takes in one packet, is refused before it is sent: the session, and with it
+/// this client's ephemeral host record, survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_mebibyte_put_is_refused_and_the_session_survives() {
+    let server = ZooKeeperServer::shared();
+    let url = server.url_with(common::OPTS);
+    let store = common::open(&url).await;
+    let observer = common::open(&url).await;
+    store.put_ephemeral("hosts/me", b"alive").await.unwrap();
+    let e = store.put("big", &vec![0u8; 1 << 20]).await.unwrap_err();
+    assert_eq!(e.kind(), overlay_core::ErrorKind::InvalidArgument, "{e}");
+    let text = e.to_string();
+    assert!(text.contains("jute.maxbuffer") && text.contains("max_value="), "{text}");
+    // Past the session timeout: a dropped session would have taken the record with it.
+    tokio::time::sleep(common::TTL + Duration::from_secs(1)).await;
+    let kv = observer.get("hosts/me").await.unwrap();
+    assert_eq!(kv.map(|kv| kv.value), Some(b"alive".to_vec()));
+    store.put("small", b"ok").await.expect("the client still works");
 }

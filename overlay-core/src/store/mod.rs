@@ -270,6 +270,12 @@ pub trait KvStore: Send + Sync + fmt::Debug {
     /// re-creates its ephemeral keys if its session expired while it was alive.
     async fn put_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version>;
 
+    /// Like [`put_ephemeral`](KvStore::put_ephemeral), only if `key` does not exist, else
+    /// [`ErrorKind::AlreadyExists`](crate::ErrorKind::AlreadyExists) with nothing written: a
+    /// claim that one live client holds at a time (a host id). After a session loss the client
+    /// puts the key back only if nobody else took it meanwhile; a key taken is theirs.
+    async fn create_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version>;
+
     /// Ends the session (removing this client's ephemeral keys) and stops background tasks.
     /// Later calls fail with [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable).
     async fn close(&self) -> Result<()>;

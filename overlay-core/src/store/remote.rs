@@ -69,6 +69,71 @@ pub(crate) fn closed_error(op: &'static str, url: &StoreUrl) -> Error {
     .with_hint("open a new connection with store::connect")
 }
 
+/// How much a server-backed store accepts in one request, and what raises it.
+pub(crate) struct SizeLimit {
+    /// The backend, as messages name it.
+    pub(crate) backend: &'static str,
+    /// Bytes of values one request may carry, when the URL sets no `max_value=`.
+    pub(crate) default: usize,
+    /// Why the default is what it is: the server's own limit.
+    pub(crate) why: &'static str,
+    /// The server option that raises it.
+    pub(crate) server_option: &'static str,
+}
+
+impl SizeLimit {
+    /// The limit in force for `url`.
+    pub(crate) fn bytes(&self, url: &StoreUrl) -> usize {
+        url.options.max_value.unwrap_or(self.default)
+    }
+
+    /// Refuses, before any I/O, a request whose values add up to more than the limit: a
+    /// server refusing an oversized request may also drop the connection, and with it the
+    /// session that holds this client's ephemeral keys (ZooKeeper does).
+    pub(crate) fn check<'a>(
+        &self,
+        op: &'static str,
+        url: &StoreUrl,
+        values: impl IntoIterator<Item = (&'a str, usize)>,
+    ) -> Result<()> {
+        let limit = self.bytes(url);
+        let mut total = 0usize;
+        let mut first = None;
+        for (key, len) in values {
+            total = total.saturating_add(len);
+            first.get_or_insert(key);
+        }
+        if total <= limit {
+            return Ok(());
+        }
+        let what = match first {
+            Some(key) => format!("the value for key {key:?}"),
+            None => "the request".to_string(),
+        };
+        Err(Error::invalid(
+            op,
+            format!(
+                "{what} is {total} bytes, over the limit of {limit} bytes for {} ({})",
+                self.backend, self.why
+            ),
+        )
+        .with_hint(format!(
+            "store a smaller value, or raise {} on every server and the URL's max_value= option",
+            self.server_option
+        )))
+    }
+}
+
+/// The sizes of the values a transaction writes.
+pub(crate) fn txn_values(ops: &[TxnOp]) -> impl Iterator<Item = (&str, usize)> {
+    ops.iter().filter_map(|op| match op {
+        TxnOp::Create { key, value }
+        | TxnOp::Put { key, value }
+        | TxnOp::Update { key, value, .. } => Some((key.as_str(), value.len())),
+        _ => None,
+    })
+}
+
 /// The prefix as list and watch use it: without a trailing `/`, validated.
 pub(crate) fn norm_prefix(prefix: &str) -> Result<&str> {
     validate_prefix(prefix)?;

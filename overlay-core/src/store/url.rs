@@ -111,6 +111,11 @@ pub struct StoreOptions {
     pub password: Option<String>,
     /// ACL token (Consul).
     pub token: Option<String>,
+    /// Largest value (and largest sum of a transaction's values) the client sends, in bytes;
+    /// `None`: the backend's default, which fits its servers' default request limit. Larger
+    /// writes are refused before any I/O. Raise it only with the servers' own limit (etcd's
+    /// `--max-request-bytes`, ZooKeeper's `-Djute.maxbuffer`).
+    pub max_value: Option<usize>,
 }
 
 impl Default for StoreOptions {
@@ -124,6 +129,7 @@ impl Default for StoreOptions {
             username: None,
             password: None,
             token: None,
+            max_value: None,
         }
     }
 }
@@ -139,6 +145,7 @@ impl fmt::Debug for StoreOptions {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_value", &self.max_value)
             .finish()
     }
 }
@@ -210,6 +217,20 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     (secs.is_finite() && secs > 0.0 && secs < 86_400.0).then(|| Duration::from_secs_f64(secs))
 }
 
+/// A byte count: a number with an optional `K` or `M` (binary: 1K = 1024), at least 1 and at
+/// most 1 GiB.
+pub(crate) fn parse_size(s: &str) -> Option<usize> {
+    let (num, scale) = match s.strip_suffix(['K', 'k']) {
+        Some(n) => (n, 1 << 10),
+        None => match s.strip_suffix(['M', 'm']) {
+            Some(n) => (n, 1 << 20),
+            None => (s, 1),
+        },
+    };
+    let n: usize = num.parse().ok()?;
+    n.checked_mul(scale).filter(|b| (1..=1 << 30).contains(b))
+}
+
 impl StoreUrl {
     /// Parses a store URL; every malformed part gives
     /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) naming it.
@@ -251,13 +272,21 @@ impl StoreUrl {
                 "username" => options.username = Some(v),
                 "password" => options.password = Some(v),
                 "token" => options.token = Some(v),
+                "max_value" => {
+                    options.max_value = Some(parse_size(&v).ok_or_else(|| {
+                        bad(
+                            url,
+                            format!("has max_value={v:?}, not a size such as 500K, 4M or 65536"),
+                        )
+                    })?)
+                }
                 "prefix" if scheme == Scheme::File => prefix_opt = Some(v),
                 _ => {
                     return Err(bad(
                         url,
                         format!(
                             "has unknown option {k:?} (known: timeout, ttl, ca, cert, key, \
-                             username, password, token{})",
+                             username, password, token, max_value{})",
                             if scheme == Scheme::File {
                                 ", prefix"
                             } else {
@@ -473,6 +502,16 @@ mod tests {
         }
         let e = StoreUrl::parse("etcd://h?password=hunter2&colour=1").unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("500K"), Some(512_000));
+        assert_eq!(parse_size("4M"), Some(4 << 20));
+        assert_eq!(parse_size("65536"), Some(65_536));
+        assert_eq!(parse_size("0"), None);
+        assert_eq!(parse_size("2G"), None);
+        assert_eq!(parse_size("-1K"), None);
     }
 
     #[test]

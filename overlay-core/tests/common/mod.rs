@@ -84,7 +84,17 @@ macro_rules! conformance_tests {
         check!(watch_key_and_prefix);
         check!(watch_from_version);
         check!(large_values);
+        check!(oversized_values_refused);
         check!(invalid_keys_refused);
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn create_ephemeral_claims_once() {
+            let server = $shared;
+            let url = server.url_with(common::OPTS);
+            let other = common::open(&url).await;
+            let holder = common::open(&url).await;
+            overlay_core::store::conformance::create_ephemeral_claims_once(&*other, holder).await;
+        }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn concurrent_cas_increments() {

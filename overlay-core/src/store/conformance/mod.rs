@@ -41,6 +41,7 @@ pub async fn run_all(store: &dyn KvStore) {
     watch_from_version(store).await;
     concurrent_cas_increments(store, 16).await;
     large_values(store).await;
+    oversized_values_refused(store).await;
     invalid_keys_refused(store).await;
 }
 
@@ -433,11 +434,13 @@ pub async fn concurrent_cas_increments(store: &dyn KvStore, tasks: u64) {
     );
 }
 
-/// A 1 MiB value round-trips byte for byte, through get, list and watch.
+/// A large value (1 MiB, or the backend's limit if smaller) round-trips byte for byte,
+/// through get, list and watch.
 pub async fn large_values(store: &dyn KvStore) {
     let p = scratch("large");
     let key = format!("{p}/big");
-    let value: Vec<u8> = (0..1u32 << 20)
+    let len = store.capabilities().max_value_len.min(1 << 20) as u32;
+    let value: Vec<u8> = (0..len)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let mut w = store.watch(&p, None).await.unwrap();
@@ -454,6 +457,97 @@ pub async fn large_values(store: &dyn KvStore) {
         WatchEvent::Put(kv) => assert!(kv.value == value && kv.version == v, "watched 1 MiB value"),
         other => panic!("expected the big put, got {other:?}"),
     }
+}
+
+/// A value over the backend's limit is refused with InvalidArgument naming the limit, before
+/// any I/O, by every writing operation: the session survives, and with it this client's
+/// ephemeral keys (a ZooKeeper server drops the connection of an oversized request).
+pub async fn oversized_values_refused(store: &dyn KvStore) {
+    let p = scratch("oversized");
+    let held = format!("{p}/held");
+    store.put_ephemeral(&held, b"mine").await.unwrap();
+    let limit = store.capabilities().max_value_len;
+    let big = vec![1u8; limit + 1];
+    let key = format!("{p}/big");
+    let half = vec![2u8; limit / 2 + 1];
+    let results = [
+        store.put(&key, &big).await.map(|_| ()),
+        store.create(&key, &big).await.map(|_| ()),
+        store.compare_and_swap(&key, &big, 1).await.map(|_| ()),
+        store.put_ephemeral(&key, &big).await.map(|_| ()),
+        store.create_ephemeral(&key, &big).await.map(|_| ()),
+        // Each value fits; together they do not.
+        store
+            .txn(&[
+                TxnOp::Put {
+                    key: format!("{key}1"),
+                    value: half.clone(),
+                },
+                TxnOp::Put {
+                    key: format!("{key}2"),
+                    value: half,
+                },
+            ])
+            .await
+            .map(|_| ()),
+    ];
+    for (i, r) in results.into_iter().enumerate() {
+        let e = r.expect_err("an oversized value must be refused");
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "op {i}: {e}");
+        assert!(
+            e.to_string().contains(&limit.to_string()),
+            "op {i} names the limit: {e}"
+        );
+    }
+    assert_eq!(store.get(&key).await.unwrap(), None, "nothing was written");
+    let kv = store
+        .get(&held)
+        .await
+        .unwrap()
+        .expect("the ephemeral key is still there");
+    assert_eq!(kv.value, b"mine");
+    store
+        .put(&format!("{p}/after"), b"ok")
+        .await
+        .expect("the client still works");
+    store.delete(&held).await.unwrap();
+}
+
+/// `create_ephemeral` is a claim one live client holds at a time: it fails with
+/// AlreadyExists (writing nothing) while the key exists, whoever wrote it, and succeeds again
+/// once the holder's session ended.
+pub async fn create_ephemeral_claims_once(other: &dyn KvStore, holder: Arc<dyn KvStore>) {
+    let p = scratch("claim");
+    let key = format!("{p}/host");
+    let v = holder.create_ephemeral(&key, b"first").await.unwrap();
+    for (who, store) in [("the holder", &*holder), ("another client", other)] {
+        let e = store.create_ephemeral(&key, b"second").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{who} again: {e}");
+        assert!(e.to_string().contains(&key), "the error names the key: {e}");
+    }
+    let kv = other.get(&key).await.unwrap().expect("the claim is there");
+    assert_eq!(
+        (kv.value.as_slice(), kv.version),
+        (&b"first"[..], v),
+        "nothing was written"
+    );
+    let plain = format!("{p}/plain");
+    other.put(&plain, b"ordinary").await.unwrap();
+    let e = holder.create_ephemeral(&plain, b"x").await.unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ErrorKind::AlreadyExists,
+        "over an ordinary key: {e}"
+    );
+    let mut w = other.watch(&key, None).await.unwrap();
+    holder.close().await.unwrap();
+    expect_delete(&mut w, &key, "the claim of a closed session").await;
+    other
+        .create_ephemeral(&key, b"next")
+        .await
+        .expect("free again after the holder closed");
+    assert_eq!(other.get(&key).await.unwrap().unwrap().value, b"next");
+    other.delete(&key).await.unwrap();
 }
 
 /// Bad keys get InvalidArgument from every operation.
@@ -474,6 +568,7 @@ pub async fn invalid_keys_refused(store: &dyn KvStore) {
                 .await
                 .map(|_| ()),
             store.put_ephemeral(key, b"x").await.map(|_| ()),
+            store.create_ephemeral(key, b"x").await.map(|_| ()),
         ];
         for (i, r) in results.into_iter().enumerate() {
             let e = r.expect_err("a bad key must be refused");

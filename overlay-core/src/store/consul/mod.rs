@@ -26,7 +26,8 @@ use serde_json::{Value as Json, json};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::remote::{
-    bounded, check_txn, closed_error, conflict_error, exists_error, norm_prefix, under,
+    SizeLimit, bounded, check_txn, closed_error, conflict_error, exists_error, norm_prefix,
+    txn_values, under,
 };
 use crate::store::{
     Backend, Capabilities, KeyValue, KvStore, Listing, StoreUrl, TxnOp, TxnResult, Version, Watch,
@@ -37,7 +38,12 @@ use http::Http;
 /// Consul's limit of operations per transaction.
 const MAX_TXN_OPS: usize = 64;
 /// Consul's default `kv_max_value_size`.
-const MAX_VALUE_LEN: usize = 512 * 1024;
+const LIMIT: SizeLimit = SizeLimit {
+    backend: "Consul",
+    default: 512 * 1024,
+    why: "the agent's limits.kv_max_value_size, 512 KiB by default",
+    server_option: "Consul's limits.kv_max_value_size (and txn_max_req_len for transactions)",
+};
 
 /// A connection to a Consul agent.
 pub(crate) struct ConsulStore {
@@ -265,7 +271,7 @@ impl KvStore for ConsulStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             watch_replay: false,
-            max_value_len: MAX_VALUE_LEN,
+            max_value_len: LIMIT.bytes(&self.inner.url),
             max_txn_ops: MAX_TXN_OPS,
         }
     }
@@ -290,6 +296,7 @@ impl KvStore for ConsulStore {
 
     async fn put(&self, key: &str, value: &[u8]) -> Result<Version> {
         validate_key(key)?;
+        LIMIT.check("store put", &self.inner.url, [(key, value.len())])?;
         let s = &self.inner;
         match s
             .txn("store put", vec![s.op("set", key, Some(value), None)])
@@ -306,6 +313,7 @@ impl KvStore for ConsulStore {
 
     async fn create(&self, key: &str, value: &[u8]) -> Result<Version> {
         validate_key(key)?;
+        LIMIT.check("store create", &self.inner.url, [(key, value.len())])?;
         let s = &self.inner;
         match s
             .txn("store create", vec![s.op("cas", key, Some(value), Some(0))])
@@ -319,6 +327,7 @@ impl KvStore for ConsulStore {
     async fn compare_and_swap(&self, key: &str, value: &[u8], version: Version) -> Result<Version> {
         const OP: &str = "store compare-and-swap";
         validate_key(key)?;
+        LIMIT.check(OP, &self.inner.url, [(key, value.len())])?;
         let s = &self.inner;
         s.check_open(OP)?;
         if version == 0 {
@@ -380,6 +389,7 @@ impl KvStore for ConsulStore {
     async fn txn(&self, ops: &[TxnOp]) -> Result<TxnResult> {
         const OP: &str = "store txn";
         check_txn(ops, MAX_TXN_OPS)?;
+        LIMIT.check("store txn", &self.inner.url, txn_values(ops))?;
         let s = &self.inner;
         s.check_open(OP)?;
         let mut body = Vec::new();
@@ -460,7 +470,18 @@ impl KvStore for ConsulStore {
 
     async fn put_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
         validate_key(key)?;
+        LIMIT.check("store put ephemeral", &self.inner.url, [(key, value.len())])?;
         session::put_ephemeral(&self.inner, key, value).await
+    }
+
+    async fn create_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
+        validate_key(key)?;
+        LIMIT.check(
+            "store create ephemeral",
+            &self.inner.url,
+            [(key, value.len())],
+        )?;
+        session::create_ephemeral(&self.inner, key, value).await
     }
 
     async fn close(&self) -> Result<()> {

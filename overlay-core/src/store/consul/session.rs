@@ -13,7 +13,7 @@ use serde_json::json;
 use super::{Inner, bad_reply};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::Version;
-use crate::store::remote::{AbortOnDrop, bounded};
+use crate::store::remote::{AbortOnDrop, bounded, exists_error};
 
 /// Consul refuses session TTLs below 10 s.
 const MIN_TTL: Duration = Duration::from_secs(10);
@@ -105,6 +105,33 @@ pub(super) async fn put_ephemeral(s: &Arc<Inner>, key: &str, value: &[u8]) -> Re
                 .remove(key);
             Err(e)
         }
+    }
+}
+
+/// Creates `key` held by this client's session, only if it does not exist; remembered for a
+/// session renewal once it is ours.
+pub(super) async fn create_ephemeral(s: &Arc<Inner>, key: &str, value: &[u8]) -> Result<Version> {
+    const OP: &str = "store create ephemeral";
+    s.check_open(OP)?;
+    let id = current(s).await?;
+    let absent = s.op("check-not-exists", key, None, None);
+    let mut lock = s.op("lock", key, Some(value), None);
+    lock["KV"]["Session"] = json!(id);
+    match s.txn(OP, vec![absent, lock]).await? {
+        Ok(index) => {
+            s.session
+                .keys
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.to_string(), value.to_vec());
+            Ok(index)
+        }
+        Err((0, _)) => Err(exists_error(OP, key)),
+        Err((_, what)) => Err(
+            Error::new(ErrorKind::Conflict, OP, format!("key {key:?}: {what}")).with_hint(
+                "another client's session holds this key; it is free once that session ends",
+            ),
+        ),
     }
 }
 

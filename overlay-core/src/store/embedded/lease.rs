@@ -45,6 +45,8 @@ pub(super) struct Lessee {
 pub(super) enum LeaseError {
     /// The client was closed.
     Closed,
+    /// An exclusive write found the key present.
+    Exists,
     /// SQLite failed.
     Sql(rusqlite::Error),
 }
@@ -71,18 +73,25 @@ impl Lessee {
         self.session.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Puts `value` at `key` bound to this client's lease (creating or restoring the lease).
+    /// Puts `value` at `key` bound to this client's lease (creating or restoring the lease);
+    /// when `exclusive`, only if `key` does not exist, else [`LeaseError::Exists`] with
+    /// nothing written.
     pub(super) fn put(
         &self,
         conn: &mut Connection,
         key: &str,
         value: &[u8],
+        exclusive: bool,
     ) -> Result<i64, LeaseError> {
         let mut s = self.lock();
         if s.closed {
             return Err(LeaseError::Closed);
         }
         let mut tx = WriteTx::begin(conn)?;
+        if exclusive && tx.current(key)?.is_some() {
+            // Dropping the transaction rolls it back.
+            return Err(LeaseError::Exists);
+        }
         let fix = self.ensure(&mut tx, &s)?;
         let version = tx.write(key, value, Some(fix.lease))?;
         tx.commit()?;

@@ -233,6 +233,7 @@ fn check_txn(ops: &[TxnOp]) -> Result<()> {
         .with_hint("split it into smaller transactions"));
     }
     let mut seen = std::collections::HashSet::with_capacity(ops.len());
+    let mut total = 0usize;
     for o in ops {
         let key = o.key();
         validate_key(key)?;
@@ -241,6 +242,18 @@ fn check_txn(ops: &[TxnOp]) -> Result<()> {
         | TxnOp::Update { value, .. } = o
         {
             check_value(OP, key, value)?;
+            // One write transaction holds all its values in memory at once.
+            total += value.len();
+            if total > MAX_VALUE_LEN {
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "the transaction's values add up to more than the limit of \
+                         {MAX_VALUE_LEN} bytes"
+                    ),
+                )
+                .with_hint("split it into smaller transactions"));
+            }
         }
         if !seen.insert(key) {
             return Err(Error::invalid(
@@ -382,7 +395,17 @@ impl KvStore for EmbeddedStore {
         validate_key(key)?;
         check_value(OP, key, value)?;
         let (key, value) = (key.to_string(), value.to_vec());
-        self.call(OP, move |w| w.put_ephemeral(&key, &value)).await
+        self.call(OP, move |w| w.put_ephemeral(&key, &value, false))
+            .await
+    }
+
+    async fn create_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
+        const OP: &str = "store create_ephemeral";
+        validate_key(key)?;
+        check_value(OP, key, value)?;
+        let (key, value) = (key.to_string(), value.to_vec());
+        self.call(OP, move |w| w.put_ephemeral(&key, &value, true))
+            .await
     }
 
     async fn close(&self) -> Result<()> {

@@ -132,19 +132,27 @@ impl Worker {
         })
     }
 
-    /// Writes API key `key` bound to this client's lease.
-    pub(super) fn put_ephemeral(&mut self, key: &str, value: &[u8]) -> Result<u64> {
+    /// Writes API key `key` bound to this client's lease; when `exclusive`, only if it does
+    /// not exist.
+    pub(super) fn put_ephemeral(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        exclusive: bool,
+    ) -> Result<u64> {
+        let op = if exclusive {
+            "store create_ephemeral"
+        } else {
+            "store put_ephemeral"
+        };
         let full = self.keys.full(key);
         let v = self
             .lessee
-            .put(&mut self.conn, &full, value)
+            .put(&mut self.conn, &full, value, exclusive)
             .map_err(|e| match e {
-                LeaseError::Closed => closed("store put_ephemeral"),
-                LeaseError::Sql(e) => sql_error(
-                    "store put_ephemeral",
-                    format!("cannot write key {key:?}"),
-                    e,
-                ),
+                LeaseError::Closed => closed(op),
+                LeaseError::Exists => crate::store::remote::exists_error(op, key),
+                LeaseError::Sql(e) => sql_error(op, format!("cannot write key {key:?}"), e),
             })?;
         self.wake();
         Ok(v as u64)

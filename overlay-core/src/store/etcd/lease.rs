@@ -9,12 +9,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use etcd_client::PutOptions;
+use etcd_client::{Compare, CompareOp, PutOptions, TxnOp};
 
 use super::{Inner, raw};
 use crate::error::{Error, Result};
 use crate::store::Version;
-use crate::store::remote::{AbortOnDrop, Backoff};
+use crate::store::remote::{AbortOnDrop, Backoff, exists_error};
 
 /// This client's lease, if granted.
 #[derive(Default)]
@@ -44,10 +44,23 @@ async fn grant(s: &Inner) -> Result<i64> {
     Ok(resp.id())
 }
 
-/// Writes `key` bound to this client's lease, granting the lease first if needed.
-pub(super) async fn put_ephemeral(s: &Arc<Inner>, key: &str, value: &[u8]) -> Result<Version> {
-    const OP: &str = "store put ephemeral";
-    s.check_open(OP)?;
+/// Writes `key` bound to this client's lease, granting the lease first if needed; when
+/// `exclusive`, only if `key` does not exist (AlreadyExists otherwise, nothing written).
+pub(super) async fn put_ephemeral(
+    s: &Arc<Inner>,
+    key: &str,
+    value: &[u8],
+    exclusive: bool,
+) -> Result<Version> {
+    let op = if exclusive {
+        "store create ephemeral"
+    } else {
+        "store put ephemeral"
+    };
+    s.check_open(op)?;
+    if exclusive {
+        return create_ephemeral(s, op, key, value).await;
+    }
     // Recorded before the put, so a lease renewal running meanwhile re-puts it too.
     s.ephemeral
         .lock()
@@ -58,7 +71,7 @@ pub(super) async fn put_ephemeral(s: &Arc<Inner>, key: &str, value: &[u8]) -> Re
         let id = current(s).await?;
         let (full, v) = (s.full(key), value.to_vec());
         let put = s
-            .call(OP, |mut c| async move {
+            .call(op, |mut c| async move {
                 c.put(full, v, Some(PutOptions::new().with_lease(id))).await
             })
             .await;
@@ -77,6 +90,60 @@ pub(super) async fn put_ephemeral(s: &Arc<Inner>, key: &str, value: &[u8]) -> Re
             }
         }
     }
+}
+
+/// The exclusive case of [`put_ephemeral`]: put under the lease only if the key is absent. The
+/// key is remembered for a lease renewal only once it is ours.
+async fn create_ephemeral(
+    s: &Arc<Inner>,
+    op: &'static str,
+    key: &str,
+    value: &[u8],
+) -> Result<Version> {
+    let mut retried = false;
+    loop {
+        let id = current(s).await?;
+        match put_if_absent(s, op, key, value, id).await {
+            Ok(Some(v)) => {
+                s.ephemeral
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key.to_string(), value.to_vec());
+                return Ok(v);
+            }
+            Ok(None) => return Err(exists_error(op, key)),
+            Err(e) if lease_gone(&e) && !retried => {
+                retried = true;
+                let mut state = s.lease.state.lock().await;
+                if state.as_ref().is_some_and(|st| st.id == id) {
+                    *state = None;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Puts `key` under lease `id` if it is absent: the new revision, or `None` when it exists.
+async fn put_if_absent(
+    s: &Inner,
+    op: &'static str,
+    key: &str,
+    value: &[u8],
+    id: i64,
+) -> Result<Option<Version>> {
+    let full = s.full(key);
+    let txn = etcd_client::Txn::new()
+        .when(vec![Compare::version(full.clone(), CompareOp::Equal, 0)])
+        .and_then(vec![TxnOp::put(
+            full,
+            value.to_vec(),
+            Some(PutOptions::new().with_lease(id)),
+        )]);
+    let resp = raw(s, op, |mut c| async move { c.txn(txn).await }).await?;
+    Ok(resp
+        .succeeded()
+        .then(|| resp.header().map_or(0, |h| h.revision() as Version)))
 }
 
 /// The current lease id, granting a lease (and starting its keep-alive) if there is none.
@@ -154,13 +221,19 @@ async fn renew(s: &Inner, old: i64) -> Result<i64> {
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // The expired lease took the keys with it: a key present now was written by someone else
+    // meanwhile and is theirs (as a host id claimed by another agent must stay claimed).
     for (key, value) in keys {
-        let full = s.full(&key);
-        raw(s, "put ephemeral key again", |mut c| async move {
-            c.put(full, value, Some(PutOptions::new().with_lease(id)))
-                .await
-        })
-        .await?;
+        if put_if_absent(s, "put ephemeral key again", &key, &value, id)
+            .await?
+            .is_none()
+        {
+            tracing::warn!(
+                key = %key,
+                "ephemeral key was taken by another client while this one's lease was expired"
+            );
+            s.forget_ephemeral(&key);
+        }
     }
     Ok(id)
 }

@@ -22,7 +22,8 @@ use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::remote::{
-    bounded, check_txn, closed_error, conflict_error, exists_error, norm_prefix, under,
+    SizeLimit, bounded, check_txn, closed_error, conflict_error, exists_error, norm_prefix,
+    txn_values, under,
 };
 use crate::store::{
     Backend, Capabilities, KeyValue, KvStore, Listing, StoreUrl, TxnOp, TxnResult, Version, Watch,
@@ -33,8 +34,13 @@ use lease::Lease;
 
 /// etcd's default `--max-txn-ops`.
 const MAX_TXN_OPS: usize = 128;
-/// etcd's default `--max-request-bytes` is 1.5 MiB; leave room for the key and framing.
-const MAX_VALUE_LEN: usize = 1536 * 1024 - 4096;
+/// etcd's default `--max-request-bytes` is 1.5 MiB; room is left for keys and framing.
+const LIMIT: SizeLimit = SizeLimit {
+    backend: "etcd",
+    default: 1536 * 1024 - 4096,
+    why: "a request carries at most the server's --max-request-bytes, 1.5 MiB by default",
+    server_option: "etcd's --max-request-bytes",
+};
 
 /// A connection to an etcd cluster.
 pub(crate) struct EtcdStore {
@@ -242,7 +248,7 @@ impl KvStore for EtcdStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             watch_replay: true,
-            max_value_len: MAX_VALUE_LEN,
+            max_value_len: LIMIT.bytes(&self.inner.url),
             max_txn_ops: MAX_TXN_OPS,
         }
     }
@@ -259,6 +265,7 @@ impl KvStore for EtcdStore {
 
     async fn put(&self, key: &str, value: &[u8]) -> Result<Version> {
         validate_key(key)?;
+        LIMIT.check("store put", &self.inner.url, [(key, value.len())])?;
         let s = &self.inner;
         let (full, value) = (s.full(key), value.to_vec());
         let resp = s
@@ -272,6 +279,7 @@ impl KvStore for EtcdStore {
 
     async fn create(&self, key: &str, value: &[u8]) -> Result<Version> {
         validate_key(key)?;
+        LIMIT.check("store create", &self.inner.url, [(key, value.len())])?;
         let s = &self.inner;
         let full = s.full(key);
         let cmp = vec![Compare::version(full.clone(), CompareOp::Equal, 0)];
@@ -284,6 +292,11 @@ impl KvStore for EtcdStore {
 
     async fn compare_and_swap(&self, key: &str, value: &[u8], version: Version) -> Result<Version> {
         validate_key(key)?;
+        LIMIT.check(
+            "store compare and swap",
+            &self.inner.url,
+            [(key, value.len())],
+        )?;
         let s = &self.inner;
         s.check_open("store compare-and-swap")?;
         if version == 0 {
@@ -382,6 +395,7 @@ impl KvStore for EtcdStore {
     async fn txn(&self, ops: &[TxnOp]) -> Result<TxnResult> {
         const OP: &str = "store txn";
         check_txn(ops, MAX_TXN_OPS)?;
+        LIMIT.check("store txn", &self.inner.url, txn_values(ops))?;
         let s = &self.inner;
         s.check_open(OP)?;
         let mut compares = Vec::new();
@@ -497,7 +511,18 @@ impl KvStore for EtcdStore {
 
     async fn put_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
         validate_key(key)?;
-        lease::put_ephemeral(&self.inner, key, value).await
+        LIMIT.check("store put ephemeral", &self.inner.url, [(key, value.len())])?;
+        lease::put_ephemeral(&self.inner, key, value, false).await
+    }
+
+    async fn create_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
+        validate_key(key)?;
+        LIMIT.check(
+            "store create ephemeral",
+            &self.inner.url,
+            [(key, value.len())],
+        )?;
+        lease::put_ephemeral(&self.inner, key, value, true).await
     }
 
     async fn close(&self) -> Result<()> {

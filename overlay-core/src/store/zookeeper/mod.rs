@@ -21,7 +21,9 @@ use async_trait::async_trait;
 use zookeeper_client::{Client, SessionState};
 
 use crate::error::Result;
-use crate::store::remote::{AbortOnDrop, Backoff, closed_error, norm_prefix};
+use crate::store::remote::{
+    AbortOnDrop, Backoff, SizeLimit, closed_error, norm_prefix, txn_values,
+};
 use crate::store::{
     Backend, Capabilities, KeyValue, KvStore, Listing, StoreUrl, TxnOp, TxnResult, Version, Watch,
     validate_key,
@@ -29,9 +31,15 @@ use crate::store::{
 
 /// Most ops in one transaction (each write also journals, so a `multi` holds twice as many).
 const MAX_TXN_OPS: usize = 64;
-/// A value travels twice in a write (node and journal); the test servers and the README ask
-/// for `jute.maxbuffer` of at least 4 MiB so a 1 MiB value fits.
-const MAX_VALUE_LEN: usize = 1 << 20;
+/// A value travels twice in a write (node and journal), and one packet carries at most the
+/// server's `jute.maxbuffer` (1 MiB by default): half of it, less room for paths and framing.
+/// A bigger packet makes the server drop the connection, and the session with it.
+const LIMIT: SizeLimit = SizeLimit {
+    backend: "ZooKeeper",
+    default: 500 * 1024,
+    why: "each write carries its value twice, within the server's jute.maxbuffer of 1 MiB by default",
+    server_option: "-Djute.maxbuffer (ZooKeeper's JVM option)",
+};
 
 /// A connection to a ZooKeeper ensemble.
 pub(crate) struct ZkStore {
@@ -139,9 +147,25 @@ impl Inner {
                             .iter()
                             .map(|(k, v)| (k.clone(), v.clone()))
                             .collect();
+                        // The expired session took the nodes with it: a key present now was
+                        // written by someone else meanwhile and is theirs.
                         for (key, value) in keys {
-                            if let Err(e) = write::put(&s, &key, &value, true).await {
-                                tracing::warn!("putting ephemeral key {key} again failed: {e}");
+                            match write::create(&s, &key, &value, true).await {
+                                Ok(_) => {}
+                                Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => {
+                                    tracing::warn!(
+                                        key = %key,
+                                        "ephemeral key was taken by another client while this \
+                                         one's session was expired"
+                                    );
+                                    s.ephemeral
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .remove(&key);
+                                }
+                                Err(e) => {
+                                    tracing::warn!("putting ephemeral key {key} again failed: {e}")
+                                }
                             }
                         }
                         break;
@@ -164,7 +188,7 @@ impl KvStore for ZkStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             watch_replay: true,
-            max_value_len: MAX_VALUE_LEN,
+            max_value_len: LIMIT.bytes(&self.inner.url),
             max_txn_ops: MAX_TXN_OPS,
         }
     }
@@ -176,16 +200,23 @@ impl KvStore for ZkStore {
 
     async fn put(&self, key: &str, value: &[u8]) -> Result<Version> {
         validate_key(key)?;
+        LIMIT.check("store put", &self.inner.url, [(key, value.len())])?;
         write::put(&self.inner, key, value, false).await
     }
 
     async fn create(&self, key: &str, value: &[u8]) -> Result<Version> {
         validate_key(key)?;
-        write::create(&self.inner, key, value).await
+        LIMIT.check("store create", &self.inner.url, [(key, value.len())])?;
+        write::create(&self.inner, key, value, false).await
     }
 
     async fn compare_and_swap(&self, key: &str, value: &[u8], version: Version) -> Result<Version> {
         validate_key(key)?;
+        LIMIT.check(
+            "store compare and swap",
+            &self.inner.url,
+            [(key, value.len())],
+        )?;
         write::compare_and_swap(&self.inner, key, value, version).await
     }
 
@@ -209,6 +240,7 @@ impl KvStore for ZkStore {
     }
 
     async fn txn(&self, ops: &[TxnOp]) -> Result<TxnResult> {
+        LIMIT.check("store txn", &self.inner.url, txn_values(ops))?;
         write::txn(&self.inner, ops, MAX_TXN_OPS).await
     }
 
@@ -219,7 +251,18 @@ impl KvStore for ZkStore {
 
     async fn put_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
         validate_key(key)?;
+        LIMIT.check("store put ephemeral", &self.inner.url, [(key, value.len())])?;
         write::put_ephemeral(&self.inner, key, value).await
+    }
+
+    async fn create_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
+        validate_key(key)?;
+        LIMIT.check(
+            "store create ephemeral",
+            &self.inner.url,
+            [(key, value.len())],
+        )?;
+        write::create_ephemeral(&self.inner, key, value).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -280,15 +280,37 @@ pub(super) async fn put_ephemeral(s: &Inner, key: &str, value: &[u8]) -> Result<
     r
 }
 
-/// Creates `key` only if it does not exist (a directory node is not a key).
-pub(super) async fn create(s: &Inner, key: &str, value: &[u8]) -> Result<Version> {
-    const OP: &str = "store create";
-    let c = s.client(OP)?;
-    bounded(OP, &s.url, async {
+/// Creates ephemeral `key` only if it does not exist, and remembers it, to create it again
+/// after a session expiry.
+pub(super) async fn create_ephemeral(s: &Inner, key: &str, value: &[u8]) -> Result<Version> {
+    s.check_open("store create ephemeral")?;
+    let v = create(s, key, value, true).await?;
+    s.ephemeral
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key.to_string(), value.to_vec());
+    Ok(v)
+}
+
+/// Creates `key` only if it does not exist (a directory node is not a key); as an ephemeral
+/// node of this client's session when `ephemeral`.
+pub(super) async fn create(s: &Inner, key: &str, value: &[u8], ephemeral: bool) -> Result<Version> {
+    let op = if ephemeral {
+        "store create ephemeral"
+    } else {
+        "store create"
+    };
+    let c = s.client(op)?;
+    bounded(op, &s.url, async {
         for _ in 0..RETRIES {
-            let st = stat(s, &c, OP, &node(key)).await?;
+            let st = stat(s, &c, op, &node(key)).await?;
             let ops = match &st {
-                Some(st) if holds_value(st) => return Err(exists_error(OP, key)),
+                Some(st) if holds_value(st) => return Err(exists_error(op, key)),
+                // A directory node (parent of deeper keys) cannot become an ephemeral node.
+                Some(_) if ephemeral => {
+                    return Err(Error::invalid(op, format!("key {key:?} has keys below it"))
+                        .with_hint("ZooKeeper ephemeral nodes have no children; use another key"));
+                }
                 Some(st) => vec![ZOp::Set {
                     path: node(key),
                     data: encode_value(value),
@@ -297,24 +319,24 @@ pub(super) async fn create(s: &Inner, key: &str, value: &[u8]) -> Result<Version
                 None => vec![ZOp::Create {
                     path: node(key),
                     data: encode_value(value),
-                    ephemeral: false,
+                    ephemeral,
                 }],
             };
             let entries = [Entry::Put {
                 key: key.to_string(),
                 value: value.to_vec(),
             }];
-            match commit(s, &c, OP, &entries, &ops).await {
+            match commit(s, &c, op, &entries, &ops).await {
                 Ok(v) => return Ok(v),
                 Err(Failed::Raced {
                     error: zk::Error::NoNode,
                     ..
-                }) if st.is_none() => ensure_parents(s, &c, OP, &node(key)).await?,
+                }) if st.is_none() => ensure_parents(s, &c, op, &node(key)).await?,
                 Err(Failed::Raced { .. }) => {}
                 Err(Failed::Error(e)) => return Err(e),
             }
         }
-        Err(busy(OP, key))
+        Err(busy(op, key))
     })
     .await
 }
