@@ -189,9 +189,10 @@ const char *ovl_last_error(void);
  *
  * On success `*out` holds a new handle.
  *
- * Errors: `OVL_ERR_JSON` for a malformed document, `OVL_ERR_INVALID_ARGUMENT` for a bad value
- * (store URL, address), `OVL_ERR_UNAVAILABLE` when the store cannot be reached,
- * `OVL_ERR_PERMISSION_DENIED` without `CAP_NET_ADMIN`.
+ * Errors: `OVL_ERR_JSON` when the document is not JSON or not of this shape (an unknown key, a
+ * wrong type such as `"mtu": "big"`), `OVL_ERR_INVALID_ARGUMENT` for a bad value (a store URL,
+ * an address or pool that does not parse, a number out of range), `OVL_ERR_UNAVAILABLE` when
+ * the store cannot be reached, `OVL_ERR_PERMISSION_DENIED` without `CAP_NET_ADMIN`.
  *
  * # Safety
  * `config_json` is NULL or a NUL-terminated string; `out` NULL or writable.
@@ -241,9 +242,11 @@ ovl_status ovl_controller_host_id(ovl_controller *ctl, char **out_id);
  * Unknown keys are refused (`OVL_ERR_JSON`). On success `*out_json` (if `out_json` is not
  * NULL) holds the network's inspect document, as `ovl_network_inspect` returns it.
  *
- * Errors: `OVL_ERR_ALREADY_EXISTS` when the name (or the VNI) is taken,
- * `OVL_ERR_INVALID_ARGUMENT` for a reserved or malformed name or bad subnet, `OVL_ERR_CONFLICT`
- * when a subnet overlaps another network's.
+ * Errors: `OVL_ERR_JSON` when the document is not JSON or not of this shape (an unknown key, a
+ * wrong type such as `"subnets": 5`), `OVL_ERR_INVALID_ARGUMENT` for a reserved or malformed
+ * name or a bad value (a subnet or address that does not parse, such as `"10.999.0.0/24"`, a
+ * VNI outside 1 to 16777215), `OVL_ERR_ALREADY_EXISTS` when the name (or the VNI) is taken,
+ * `OVL_ERR_CONFLICT` when a subnet overlaps another network's.
  *
  * # Safety
  * `ctl` is NULL or a live handle; `name` and `options_json` NULL or NUL-terminated strings;
@@ -321,9 +324,11 @@ ovl_status ovl_network_remove(ovl_controller *ctl, const char *name_or_id);
  *  "IPv4Address": "10.0.9.10/24", "IPv6Address": "", "Host": "host1"}
  * ```
  *
- * Errors: `OVL_ERR_NOT_FOUND` for an unknown network or namespace, `OVL_ERR_ALREADY_EXISTS`
- * when the container is already connected or its static address is taken,
- * `OVL_ERR_INVALID_ARGUMENT` for a bad name or an address outside the subnet,
+ * Errors: `OVL_ERR_JSON` when the document is not JSON or not of this shape (a missing `id`,
+ * `name` or `netns`, an unknown key, a wrong type), `OVL_ERR_NOT_FOUND` for an unknown network
+ * or namespace, `OVL_ERR_ALREADY_EXISTS` when the container is already connected or its static
+ * address is taken, `OVL_ERR_INVALID_ARGUMENT` for a bad name, an address that does not parse
+ * (`"ipv4": "10.0.9.300"`) or one outside the subnet,
  * `OVL_ERR_PERMISSION_DENIED` without `CAP_NET_ADMIN`, `OVL_ERR_KERNEL` when the kernel refuses.
  *
  * # Safety

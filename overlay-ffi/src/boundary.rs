@@ -2,12 +2,17 @@
 //! panics so nothing ever unwinds into C, turns failures into a status code, and records the
 //! message for `ovl_last_error`. The argument helpers check pointers, UTF-8 and JSON before
 //! any work is done, so a refused call changes nothing and leaves its out-pointers untouched.
+//!
+//! A JSON argument fails one of two ways, told apart as overlay.h promises: a document that is
+//! not JSON or not of the documented shape is `OVL_ERR_JSON`; one of the right shape with a bad
+//! value (a subnet such as `"10.999.0.0/24"`) is `OVL_ERR_INVALID_ARGUMENT` ([`arg_document`]).
 
 use std::any::Any;
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char};
 use std::panic::{self, AssertUnwindSafe};
 
+use overlay_core::controller::spec::FromDocument;
 use serde::de::DeserializeOwned;
 
 use crate::status::ovl_status;
@@ -144,6 +149,18 @@ pub(crate) unsafe fn arg_json<T: DeserializeOwned>(name: &str, ptr: *const c_cha
             ),
         )
     })
+}
+
+/// Reads a JSON document argument in the two steps of [`FromDocument`]: its shape
+/// (`OVL_ERR_JSON`, as [`arg_json`]), then its values (`OVL_ERR_INVALID_ARGUMENT`, with the
+/// core's message naming the field and the value).
+///
+/// # Safety
+/// As [`arg_str`].
+pub(crate) unsafe fn arg_document<T: FromDocument>(name: &str, ptr: *const c_char) -> FfiResult<T> {
+    // SAFETY: forwarded from the caller.
+    let document: T::Document = unsafe { arg_json(name, ptr) }?;
+    Ok(T::try_from(document)?)
 }
 
 /// Borrows the object behind a handle argument.
@@ -289,6 +306,13 @@ mod tests {
             assert!(e.message.contains("offset 1"), "{}", e.message);
             let e = arg_json::<serde_json::Value>("j", c"{".as_ptr()).unwrap_err();
             assert_eq!(e.status, ovl_status::OVL_ERR_JSON);
+            type Options = overlay_core::controller::NetworkOptions;
+            let e = arg_document::<Options>("o", c"{\"subnets\": 5}".as_ptr()).unwrap_err();
+            assert_eq!(e.status, ovl_status::OVL_ERR_JSON);
+            let bad = c"{\"subnets\": [{\"subnet\": \"10.999.0.0/24\"}]}";
+            let e = arg_document::<Options>("o", bad.as_ptr()).unwrap_err();
+            assert_eq!(e.status, ovl_status::OVL_ERR_INVALID_ARGUMENT);
+            assert!(e.message.contains("subnets[0].subnet"), "{}", e.message);
             assert_eq!(arg_bytes("v", std::ptr::null(), 0).unwrap(), b"");
             assert!(arg_bytes("v", std::ptr::null(), 1).is_err());
         }

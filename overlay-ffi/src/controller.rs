@@ -7,7 +7,7 @@ use std::ffi::c_char;
 use overlay_core::controller::{ContainerSpec, Controller, ControllerOptions, NetworkOptions};
 
 use crate::boundary::{
-    self, Failure, FfiResult, Out, arg_json, arg_ref, arg_str, c_json, c_string,
+    self, Failure, FfiResult, Out, arg_document, arg_ref, arg_str, c_json, c_string,
 };
 use crate::runtime::block_on;
 use crate::status::ovl_status;
@@ -48,9 +48,10 @@ pub(crate) unsafe fn handle<'a>(ptr: *const ovl_controller) -> FfiResult<&'a Con
 ///
 /// On success `*out` holds a new handle.
 ///
-/// Errors: `OVL_ERR_JSON` for a malformed document, `OVL_ERR_INVALID_ARGUMENT` for a bad value
-/// (store URL, address), `OVL_ERR_UNAVAILABLE` when the store cannot be reached,
-/// `OVL_ERR_PERMISSION_DENIED` without `CAP_NET_ADMIN`.
+/// Errors: `OVL_ERR_JSON` when the document is not JSON or not of this shape (an unknown key, a
+/// wrong type such as `"mtu": "big"`), `OVL_ERR_INVALID_ARGUMENT` for a bad value (a store URL,
+/// an address or pool that does not parse, a number out of range), `OVL_ERR_UNAVAILABLE` when
+/// the store cannot be reached, `OVL_ERR_PERMISSION_DENIED` without `CAP_NET_ADMIN`.
 ///
 /// # Safety
 /// `config_json` is NULL or a NUL-terminated string; `out` NULL or writable.
@@ -61,7 +62,7 @@ pub unsafe extern "C" fn ovl_controller_open(
 ) -> ovl_status {
     boundary::run("ovl_controller_open", || {
         // SAFETY: forwarded from the caller.
-        let options: ControllerOptions = unsafe { arg_json("config_json", config_json) }?;
+        let options: ControllerOptions = unsafe { arg_document("config_json", config_json) }?;
         let out = Out::required("out", out)?;
         let inner = block_on(Controller::open(options))??;
         let handle = Box::into_raw(Box::new(ovl_controller { inner }));
@@ -138,9 +139,11 @@ pub unsafe extern "C" fn ovl_controller_host_id(
 /// Unknown keys are refused (`OVL_ERR_JSON`). On success `*out_json` (if `out_json` is not
 /// NULL) holds the network's inspect document, as `ovl_network_inspect` returns it.
 ///
-/// Errors: `OVL_ERR_ALREADY_EXISTS` when the name (or the VNI) is taken,
-/// `OVL_ERR_INVALID_ARGUMENT` for a reserved or malformed name or bad subnet, `OVL_ERR_CONFLICT`
-/// when a subnet overlaps another network's.
+/// Errors: `OVL_ERR_JSON` when the document is not JSON or not of this shape (an unknown key, a
+/// wrong type such as `"subnets": 5`), `OVL_ERR_INVALID_ARGUMENT` for a reserved or malformed
+/// name or a bad value (a subnet or address that does not parse, such as `"10.999.0.0/24"`, a
+/// VNI outside 1 to 16777215), `OVL_ERR_ALREADY_EXISTS` when the name (or the VNI) is taken,
+/// `OVL_ERR_CONFLICT` when a subnet overlaps another network's.
 ///
 /// # Safety
 /// `ctl` is NULL or a live handle; `name` and `options_json` NULL or NUL-terminated strings;
@@ -159,7 +162,7 @@ pub unsafe extern "C" fn ovl_network_create(
             NetworkOptions::default()
         } else {
             // SAFETY: forwarded from the caller.
-            unsafe { arg_json("options_json", options_json) }?
+            unsafe { arg_document("options_json", options_json) }?
         };
         let out_json = Out::optional(out_json);
         let network = block_on(ctl.create_network(name, &options))??;
@@ -271,9 +274,11 @@ pub unsafe extern "C" fn ovl_network_remove(
 ///  "IPv4Address": "10.0.9.10/24", "IPv6Address": "", "Host": "host1"}
 /// ```
 ///
-/// Errors: `OVL_ERR_NOT_FOUND` for an unknown network or namespace, `OVL_ERR_ALREADY_EXISTS`
-/// when the container is already connected or its static address is taken,
-/// `OVL_ERR_INVALID_ARGUMENT` for a bad name or an address outside the subnet,
+/// Errors: `OVL_ERR_JSON` when the document is not JSON or not of this shape (a missing `id`,
+/// `name` or `netns`, an unknown key, a wrong type), `OVL_ERR_NOT_FOUND` for an unknown network
+/// or namespace, `OVL_ERR_ALREADY_EXISTS` when the container is already connected or its static
+/// address is taken, `OVL_ERR_INVALID_ARGUMENT` for a bad name, an address that does not parse
+/// (`"ipv4": "10.0.9.300"`) or one outside the subnet,
 /// `OVL_ERR_PERMISSION_DENIED` without `CAP_NET_ADMIN`, `OVL_ERR_KERNEL` when the kernel refuses.
 ///
 /// # Safety
@@ -290,7 +295,7 @@ pub unsafe extern "C" fn ovl_connect(
         // SAFETY: forwarded from the caller.
         let (ctl, network) = unsafe { (handle(ctl)?, arg_str("network", network)?) };
         // SAFETY: forwarded from the caller.
-        let container: ContainerSpec = unsafe { arg_json("container_json", container_json) }?;
+        let container: ContainerSpec = unsafe { arg_document("container_json", container_json) }?;
         let out_json = Out::optional(out_json);
         let endpoint = block_on(ctl.connect(network, &container))??;
         if out_json.is_wanted() {

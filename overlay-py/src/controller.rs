@@ -1,17 +1,20 @@
 //! `overlay.Controller`: networks and containers from Python, over the core's facade.
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use overlay_core::controller::Controller as Core;
+use overlay_core::controller::spec::{self, TextValue};
 use overlay_core::controller::{
     AddressPool, ContainerSpec, ControllerOptions, NetnsRef, NetworkOptions, SubnetOptions,
 };
-use pyo3::exceptions::PyTypeError;
+use overlay_core::model::Vni;
+use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyType};
 
@@ -20,25 +23,77 @@ use crate::errors;
 use crate::events::Events;
 use crate::runtime::{DropInRuntime, run, seconds_arg};
 
+const OPEN: &str = "open controller";
+const CREATE: &str = "create network";
+const CONNECT: &str = "connect container";
+
+// Arguments follow the rule of every face: a wrong type (or shape, for a default pool) is a
+// TypeError, as pyo3's own conversions raise it; the right type with a bad value is an
+// InvalidArgumentError worded by the core, as the C face words the same value in a document.
+
 /// Parses an address or subnet argument, naming the parameter in the error.
-fn parse<T: FromStr>(py: Python<'_>, op: &'static str, param: &str, text: &str) -> PyResult<T>
-where
-    T::Err: std::fmt::Display,
-{
-    text.parse()
-        .map_err(|e| errors::invalid(py, op, format!("{param}={text:?} is not valid: {e}")))
+fn parse<T: TextValue>(py: Python<'_>, op: &'static str, param: &str, text: &str) -> PyResult<T> {
+    spec::parse_text(op, param, text).map_err(|e| errors::to_py(py, &e))
 }
 
-fn parse_opt<T: FromStr>(
+fn parse_opt<T: TextValue>(
     py: Python<'_>,
     op: &'static str,
     param: &str,
     text: Option<&str>,
-) -> PyResult<Option<T>>
-where
-    T::Err: std::fmt::Display,
-{
+) -> PyResult<Option<T>> {
     text.map(|t| parse(py, op, param, t)).transpose()
+}
+
+/// An int argument within `range`. pyo3's own conversion would raise OverflowError for an int
+/// the Rust type cannot hold; that is a bad value, so it is an InvalidArgumentError here.
+fn whole<T>(
+    value: &Bound<'_, PyAny>,
+    op: &'static str,
+    param: &str,
+    range: RangeInclusive<T>,
+) -> PyResult<T>
+where
+    T: TryFrom<i128> + PartialOrd + Display,
+{
+    let py = value.py();
+    let checked = match value.extract::<i128>() {
+        Ok(v) => spec::whole_number(op, param, v, range),
+        Err(e) if e.is_instance_of::<PyOverflowError>(py) => {
+            Err(spec::out_of_range(op, param, value, &range))
+        }
+        Err(e) => return Err(e),
+    };
+    checked.map_err(|e| errors::to_py(py, &e))
+}
+
+fn optional<T>(
+    value: &Bound<'_, PyAny>,
+    check: impl FnOnce(&Bound<'_, PyAny>) -> PyResult<T>,
+) -> PyResult<Option<T>> {
+    if value.is_none() {
+        Ok(None)
+    } else {
+        check(value).map(Some)
+    }
+}
+
+// One extractor per int parameter, for `#[pyo3(from_py_with = ...)]`.
+
+fn controller_mtu(v: &Bound<'_, PyAny>) -> PyResult<Option<u32>> {
+    optional(v, |v| whole(v, OPEN, "mtu", 0..=u32::MAX))
+}
+
+fn vxlan_port(v: &Bound<'_, PyAny>) -> PyResult<u16> {
+    whole(v, OPEN, "vxlan_port", 0..=u16::MAX)
+}
+
+fn network_vni(v: &Bound<'_, PyAny>) -> PyResult<Option<u32>> {
+    optional(v, |v| whole(v, CREATE, "vni", Vni::MIN..=Vni::MAX))
+}
+
+fn network_mtu(v: &Bound<'_, PyAny>) -> PyResult<Option<u32>> {
+    optional(v, |v| whole(v, CREATE, "mtu", 0..=u32::MAX))
 }
 
 /// Seconds from Python as a duration; `None` keeps the default.
@@ -48,13 +103,13 @@ fn seconds(
     value: Option<f64>,
     default: Duration,
 ) -> PyResult<Duration> {
-    Ok(seconds_arg(py, "open controller", param, value)?.unwrap_or(default))
+    Ok(seconds_arg(py, OPEN, param, value)?.unwrap_or(default))
 }
 
-/// One default pool: `(base, size)` or Docker's `{"base": "10.0.0.0/8", "size": 24}`.
-fn pool_arg(item: &Bound<'_, PyAny>, op: &'static str) -> PyResult<AddressPool> {
+/// Default pool `i`: `(base, size)` or Docker's `{"base": "10.0.0.0/8", "size": 24}`.
+fn pool_arg(item: &Bound<'_, PyAny>, i: usize) -> PyResult<AddressPool> {
     let py = item.py();
-    let (base, size): (String, u8) = if let Ok(dict) = item.cast::<PyDict>() {
+    let (base, size): (String, Bound<'_, PyAny>) = if let Ok(dict) = item.cast::<PyDict>() {
         let field = |k: &str| {
             dict.get_item(k)?.ok_or_else(|| {
                 PyTypeError::new_err(format!(
@@ -67,7 +122,7 @@ fn pool_arg(item: &Bound<'_, PyAny>, op: &'static str) -> PyResult<AddressPool> 
                 "a default pool dict has exactly the keys \"base\" and \"size\"",
             ));
         }
-        (field("base")?.extract()?, field("size")?.extract()?)
+        (field("base")?.extract()?, field("size")?)
     } else {
         item.extract().map_err(|_| {
             PyTypeError::new_err(
@@ -77,8 +132,13 @@ fn pool_arg(item: &Bound<'_, PyAny>, op: &'static str) -> PyResult<AddressPool> 
         })?
     };
     Ok(AddressPool {
-        base: parse(py, op, "default_pools base", &base)?,
-        size,
+        base: parse(py, OPEN, &format!("default_pools[{i}].base"), &base)?,
+        size: whole(
+            &size,
+            OPEN,
+            &format!("default_pools[{i}].size"),
+            0..=u8::MAX,
+        )?,
     })
 }
 
@@ -90,7 +150,7 @@ fn netns_arg(netns: &Bound<'_, PyAny>) -> PyResult<NetnsRef> {
         ));
     }
     if netns.is_instance_of::<PyInt>() {
-        return Ok(NetnsRef::Pid(netns.extract()?));
+        return Ok(NetnsRef::Pid(whole(netns, CONNECT, "netns", 0..=u32::MAX)?));
     }
     match netns.extract::<PathBuf>() {
         Ok(path) => Ok(NetnsRef::Path(path)),
@@ -144,21 +204,21 @@ impl Controller {
         advertise: String,
         host_id: Option<String>,
         host_netns: Option<PathBuf>,
-        mtu: Option<u32>,
-        vxlan_port: u16,
+        #[pyo3(from_py_with = controller_mtu)] mtu: Option<u32>,
+        #[pyo3(from_py_with = vxlan_port)] vxlan_port: u16,
         default_pools: Option<Vec<Bound<'_, PyAny>>>,
         sticky_grace: Option<f64>,
         host_ttl: Option<f64>,
         reclaim_grace: Option<f64>,
     ) -> PyResult<Self> {
-        const OP: &str = "open controller";
         let defaults = ControllerOptions::default();
         let default_pools = match default_pools {
             None => None,
             Some(pools) => Some(
                 pools
                     .iter()
-                    .map(|p| pool_arg(p, OP))
+                    .enumerate()
+                    .map(|(i, p)| pool_arg(p, i))
                     .collect::<PyResult<Vec<_>>>()?,
             ),
         };
@@ -211,26 +271,27 @@ impl Controller {
         gateway: Option<&str>,
         ip_range: Option<&str>,
         ipv6: bool,
-        vni: Option<u32>,
+        #[pyo3(from_py_with = network_vni)] vni: Option<u32>,
         labels: Option<BTreeMap<String, String>>,
         internal: bool,
         subnet6: Option<&str>,
         gateway6: Option<&str>,
-        mtu: Option<u32>,
+        #[pyo3(from_py_with = network_mtu)] mtu: Option<u32>,
         aux_addresses: Option<BTreeMap<String, String>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        const OP: &str = "create network";
         let mut subnets = Vec::new();
-        match parse_opt::<IpNet>(py, OP, "subnet", subnet)? {
+        match parse_opt::<IpNet>(py, CREATE, "subnet", subnet)? {
             Some(subnet) => {
                 let mut aux = BTreeMap::new();
                 for (k, v) in aux_addresses.unwrap_or_default() {
-                    aux.insert(k, parse::<IpAddr>(py, OP, "aux_addresses", &v)?);
+                    let address =
+                        parse::<IpAddr>(py, CREATE, &format!("aux_addresses[{k:?}]"), &v)?;
+                    aux.insert(k, address);
                 }
                 subnets.push(SubnetOptions {
                     subnet,
-                    gateway: parse_opt(py, OP, "gateway", gateway)?,
-                    ip_range: parse_opt(py, OP, "ip_range", ip_range)?,
+                    gateway: parse_opt(py, CREATE, "gateway", gateway)?,
+                    ip_range: parse_opt(py, CREATE, "ip_range", ip_range)?,
                     aux_addresses: aux,
                 });
             }
@@ -246,23 +307,23 @@ impl Controller {
                 if let Some((param, _)) = stray.iter().find(|(_, given)| *given) {
                     return Err(errors::invalid(
                         py,
-                        OP,
+                        CREATE,
                         format!("{param} was given without subnet; give the subnet it belongs to"),
                     ));
                 }
             }
         }
-        match parse_opt::<IpNet>(py, OP, "subnet6", subnet6)? {
+        match parse_opt::<IpNet>(py, CREATE, "subnet6", subnet6)? {
             Some(subnet) => subnets.push(SubnetOptions {
                 subnet,
-                gateway: parse_opt(py, OP, "gateway6", gateway6)?,
+                gateway: parse_opt(py, CREATE, "gateway6", gateway6)?,
                 ip_range: None,
                 aux_addresses: BTreeMap::new(),
             }),
             None if gateway6.is_some() => {
                 return Err(errors::invalid(
                     py,
-                    OP,
+                    CREATE,
                     "gateway6 was given without subnet6; give the subnet it belongs to".to_string(),
                 ));
             }
@@ -331,14 +392,13 @@ impl Controller {
         hosts_file: Option<PathBuf>,
         ifname: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        const OP: &str = "connect container";
         let spec = ContainerSpec {
             id: container_id,
             name,
             netns: netns_arg(netns)?,
             aliases,
-            ipv4: parse_opt::<Ipv4Addr>(py, OP, "ip", ip)?,
-            ipv6: parse_opt::<Ipv6Addr>(py, OP, "ip6", ip6)?,
+            ipv4: parse_opt::<Ipv4Addr>(py, CONNECT, "ip", ip)?,
+            ipv6: parse_opt::<Ipv6Addr>(py, CONNECT, "ip6", ip6)?,
             sticky,
             hosts_file,
             ifname,

@@ -1,4 +1,6 @@
-"""Every exception class, each provoked by a real failure, and its place in the hierarchy."""
+"""Every exception class, each provoked by a real failure, and its place in the hierarchy; and
+the one rule for bad arguments: the wrong type or shape is a TypeError, the right type with a
+bad value an InvalidArgumentError naming the parameter and the value."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any, Dict, Iterator
 
 import pytest
 
 import overlay
-from servers import free_port
+from netns import Lab, can_make_namespaces
+from servers import IN_CI, free_port
 
 CLASSES = {
     overlay.NotFoundError: LookupError,
@@ -49,11 +53,31 @@ def check(err: overlay.OverlayError, kind: str) -> None:
     assert err.hint and str(err).endswith(f"({err.hint})")
 
 
-def test_not_found(tmp_path: Path) -> None:
+@pytest.fixture
+def controller(tmp_path: Path) -> Iterator[overlay.Controller]:
+    """A controller on a fresh embedded store, its host a namespace of its own."""
+    why = can_make_namespaces()
+    if why:
+        if IN_CI:
+            pytest.fail(f"{why}; CI=true requires it", pytrace=False)
+        pytest.skip(why)
+    lab = Lab()
+    try:
+        host = lab.namespace("h1")
+        url = f"file://{tmp_path / 'cluster.db'}"
+        with overlay.Controller(
+            store=url, advertise="127.0.0.1", host_id=f"args-{lab.tag}", host_netns=lab.path(host)
+        ) as c:
+            yield c
+    finally:
+        lab.cleanup()
+
+
+def test_not_found(controller: overlay.Controller) -> None:
     with pytest.raises(overlay.NotFoundError) as info:
-        overlay.Store(f"file://{tmp_path}/missing-dir/store.db")
+        controller.inspect("no-such-net")
     check(info.value, "not found")
-    assert "missing-dir" in str(info.value)
+    assert "no-such-net" in str(info.value)
     assert isinstance(info.value, LookupError)
 
 
@@ -194,14 +218,14 @@ def test_permission_denied(tmp_path: Path) -> None:
 
 
 def test_kernel_error_carries_errno(tmp_path: Path) -> None:
-    # A path through a regular file: the kernel answers ENOTDIR, which has no kind of its own.
-    (tmp_path / "plain-file").write_text("not a directory")
+    # A directory name longer than any file system allows: the kernel answers ENAMETOOLONG,
+    # which has no kind of its own.
     with pytest.raises(overlay.KernelError) as info:
-        overlay.Store(f"file://{tmp_path}/plain-file/sub/store.db")
+        overlay.Store(f"file://{tmp_path}/{'d' * 300}/store.db")
     check(info.value, "kernel error")
-    assert info.value.errno == errno.ENOTDIR
+    assert info.value.errno == errno.ENAMETOOLONG
     assert isinstance(info.value, OSError)
-    assert f"errno {errno.ENOTDIR}" in str(info.value)
+    assert f"errno {errno.ENAMETOOLONG}" in str(info.value)
 
 
 def test_unsupported_newer_store_file(tmp_path: Path) -> None:
@@ -233,3 +257,141 @@ def test_silent_server_times_out() -> None:
         with pytest.raises((overlay.TimeoutError, overlay.UnavailableError)):
             with overlay.Store(f"zk://127.0.0.1:{port}/t?timeout=1s") as store:
                 store.get("k")
+
+
+# Bad arguments. The C face takes JSON documents and tells a document of the wrong shape
+# (OVL_ERR_JSON) from one with a bad value (OVL_ERR_INVALID_ARGUMENT). This face takes keyword
+# arguments, so the same line runs between TypeError (a wrong type, as for any Python call)
+# and InvalidArgumentError (the right type, a bad value), with the core's wording of the value.
+
+
+BAD_NETWORK_VALUES = {
+    "subnet": ({"subnet": "10.999.0.0/24"}, 'subnet "10.999.0.0/24" is not a valid subnet'),
+    "subnet6": ({"ipv6": True, "subnet6": "fd00::/129"}, 'subnet6 "fd00::/129" is not a valid subnet'),
+    "gateway": (
+        {"subnet": "10.0.9.0/24", "gateway": "10.0.9.256"},
+        'gateway "10.0.9.256" is not a valid IP address',
+    ),
+    "ip_range": (
+        {"subnet": "10.0.9.0/24", "ip_range": "10.0.9.128"},
+        'ip_range "10.0.9.128" is not a valid subnet',
+    ),
+    "aux_address": (
+        {"subnet": "10.0.9.0/24", "aux_addresses": {"router": "10.0.9"}},
+        'aux_addresses["router"] "10.0.9" is not a valid IP address',
+    ),
+    "vni_zero": ({"vni": 0}, "vni 0 is out of range"),
+    "vni_too_big": ({"vni": 2**24}, "vni 16777216 is out of range"),
+    "vni_beyond_u64": ({"vni": 2**64}, f"vni {2**64} is out of range"),
+    "vni_beyond_i128": ({"vni": -(2**200)}, f"vni {-(2**200)} is out of range"),
+    "mtu": ({"mtu": -1}, "mtu -1 is out of range"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_NETWORK_VALUES))
+def test_bad_network_value_is_invalid_argument(controller: overlay.Controller, case: str) -> None:
+    kwargs, context = BAD_NETWORK_VALUES[case]
+    with pytest.raises(overlay.InvalidArgumentError) as info:
+        controller.create_network("x-net", **kwargs)
+    check(info.value, "invalid argument")
+    assert info.value.op == "create network"
+    assert context in info.value.context, info.value
+    assert controller.networks() == [], "a refused create made a network"
+
+
+def test_bad_values_say_what_to_write(controller: overlay.Controller) -> None:
+    with pytest.raises(overlay.InvalidArgumentError) as info:
+        controller.create_network("x-net", subnet="10.999.0.0/24")
+    assert "ADDRESS/PREFIX" in info.value.hint
+    with pytest.raises(overlay.InvalidArgumentError) as info:
+        controller.create_network("x-net", vni=2**32)
+    assert info.value.hint == "use a whole number from 1 to 16777215"
+
+
+WRONG_NETWORK_TYPES: Dict[str, Dict[str, Any]] = {
+    "subnet_int": {"subnet": 10},
+    "vni_str": {"vni": "4097"},
+    "vni_float": {"vni": 4097.0},
+    "mtu_str": {"mtu": "big"},
+    "labels_int_value": {"labels": {"team": 1}},
+    "aux_list": {"subnet": "10.0.9.0/24", "aux_addresses": ["10.0.9.2"]},
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_NETWORK_TYPES))
+def test_wrong_network_type_is_type_error(controller: overlay.Controller, case: str) -> None:
+    with pytest.raises(TypeError) as info:
+        controller.create_network("x-net", **WRONG_NETWORK_TYPES[case])
+    assert not isinstance(info.value, overlay.OverlayError)
+    assert controller.networks() == []
+
+
+def test_bad_container_values_are_invalid_argument(controller: overlay.Controller) -> None:
+    controller.create_network("my-net", subnet="10.0.9.0/24")
+    for kwargs, context in [
+        ({"netns": 1, "ip": "10.0.9.300"}, 'ip "10.0.9.300" is not a valid IPv4 address'),
+        ({"netns": 1, "ip": "fd00::1"}, 'ip "fd00::1" is not a valid IPv4 address'),
+        ({"netns": 1, "ip6": "10.0.9.3"}, 'ip6 "10.0.9.3" is not a valid IPv6 address'),
+        ({"netns": 2**40}, f"netns {2**40} is out of range"),
+        ({"netns": -1}, "netns -1 is out of range"),
+    ]:
+        with pytest.raises(overlay.InvalidArgumentError) as info:
+            controller.connect("my-net", container_id="c1", name="c1", **kwargs)
+        check(info.value, "invalid argument")
+        assert context in info.value.context, info.value
+    for kwargs in [{"netns": 1, "ip": 167772170}, {"netns": 1.5}, {"netns": 1, "aliases": [1]}]:
+        with pytest.raises(TypeError):
+            controller.connect("my-net", container_id="c1", name="c1", **kwargs)
+    assert controller.inspect("my-net")["Containers"] == {}
+
+
+# Controller options are checked before the store is opened, so these need no namespace.
+
+BAD_CONTROLLER_VALUES = {
+    "pool_base": ({"default_pools": [("10.999.0.0/8", 24)]}, 'default_pools[0].base "10.999.0.0/8"'),
+    "pool_size": (
+        {"default_pools": [("10.0.0.0/8", 24), {"base": "10.1.0.0/16", "size": 300}]},
+        "default_pools[1].size 300 is out of range",
+    ),
+    "pool_size_huge": ({"default_pools": [("10.0.0.0/8", 2**70)]}, f"default_pools[0].size {2**70}"),
+    "mtu": ({"mtu": 2**40}, f"mtu {2**40} is out of range"),
+    "vxlan_port": ({"vxlan_port": 70000}, "vxlan_port 70000 is out of range"),
+    "host_ttl": ({"host_ttl": -1.0}, "host_ttl"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONTROLLER_VALUES))
+def test_bad_controller_value_is_invalid_argument(tmp_path: Path, case: str) -> None:
+    kwargs, context = BAD_CONTROLLER_VALUES[case]
+    with pytest.raises(overlay.InvalidArgumentError) as info:
+        overlay.Controller(store=f"file://{tmp_path}/c.db", advertise="127.0.0.1", **kwargs)
+    assert info.value.op == "open controller"
+    assert context in info.value.context, info.value
+    assert not (tmp_path / "c.db").exists(), "a refused open touched the store"
+
+
+WRONG_CONTROLLER_TYPES: Dict[str, Dict[str, Any]] = {
+    "pool_missing_size": {"default_pools": [{"base": "10.0.0.0/8"}]},
+    "pool_extra_key": {"default_pools": [{"base": "10.0.0.0/8", "size": 24, "colour": "red"}]},
+    "pool_size_str": {"default_pools": [("10.0.0.0/8", "24")]},
+    "pool_not_a_pair": {"default_pools": ["10.0.0.0/8"]},
+    "vxlan_port_str": {"vxlan_port": "4789"},
+    "mtu_float": {"mtu": 1400.0},
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_CONTROLLER_TYPES))
+def test_wrong_controller_type_is_type_error(tmp_path: Path, case: str) -> None:
+    with pytest.raises(TypeError) as info:
+        overlay.Controller(
+            store=f"file://{tmp_path}/c.db", advertise="127.0.0.1", **WRONG_CONTROLLER_TYPES[case]
+        )
+    assert not isinstance(info.value, overlay.OverlayError)
+    assert not (tmp_path / "c.db").exists()
+
+
+def test_bad_controller_store_url_is_invalid_argument() -> None:
+    with pytest.raises(overlay.InvalidArgumentError) as info:
+        overlay.Controller(store="nonsense", advertise="127.0.0.1")
+    check(info.value, "invalid argument")
+    assert "nonsense" in str(info.value)

@@ -1,6 +1,18 @@
 //! What callers hand the controller: how to open it, what network to create, which container to
-//! connect. Every type deserialises from JSON with unknown fields refused, so the C face can take
-//! the same shapes as JSON text and a typo is an error instead of a silently ignored option.
+//! connect.
+//!
+//! Callers outside Rust (the C face, the JSON-lines protocol) hand these over as JSON, read in
+//! two steps so that every face can tell a document of the wrong shape from one with a wrong
+//! value. First the document's shape ([`FromDocument::Document`]): field names and JSON types,
+//! unknown fields refused, addresses and numbers kept as written. A typo or a wrong type fails
+//! there (the C face's `OVL_ERR_JSON`). Then the values, by `TryFrom`: a subnet such as
+//! `"10.999.0.0/24"` or a VNI out of range is an [`ErrorKind::InvalidArgument`] naming the field
+//! and the value. Deserialising a typed struct directly (`serde_json::from_str`) runs both steps.
+//!
+//! [`parse_text`], [`whole_number`] and [`out_of_range`] word a bad value; the Python face uses
+//! them for its keyword arguments, so a bad subnet reads the same wherever it came from.
+//!
+//! [`ErrorKind::InvalidArgument`]: crate::ErrorKind::InvalidArgument
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -8,9 +20,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+mod document;
+
+pub use document::{
+    AddressPoolDoc, ContainerSpecDoc, ControllerOptionsDoc, NetnsRefDoc, NetworkOptionsDoc,
+    SubnetOptionsDoc, TextValue, out_of_range, parse_text, whole_number,
+};
 
 /// Where the embedded store lives when no cluster store is given.
 pub const DEFAULT_STORE: &str = "file:///var/lib/overlay/store.db";
@@ -20,7 +40,7 @@ pub const RESERVED_NETWORK_NAMES: [&str; 4] = ["bridge", "host", "none", "docker
 
 /// How to open a [`Controller`](super::Controller): one per host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "ControllerOptionsDoc")]
 pub struct ControllerOptions {
     /// Cluster store URL (`etcd://…`, `zk://…`, `consul://…`, `file:///…`).
     pub store: String,
@@ -40,14 +60,14 @@ pub struct ControllerOptions {
     /// overlay pools 10.0.0.0/24, 10.0.1.0/24, … (`{"base": "10.0.0.0/8", "size": 24}`).
     pub default_pools: Option<Vec<AddressPool>>,
     /// How long a sticky address stays reserved for its name after the endpoint goes.
-    #[serde(with = "duration_ms")]
+    #[serde(serialize_with = "millis")]
     pub sticky_grace: Duration,
     /// TTL of this host's record: other hosts forget it this long after it dies.
-    #[serde(with = "duration_ms")]
+    #[serde(serialize_with = "millis")]
     pub host_ttl: Duration,
     /// How long after a host vanished its non-sticky addresses go back to the pool, unless it
     /// comes back.
-    #[serde(with = "duration_ms")]
+    #[serde(serialize_with = "millis")]
     pub reclaim_grace: Duration,
 }
 
@@ -71,7 +91,7 @@ impl Default for ControllerOptions {
 /// A range default subnets are cut from, as Docker's `default-address-pools` entries: every
 /// `/size` subnet of `base`, in address order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "AddressPoolDoc")]
 pub struct AddressPool {
     /// The range, e.g. `10.0.0.0/8`.
     pub base: IpNet,
@@ -80,40 +100,27 @@ pub struct AddressPool {
 }
 
 /// Durations as integer milliseconds in JSON (`"host_ttl": 2000`).
-mod duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// One subnet of a network (Docker's `--subnet`, `--gateway`, `--ip-range`, `--aux-address`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "SubnetOptionsDoc")]
 pub struct SubnetOptions {
     /// The subnet, e.g. `10.0.9.0/24` or `fd00:1::/64`.
     pub subnet: IpNet,
     /// Gateway address; default: the first usable address.
-    #[serde(default)]
     pub gateway: Option<IpAddr>,
     /// Allocate only inside this range.
-    #[serde(default)]
     pub ip_range: Option<IpNet>,
     /// Named addresses never handed out.
-    #[serde(default)]
     pub aux_addresses: BTreeMap<String, IpAddr>,
 }
 
 /// Options of [`Controller::create_network`](super::Controller::create_network).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "NetworkOptionsDoc")]
 pub struct NetworkOptions {
     /// Subnets; none means one IPv4 pool from the default list (plus an IPv6 one if `ipv6`
     /// and no IPv6 subnet is given, which is refused: give it explicitly).
@@ -132,7 +139,7 @@ pub struct NetworkOptions {
 
 /// How to find a container's network namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", try_from = "NetnsRefDoc")]
 pub enum NetnsRef {
     /// A namespace file, e.g. `/run/netns/zookeeper1` or `/proc/1234/ns/net`.
     Path(PathBuf),
@@ -152,7 +159,7 @@ impl NetnsRef {
 
 /// A container to [`connect`](super::Controller::connect).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "ContainerSpecDoc")]
 pub struct ContainerSpec {
     /// The embedder's container id (any text without whitespace, up to 128 bytes).
     pub id: String,
@@ -161,24 +168,49 @@ pub struct ContainerSpec {
     /// The container's network namespace.
     pub netns: NetnsRef,
     /// Further names on this network.
-    #[serde(default)]
     pub aliases: Vec<String>,
     /// A static IPv4 address (Docker's `--ip`).
-    #[serde(default)]
     pub ipv4: Option<Ipv4Addr>,
     /// A static IPv6 address (Docker's `--ip6`).
-    #[serde(default)]
     pub ipv6: Option<Ipv6Addr>,
     /// Keep the address reserved for this name after disconnect, so a restarted container gets
     /// the same one back.
-    #[serde(default)]
     pub sticky: bool,
     /// A hosts file the agent keeps current for this container (replaced atomically).
-    #[serde(default)]
     pub hosts_file: Option<PathBuf>,
     /// Interface name inside the container; default: `eth0`, `eth1`, … in order of joining.
-    #[serde(default)]
     pub ifname: Option<String>,
+}
+
+/// A type callers may hand over as a JSON document: its [`Document`](Self::Document) is read
+/// first, and only a document of that shape is converted (and its values checked) by `TryFrom`.
+pub trait FromDocument: TryFrom<Self::Document, Error = Error> {
+    /// The document's shape: the type's field names and JSON types, values as written.
+    type Document: DeserializeOwned;
+}
+
+impl FromDocument for ControllerOptions {
+    type Document = ControllerOptionsDoc;
+}
+
+impl FromDocument for AddressPool {
+    type Document = AddressPoolDoc;
+}
+
+impl FromDocument for SubnetOptions {
+    type Document = SubnetOptionsDoc;
+}
+
+impl FromDocument for NetworkOptions {
+    type Document = NetworkOptionsDoc;
+}
+
+impl FromDocument for NetnsRef {
+    type Document = NetnsRefDoc;
+}
+
+impl FromDocument for ContainerSpec {
+    type Document = ContainerSpecDoc;
 }
 
 /// Checks a network name: Docker's rules (letters, digits, `_`, `-`, `.`, starting with a
@@ -261,6 +293,178 @@ mod tests {
         .unwrap();
         assert_eq!(c.netns.path(), PathBuf::from("/run/netns/zk1"));
         assert!(serde_json::from_str::<NetworkOptions>(r#"{"subnet":"10.0.0.0/24"}"#).is_err());
+    }
+
+    /// Reads `json` as `T` in the two steps the C face takes: `Ok(Err(_))` is a bad value.
+    fn two_steps<T: FromDocument>(json: &str) -> serde_json::Result<Result<T>> {
+        serde_json::from_str::<T::Document>(json).map(T::try_from)
+    }
+
+    /// The InvalidArgument error a well-formed document with a bad value gives.
+    fn bad_value<T: FromDocument + std::fmt::Debug>(json: &str) -> Error {
+        let e = two_steps::<T>(json)
+            .unwrap_or_else(|e| panic!("{json} was refused as malformed: {e}"))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        e
+    }
+
+    #[test]
+    fn documents_of_the_wrong_shape_fail_before_any_value_is_read() {
+        for json in [
+            "not json",
+            r#"{"subnets": 5}"#,
+            r#"{"subnets": [{"subnet": 10}]}"#,
+            r#"{"subnets": [{"gateway": "10.0.9.1"}]}"#,
+            r#"{"subnets": [{"subnet": "10.0.9.0/24", "gw": "10.0.9.1"}]}"#,
+            r#"{"vni": "4097"}"#,
+            r#"{"labels": {"a": 1}}"#,
+        ] {
+            assert!(two_steps::<NetworkOptions>(json).is_err(), "{json}");
+        }
+        for json in [
+            r#"{"mtu": "big"}"#,
+            r#"{"default_pools": [{"base": "10.0.0.0/8"}]}"#,
+        ] {
+            assert!(two_steps::<ControllerOptions>(json).is_err(), "{json}");
+        }
+        for json in [
+            r#"{"id": "c", "name": "n"}"#,
+            r#"{"id": "c", "name": "n", "netns": {"pid": "1"}}"#,
+            r#"{"id": "c", "name": "n", "netns": {"pid": 1}, "ipv4": 167772170}"#,
+        ] {
+            assert!(two_steps::<ContainerSpec>(json).is_err(), "{json}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_field_the_value_and_what_to_write() {
+        let e = bad_value::<NetworkOptions>(r#"{"subnets": [{"subnet": "10.999.0.0/24"}]}"#);
+        assert_eq!(e.op(), "create network");
+        assert_eq!(
+            e.context(),
+            r#"subnets[0].subnet "10.999.0.0/24" is not a valid subnet"#
+        );
+        assert!(e.hint().contains("ADDRESS/PREFIX"), "{e}");
+        let e = bad_value::<NetworkOptions>(
+            r#"{"subnets": [{"subnet": "10.0.9.0/24"},
+                            {"subnet": "10.0.8.0/24", "aux_addresses": {"router": "10.0.8"}}]}"#,
+        );
+        assert!(
+            e.context().starts_with("subnets[1].aux_addresses.router "),
+            "{e}"
+        );
+        let e = bad_value::<NetworkOptions>(
+            r#"{"subnets": [{"subnet": "10.0.9.0/24", "gateway": "10.0.9.x"}]}"#,
+        );
+        assert!(
+            e.context().contains("subnets[0].gateway \"10.0.9.x\""),
+            "{e}"
+        );
+        for (vni, context) in [
+            ("0", "vni 0 is out of range"),
+            ("16777216", "vni 16777216 is out of range"),
+            ("-1", "vni -1 is out of range"),
+            ("99999999999999999999999", "is out of range"),
+            ("1.5", "vni 1.5 is not a whole number"),
+        ] {
+            let e = bad_value::<NetworkOptions>(&format!(r#"{{"vni": {vni}}}"#));
+            assert!(e.context().contains(context), "{vni}: {e}");
+            assert_eq!(e.hint(), "use a whole number from 1 to 16777215");
+        }
+        let e = bad_value::<ControllerOptions>(
+            r#"{"default_pools": [{"base": "10.0.0.0/8", "size": 24},
+                                  {"base": "10.1.0.0/16", "size": 300}]}"#,
+        );
+        assert_eq!(
+            (e.op(), e.context()),
+            (
+                "open controller",
+                "default_pools[1].size 300 is out of range"
+            )
+        );
+        let e = bad_value::<ControllerOptions>(r#"{"host_ttl": -5}"#);
+        assert!(e.context().starts_with("host_ttl -5"), "{e}");
+        let e = bad_value::<ControllerOptions>(r#"{"vxlan_port": 65536.0}"#);
+        assert_eq!(e.context(), "vxlan_port 65536.0 is out of range");
+        assert_eq!(e.hint(), "use a whole number from 0 to 65535");
+        let spec =
+            |extra: &str| format!(r#"{{"id": "c", "name": "n", "netns": {{"pid": 1}}{extra}}}"#);
+        let e = bad_value::<ContainerSpec>(&spec(r#", "ipv4": "fd00::1""#));
+        assert_eq!(e.op(), "connect");
+        assert!(
+            e.context()
+                .contains("ipv4 \"fd00::1\" is not a valid IPv4 address"),
+            "{e}"
+        );
+        let e = bad_value::<ContainerSpec>(&spec(r#", "ipv6": "10.0.9.2""#));
+        assert!(e.context().contains("not a valid IPv6 address"), "{e}");
+        let e =
+            bad_value::<ContainerSpec>(r#"{"id": "c", "name": "n", "netns": {"pid": 4294967296}}"#);
+        assert!(e.context().starts_with("netns.pid 4294967296"), "{e}");
+    }
+
+    #[test]
+    fn typed_structs_deserialise_through_their_documents() {
+        // One step, as the JSON-lines protocol takes it: the same checks, as a serde error.
+        let e =
+            serde_json::from_str::<NetworkOptions>(r#"{"subnets": [{"subnet": "10.0.300.0/24"}]}"#)
+                .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("subnets[0].subnet \"10.0.300.0/24\""),
+            "{e}"
+        );
+        // What a typed struct serialises to reads back as the same value.
+        let controller = ControllerOptions {
+            host_id: Some("h1".into()),
+            host_netns: Some("/run/netns/h1".into()),
+            mtu: Some(1400),
+            default_pools: Some(vec![AddressPool {
+                base: "10.10.0.0/16".parse().unwrap(),
+                size: 26,
+            }]),
+            host_ttl: Duration::from_millis(2500),
+            ..ControllerOptions::default()
+        };
+        let network = NetworkOptions {
+            subnets: vec![SubnetOptions {
+                subnet: "10.0.9.0/24".parse().unwrap(),
+                gateway: Some("10.0.9.1".parse().unwrap()),
+                ip_range: Some("10.0.9.128/25".parse().unwrap()),
+                aux_addresses: [("router".to_string(), "10.0.9.2".parse().unwrap())].into(),
+            }],
+            vni: Some(4097),
+            labels: [("team".to_string(), "db".to_string())].into(),
+            mtu: Some(1450),
+            ..NetworkOptions::default()
+        };
+        let container = ContainerSpec {
+            id: "3cfba8da9b6f".into(),
+            name: "zookeeper1".into(),
+            netns: NetnsRef::Path("/run/netns/zk1".into()),
+            aliases: vec!["zk".into()],
+            ipv4: Some("10.0.9.10".parse().unwrap()),
+            ipv6: Some("fd00:9::10".parse().unwrap()),
+            sticky: true,
+            hosts_file: Some("/run/zk1/hosts".into()),
+            ifname: Some("eth1".into()),
+        };
+        fn round_trip<T: Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
+            serde_json::from_str(&serde_json::to_string(v).unwrap()).unwrap()
+        }
+        assert_eq!(round_trip(&controller), controller);
+        assert_eq!(
+            round_trip(&ControllerOptions::default()),
+            ControllerOptions::default()
+        );
+        assert_eq!(round_trip(&network), network);
+        assert_eq!(round_trip(&container), container);
+        assert_eq!(round_trip(&NetnsRef::Pid(7)), NetnsRef::Pid(7));
+        // JSON has one number type: a float without a fraction is that whole number.
+        let pool: AddressPool =
+            serde_json::from_str(r#"{"base": "10.0.0.0/8", "size": 24.0}"#).unwrap();
+        assert_eq!(pool.size, 24);
     }
 
     #[test]

@@ -3,7 +3,10 @@
  * inspected and removed; containers connected, resolved and disconnected; events delivered to
  * a callback; several threads on one controller; and every error code each function can give
  * (NULL, bad UTF-8, bad JSON, unknown keys, not found, already exists, conflict, invalid
- * argument, unavailable after close), with out-pointers left untouched. Needs root. */
+ * argument, unavailable after close), with out-pointers left untouched. JSON arguments follow
+ * one rule: not JSON or not of the documented shape (a wrong type, an unknown or missing key)
+ * is OVL_ERR_JSON; the right shape with a bad value (a subnet, an address, a number out of
+ * range) is OVL_ERR_INVALID_ARGUMENT, and the message names the field. Needs root. */
 #include "harness.h" /* first: it sets _GNU_SOURCE */
 #include "netns.h"
 
@@ -57,9 +60,24 @@ static void open_errors(void) {
   CHECK_STATUS(ovl_controller_open("{\"mtuu\": 1400}", &ctl), OVL_ERR_JSON);
   CHECK_ERROR_MENTIONS("mtuu");
   CHECK_STATUS(ovl_controller_open("{\"mtu\": \"big\"}", &ctl), OVL_ERR_JSON);
+  CHECK_STATUS(ovl_controller_open("store=file:///x", &ctl), OVL_ERR_JSON);
+  CHECK_STATUS(ovl_controller_open("{\"default_pools\": 5}", &ctl), OVL_ERR_JSON);
+  CHECK_STATUS(ovl_controller_open("{\"default_pools\": [{\"base\": \"10.0.0.0/8\"}]}", &ctl),
+               OVL_ERR_JSON);
+  CHECK_ERROR_MENTIONS("size");
+  /* Well-formed documents with bad values: refused before anything is opened. */
   CHECK_STATUS(ovl_controller_open("{\"store\": \"nonsense\", \"advertise\": \"192.168.240.1\"}",
                                    &ctl),
                OVL_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(ovl_controller_open(
+                   "{\"default_pools\": [{\"base\": \"10.999.0.0/8\", \"size\": 24}]}", &ctl),
+               OVL_ERR_INVALID_ARGUMENT);
+  CHECK_ERROR_MENTIONS("default_pools[0].base \"10.999.0.0/8\" is not a valid subnet");
+  CHECK_STATUS(ovl_controller_open("{\"vxlan_port\": 70000}", &ctl), OVL_ERR_INVALID_ARGUMENT);
+  CHECK_ERROR_MENTIONS("vxlan_port 70000 is out of range");
+  CHECK_STATUS(ovl_controller_open("{\"host_ttl\": -1}", &ctl), OVL_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(ovl_controller_open("{\"mtu\": 1400.5}", &ctl), OVL_ERR_INVALID_ARGUMENT);
+  CHECK_ERROR_MENTIONS("not a whole number");
   CHECK(ctl == sentinel);
 }
 
@@ -91,9 +109,41 @@ static void networks(ovl_controller *ctl) {
                OVL_ERR_JSON);
   CHECK_ERROR_MENTIONS("subnet");
   CHECK_STATUS(ovl_network_create(ctl, "x-net", "{", &json), OVL_ERR_JSON);
-  CHECK_STATUS(ovl_network_create(ctl, "x-net", "{\"subnets\": [{\"subnet\": \"10.0.300.0/24\"}]}",
+  CHECK_STATUS(ovl_network_create(ctl, "x-net", "subnets", &json), OVL_ERR_JSON);
+  CHECK_STATUS(ovl_network_create(ctl, "x-net", "{\"subnets\": 5}", &json), OVL_ERR_JSON);
+  CHECK_STATUS(ovl_network_create(ctl, "x-net", "{\"subnets\": [{\"subnet\": 10}]}", &json),
+               OVL_ERR_JSON);
+  CHECK_STATUS(ovl_network_create(ctl, "x-net", "{\"subnets\": [{\"gateway\": \"10.0.10.1\"}]}",
                                   &json),
                OVL_ERR_JSON);
+  CHECK_ERROR_MENTIONS("subnet");
+  CHECK_STATUS(ovl_network_create(ctl, "x-net", "{\"vni\": \"4097\"}", &json), OVL_ERR_JSON);
+  /* Well-formed documents with bad values. */
+  CHECK_STATUS(ovl_network_create(ctl, "x-net", "{\"subnets\": [{\"subnet\": \"10.999.0.0/24\"}]}",
+                                  &json),
+               OVL_ERR_INVALID_ARGUMENT);
+  CHECK_ERROR_MENTIONS("subnets[0].subnet \"10.999.0.0/24\" is not a valid subnet");
+  CHECK_ERROR_MENTIONS("ADDRESS/PREFIX");
+  CHECK_STATUS(ovl_network_create(ctl, "x-net", "{\"subnets\": [{\"subnet\": \"10.0.300.0/24\"}]}",
+                                  &json),
+               OVL_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(ovl_network_create(ctl, "x-net",
+                                  "{\"subnets\": [{\"subnet\": \"10.0.10.0/24\", "
+                                  "\"gateway\": \"10.0.10.256\"}]}",
+                                  &json),
+               OVL_ERR_INVALID_ARGUMENT);
+  CHECK_ERROR_MENTIONS("subnets[0].gateway \"10.0.10.256\" is not a valid IP address");
+  CHECK_STATUS(ovl_network_create(ctl, "x-net",
+                                  "{\"subnets\": [{\"subnet\": \"10.0.10.0/24\", "
+                                  "\"aux_addresses\": {\"router\": \"router\"}}]}",
+                                  &json),
+               OVL_ERR_INVALID_ARGUMENT);
+  CHECK_ERROR_MENTIONS("subnets[0].aux_addresses.router");
+  CHECK_STATUS(ovl_network_create(ctl, "x-net", "{\"vni\": 16777216}", &json),
+               OVL_ERR_INVALID_ARGUMENT);
+  CHECK_ERROR_MENTIONS("vni 16777216 is out of range");
+  CHECK_STATUS(ovl_network_create(ctl, "x-net", "{\"vni\": 4294967296}", &json),
+               OVL_ERR_INVALID_ARGUMENT);
   CHECK_STATUS(ovl_network_create(ctl, "x-\xfe", NULL, &json), OVL_ERR_UTF8);
   CHECK_STATUS(ovl_network_create(ctl, NULL, NULL, &json), OVL_ERR_NULL_ARGUMENT);
   CHECK_STATUS(ovl_network_create(NULL, "x-net", NULL, &json), OVL_ERR_NULL_ARGUMENT);
@@ -168,8 +218,33 @@ static void containers(ovl_controller *ctl) {
                OVL_ERR_JSON);
   CHECK_ERROR_MENTIONS("colour");
   CHECK_STATUS(ovl_connect(ctl, "my-net",
+                           "{\"id\": \"c3\", \"name\": \"n\", \"netns\": {\"pid\": \"1\"}}", &json),
+               OVL_ERR_JSON);
+  CHECK_STATUS(ovl_connect(ctl, "my-net",
+                           "{\"id\": \"c3\", \"name\": \"n\", \"netns\": {\"pid\": 1}, "
+                           "\"aliases\": \"zk\"}",
+                           &json),
+               OVL_ERR_JSON);
+  CHECK_STATUS(ovl_connect(ctl, "my-net",
                            "{\"id\": \"c 3\", \"name\": \"n\", \"netns\": {\"pid\": 1}}", &json),
                OVL_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(ovl_connect(ctl, "my-net",
+                           "{\"id\": \"c3\", \"name\": \"n\", \"netns\": {\"pid\": 1}, "
+                           "\"ipv4\": \"10.0.9.300\"}",
+                           &json),
+               OVL_ERR_INVALID_ARGUMENT);
+  CHECK_ERROR_MENTIONS("ipv4 \"10.0.9.300\" is not a valid IPv4 address");
+  CHECK_STATUS(ovl_connect(ctl, "my-net",
+                           "{\"id\": \"c3\", \"name\": \"n\", \"netns\": {\"pid\": 1}, "
+                           "\"ipv6\": \"10.0.9.30\"}",
+                           &json),
+               OVL_ERR_INVALID_ARGUMENT);
+  CHECK_ERROR_MENTIONS("ipv6");
+  CHECK_STATUS(ovl_connect(ctl, "my-net",
+                           "{\"id\": \"c3\", \"name\": \"n\", \"netns\": {\"pid\": 99999999999}}",
+                           &json),
+               OVL_ERR_INVALID_ARGUMENT);
+  CHECK_ERROR_MENTIONS("netns.pid");
   CHECK_STATUS(ovl_connect(ctl, "my-net",
                            "{\"id\": \"c3\", \"name\": \"n\", \"netns\": {\"path\": "
                            "\"/run/netns/ovl-no-such-namespace\"}}",

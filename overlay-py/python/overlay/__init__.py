@@ -6,6 +6,9 @@ the cluster store that hosts share (``etcd://``, ``zk://``, ``consul://`` or the
 ``file://`` store). Every error is an ``overlay.OverlayError``;
 each subclass also derives from the built-in exception a caller would naturally catch
 (``NotFoundError`` is a ``LookupError``, ``UnavailableError`` a ``ConnectionError``, ...).
+An argument of the wrong type is a ``TypeError``, as for any Python call; one of the right type
+with a bad value (a subnet such as ``"10.999.0.0/24"``, a VNI out of range) is an
+``InvalidArgumentError``, a ``ValueError``, whose message names the parameter and the value.
 
 Blocking calls release the GIL and answer Ctrl-C; objects may be shared between threads.
 The native part lives in ``overlay._overlay``.
