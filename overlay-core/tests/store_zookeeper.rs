@@ -150,10 +150,16 @@ async fn one_mebibyte_put_is_refused_and_the_session_survives() {
     let e = store.put("big", &vec![0u8; 1 << 20]).await.unwrap_err();
     assert_eq!(e.kind(), overlay_core::ErrorKind::InvalidArgument, "{e}");
     let text = e.to_string();
-    assert!(text.contains("jute.maxbuffer") && text.contains("max_value="), "{text}");
+    assert!(
+        text.contains("jute.maxbuffer") && text.contains("max_value="),
+        "{text}"
+    );
     // Past the session timeout: a dropped session would have taken the record with it.
     tokio::time::sleep(common::TTL + Duration::from_secs(1)).await;
     let kv = observer.get("hosts/me").await.unwrap();
     assert_eq!(kv.map(|kv| kv.value), Some(b"alive".to_vec()));
-    store.put("small", b"ok").await.expect("the client still works");
+    store
+        .put("small", b"ok")
+        .await
+        .expect("the client still works");
 }
