@@ -31,8 +31,11 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
+/// A controller for host `name` of `lab`, keeping its state in `state` (the bench closes hosts
+/// with containers still connected: their state goes with the directory).
 async fn open(
     url: &str,
+    state: &std::path::Path,
     lab: &Lab,
     ns: &overlay::dataplane::Netns,
     name: &str,
@@ -43,6 +46,7 @@ async fn open(
         advertise: vtep.into(),
         host_id: Some(lab.host_id(name)),
         host_netns: Some(ns.path().to_path_buf()),
+        state_dir: Some(state.join(name)),
         ..Default::default()
     })
     .await
@@ -61,8 +65,9 @@ async fn convergence(url: &str, tag: &str) -> Result<Vec<Duration>> {
         "198.51.100.2/24".parse().unwrap(),
     )
     .await?;
-    let ca = open(url, &lab, &a, "a", "198.51.100.1").await?;
-    let cb = open(url, &lab, &b, "b", "198.51.100.2").await?;
+    let state = tempfile::tempdir().map_err(|e| overlay::Error::io("bench", "temp dir", e))?;
+    let ca = open(url, state.path(), &lab, &a, "a", "198.51.100.1").await?;
+    let cb = open(url, state.path(), &lab, &b, "b", "198.51.100.2").await?;
     let opts = NetworkOptions {
         subnets: vec![overlay::controller::SubnetOptions {
             subnet: "10.99.0.0/22".parse().unwrap(),
@@ -124,7 +129,8 @@ async fn convergence(url: &str, tag: &str) -> Result<Vec<Duration>> {
 async fn listing(url: &str, tag: &str) -> Result<(Duration, Duration)> {
     let lab = Lab::new(tag)?;
     let a = lab.namespace("a").await?;
-    let ctl = open(url, &lab, &a, "a", "198.51.100.1").await?;
+    let state = tempfile::tempdir().map_err(|e| overlay::Error::io("bench", "temp dir", e))?;
+    let ctl = open(url, state.path(), &lab, &a, "a", "198.51.100.1").await?;
     let store = ctl.store().clone();
     for n in 0..100 {
         let net = ctl
@@ -147,8 +153,6 @@ async fn listing(url: &str, tag: &str) -> Result<(Duration, Duration)> {
                 vtep: "198.51.100.9".parse().unwrap(),
                 sticky: false,
                 ifname: "eth0".into(),
-                netns: None,
-                hosts_file: None,
             };
             store
                 .put(&keys::endpoint(&id, &ep.id), &ep.encode())

@@ -158,6 +158,9 @@ async fn run() -> Result<()> {
                 advertise: addrs[i].into(),
                 host_id: Some(lab.host_id(&format!("host{}", i + 1))),
                 host_netns: Some(ns.path().to_path_buf()),
+                // Each host's own state (its containers' paths) beside the store, removed
+                // with it.
+                state_dir: Some(dir.path().join(format!("host{}-state", i + 1))),
                 ..Default::default()
             })
             .await?,

@@ -407,17 +407,6 @@ async fn kernel_state_healed(test: &str, backend: Backend) {
     c.stop().await;
 }
 
-macro_rules! on_backends {
-    ($scenario:ident: $($test:ident => $backend:expr),+ $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $test() {
-                $scenario(stringify!($test), $backend).await;
-            }
-        )+
-    };
-}
-
 on_backends!(walkthrough:
     walkthrough_embedded => Backend::Embedded,
     walkthrough_etcd => Backend::Etcd,

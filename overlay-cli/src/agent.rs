@@ -42,6 +42,7 @@ pub(crate) async fn run(settings: &Settings, args: &AgentArgs) -> CliResult {
         host_id: settings.host_id.clone(),
         host_netns: settings.host_netns.clone(),
         mtu: args.mtu,
+        state_dir: args.state_dir.clone(),
         ..Default::default()
     })
     .await?;

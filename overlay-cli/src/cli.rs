@@ -89,6 +89,10 @@ pub(crate) struct AgentArgs {
     /// MTU of overlay links [default: the underlay MTU minus 50]
     #[arg(long, value_parser = clap::value_parser!(u32).range(68..=65535))]
     pub(crate) mtu: Option<u32>,
+    /// Directory of this host's own state: its containers' namespace and hosts file paths,
+    /// which never go into the cluster store [default: /run/overlay/HOST_ID-STOREHASH]
+    #[arg(long, env = "OVERLAY_STATE_DIR", value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
 }
 
 /// `overlayctl network …`.

@@ -152,7 +152,10 @@ async fn agent(host: &Host, id: &str, vtep: &str) -> Proc {
         .arg(id)
         .arg("--host-netns")
         .arg(host.ns.path())
-        .arg("agent");
+        .arg("agent")
+        // Beside the host's socket and config, in the test's temp dir.
+        .arg("--state-dir")
+        .arg(host.config.with_file_name(format!("{id}-state")));
     let mut p = Proc::spawn(cmd, &format!("agent {id}"));
     let socket = host.socket.clone();
     wait_until(

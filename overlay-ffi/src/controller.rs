@@ -45,8 +45,10 @@ pub(crate) unsafe fn handle<'a>(ptr: *const ovl_controller) -> FfiResult<&'a Con
 /// | `vxlan_port` | integer | 4789 |
 /// | `default_pools` | array of `{"base": "10.0.0.0/8", "size": 24}` | the /24s of 10.0.0.0/8 |
 /// | `sticky_grace`, `host_ttl`, `reclaim_grace` | milliseconds | 86400000, 10000, 30000 |
+/// | `state_dir` | directory of this host's own state (container namespace and hosts file paths, never stored in the cluster) | `/run/overlay/<host_id>-<hash of the store URL>` |
 ///
-/// On success `*out` holds a new handle.
+/// On success `*out` holds a new handle. A second controller for a `host_id` that a live one
+/// holds (in any process, on any machine) fails with `OVL_ERR_ALREADY_EXISTS`.
 ///
 /// Errors: `OVL_ERR_JSON` when the document is not JSON or not of this shape (an unknown key, a
 /// wrong type such as `"mtu": "big"`), `OVL_ERR_INVALID_ARGUMENT` for a bad value (a store URL,

@@ -196,6 +196,7 @@ impl Controller {
         sticky_grace = None,
         host_ttl = None,
         reclaim_grace = None,
+        state_dir = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -210,6 +211,7 @@ impl Controller {
         sticky_grace: Option<f64>,
         host_ttl: Option<f64>,
         reclaim_grace: Option<f64>,
+        state_dir: Option<PathBuf>,
     ) -> PyResult<Self> {
         let defaults = ControllerOptions::default();
         let default_pools = match default_pools {
@@ -233,6 +235,7 @@ impl Controller {
             sticky_grace: seconds(py, "sticky_grace", sticky_grace, defaults.sticky_grace)?,
             host_ttl: seconds(py, "host_ttl", host_ttl, defaults.host_ttl)?,
             reclaim_grace: seconds(py, "reclaim_grace", reclaim_grace, defaults.reclaim_grace)?,
+            state_dir,
         };
         let core = run(py, async move { Core::open(opts).await })?;
         Ok(Controller {

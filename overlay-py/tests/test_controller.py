@@ -103,9 +103,11 @@ def test_walkthrough(lab: Lab, cluster_url: str, tmp_path: Path) -> None:
     containers = {name: lab.namespace(f"c{name[-1]}") for name in host_of}
     ids = (f"host1-{lab.tag}", f"host2-{lab.tag}")
     with overlay.Controller(
-        store=cluster_url, advertise="192.0.2.1", host_id=ids[0], host_netns=lab.path(h1)
+        store=cluster_url, advertise="192.0.2.1", host_id=ids[0], host_netns=lab.path(h1),
+        state_dir=tmp_path / "state1",
     ) as c1, overlay.Controller(
-        store=cluster_url, advertise="192.0.2.2", host_id=ids[1], host_netns=lab.path(h2)
+        store=cluster_url, advertise="192.0.2.2", host_id=ids[1], host_netns=lab.path(h2),
+        state_dir=tmp_path / "state2",
     ) as c2:
         controller = {h1: c1, h2: c2}
         assert (c1.host_id, c2.host_id) == ids
@@ -229,7 +231,8 @@ def test_walkthrough(lab: Lab, cluster_url: str, tmp_path: Path) -> None:
 def test_controller_errors(lab: Lab, tmp_path: Path) -> None:
     (h1,) = [lab.namespace("h1")]
     url = f"file://{tmp_path / 'cluster.db'}"
-    with overlay.Controller(store=url, advertise="127.0.0.1", host_id=f"solo-{lab.tag}", host_netns=lab.path(h1)) as c:
+    with overlay.Controller(store=url, advertise="127.0.0.1", host_id=f"solo-{lab.tag}", host_netns=lab.path(h1),
+                            state_dir=tmp_path / "state") as c:
         with pytest.raises(overlay.NotFoundError):
             c.inspect("no-such-network")
         with pytest.raises(overlay.NotFoundError):
@@ -264,7 +267,8 @@ def test_controller_errors(lab: Lab, tmp_path: Path) -> None:
 def test_controller_from_eight_threads(lab: Lab, tmp_path: Path) -> None:
     h1 = lab.namespace("h1")
     url = f"file://{tmp_path / 'cluster.db'}"
-    with overlay.Controller(store=url, advertise="127.0.0.1", host_id=f"t-{lab.tag}", host_netns=lab.path(h1)) as c:
+    with overlay.Controller(store=url, advertise="127.0.0.1", host_id=f"t-{lab.tag}", host_netns=lab.path(h1),
+                            state_dir=tmp_path / "state") as c:
         errors: List[BaseException] = []
 
         def work(i: int) -> None:
@@ -293,7 +297,8 @@ def test_connect_options_reach_the_core(lab: Lab, tmp_path: Path) -> None:
     h1 = lab.namespace("h1")
     box = lab.namespace("box")
     url = f"file://{tmp_path / 'cluster.db'}"
-    with overlay.Controller(store=url, advertise="127.0.0.1", host_id=f"o-{lab.tag}", host_netns=lab.path(h1)) as c:
+    with overlay.Controller(store=url, advertise="127.0.0.1", host_id=f"o-{lab.tag}", host_netns=lab.path(h1),
+                            state_dir=tmp_path / "state") as c:
         c.create_network("opts", subnet="10.0.7.0/24", gateway="10.0.7.254", ip_range="10.0.7.128/25")
         gw = c.inspect("opts")["IPAM"]["Config"][0]
         assert (gw["Gateway"], gw["IPRange"]) == ("10.0.7.254", "10.0.7.128/25")
@@ -315,3 +320,29 @@ def test_connect_options_reach_the_core(lab: Lab, tmp_path: Path) -> None:
         c.disconnect("opts", "s1")
         again = c.connect("opts", netns=lab.path(box), container_id="s2", name="sticky", sticky=True)
         assert again["IPv4Address"] == addr
+
+
+def test_a_live_host_id_is_refused_and_paths_stay_local(lab: Lab, tmp_path: Path) -> None:
+    h1 = lab.namespace("h1")
+    box = lab.namespace("box")
+    url = f"file://{tmp_path / 'cluster.db'}"
+    state = tmp_path / "state"
+    with overlay.Controller(store=url, advertise="127.0.0.1", host_id=f"one-{lab.tag}",
+                            host_netns=lab.path(h1), state_dir=state) as c:
+        with pytest.raises(overlay.AlreadyExistsError) as info:
+            overlay.Controller(store=url, advertise="127.0.0.2", host_id=f"one-{lab.tag}",
+                               host_netns=lab.path(h1), state_dir=tmp_path / "other")
+        assert f"one-{lab.tag}" in str(info.value) and "127.0.0.1" in str(info.value)
+        assert not (tmp_path / "other").exists(), "the refused controller kept no state"
+        c.create_network("local", subnet="10.0.8.0/24")
+        hosts = tmp_path / "box.hosts"
+        c.connect("local", netns=lab.path(box), container_id="b1", name="b1", hosts_file=hosts)
+        # The namespace and hosts file paths are in this host's state, not in the store.
+        entries = list((state / "endpoints").glob("*.json"))
+        assert len(entries) == 1 and str(hosts) in entries[0].read_text()
+        with overlay.Store(url) as store:
+            for _key, value, _version in store.list(""):
+                assert str(hosts).encode() not in value and lab.path(box).encode() not in value
+        c.disconnect("local", "b1")
+        assert list((state / "endpoints").glob("*.json")) == []
+    assert not state.exists(), "a host that stops with no container leaves no state"

@@ -66,7 +66,8 @@ def controller(tmp_path: Path) -> Iterator[overlay.Controller]:
         host = lab.namespace("h1")
         url = f"file://{tmp_path / 'cluster.db'}"
         with overlay.Controller(
-            store=url, advertise="127.0.0.1", host_id=f"args-{lab.tag}", host_netns=lab.path(host)
+            store=url, advertise="127.0.0.1", host_id=f"args-{lab.tag}", host_netns=lab.path(host),
+            state_dir=tmp_path / "state",
         ) as c:
             yield c
     finally:

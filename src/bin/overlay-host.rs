@@ -5,25 +5,40 @@
 //! ```
 //!
 //! It opens a controller (and so runs this host's agent), prints
-//! `{"ready":{"host":ID,"advertise":IP}}`, then answers each request line of
+//! `{"ready":{"host":ID,"advertise":IP}}` (or, when the controller cannot be opened,
+//! `{"error":{"kind":…,"message":…}}` and exits with 1), then answers each request line of
 //! `overlay_core::controller::rpc` with one response line, until standard input closes; then it
 //! closes the controller (connected containers keep their kernel state). Logs go to standard
 //! error, filtered by `RUST_LOG`. Test rigs run one per simulated host.
 
 use std::process::ExitCode;
 
+use overlay::controller::rpc::WireError;
 use overlay::controller::{Controller, ControllerOptions};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 async fn run(config: &str) -> overlay::Result<()> {
-    let opts: ControllerOptions = serde_json::from_str(config).map_err(|e| {
-        overlay::Error::invalid("parse config", format!("--config is not valid: {e}"))
-            .with_hint("pass the controller options as one JSON object")
-    })?;
-    let ctl = Controller::open(opts).await?;
-    let ready = serde_json::json!({"ready": {"host": ctl.host_id(), "advertise": ctl.advertise()}});
     let mut out = tokio::io::stdout();
     let io = |e| overlay::Error::io("overlay-host", "standard output", e);
+    let opened = match serde_json::from_str::<ControllerOptions>(config) {
+        Ok(opts) => Controller::open(opts).await,
+        Err(e) => Err(overlay::Error::invalid(
+            "parse config",
+            format!("--config is not valid: {e}"),
+        )
+        .with_hint("pass the controller options as one JSON object")),
+    };
+    let ctl = match opened {
+        Ok(ctl) => ctl,
+        Err(e) => {
+            // The rig reads the first line: a failure to start is an answer too.
+            let line = serde_json::json!({ "error": WireError::from(&e) });
+            let _ = out.write_all(format!("{line}\n").as_bytes()).await;
+            let _ = out.flush().await;
+            return Err(e);
+        }
+    };
+    let ready = serde_json::json!({"ready": {"host": ctl.host_id(), "advertise": ctl.advertise()}});
     out.write_all(format!("{ready}\n").as_bytes())
         .await
         .map_err(io)?;

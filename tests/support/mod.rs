@@ -215,6 +215,21 @@ impl Cluster {
     pub async fn spawn_host(&self, i: usize, ns: Netns) -> HostProc {
         let id = self.lab.host_id(&format!("host{}", i + 1));
         let vtep: IpAddr = format!("198.51.100.{}", i + 1).parse().unwrap();
+        let state = self.dir.path().join(format!("host{}-state", i + 1));
+        self.start_host(&id, vtep, ns, &state)
+            .await
+            .unwrap_or_else(|e| panic!("overlay-host {id} did not start: {}", e.message))
+    }
+
+    /// Starts an `overlay-host` process with host id `id` advertising `vtep` in namespace `ns`,
+    /// keeping its state in `state`; the error it answered with when it cannot start.
+    pub async fn start_host(
+        &self,
+        id: &str,
+        vtep: IpAddr,
+        ns: Netns,
+        state: &Path,
+    ) -> Result<HostProc, WireError> {
         let config = json!({
             "store": self.store.url(),
             "advertise": vtep.to_string(),
@@ -222,6 +237,7 @@ impl Cluster {
             "host_netns": ns.path(),
             "host_ttl": self.host_ttl_ms,
             "reclaim_grace": self.reclaim_grace_ms,
+            "state_dir": state,
         });
         let mut child = Command::new(env!("CARGO_BIN_EXE_overlay-host"))
             .arg("--config")
@@ -237,18 +253,26 @@ impl Cluster {
             .await
             .expect("overlay-host ready within 30 s")
             .expect("read ready line")
-            .expect("overlay-host started (see its stderr)");
-        assert!(ready.contains("\"ready\""), "unexpected first line {ready}");
+            .expect("overlay-host answered (see its stderr)");
+        let first: Value = serde_json::from_str(&ready).expect("the first line is JSON");
+        if let Some(e) = first.get("error") {
+            let _ = child.wait().await;
+            return Err(serde_json::from_value(e.clone()).expect("an error line"));
+        }
+        assert!(
+            first.get("ready").is_some(),
+            "unexpected first line {ready}"
+        );
         let tag = id.replace('-', "_");
-        HostProc {
-            id,
+        Ok(HostProc {
+            id: id.to_string(),
             tag,
             ns,
             vtep,
             child,
             stdin,
             stdout,
-        }
+        })
     }
 
     /// A container namespace `name` and the path of its hosts file.
@@ -365,4 +389,17 @@ pub fn fetch(ns: &Netns, ip: IpAddr, port: u16) -> Option<String> {
     })
     .ok()
     .flatten()
+}
+
+/// One `#[tokio::test]` per backend for a scenario `async fn(test: &str, backend: Backend)`.
+#[macro_export]
+macro_rules! on_backends {
+    ($scenario:ident: $($test:ident => $backend:expr),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() {
+                $scenario(stringify!($test), $backend).await;
+            }
+        )+
+    };
 }

@@ -7,9 +7,11 @@
 //! their addresses after a grace period, keeps every local container's hosts file current, and
 //! answers name lookups for embedders.
 
+mod claim;
 pub mod events;
 pub mod hosts;
 mod live;
+pub mod local;
 mod network;
 mod sweep;
 pub mod view;
@@ -26,9 +28,10 @@ use tokio::task::JoinHandle;
 use crate::dataplane::{Dataplane, Peer, SandboxSpec};
 use crate::error::Result;
 use crate::ipam::Ipam;
-use crate::model::{Endpoint, EndpointId, Host, HostId, Network, NetworkId, Record, keys};
+use crate::model::{Endpoint, EndpointId, Host, HostId, Network, NetworkId, keys};
 use crate::store::{KvStore, TxnOp};
 use events::ControllerEvent;
+use local::LocalState;
 use view::NetworkView;
 
 /// What an agent needs to know about its host.
@@ -82,6 +85,8 @@ pub(crate) struct Shared {
     ipam: Arc<dyn Ipam>,
     dataplane: Arc<dyn Dataplane>,
     cfg: AgentConfig,
+    /// What this host made: the only source of paths the agent opens, writes or enters.
+    local: Arc<LocalState>,
     state: Mutex<State>,
     live: watch::Sender<BTreeSet<HostId>>,
     events: broadcast::Sender<ControllerEvent>,
@@ -97,6 +102,12 @@ impl Shared {
 
     fn me(&self) -> &HostId {
         &self.cfg.host.id
+    }
+
+    /// Whether `ep` is one of this host's own: a record naming this host is not enough, this
+    /// host must have made it (its local state has the entry).
+    fn is_local(&self, ep: &Endpoint) -> bool {
+        ep.host == *self.me() && self.local.contains(&ep.id)
     }
 
     fn emit(&self, ev: ControllerEvent) {
@@ -120,25 +131,42 @@ impl std::fmt::Debug for Agent {
 }
 
 impl Agent {
-    /// Registers the host and starts watching hosts and networks. Local endpoints are handed
-    /// over with [`Agent::join`].
+    /// Registers the host (refusing an id a live agent holds, with
+    /// [`AlreadyExists`](crate::ErrorKind::AlreadyExists)) and starts watching hosts and
+    /// networks. Local endpoints are handed over with [`Agent::join`]; this host's own record
+    /// of them is kept in `state_dir`, opened only once the host id is held, so a refused
+    /// agent never touches the state of the one holding it.
     pub async fn start(
         store: Arc<dyn KvStore>,
         ipam: Arc<dyn Ipam>,
         dataplane: Arc<dyn Dataplane>,
-        cfg: AgentConfig,
+        mut cfg: AgentConfig,
+        state_dir: &std::path::Path,
         events: broadcast::Sender<ControllerEvent>,
     ) -> Result<Agent> {
-        store
-            .put_ephemeral(&keys::host(&cfg.host.id), &cfg.host.encode())
-            .await?;
-        let live_now = live::list_hosts(store.as_ref()).await?;
+        if cfg.host.holder.is_none() {
+            cfg.host.holder = Some(claim::new_holder());
+        }
+        claim::claim(store.as_ref(), &cfg.host).await?;
+        let opened = async {
+            let local = Arc::new(LocalState::open(state_dir)?);
+            Ok::<_, crate::Error>((local, live::list_hosts(store.as_ref()).await?))
+        };
+        let (local, live_now) = match opened.await {
+            Ok(ok) => ok,
+            Err(e) => {
+                claim::release(cfg.host.holder.as_ref());
+                let _ = store.delete(&keys::host(&cfg.host.id)).await;
+                return Err(e);
+            }
+        };
         let (live, _) = watch::channel(live_now);
         let shared = Arc::new(Shared {
             store,
             ipam,
             dataplane,
             cfg,
+            local,
             state: Mutex::new(State::default()),
             live,
             events,
@@ -195,7 +223,10 @@ impl Agent {
             for ep in ns.view.remove_key(&key).down {
                 self.shared.emit(ControllerEvent::down(&ep));
             }
-            let any_local = ns.view.endpoints().any(|e| e.host == me);
+            let any_local = ns
+                .view
+                .endpoints()
+                .any(|e| e.host == me && self.shared.local.contains(&e.id));
             if any_local {
                 None
             } else {
@@ -223,14 +254,23 @@ impl Agent {
         &self.shared.cfg
     }
 
-    /// This host's endpoints, as the agent holds them.
+    /// This host's endpoints, as the agent holds them (those this host made).
     pub fn local_endpoints(&self) -> Vec<Endpoint> {
         let st = self.shared.state();
-        let me = self.shared.me();
         st.nets
             .values()
-            .flat_map(|ns| ns.view.endpoints().filter(|e| e.host == *me).cloned())
+            .flat_map(|ns| {
+                ns.view
+                    .endpoints()
+                    .filter(|e| self.shared.is_local(e))
+                    .cloned()
+            })
             .collect()
+    }
+
+    /// This host's own record of its endpoints.
+    pub fn local(&self) -> &Arc<LocalState> {
+        &self.shared.local
     }
 
     /// The addresses `name` resolves to on networks with containers on this host: a container
@@ -258,14 +298,13 @@ impl Agent {
     /// restarted agent takes them over again.
     pub async fn close(&self) {
         self.stop();
-        let _ = self
-            .shared
-            .store
-            .delete(&keys::host(self.shared.me()))
-            .await;
+        if let Err(e) = claim::withdraw(self.shared.store.as_ref(), &self.shared.cfg.host).await {
+            tracing::warn!(host = %self.shared.me(), error = %e, "could not withdraw the host record; it expires with the session");
+        }
     }
 
     fn stop(&self) {
+        claim::release(self.shared.cfg.host.holder.as_ref());
         let mut background = self
             .background
             .lock()

@@ -152,36 +152,34 @@ pub(super) async fn reconcile(shared: &Shared, id: &NetworkId, full: bool) {
 }
 
 /// The hosts files of local containers on network `id`, rendered from every network each of
-/// those containers joined.
+/// those containers joined. The paths come from this host's local state only.
 fn hosts_files_for(
     shared: &Shared,
     st: &super::State,
     id: &NetworkId,
 ) -> BTreeMap<PathBuf, String> {
-    let me = shared.me();
     let live = shared.live.borrow();
     let Some(ns) = st.nets.get(id) else {
         return BTreeMap::new();
     };
-    let containers: BTreeSet<&str> = ns
-        .view
-        .endpoints()
-        .filter(|e| e.host == *me && e.hosts_file.is_some())
-        .map(|e| e.container_id.as_str())
-        .collect();
+    // Container id → its hosts file, from the entries of this host's endpoints on `id`.
+    let mut files: BTreeMap<&str, PathBuf> = BTreeMap::new();
+    for ep in ns.view.endpoints().filter(|e| shared.is_local(e)) {
+        if let Some(path) = shared.local.get(&ep.id).and_then(|l| l.hosts_file) {
+            files.entry(ep.container_id.as_str()).or_insert(path);
+        }
+    }
     let mut out = BTreeMap::new();
-    for container in containers {
+    for (container, path) in files {
         let mut own: Vec<(IpAddr, String)> = Vec::new();
         let mut peers = BTreeSet::new();
-        let mut path = None;
         let hostname: String = container.chars().take(12).collect();
         for net in st.nets.values() {
             let mine = net
                 .view
                 .endpoints()
-                .find(|e| e.host == *me && e.container_id == container);
+                .find(|e| e.container_id == container && shared.is_local(e));
             let Some(mine) = mine else { continue };
-            path = path.or_else(|| mine.hosts_file.clone());
             own.extend(mine.addresses().map(|ip| (ip, hostname.clone())));
             for ep in net.view.endpoints() {
                 if ep.container_id == container || !live.contains(&ep.host) {
@@ -197,9 +195,7 @@ fn hosts_files_for(
                 }
             }
         }
-        if let Some(path) = path {
-            out.insert(path, hosts::render(&own, &peers));
-        }
+        out.insert(path, hosts::render(&own, &peers));
     }
     out
 }

@@ -52,7 +52,7 @@ async fn heal(shared: &Shared) {
             let local: Vec<Endpoint> = ns
                 .view
                 .endpoints()
-                .filter(|e| e.host == *shared.me())
+                .filter(|e| shared.is_local(e))
                 .cloned()
                 .collect();
             (ns.network.clone(), local)
@@ -65,11 +65,13 @@ async fn heal(shared: &Shared) {
             continue;
         }
         for ep in local {
-            let Some(netns) = ep.netns.clone().filter(|p| p.exists()) else {
+            // The namespace to enter comes from this host's own state, and only while it is
+            // still the namespace that was connected (never from the record).
+            let Some(entry) = shared.local.get(&ep.id).filter(|l| l.namespace_alive()) else {
                 continue;
             };
             let spec = crate::dataplane::AttachSpec {
-                netns,
+                netns: entry.netns,
                 ifname: ep.ifname.clone(),
                 ipv4: ep.ipv4,
                 ipv6: ep.ipv6,

@@ -169,8 +169,6 @@ mod tests {
             .unwrap(),
             sticky: false,
             ifname: "eth0".into(),
-            netns: None,
-            hosts_file: None,
         }
     }
 

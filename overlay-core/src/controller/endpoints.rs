@@ -10,6 +10,7 @@ use super::Controller;
 use super::inspect::ContainerInspect;
 use super::networks::decode_all;
 use super::spec::ContainerSpec;
+use crate::agent::local::{LocalEndpoint, entry_for};
 use crate::agent::{endpoint_removal, names_of};
 use crate::dataplane::{AttachSpec, SandboxSpec};
 use crate::error::{Error, ErrorKind, Result};
@@ -226,6 +227,22 @@ impl Controller {
             undo_kernel().await;
             return Err(e);
         }
+        // This host's own record of the container, before the cluster's: a crash between the
+        // two leaves an entry without a record, which the next start undoes.
+        let local = self.agent()?.local().clone();
+        let entry = entry_for(
+            id,
+            net.id,
+            &c.id,
+            &c.netns.path(),
+            &ifname,
+            c.hosts_file.as_deref(),
+        )
+        .and_then(|entry| local.insert(entry));
+        if let Err(e) = entry {
+            undo_kernel().await;
+            return Err(e);
+        }
         let ep = Endpoint {
             schema: SCHEMA,
             id,
@@ -240,8 +257,6 @@ impl Controller {
             vtep: self.inner.host.advertise,
             sticky: c.sticky,
             ifname: ifname.clone(),
-            netns: Some(c.netns.path()),
-            hosts_file: c.hosts_file.clone(),
         };
         let own = id.to_string().into_bytes();
         let ops = [
@@ -263,6 +278,9 @@ impl Controller {
             },
         ];
         if let Err(e) = self.inner.store.txn(&ops).await {
+            if let Err(e) = local.remove(&id) {
+                tracing::warn!(error = %e, "could not remove the host state of a failed connect");
+            }
             undo_kernel().await;
             return Err(self.explain_publish_failure(net, c, e).await);
         }
@@ -347,14 +365,9 @@ impl Controller {
 
     /// Undoes the kernel and IPAM side of a local endpoint whose record is gone.
     async fn release_local(&self, net: &Network, ep: &Endpoint) {
-        if let Some(netns) = &ep.netns
-            && let Err(e) = self
-                .inner
-                .dataplane
-                .detach(&net.id, netns, &ep.ifname)
-                .await
-        {
-            tracing::warn!(container = %ep.name, error = %e, "could not remove the container's interface");
+        let local = self.agent().ok().and_then(|a| a.local().get(&ep.id));
+        if let Some(entry) = &local {
+            self.detach_entry(entry).await;
         }
         for ip in ep.addresses() {
             if let Err(e) = self
@@ -368,24 +381,70 @@ impl Controller {
         }
         if let Ok(agent) = self.agent() {
             agent.leave(&net.id, &ep.id).await;
+            if let Err(e) = agent.local().remove(&ep.id) {
+                tracing::warn!(container = %ep.name, error = %e, "could not remove the endpoint's host state");
+            }
         }
     }
 
-    /// Takes over this host's endpoints after a restart: those whose container namespace still
-    /// exists are re-attached (idempotently) and watched again; the others are removed.
+    /// Removes the container's interface, if its namespace is still the one connected.
+    async fn detach_entry(&self, entry: &LocalEndpoint) {
+        if !entry.namespace_alive() {
+            return;
+        }
+        if let Err(e) = self
+            .inner
+            .dataplane
+            .detach(&entry.network, &entry.netns, &entry.ifname)
+            .await
+        {
+            tracing::warn!(container = %entry.container_id, error = %e, "could not remove the container's interface");
+        }
+    }
+
+    /// Takes over this host's endpoints after a restart, from this host's own state: those
+    /// whose container namespace is still the one connected are re-attached (idempotently)
+    /// and watched again; the others are removed. A record naming this host that this host's
+    /// state does not know was not made here (forged, or its state was lost with a reboot,
+    /// which took the namespaces too): it is removed, and nothing it names is opened.
     pub(super) async fn recover(&self) -> Result<()> {
         let me = &self.inner.host.id;
+        let agent = self.agent()?;
+        let local = agent.local().clone();
         let listing = self.inner.store.list(keys::ENDPOINTS).await?;
+        let mut records = std::collections::BTreeMap::new();
         for (ep, version) in decode_all::<Endpoint>(&listing.kvs) {
-            if ep.host != *me {
-                continue;
+            if ep.host == *me {
+                records.insert(ep.id, (ep, version));
             }
+        }
+        for entry in local.all() {
+            if !records.contains_key(&entry.endpoint) {
+                // Disconnected (or reclaimed) while the agent was down, or a connect that
+                // crashed before publishing: undo what is left in the kernel.
+                self.detach_entry(&entry).await;
+                if let Err(e) = local.remove(&entry.endpoint) {
+                    tracing::warn!(error = %e, "could not remove stale host state");
+                }
+            }
+        }
+        for (ep, version) in records.into_values() {
             let Ok((net, _)) = self.lookup(&ep.network.to_string()).await else {
                 continue;
             };
-            let alive = ep.netns.as_ref().is_some_and(|p| p.exists());
+            let entry = local.get(&ep.id);
+            let alive = entry.as_ref().is_some_and(LocalEndpoint::namespace_alive);
             if !alive {
-                tracing::info!(container = %ep.name, "container went away while the agent was down");
+                match &entry {
+                    Some(_) => {
+                        tracing::info!(container = %ep.name, "container went away while the agent was down")
+                    }
+                    None => tracing::warn!(
+                        container = %ep.name,
+                        endpoint = %ep.id,
+                        "an endpoint record names this host but this host never made it; removing it"
+                    ),
+                }
                 if let Ok(ops) = endpoint_removal(self.inner.store.as_ref(), &ep, version).await
                     && self.inner.store.txn(&ops).await.is_ok()
                 {
@@ -393,8 +452,9 @@ impl Controller {
                 }
                 continue;
             }
+            let Some(entry) = entry else { continue };
             let attach = AttachSpec {
-                netns: ep.netns.clone().unwrap_or_default(),
+                netns: entry.netns.clone(),
                 ifname: ep.ifname.clone(),
                 ipv4: ep.ipv4,
                 ipv6: ep.ipv6,
@@ -410,7 +470,7 @@ impl Controller {
             {
                 tracing::warn!(container = %ep.name, error = %e, "could not restore the container's interface");
             }
-            self.agent()?.join(&net, ep).await;
+            agent.join(&net, ep).await;
         }
         Ok(())
     }

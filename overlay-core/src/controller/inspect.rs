@@ -208,8 +208,6 @@ mod tests {
             vtep: "192.0.2.1".parse().unwrap(),
             sticky: false,
             ifname: "eth0".into(),
-            netns: None,
-            hosts_file: None,
         };
         let doc =
             serde_json::to_value(NetworkInspect::build(&n, std::slice::from_ref(&ep))).unwrap();

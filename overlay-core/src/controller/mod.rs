@@ -103,6 +103,24 @@ fn default_host_id() -> Result<HostId> {
     HostId::new(clean).map_err(|e| e.with_hint("set host_id explicitly"))
 }
 
+/// Where a host keeps its local state when the options name no directory: one directory per
+/// host id, on a file system that, like the namespaces it names, does not outlive a reboot.
+pub const DEFAULT_STATE_ROOT: &str = "/run/overlay";
+
+/// `DEFAULT_STATE_ROOT/<host id>-<hash of the store URL>`: the same host id in two clusters on
+/// one machine (test rigs do this) never shares the list of what it made. A host id starts with
+/// a letter or digit and holds no '/', so it is safe as a path component.
+fn default_state_dir(host: &HostId, url: &StoreUrl) -> std::path::PathBuf {
+    // FNV-1a: stable across builds and processes, unlike std's hasher.
+    let hash = url
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    std::path::Path::new(DEFAULT_STATE_ROOT).join(format!("{host}-{:08x}", hash as u32))
+}
+
 /// The data plane names a host's sandboxes after a tag without '-' (it separates name parts).
 fn host_tag(id: &HostId) -> String {
     id.as_str().replace('-', "_")
@@ -146,11 +164,16 @@ impl Controller {
             Arc::new(StoreIpam::new(store.clone(), host_id.clone(), ipam_cfg));
         let dataplane: Arc<dyn Dataplane> =
             Arc::new(NetlinkDataplane::in_namespace(&host_tag(&host_id), &host_ns).await?);
+        let state_dir = match &opts.state_dir {
+            Some(dir) => dir.clone(),
+            None => default_state_dir(&host_id, &url),
+        };
         let host = Host {
             schema: SCHEMA,
             id: host_id,
             advertise,
             started_ms: networks::now_ms(),
+            holder: None,
         };
         let (events, _) = broadcast::channel(1024);
         let cfg = AgentConfig {
@@ -164,6 +187,7 @@ impl Controller {
             ipam.clone(),
             dataplane.clone(),
             cfg,
+            &state_dir,
             events.clone(),
         )
         .await
@@ -256,6 +280,7 @@ impl Controller {
         match agent {
             Some(agent) => {
                 agent.close().await;
+                agent.local().remove_if_empty();
                 self.inner.store.close().await
             }
             None => Ok(()),

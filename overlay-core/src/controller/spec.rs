@@ -69,6 +69,10 @@ pub struct ControllerOptions {
     /// comes back.
     #[serde(serialize_with = "millis")]
     pub reclaim_grace: Duration,
+    /// Where this host keeps what only it may act on (its containers' namespace and hosts file
+    /// paths, never put in the cluster store); default: `/run/overlay/<host id>-<hash of the
+    /// store URL>`, which, like the namespaces it names, does not outlive a reboot.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for ControllerOptions {
@@ -84,6 +88,7 @@ impl Default for ControllerOptions {
             sticky_grace: Duration::from_secs(24 * 3600),
             host_ttl: Duration::from_secs(10),
             reclaim_grace: Duration::from_secs(30),
+            state_dir: None,
         }
     }
 }

@@ -6,4 +6,4 @@ pub(crate) use ids::is_plain_name;
 mod records;
 
 pub use ids::{EndpointId, HostId, MacAddr, NetworkId, Vni};
-pub use records::{Claim, Endpoint, Host, Network, PoolConfig, Record, SCHEMA};
+pub use records::{Claim, Endpoint, Holder, Host, Network, PoolConfig, Record, SCHEMA};

@@ -211,13 +211,10 @@ pub struct Endpoint {
     /// Interface name inside the container (`eth0`, `eth1`, …).
     #[serde(default = "default_ifname")]
     pub ifname: String,
-    /// The container's namespace file on its host, so the host's agent can find it again
-    /// after a restart.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netns: Option<std::path::PathBuf>,
-    /// The hosts file the host's agent keeps current for the container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hosts_file: Option<std::path::PathBuf>,
+    // No paths: the container's namespace and hosts file are host-local facts, kept in the
+    // host's own state (`agent::local`), never in a record that anyone with store access can
+    // write. Records of older versions that still carry `netns` and `hosts_file` decode; the
+    // fields are ignored.
 }
 
 fn default_ifname() -> String {
@@ -288,6 +285,22 @@ pub struct Host {
     /// When this incarnation of the host's agent started, ms since the Unix epoch.
     #[serde(default)]
     pub started_ms: u64,
+    /// The process holding the host id, so that a restart on the same machine can tell its own
+    /// crashed predecessor (whose record has not expired yet) from a live agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<Holder>,
+}
+
+/// The process that holds a host id (see [`Host::holder`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// The machine's boot id (`/proc/sys/kernel/random/boot_id`): pids mean something only on
+    /// the machine and boot that issued them.
+    pub boot_id: String,
+    /// The holding process.
+    pub pid: u32,
+    /// Random per agent, so that agents of one process are told apart.
+    pub incarnation: u64,
 }
 
 impl Record for Host {
@@ -383,8 +396,6 @@ mod tests {
             vtep: "192.0.2.1".parse().unwrap(),
             sticky: false,
             ifname: "eth0".into(),
-            netns: None,
-            hosts_file: None,
         };
         let e = Endpoint::decode("endpoints/a/b", &ep.encode()).unwrap_err();
         assert!(e.to_string().contains("neither"), "{e}");
@@ -393,5 +404,17 @@ mod tests {
             ..ep
         };
         assert_eq!(Endpoint::decode("k", &ok.encode()).unwrap(), ok);
+        // A record of an older version, with the paths records no longer carry, decodes; the
+        // paths are dropped, never acted on.
+        let mut old = serde_json::to_value(&ok).unwrap();
+        old["netns"] = serde_json::json!("/proc/1/ns/net");
+        old["hosts_file"] = serde_json::json!("/etc/shadow");
+        let decoded = Endpoint::decode("k", &serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(decoded, ok);
+        assert!(
+            !String::from_utf8(decoded.encode())
+                .unwrap()
+                .contains("/proc/1")
+        );
     }
 }

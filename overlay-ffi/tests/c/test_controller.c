@@ -487,6 +487,11 @@ int main(int argc, char **argv) {
   char *host_id = NULL;
   CHECK_STATUS(ovl_controller_host_id(ctl, &host_id), OVL_OK);
   CHECK(host_id != NULL && strcmp(host_id, "host1") == 0);
+  /* One live controller per host id: a second is refused, naming the holder's address. */
+  ovl_controller *twin = NULL;
+  CHECK_STATUS(ovl_controller_open(config, &twin), OVL_ERR_ALREADY_EXISTS);
+  CHECK_ERROR_MENTIONS("192.168.240.1");
+  CHECK(twin == NULL);
   ovl_string_free(host_id);
   CHECK_STATUS(ovl_controller_host_id(ctl, NULL), OVL_ERR_NULL_ARGUMENT);
   CHECK_STATUS(ovl_controller_host_id(NULL, &host_id), OVL_ERR_NULL_ARGUMENT);

@@ -144,6 +144,7 @@ class Controller:
         sticky_grace: Optional[float] = None,
         host_ttl: Optional[float] = None,
         reclaim_grace: Optional[float] = None,
+        state_dir: Optional[_Path] = None,
     ) -> Controller: ...
     @property
     def host_id(self) -> str: ...

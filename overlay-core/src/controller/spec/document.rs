@@ -37,6 +37,7 @@ pub struct ControllerOptionsDoc {
     sticky_grace: Number,
     host_ttl: Number,
     reclaim_grace: Number,
+    state_dir: Option<PathBuf>,
 }
 
 impl Default for ControllerOptionsDoc {
@@ -54,6 +55,7 @@ impl Default for ControllerOptionsDoc {
             sticky_grace: ms(d.sticky_grace),
             host_ttl: ms(d.host_ttl),
             reclaim_grace: ms(d.reclaim_grace),
+            state_dir: None,
         }
     }
 }
@@ -189,6 +191,7 @@ impl TryFrom<ControllerOptionsDoc> for ControllerOptions {
             sticky_grace: ms("sticky_grace", &d.sticky_grace)?,
             host_ttl: ms("host_ttl", &d.host_ttl)?,
             reclaim_grace: ms("reclaim_grace", &d.reclaim_grace)?,
+            state_dir: d.state_dir,
         })
     }
 }
