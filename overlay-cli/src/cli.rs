@@ -85,7 +85,11 @@ pub(crate) enum Command {
 
 /// `overlayctl agent`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct AgentArgs {
+    /// What to do instead of running the agent
+    #[command(subcommand)]
+    pub(crate) action: Option<AgentAction>,
     /// MTU of overlay links [default: the underlay MTU minus 50]
     #[arg(long, value_parser = clap::value_parser!(u32).range(68..=65535))]
     pub(crate) mtu: Option<u32>,
@@ -93,6 +97,18 @@ pub(crate) struct AgentArgs {
     /// which never go into the cluster store [default: /run/overlay/HOST_ID-STOREHASH]
     #[arg(long, env = "OVERLAY_STATE_DIR", value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
+}
+
+/// `overlayctl agent …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AgentAction {
+    /// Ask the running agent how it is: each background task, the store, the last sweep
+    /// (exit code 1 when anything is unhealthy)
+    Status {
+        /// Print the health as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `overlayctl network …`.

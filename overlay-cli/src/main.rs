@@ -16,12 +16,13 @@ mod docs;
 mod failure;
 mod network;
 mod settings;
+mod status;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ContainerCommand};
+use crate::cli::{AgentAction, Cli, Command, ContainerCommand};
 use crate::failure::CliResult;
 use crate::settings::Settings;
 
@@ -41,7 +42,10 @@ async fn run(cli: Cli) -> CliResult<u8> {
         Command::Man { dir } => docs::man(dir.as_deref())?,
         Command::Agent(args) => {
             let settings = Settings::resolve(&cli.global)?;
-            agent::run(&settings, &args).await?;
+            match &args.action {
+                Some(AgentAction::Status { json }) => return status::run(&settings, *json).await,
+                None => agent::run(&settings, &args).await?,
+            }
         }
         Command::Network(cmd) => {
             let settings = Settings::resolve(&cli.global)?;

@@ -321,9 +321,8 @@ async fn connect(settings: &Settings, args: &ConnectArgs) -> CliResult {
             )));
         }
     }
-    if let Some(h) = &target.hosts_file {
-        hosts_dir(h)?;
-    }
+    // The agent makes the hosts file's directory (/etc/netns/NAME), and removes it with the
+    // container when the namespace goes away.
     let spec = ContainerSpec {
         id: target.id,
         name: args.name.clone().unwrap_or(target.name),

@@ -503,3 +503,57 @@ async fn walkthrough_etcd() {
 async fn walkthrough_zookeeper() {
     walkthrough("walkthrough_zookeeper", "zookeeper").await;
 }
+
+/// `overlayctl agent status` on a host whose etcd is killed and restarted: every task running
+/// and the store reachable; then the store unreachable (exit code 1); then healthy again,
+/// without restarting the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_status_follows_the_store() {
+    let test = "agent_status_follows_the_store";
+    overlay_testkit::require_root(test);
+    let mut server = EtcdServer::start_local();
+    let url = server.url_with("timeout=1s&ttl=2s");
+    let prefix = format!("s{:x}", std::process::id());
+    let _sweep = NamespaceSweep(prefix.clone());
+    let lab = Lab::new(&prefix).expect("lab");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let host = Host {
+        ns: lab.namespace("host1").await.expect("host1"),
+        socket: dir.path().join("host1.sock"),
+        store: url,
+        config,
+    };
+    let mut agent = agent(&host, &lab.host_id("host1"), "198.51.100.1").await;
+    let status = async || {
+        let out = output(host.run(&["agent", "status", "--json"])).await;
+        let health: Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("status --json printed {:?}: {e}", out.stdout));
+        (out.code(), health)
+    };
+    let healthy = async || {
+        let (code, h) = status().await;
+        code == Some(0)
+            && h["healthy"] == true
+            && h["tasks"]
+                .as_array()
+                .is_some_and(|t| t.len() >= 3 && t.iter().all(|t| t["state"] == "running"))
+    };
+    wait_until("every task healthy", CONVERGE, healthy).await;
+    let table = ok(host.run(&["agent", "status"])).await;
+    for line in ["store       reachable", "hosts", "networks", "sweep"] {
+        assert!(table.contains(line), "{line:?} in\n{table}");
+    }
+
+    server.kill();
+    wait_until("the store shows unreachable", CONVERGE, async || {
+        let (code, h) = status().await;
+        code == Some(1) && h["store_reachable"] == false && h["store_error"].is_string()
+    })
+    .await;
+    server.restart();
+    wait_until("healthy again after the restart", CONVERGE, healthy).await;
+    assert!(agent.running(), "the agent kept running");
+    agent.stop().await;
+}

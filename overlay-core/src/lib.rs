@@ -15,6 +15,7 @@ pub mod dataplane;
 pub mod error;
 pub mod ipam;
 pub mod model;
+pub mod retry;
 pub mod store;
 
 pub use error::{Error, ErrorKind, Result};

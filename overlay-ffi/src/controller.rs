@@ -386,6 +386,30 @@ pub unsafe extern "C" fn ovl_resolve_all(
     })
 }
 
+/// This host's health as JSON in `*out_json` (freed with `ovl_string_free`):
+/// `{"host": …, "store_reachable": bool, "store_error"?: …, "last_sweep_ms"?: ms since the
+/// epoch, "tasks": [{"name", "state": "running"|"failing"|"restarting", "error"?, "restarts"}],
+/// "healthy": bool}`. A store that does not answer is reported here, not as an error; the call
+/// takes at most the store's timeout.
+///
+/// # Safety
+/// `ctl` is NULL or a live handle; `out_json` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ovl_health(
+    ctl: *mut ovl_controller,
+    out_json: *mut *mut c_char,
+) -> ovl_status {
+    boundary::run("ovl_health", || {
+        // SAFETY: forwarded from the caller.
+        let ctl = unsafe { handle(ctl) }?;
+        let out_json = Out::required("out_json", out_json)?;
+        let text = c_json(&block_on(ctl.health())??)?;
+        // SAFETY: checked non-NULL; the caller promises it is writable.
+        unsafe { out_json.write(text) };
+        Ok(())
+    })
+}
+
 /// The addresses of `name`, never empty.
 fn resolve(ctl: &Controller, name: &str) -> FfiResult<Vec<String>> {
     let addresses: Vec<String> = block_on(ctl.resolve(name))??

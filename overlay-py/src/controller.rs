@@ -428,6 +428,14 @@ impl Controller {
         Ok(addrs.iter().map(ToString::to_string).collect())
     }
 
+    /// This host's health as a dict: "host", "store_reachable", "store_error" (when not),
+    /// "last_sweep_ms", "tasks" (each with "name", "state", "restarts", "error") and "healthy".
+    fn health<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let core = self.core(py)?;
+        let health = run(py, async move { core.health().await })?;
+        to_python(py, &health)
+    }
+
     /// The controller's events from now on, as this host sees them: networks created and
     /// removed anywhere, and containers of other hosts joining and leaving the networks this
     /// host has containers on. An iterator of dicts with a "type" key.

@@ -333,6 +333,9 @@ def test_a_live_host_id_is_refused_and_paths_stay_local(lab: Lab, tmp_path: Path
             overlay.Controller(store=url, advertise="127.0.0.2", host_id=f"one-{lab.tag}",
                                host_netns=lab.path(h1), state_dir=tmp_path / "other")
         assert f"one-{lab.tag}" in str(info.value) and "127.0.0.1" in str(info.value)
+        health = c.health()
+        assert health["store_reachable"] is True and health["host"] == f"one-{lab.tag}"
+        assert {"hosts", "networks", "sweep"} <= {t["name"] for t in health["tasks"]}
         assert not (tmp_path / "other").exists(), "the refused controller kept no state"
         c.create_network("local", subnet="10.0.8.0/24")
         hosts = tmp_path / "box.hosts"

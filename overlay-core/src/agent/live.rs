@@ -4,16 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::Shared;
 use super::events::ControllerEvent;
+use super::health::Trouble;
 use crate::error::Result;
 use crate::model::{Host, HostId, Network, NetworkId, Record, keys};
 use crate::store::{KvStore, WatchEvent};
-
-/// Pause after a failed list or watch before trying again.
-pub(super) const RETRY: Duration = Duration::from_millis(500);
 
 fn host_of_key(key: &str) -> Option<HostId> {
     key.strip_prefix(keys::HOSTS)?
@@ -35,12 +32,12 @@ pub(super) async fn list_hosts(store: &dyn KvStore) -> Result<BTreeSet<HostId>> 
 
 /// Keeps `shared.live` equal to the set of host records.
 pub(super) async fn watch_hosts(shared: Arc<Shared>) {
+    let mut trouble = Trouble::new(shared.board.clone(), "hosts");
     loop {
         let listing = match shared.store.list(keys::HOSTS).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::debug!(error = %e, "listing hosts failed; retrying");
-                tokio::time::sleep(RETRY).await;
+                trouble.failed("listing hosts", &e).await;
                 continue;
             }
         };
@@ -60,11 +57,11 @@ pub(super) async fn watch_hosts(shared: Arc<Shared>) {
         {
             Ok(w) => w,
             Err(e) => {
-                tracing::debug!(error = %e, "watching hosts failed; retrying");
-                tokio::time::sleep(RETRY).await;
+                trouble.failed("watching hosts", &e).await;
                 continue;
             }
         };
+        trouble.ok();
         loop {
             match watch.next().await {
                 Some(Ok(WatchEvent::Put(kv))) => {
@@ -89,8 +86,7 @@ pub(super) async fn watch_hosts(shared: Arc<Shared>) {
                     break;
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "host watch failed; re-listing");
-                    tokio::time::sleep(RETRY).await;
+                    trouble.failed("the host watch", &e).await;
                     break;
                 }
                 None => return,
@@ -103,11 +99,12 @@ pub(super) async fn watch_hosts(shared: Arc<Shared>) {
 pub(super) async fn watch_networks(shared: Arc<Shared>) {
     let mut known: BTreeMap<NetworkId, String> = BTreeMap::new();
     let mut first = true;
+    let mut trouble = Trouble::new(shared.board.clone(), "networks");
     loop {
         let listing = match shared.store.list(keys::NETWORKS).await {
             Ok(l) => l,
-            Err(_) => {
-                tokio::time::sleep(RETRY).await;
+            Err(e) => {
+                trouble.failed("listing networks", &e).await;
                 continue;
             }
         };
@@ -133,14 +130,18 @@ pub(super) async fn watch_networks(shared: Arc<Shared>) {
         }
         first = false;
         known = now;
-        let Ok(mut watch) = shared
+        let mut watch = match shared
             .store
             .watch(keys::NETWORKS, Some(listing.revision))
             .await
-        else {
-            tokio::time::sleep(RETRY).await;
-            continue;
+        {
+            Ok(w) => w,
+            Err(e) => {
+                trouble.failed("watching networks", &e).await;
+                continue;
+            }
         };
+        trouble.ok();
         loop {
             match watch.next().await {
                 Some(Ok(WatchEvent::Put(kv))) => match Network::decode(&kv.key, &kv.value) {
@@ -158,8 +159,8 @@ pub(super) async fn watch_networks(shared: Arc<Shared>) {
                 },
                 Some(Ok(WatchEvent::Delete { key, .. })) => {
                     let id = key
-                        .rsplit('/')
-                        .next()
+                        .strip_prefix(keys::NETWORKS)
+                        .and_then(|rest| rest.strip_prefix('/'))
                         .and_then(|s| s.parse::<NetworkId>().ok());
                     if let Some((id, name)) = id.and_then(|id| known.remove_entry(&id)) {
                         shared.emit(ControllerEvent::NetworkRemoved {
@@ -168,9 +169,12 @@ pub(super) async fn watch_networks(shared: Arc<Shared>) {
                         });
                     }
                 }
-                Some(Ok(WatchEvent::Resync { .. })) => break,
-                Some(Err(_)) => {
-                    tokio::time::sleep(RETRY).await;
+                Some(Ok(WatchEvent::Resync { reason })) => {
+                    tracing::info!(%reason, "network watch lost events; re-listing");
+                    break;
+                }
+                Some(Err(e)) => {
+                    trouble.failed("the network watch", &e).await;
                     break;
                 }
                 None => return,

@@ -66,6 +66,10 @@ pub struct LocalEndpoint {
     /// The hosts file the agent keeps current for the container, as the local caller gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts_file: Option<PathBuf>,
+    /// Whether connect made the hosts file's directory (as `/etc/netns/NAME` for a named
+    /// namespace), so that it goes with the container.
+    #[serde(default)]
+    pub hosts_dir_made: bool,
 }
 
 impl LocalEndpoint {
@@ -291,7 +295,32 @@ pub fn entry_for(
         netns_identity: identity,
         ifname: ifname.to_string(),
         hosts_file: hosts_file.map(Path::to_path_buf),
+        hosts_dir_made: false,
     })
+}
+
+/// Makes the directory of `hosts_file` if it is missing (mode 0755: a hosts file is read by
+/// everyone in the container); returns whether it did.
+pub fn make_hosts_dir(hosts_file: &Path) -> Result<bool> {
+    let Some(dir) = hosts_file.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(false);
+    };
+    if dir.is_dir() {
+        return Ok(false);
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| {
+            Error::io(
+                "connect",
+                format!("cannot create {} for the hosts file", dir.display()),
+                e,
+            )
+            .with_hint("run as root, or give a hosts file in a directory that exists")
+        })?;
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 mod claim;
 pub mod events;
+pub mod health;
 pub mod hosts;
 mod live;
 pub mod local;
@@ -87,6 +88,11 @@ pub(crate) struct Shared {
     cfg: AgentConfig,
     /// What this host made: the only source of paths the agent opens, writes or enters.
     local: Arc<LocalState>,
+    /// Every background task's state.
+    board: Arc<health::Board>,
+    /// One lock per network: connect, disconnect, heal and the collection of dead containers
+    /// of a network run one at a time on this host, so none removes what another just made.
+    net_locks: Mutex<BTreeMap<NetworkId, Arc<tokio::sync::Mutex<()>>>>,
     state: Mutex<State>,
     live: watch::Sender<BTreeSet<HostId>>,
     events: broadcast::Sender<ControllerEvent>,
@@ -104,10 +110,61 @@ impl Shared {
         &self.cfg.host.id
     }
 
+    /// Waits for network `id`'s lock (see `net_locks`).
+    async fn lock_network(&self, id: &NetworkId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .net_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(*id)
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
     /// Whether `ep` is one of this host's own: a record naming this host is not enough, this
     /// host must have made it (its local state has the entry).
     fn is_local(&self, ep: &Endpoint) -> bool {
         ep.host == *self.me() && self.local.contains(&ep.id)
+    }
+
+    /// Lets go of a local endpoint that was removed from the store: [`Agent::leave`].
+    async fn leave(&self, network: &NetworkId, endpoint: &EndpointId) {
+        let key = keys::endpoint(network, endpoint);
+        let last = {
+            let mut st = self.state();
+            let me = self.me().clone();
+            let Some(ns) = st.nets.get_mut(network) else {
+                return;
+            };
+            for ep in ns.view.remove_key(&key).down {
+                self.emit(ControllerEvent::down(&ep));
+            }
+            let any_local = ns
+                .view
+                .endpoints()
+                .any(|e| e.host == me && self.local.contains(&e.id));
+            if any_local {
+                None
+            } else {
+                st.nets.remove(network)
+            }
+        };
+        match last {
+            Some(ns) => {
+                if let Some(task) = ns.task {
+                    task.abort();
+                }
+                self.board.forget(&format!("network {}", ns.network.name));
+                // A heal or reconcile still running on this network finishes first, so it
+                // cannot bring the sandbox back after it is removed.
+                let _serial = ns.reconciling.lock().await;
+                if let Err(e) = self.dataplane.remove_sandbox(network).await {
+                    tracing::warn!(network = %ns.network.name, error = %e, "sandbox removal failed");
+                }
+            }
+            None => network::reconcile(self, network, false).await,
+        }
     }
 
     fn emit(&self, ev: ControllerEvent) {
@@ -167,14 +224,23 @@ impl Agent {
             dataplane,
             cfg,
             local,
+            board: Arc::default(),
+            net_locks: Mutex::default(),
             state: Mutex::new(State::default()),
             live,
             events,
         });
+        let board = shared.board.clone();
+        let task = |name: &str, run: fn(Arc<Shared>) -> _| {
+            let s = shared.clone();
+            health::supervise(board.clone(), name.to_string(), move || run(s.clone()))
+        };
         let background = vec![
-            tokio::spawn(live::watch_hosts(shared.clone())),
-            tokio::spawn(live::watch_networks(shared.clone())),
-            tokio::spawn(sweep::run(shared.clone())),
+            task("hosts", |s| Box::pin(live::watch_hosts(s)) as Background),
+            task("networks", |s| {
+                Box::pin(live::watch_networks(s)) as Background
+            }),
+            task("sweep", |s| Box::pin(sweep::run(s)) as Background),
         ];
         Ok(Agent {
             shared,
@@ -202,7 +268,11 @@ impl Agent {
             ns.task.is_none()
         };
         if start {
-            let handle = tokio::spawn(network::run(self.shared.clone(), id));
+            let shared = self.shared.clone();
+            let name = network::task_name(&shared, &id);
+            let handle = health::supervise(self.shared.board.clone(), name, move || {
+                network::run(shared.clone(), id)
+            });
             if let Some(ns) = self.shared.state().nets.get_mut(&id) {
                 ns.task = Some(handle);
             }
@@ -210,43 +280,19 @@ impl Agent {
         network::reconcile(&self.shared, &id, false).await;
     }
 
+    /// Serialises the caller with every other change of network `id` on this host (connect,
+    /// disconnect, heal, the collection of dead containers) until the guard is dropped. Calls
+    /// of this agent made while holding it ([`Agent::join`], [`Agent::leave`]) do not take it.
+    pub async fn lock_network(&self, id: &NetworkId) -> NetworkGuard {
+        NetworkGuard {
+            _held: self.shared.lock_network(id).await,
+        }
+    }
+
     /// Lets go of a local endpoint that was removed from the store. When it was the last one
     /// of its network on this host, stops watching the network and removes the sandbox.
     pub async fn leave(&self, network: &NetworkId, endpoint: &EndpointId) {
-        let key = keys::endpoint(network, endpoint);
-        let last = {
-            let mut st = self.shared.state();
-            let me = self.shared.me().clone();
-            let Some(ns) = st.nets.get_mut(network) else {
-                return;
-            };
-            for ep in ns.view.remove_key(&key).down {
-                self.shared.emit(ControllerEvent::down(&ep));
-            }
-            let any_local = ns
-                .view
-                .endpoints()
-                .any(|e| e.host == me && self.shared.local.contains(&e.id));
-            if any_local {
-                None
-            } else {
-                st.nets.remove(network)
-            }
-        };
-        match last {
-            Some(ns) => {
-                if let Some(task) = ns.task {
-                    task.abort();
-                }
-                // A heal or reconcile still running on this network finishes first, so it
-                // cannot bring the sandbox back after it is removed.
-                let _serial = ns.reconciling.lock().await;
-                if let Err(e) = self.shared.dataplane.remove_sandbox(network).await {
-                    tracing::warn!(network = %ns.network.name, error = %e, "sandbox removal failed");
-                }
-            }
-            None => network::reconcile(&self.shared, network, false).await,
-        }
+        self.shared.leave(network, endpoint).await;
     }
 
     /// The agent's configuration.
@@ -289,6 +335,23 @@ impl Agent {
         out.into_iter().collect()
     }
 
+    /// This host's health: each background task's state, whether the store answers a read
+    /// now (bounded by the store's timeout), and when the last sweep succeeded.
+    pub async fn health(&self) -> health::Health {
+        let probe = self.shared.store.get(&keys::host(self.shared.me())).await;
+        let (tasks, last_sweep_ms) = self.shared.board.snapshot();
+        let store_error = probe.err().map(|e| e.to_string());
+        let healthy = store_error.is_none() && tasks.iter().all(|t| t.state == "running");
+        health::Health {
+            host: self.shared.me().to_string(),
+            store_reachable: store_error.is_none(),
+            store_error,
+            last_sweep_ms,
+            tasks,
+            healthy,
+        }
+    }
+
     /// The hosts currently alive.
     pub fn live_hosts(&self) -> BTreeSet<HostId> {
         self.shared.live.borrow().clone()
@@ -325,6 +388,15 @@ impl Drop for Agent {
         self.stop();
     }
 }
+
+/// Held while a caller changes one network on this host ([`Agent::lock_network`]).
+#[derive(Debug)]
+pub struct NetworkGuard {
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// A background task's future, as [`health::supervise`] restarts it.
+type Background = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Every name an endpoint answers to on a network: its name and aliases, plain and suffixed.
 pub(crate) fn names_of<'a>(

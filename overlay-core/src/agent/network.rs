@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use super::Shared;
 use super::events::ControllerEvent;
+use super::health::Trouble;
 use super::hosts::{self, HostsEntry};
-use super::live::RETRY;
 use super::view::Change;
 use crate::dataplane::Peer;
 use crate::model::{NetworkId, keys};
@@ -24,16 +24,27 @@ fn emit_changes(shared: &Shared, change: &Change) {
     }
 }
 
+/// The name of network `id`'s task on the health board.
+pub(super) fn task_name(shared: &Shared, id: &NetworkId) -> String {
+    let name = shared
+        .state()
+        .nets
+        .get(id)
+        .map(|ns| ns.network.name.clone())
+        .unwrap_or_else(|| id.short().to_string());
+    format!("network {name}")
+}
+
 /// The network's watch loop; ends when the store closes or the task is aborted.
 pub(super) async fn run(shared: Arc<Shared>, id: NetworkId) {
     let prefix = keys::endpoints(&id);
     let mut live = shared.live.subscribe();
+    let mut trouble = Trouble::new(shared.board.clone(), task_name(&shared, &id));
     loop {
         let listing = match shared.store.list(&prefix).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::debug!(error = %e, "listing endpoints failed; retrying");
-                tokio::time::sleep(RETRY).await;
+                trouble.failed("listing endpoints", &e).await;
                 continue;
             }
         };
@@ -50,11 +61,11 @@ pub(super) async fn run(shared: Arc<Shared>, id: NetworkId) {
         let mut watch = match shared.store.watch(&prefix, Some(listing.revision)).await {
             Ok(w) => w,
             Err(e) => {
-                tracing::debug!(error = %e, "watching endpoints failed; retrying");
-                tokio::time::sleep(RETRY).await;
+                trouble.failed("watching endpoints", &e).await;
                 continue;
             }
         };
+        trouble.ok();
         loop {
             tokio::select! {
                 ev = watch.next() => match ev {
@@ -76,8 +87,7 @@ pub(super) async fn run(shared: Arc<Shared>, id: NetworkId) {
                         }
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "endpoint watch failed; resyncing");
-                        tokio::time::sleep(RETRY).await;
+                        trouble.failed("the endpoint watch", &e).await;
                         break;
                     }
                     None => return,

@@ -1,18 +1,25 @@
-//! Reclaiming what dead hosts and dead processes left: endpoints of hosts whose record has
-//! been gone longer than the grace (libnetwork never did this: a crashed host's endpoints and
-//! addresses stayed forever), and addresses allocated by a process that died before
-//! publishing its endpoint (the IPAM's collector).
+//! Reclaiming what dead hosts, dead containers and dead processes left: endpoints of hosts
+//! whose record has been gone longer than the grace (libnetwork never did this: a crashed
+//! host's endpoints and addresses stayed forever), this host's containers whose namespace went
+//! away without a disconnect (a container that died, a runtime that crashed before its DEL),
+//! and addresses allocated by a process that died before publishing its endpoint (the IPAM's
+//! collector).
 //!
 //! Every agent sweeps; removals are conditional on the version read, so agents racing to
 //! reclaim the same endpoint cannot do harm.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Shared;
+use super::local::LocalEndpoint;
 use crate::error::ErrorKind;
-use crate::model::{Endpoint, HostId, Record, keys};
+use crate::model::{Endpoint, EndpointId, HostId, Record, keys};
+
+/// How often this host's containers are checked for a namespace that went away: each check is
+/// a `stat` per container, so it runs more often than the sweep.
+const CONTAINER_CHECK: Duration = Duration::from_secs(2);
 
 /// How often a sweep runs, at most and at least.
 fn period(grace: Duration) -> Duration {
@@ -22,10 +29,27 @@ fn period(grace: Duration) -> Duration {
 pub(super) async fn run(shared: Arc<Shared>) {
     let grace = shared.cfg.reclaim_grace;
     let mut dead_since: BTreeMap<HostId, Instant> = BTreeMap::new();
+    let mut trouble = super::health::Trouble::new(shared.board.clone(), "sweep");
+    let tick = period(grace).min(CONTAINER_CHECK);
+    let mut suspects = BTreeSet::new();
+    let mut next_sweep = Instant::now() + period(grace);
     loop {
-        tokio::time::sleep(period(grace)).await;
-        if let Err(e) = sweep(&shared, grace, &mut dead_since).await {
-            tracing::debug!(error = %e, "sweep failed; will retry");
+        tokio::time::sleep(tick).await;
+        collect_dead_containers(&shared, &mut suspects).await;
+        if Instant::now() < next_sweep {
+            continue;
+        }
+        next_sweep = Instant::now() + period(grace);
+        match sweep(&shared, grace, &mut dead_since).await {
+            Ok(()) => {
+                trouble.ok();
+                shared.board.swept();
+            }
+            // The sweep's own period spaces the retries; the backoff adds nothing to wait.
+            Err(e) => {
+                trouble.backoff.reset();
+                trouble.failed("the sweep", &e).await;
+            }
         }
         heal(&shared).await;
     }
@@ -45,6 +69,9 @@ async fn heal(shared: &Shared) {
         else {
             continue;
         };
+        // Connects and disconnects of this network wait meanwhile, so that a heal never
+        // restores an interface a disconnect is removing, nor misses one a connect just made.
+        let _network = shared.lock_network(&id).await;
         let serial = lock.lock().await;
         // Read under the network's lock: a `leave` that removed the network meanwhile must
         // not see its sandbox come back.
@@ -87,6 +114,114 @@ async fn heal(shared: &Shared) {
     }
 }
 
+/// This host's containers whose namespace is gone (or is no longer the one connected): seen
+/// gone on one check, collected on the next if still gone (a namespace being replaced is not
+/// a death). `suspects` carries the first sightings from check to check.
+async fn collect_dead_containers(shared: &Shared, suspects: &mut BTreeSet<EndpointId>) {
+    let dead: Vec<LocalEndpoint> = shared
+        .local
+        .all()
+        .into_iter()
+        .filter(|e| !e.namespace_alive())
+        .collect();
+    let now: BTreeSet<EndpointId> = dead.iter().map(|e| e.endpoint).collect();
+    suspects.retain(|id| now.contains(id));
+    for entry in dead {
+        if suspects.insert(entry.endpoint) {
+            continue;
+        }
+        if collect_container(shared, &entry).await {
+            suspects.remove(&entry.endpoint);
+        }
+    }
+}
+
+/// Does what a disconnect would have done for a container that went away: its endpoint record
+/// goes (every host drops its peer and names), its addresses go back (a sticky one stays
+/// reserved for its name), the files made for it go. Returns whether it is done; a failure
+/// is retried on the next check.
+async fn collect_container(shared: &Shared, entry: &LocalEndpoint) -> bool {
+    let _network = shared.lock_network(&entry.network).await;
+    // A disconnect may have handled it while this check waited for the lock.
+    if !shared.local.contains(&entry.endpoint) {
+        return true;
+    }
+    let key = keys::endpoint(&entry.network, &entry.endpoint);
+    let record = match shared.store.get(&key).await {
+        Ok(kv) => kv,
+        Err(e) => {
+            tracing::warn!(container = %entry.container_id, error = %e, "cannot read the endpoint of a container that went away; retrying");
+            return false;
+        }
+    };
+    if let Some(kv) = record {
+        let ep = match Endpoint::decode(&kv.key, &kv.value) {
+            Ok(ep) => ep,
+            Err(e) => {
+                tracing::warn!(key = %kv.key, error = %e, "the endpoint of a container that went away does not decode; leaving it");
+                return true;
+            }
+        };
+        let removed = match super::endpoint_removal(shared.store.as_ref(), &ep, kv.version).await {
+            Ok(ops) => shared.store.txn(&ops).await,
+            Err(e) => Err(e),
+        };
+        match removed {
+            Ok(_) => {}
+            // Rewritten meanwhile: the next check looks again.
+            Err(e) if e.kind() == ErrorKind::Conflict => return false,
+            Err(e) => {
+                tracing::warn!(container = %ep.name, error = %e, "cannot remove the endpoint of a container that went away; retrying");
+                return false;
+            }
+        }
+        for ip in ep.addresses() {
+            if let Err(e) = shared
+                .ipam
+                .release(&ep.network, ip, &ep.id.to_string())
+                .await
+            {
+                tracing::warn!(%ip, error = %e, "could not release an address; the collector will");
+            }
+        }
+        tracing::info!(container = %ep.name, network = %ep.network.short(), "collected the endpoint of a container that went away");
+    }
+    shared.leave(&entry.network, &entry.endpoint).await;
+    remove_files(shared, entry);
+    if let Err(e) = shared.local.remove(&entry.endpoint) {
+        tracing::warn!(container = %entry.container_id, error = %e, "could not remove the host state of a collected container");
+    }
+    true
+}
+
+/// Removes the hosts file the agent wrote for a collected container, and its directory if
+/// connect made it. Another endpoint of the same container keeps them.
+fn remove_files(shared: &Shared, entry: &LocalEndpoint) {
+    let Some(path) = &entry.hosts_file else {
+        return;
+    };
+    let shared_file = shared
+        .local
+        .all()
+        .iter()
+        .any(|o| o.endpoint != entry.endpoint && o.hosts_file.as_ref() == Some(path));
+    if shared_file {
+        return;
+    }
+    if shared.state().hosts_files.remove(path).is_some()
+        && let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(file = %path.display(), error = %e, "could not remove a collected container's hosts file");
+    }
+    if entry.hosts_dir_made
+        && let Some(dir) = path.parent()
+    {
+        // Only if empty: anything else in it is not ours.
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
 async fn sweep(
     shared: &Shared,
     grace: Duration,
@@ -118,7 +253,7 @@ async fn sweep(
             tracing::info!(?report, "IPAM collector freed addresses");
         }
         Ok(_) => {}
-        Err(e) => tracing::debug!(error = %e, "IPAM collector failed"),
+        Err(e) => tracing::warn!(error = %e, "the IPAM collector failed; the next sweep retries"),
     }
     Ok(())
 }
@@ -129,7 +264,7 @@ async fn reclaim(shared: &Shared, ep: &Endpoint, version: crate::store::Version)
     let ops = match super::endpoint_removal(shared.store.as_ref(), ep, version).await {
         Ok(ops) => ops,
         Err(e) => {
-            tracing::debug!(error = %e, "cannot read an endpoint's keys");
+            tracing::warn!(container = %ep.name, error = %e, "cannot read a dead host's endpoint keys; the next sweep retries");
             return;
         }
     };
@@ -138,7 +273,7 @@ async fn reclaim(shared: &Shared, ep: &Endpoint, version: crate::store::Version)
         // Another agent reclaimed it first, or the host came back and rewrote it.
         Err(e) if e.kind() == ErrorKind::Conflict => return,
         Err(e) => {
-            tracing::debug!(error = %e, "reclaiming an endpoint failed");
+            tracing::warn!(container = %ep.name, error = %e, "reclaiming a dead host's endpoint failed; the next sweep retries");
             return;
         }
     }

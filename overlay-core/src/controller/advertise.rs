@@ -40,8 +40,9 @@ fn strip_port(s: &str) -> Result<&str> {
     }
 }
 
-/// Resolves the advertise setting in the host namespace `ns`.
-pub(super) fn resolve(advertise: &str, ns: &Netns) -> Result<IpAddr> {
+/// Resolves the advertise setting in the host namespace `ns`, without blocking the async
+/// worker that awaits it.
+pub(super) async fn resolve(advertise: &str, ns: &Netns) -> Result<IpAddr> {
     let hint = "give an IP address of this host, or an interface name such as eth0";
     if advertise.is_empty() {
         return Err(Error::invalid(OP, "no advertise address is given").with_hint(hint));
@@ -62,22 +63,31 @@ pub(super) fn resolve(advertise: &str, ns: &Netns) -> Result<IpAddr> {
         )
         .with_hint(hint));
     }
-    // getifaddrs answers for the calling thread's namespace: ask from a thread that entered
-    // the host namespace, never from a tokio worker.
+    // getifaddrs answers for the calling thread's namespace: ask from a thread of its own that
+    // enters the host namespace (never a tokio worker, nor a pooled blocking thread that would
+    // keep the namespace), and await its answer.
     let ns = ns.try_clone()?;
     let name = target.to_string();
-    let found = std::thread::spawn(move || -> Result<Option<IpAddr>> {
-        ns.enter()?;
-        let addrs = nix::ifaddrs::getifaddrs().map_err(|e| {
-            Error::new(ErrorKind::Kernel, OP, "cannot list interface addresses")
-                .with_errno(e as i32)
-        })?;
-        Ok(addrs
-            .filter(|a| a.interface_name == name)
-            .find_map(|a| a.address?.as_sockaddr_in().map(|s| IpAddr::V4(s.ip()))))
-    })
-    .join()
-    .map_err(|_| Error::internal(OP, "the address lookup thread panicked"))??;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("advertise-lookup".into())
+        .spawn(move || {
+            let lookup = || -> Result<Option<IpAddr>> {
+                ns.enter()?;
+                let addrs = nix::ifaddrs::getifaddrs().map_err(|e| {
+                    Error::new(ErrorKind::Kernel, OP, "cannot list interface addresses")
+                        .with_errno(e as i32)
+                })?;
+                Ok(addrs
+                    .filter(|a| a.interface_name == name)
+                    .find_map(|a| a.address?.as_sockaddr_in().map(|s| IpAddr::V4(s.ip()))))
+            };
+            let _ = tx.send(lookup());
+        })
+        .map_err(|e| Error::io(OP, "cannot start the address lookup thread", e))?;
+    let found = rx
+        .await
+        .map_err(|_| Error::internal(OP, "the address lookup thread panicked"))??;
     found.ok_or_else(|| {
         Error::new(
             ErrorKind::NotFound,
@@ -101,25 +111,26 @@ mod tests {
         assert!(strip_port("eth0:port").is_err());
     }
 
-    #[test]
-    fn literal_addresses_need_no_namespace_lookup() {
+    // One worker: a lookup that blocked it would never let the test's own future run.
+    #[tokio::test(flavor = "current_thread")]
+    async fn literal_addresses_need_no_namespace_lookup() {
         let ns = Netns::current().unwrap();
         assert_eq!(
-            resolve("192.0.2.7:2376", &ns).unwrap(),
+            resolve("192.0.2.7:2376", &ns).await.unwrap(),
             "192.0.2.7".parse::<IpAddr>().unwrap()
         );
         assert_eq!(
-            resolve("0.0.0.0", &ns).unwrap_err().kind(),
+            resolve("0.0.0.0", &ns).await.unwrap_err().kind(),
             ErrorKind::InvalidArgument
         );
         assert_eq!(
-            resolve("", &ns).unwrap_err().kind(),
+            resolve("", &ns).await.unwrap_err().kind(),
             ErrorKind::InvalidArgument
         );
-        let e = resolve("nosuchif0", &ns).unwrap_err();
+        let e = resolve("nosuchif0", &ns).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
         assert_eq!(
-            resolve("lo", &ns).unwrap(),
+            resolve("lo", &ns).await.unwrap(),
             "127.0.0.1".parse::<IpAddr>().unwrap()
         );
     }

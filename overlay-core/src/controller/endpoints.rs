@@ -10,7 +10,7 @@ use super::Controller;
 use super::inspect::ContainerInspect;
 use super::networks::decode_all;
 use super::spec::ContainerSpec;
-use crate::agent::local::{LocalEndpoint, entry_for};
+use crate::agent::local::{LocalEndpoint, entry_for, make_hosts_dir};
 use crate::agent::{endpoint_removal, names_of};
 use crate::dataplane::{AttachSpec, SandboxSpec};
 use crate::error::{Error, ErrorKind, Result};
@@ -144,13 +144,18 @@ impl Controller {
             owner: id.to_string(),
             ips: Vec::new(),
         };
+        // Until the agent has taken the endpoint in, no disconnect, heal or collection of this
+        // network on this host runs: a concurrent leave of the last other endpoint would
+        // otherwise remove the sandbox under the new interface.
+        let agent = self.agent()?;
+        let _network = agent.lock_network(&net.id).await;
         let result = self
             .connect_steps(&net, net_version, c, ifname, &mut held)
             .await;
         match result {
             Ok(ep) => {
                 let out = inspect_of(&ep);
-                self.agent()?.join(&net, ep).await;
+                agent.join(&net, ep).await;
                 Ok(out)
             }
             Err(e) => {
@@ -238,7 +243,12 @@ impl Controller {
             &ifname,
             c.hosts_file.as_deref(),
         )
-        .and_then(|entry| local.insert(entry));
+        .and_then(|mut entry| {
+            if let Some(h) = &c.hosts_file {
+                entry.hosts_dir_made = make_hosts_dir(h)?;
+            }
+            local.insert(entry)
+        });
         if let Err(e) = entry {
             undo_kernel().await;
             return Err(e);
@@ -350,6 +360,8 @@ impl Controller {
             return Err(not_connected());
         };
         let ep = Endpoint::decode(&ekey, &ekv.value)?;
+        let agent = self.agent()?;
+        let _network = agent.lock_network(&net.id).await;
         if ep.host != self.inner.host.id {
             return Err(Error::invalid(
                 op,

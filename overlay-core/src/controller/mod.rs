@@ -48,6 +48,7 @@ use crate::model::{Host, HostId, SCHEMA};
 use crate::store::{self, KvStore, StoreUrl};
 
 pub use crate::agent::events::ControllerEvent;
+pub use crate::agent::health::{Health, TaskHealth};
 pub use inspect::{ContainerInspect, NetworkInspect, NetworkSummary};
 pub use networks::Networks;
 pub use spec::{
@@ -156,7 +157,7 @@ impl Controller {
             Some(path) => Netns::open_path(path)?,
             None => Netns::current()?,
         };
-        let advertise = advertise::resolve(&opts.advertise, &host_ns)?;
+        let advertise = advertise::resolve(&opts.advertise, &host_ns).await?;
         let store = store::connect(&url).await?;
         let mut ipam_cfg = networks::ipam_config(opts.default_pools.as_deref());
         ipam_cfg.reservation_grace = opts.sticky_grace;
@@ -255,6 +256,14 @@ impl Controller {
             )
             .with_hint("open a new controller")
         })
+    }
+
+    /// This host's health: every background task's state (`running`, `failing` while it
+    /// retries a store call, `restarting` after a panic), whether the store answers a read now
+    /// (within the store's timeout), and when the last sweep succeeded. Unavailable once the
+    /// controller is closed.
+    pub async fn health(&self) -> Result<Health> {
+        Ok(self.agent()?.health().await)
     }
 
     /// The addresses a name resolves to: a container name or alias, plain or as

@@ -61,6 +61,8 @@ pub enum Request {
     },
     /// Which hosts are alive, as this host sees them.
     Hosts {},
+    /// [`Controller::health`]
+    Health {},
 }
 
 /// An error as it crosses the wire.
@@ -128,6 +130,7 @@ impl Controller {
                 .agent()
                 .map(|a| a.live_hosts())
                 .and_then(|h| to_value(&h)),
+            Request::Health {} => self.health().await.and_then(|h| to_value(&h)),
         };
         match result {
             Ok(v) => Response::Ok(v),

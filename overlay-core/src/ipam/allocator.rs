@@ -145,7 +145,7 @@ impl StoreIpam {
         let listing = self.store.list(&prefix).await?;
         let mut blocks = BTreeMap::new();
         for kv in listing.kvs {
-            let Ok(index) = kv.key[prefix.len()..].parse::<u64>() else {
+            let Some(Ok(index)) = kv.key.strip_prefix(&prefix).map(str::parse::<u64>) else {
                 tracing::warn!(key = %kv.key, "ignoring a key that is not a block index");
                 continue;
             };

@@ -45,7 +45,7 @@ impl StoreIpam {
             .map_err(|e| e.with_op(op))?
             .kvs
             .iter()
-            .filter_map(|kv| NetworkId::from_str(&kv.key[NETWORKS_PREFIX.len()..]).ok())
+            .filter_map(|kv| NetworkId::from_str(kv.key.strip_prefix(NETWORKS_PREFIX)?).ok())
             .collect();
 
         for kv in self
@@ -137,9 +137,11 @@ impl StoreIpam {
             .map_err(|e| e.with_op(op))?
             .kvs
         {
-            let net = kv.key[STICKY_PREFIX.len()..]
-                .split('/')
-                .next()
+            // The listing includes the prefix itself if someone wrote it: no network there.
+            let net = kv
+                .key
+                .strip_prefix(STICKY_PREFIX)
+                .and_then(|rest| rest.split('/').next())
                 .and_then(|s| NetworkId::from_str(s).ok());
             if net.is_some_and(|n| !networks.contains(&n)) {
                 self.remove_orphan(&kv, &mut report).await?;
@@ -166,7 +168,7 @@ impl StoreIpam {
         for pool in pools.iter() {
             let prefix = records::blocks_prefix(net, &pool.key_id());
             for kv in self.store.list(&prefix).await?.kvs {
-                let Ok(index) = kv.key[prefix.len()..].parse::<u64>() else {
+                let Some(Ok(index)) = kv.key.strip_prefix(&prefix).map(str::parse::<u64>) else {
                     continue;
                 };
                 let block: Block = records::decode(&kv.key, &kv.value)?;

@@ -83,7 +83,6 @@ mod networks;
 mod plan;
 mod pool;
 mod records;
-mod retry;
 mod sticky;
 
 #[cfg(test)]
@@ -98,10 +97,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ipnet::IpNet;
 
+pub use crate::retry::RetryPolicy;
 pub use allocator::StoreIpam;
 pub use defaults::DefaultPool;
 pub use pool::{Family, MIN_V4_PREFIX, MIN_V6_PREFIX, Pool, Reserved};
-pub use retry::RetryPolicy;
 
 use crate::error::Result;
 use crate::model::{NetworkId, PoolConfig};

@@ -251,8 +251,9 @@ pub trait KvStore: Send + Sync + fmt::Debug {
     /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) (also when the key is absent).
     async fn compare_and_delete(&self, key: &str, version: Version) -> Result<()>;
 
-    /// Every key below `prefix` (at any depth; `""` for all), sorted, with the revision to
-    /// watch from.
+    /// The key `prefix` itself and every key below it (at any depth; `""` for all), sorted,
+    /// with the revision to watch from. `prefix` and `prefix/` list the same keys: `a` lists
+    /// `a` and `a/b`, never `ab`. Callers take keys apart with `strip_prefix`, never by length.
     async fn list(&self, prefix: &str) -> Result<Listing>;
 
     /// Applies every op atomically, or none: the first failed condition gives
@@ -261,8 +262,9 @@ pub trait KvStore: Send + Sync + fmt::Debug {
     /// A key may appear in at most one op.
     async fn txn(&self, ops: &[TxnOp]) -> Result<TxnResult>;
 
-    /// Watches every key below `prefix`. With `from`, first replays changes with a version
-    /// greater than `from` (or starts with a Resync when they cannot be replayed).
+    /// Watches the keys [`list`](KvStore::list) of `prefix` would return. With `from`, first
+    /// replays changes with a version greater than `from` (or starts with a Resync when they
+    /// cannot be replayed).
     async fn watch(&self, prefix: &str, from: Option<Version>) -> Result<Watch>;
 
     /// Writes `value` at `key` bound to this client's session or lease: the key is deleted

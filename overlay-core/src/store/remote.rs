@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
@@ -218,33 +217,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Doubling retry delay between `min` and `max`, for reconnect loops.
-pub(crate) struct Backoff {
-    next: Duration,
-    min: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            next: min,
-            min,
-            max,
-        }
-    }
-
-    /// Sleeps the current delay and doubles it.
-    pub(crate) async fn wait(&mut self) {
-        tokio::time::sleep(self.next).await;
-        self.next = (self.next * 2).min(self.max);
-    }
-
-    /// Back to the shortest delay after a success.
-    pub(crate) fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
+pub(crate) use crate::retry::Backoff;
 
 #[cfg(test)]
 mod tests {

@@ -487,6 +487,13 @@ int main(int argc, char **argv) {
   char *host_id = NULL;
   CHECK_STATUS(ovl_controller_host_id(ctl, &host_id), OVL_OK);
   CHECK(host_id != NULL && strcmp(host_id, "host1") == 0);
+  /* Health: the store answers and every background task runs. */
+  char *health = NULL;
+  CHECK_STATUS(ovl_health(ctl, &health), OVL_OK);
+  CHECK(health != NULL && strstr(health, "\"store_reachable\":true") != NULL);
+  CHECK(health != NULL && strstr(health, "\"name\":\"sweep\"") != NULL);
+  ovl_string_free(health);
+  CHECK_STATUS(ovl_health(ctl, NULL), OVL_ERR_NULL_ARGUMENT);
   /* One live controller per host id: a second is refused, naming the holder's address. */
   ovl_controller *twin = NULL;
   CHECK_STATUS(ovl_controller_open(config, &twin), OVL_ERR_ALREADY_EXISTS);

@@ -133,6 +133,14 @@ pub async fn list_prefix(store: &dyn KvStore) {
             version: v,
         });
     }
+    // The prefix itself, as a key: listed with what is below it, with or without the '/'.
+    let own = format!("{p}/d");
+    let v = store.put(&own, b"itself").await.unwrap();
+    want.push(KeyValue {
+        key: own,
+        value: b"itself".to_vec(),
+        version: v,
+    });
     // Neighbours that share a string prefix but are not below the directory.
     store.put(&format!("{p}/dx"), b"no").await.unwrap();
     store.put(&format!("{p}/e"), b"no").await.unwrap();
@@ -161,8 +169,8 @@ pub async fn list_prefix(store: &dyn KvStore) {
     let all = store.list(&p).await.unwrap();
     assert_eq!(
         all.kvs.len(),
-        5,
-        "list of {p} sees all five keys: {:?}",
+        6,
+        "list of {p} sees all six keys: {:?}",
         all.kvs
     );
     for kv in &all.kvs {

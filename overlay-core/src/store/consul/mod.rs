@@ -345,17 +345,28 @@ impl KvStore for ConsulStore {
 
     async fn delete(&self, key: &str) -> Result<bool> {
         validate_key(key)?;
-        // Delete at the version just read, so "it existed" is the truth even under races.
-        loop {
+        // Delete at the version just read, so "it existed" is the truth even under races;
+        // bounded, with jittered waits, like every retry (DESIGN §4).
+        let policy = crate::retry::RetryPolicy::default();
+        for attempt in 1..=policy.max_attempts {
             let Some(kv) = self.get(key).await? else {
                 return Ok(false);
             };
             match self.compare_and_delete(key, kv.version).await {
                 Ok(()) => return Ok(true),
-                Err(e) if e.kind() == ErrorKind::Conflict => continue,
+                Err(e) if e.kind() == ErrorKind::Conflict => policy.wait(attempt).await,
                 Err(e) => return Err(e),
             }
         }
+        Err(Error::new(
+            ErrorKind::Conflict,
+            "store delete",
+            format!(
+                "key {key:?} kept changing; gave up after {} tries",
+                policy.max_attempts
+            ),
+        )
+        .with_hint("retry later; many clients are writing this key"))
     }
 
     async fn compare_and_delete(&self, key: &str, version: Version) -> Result<()> {

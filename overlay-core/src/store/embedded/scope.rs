@@ -28,9 +28,12 @@ impl Keys {
         full.strip_prefix(self.base.as_str())
     }
 
-    /// What a list or watch of API prefix `prefix` (already validated) covers.
+    /// What a list or watch of API prefix `prefix` (already validated) covers: the key
+    /// `prefix` itself and every key below it, with or without a trailing `/` (the one list
+    /// semantics of every backend, [`KvStore::list`](crate::store::KvStore::list)).
     pub(super) fn scope(&self, prefix: &str) -> Scope {
-        if prefix.is_empty() || prefix.ends_with('/') {
+        let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
+        if prefix.is_empty() {
             Scope {
                 exact: None,
                 dir: self.full(prefix),
@@ -82,8 +85,7 @@ mod tests {
         assert!(s.contains("overlay/v1/a/b") && s.contains("overlay/v1/a/b/c"));
         assert!(!s.contains("overlay/v1/a/bc") && !s.contains("overlay/v1/a"));
         assert_eq!(s.range_end(), "overlay/v1/a/b0");
-        let s = keys.scope("a/b/");
-        assert!(!s.contains("overlay/v1/a/b") && s.contains("overlay/v1/a/b/c"));
+        assert_eq!(keys.scope("a/b/"), s, "a trailing '/' changes nothing");
         let all = keys.scope("");
         assert!(all.contains("overlay/v1/x") && !all.contains("overlay/v2/x"));
         assert_eq!(all.range_end(), "overlay/v10");
