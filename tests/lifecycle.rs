@@ -104,3 +104,187 @@ on_backends!(dead_container_collected:
     dead_container_collected_etcd => Backend::Etcd,
     dead_container_collected_zookeeper => Backend::ZooKeeper,
 );
+
+/// A connect the caller stops waiting for (its future dropped after 0 to 30 ms, at every stage
+/// of the work), followed at once by the controller's close (as an agent shutting down does):
+/// afterwards the container is either fully connected (the record in the store, the interface
+/// in its namespace, the entry in the host's state) or not at all, never half.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_connect_completes_or_rolls_back() {
+    use overlay::controller::{ContainerSpec, Controller, ControllerOptions, NetnsRef};
+    use overlay::dataplane::lab::Lab;
+
+    overlay_testkit::require_root("abandoned_connect_completes_or_rolls_back");
+    let lab = Lab::new(&format!("x{:x}", std::process::id() & 0xffff)).expect("lab");
+    let host = lab.namespace("host").await.expect("host");
+    let peer = lab.namespace("peer").await.expect("peer");
+    lab.underlay(
+        &host,
+        "198.51.100.1/24".parse().unwrap(),
+        &peer,
+        "198.51.100.2/24".parse().unwrap(),
+    )
+    .await
+    .expect("underlay");
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ControllerOptions {
+        store: format!("file://{}/store.db", dir.path().display()),
+        advertise: "198.51.100.1".into(),
+        host_id: Some(lab.host_id("host")),
+        host_netns: Some(host.path().to_path_buf()),
+        state_dir: Some(dir.path().join("state")),
+        ..Default::default()
+    };
+    let ctl = Controller::open(opts.clone()).await.expect("open");
+    ctl.create_network("my-net", &Default::default())
+        .await
+        .unwrap();
+    ctl.close().await.unwrap();
+    let store = overlay::store::connect_str(&opts.store).await.unwrap();
+    let (mut connected, mut rolled_back) = (0, 0);
+    for i in (0..30u64).chain([5000]) {
+        let ns = lab.namespace(&format!("c{i}")).await.unwrap();
+        let spec = ContainerSpec {
+            id: format!("c{i}"),
+            name: format!("c{i}"),
+            netns: NetnsRef::Path(ns.path().to_path_buf()),
+            aliases: vec![],
+            ipv4: None,
+            ipv6: None,
+            sticky: false,
+            hosts_file: None,
+            ifname: None,
+        };
+        let ctl = Controller::open(opts.clone()).await.expect("open");
+        let r = tokio::time::timeout(Duration::from_millis(i), ctl.connect("my-net", &spec)).await;
+        if let Ok(r) = &r {
+            r.as_ref().expect("a connect that was waited for succeeds");
+        }
+        ctl.close().await.unwrap();
+        let net = store.list("containers/").await.unwrap();
+        let recorded = net.kvs.iter().any(|kv| kv.key.ends_with(&format!("/c{i}")));
+        let link = std::process::Command::new("ip")
+            .args([
+                "-n",
+                &ns.path().file_name().unwrap().to_string_lossy(),
+                "link",
+                "show",
+                "eth0",
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        let entries = std::fs::read_dir(dir.path().join("state/endpoints"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(
+            (recorded, link, entries > 0),
+            (recorded, recorded, recorded),
+            "after an abandoned connect at {i} ms: record {recorded}, interface {link}, \
+             host state entries {entries}"
+        );
+        if recorded {
+            connected += 1;
+            let ctl = Controller::open(opts.clone()).await.expect("open");
+            ctl.disconnect("my-net", &spec.id).await.unwrap();
+            ctl.close().await.unwrap();
+        } else {
+            rolled_back += 1;
+        }
+    }
+    eprintln!(
+        "abandoned connects: {connected} completed, {rolled_back} never started or rolled back"
+    );
+    store.close().await.unwrap();
+}
+
+/// Connect races the disconnect of the host's last other endpoint on the network, 500 times:
+/// the disconnect's removal of the sandbox must never take the new interface with it. After
+/// every connect that returned Ok, the new container reaches a server on the other host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connect_never_loses_a_race_with_the_last_disconnect() {
+    use overlay::controller::{ContainerSpec, Controller, ControllerOptions, NetnsRef};
+    use overlay::dataplane::lab::Lab;
+
+    overlay_testkit::require_root("connect_never_loses_a_race_with_the_last_disconnect");
+    let lab = Lab::new(&format!("r{:x}", std::process::id() & 0xffff)).expect("lab");
+    let a = lab.namespace("a").await.expect("host a");
+    let b = lab.namespace("b").await.expect("host b");
+    lab.underlay(
+        &a,
+        "198.51.100.1/24".parse().unwrap(),
+        &b,
+        "198.51.100.2/24".parse().unwrap(),
+    )
+    .await
+    .expect("underlay");
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str, ns: &overlay::dataplane::Netns, vtep: &str| ControllerOptions {
+        store: format!("file://{}/store.db", dir.path().display()),
+        advertise: vtep.into(),
+        host_id: Some(lab.host_id(name)),
+        host_netns: Some(ns.path().to_path_buf()),
+        state_dir: Some(dir.path().join(format!("{name}-state"))),
+        ..Default::default()
+    };
+    let ca = Controller::open(open("a", &a, "198.51.100.1"))
+        .await
+        .unwrap();
+    let cb = Controller::open(open("b", &b, "198.51.100.2"))
+        .await
+        .unwrap();
+    ca.create_network("my-net", &Default::default())
+        .await
+        .unwrap();
+    let spec = |name: &str, ns: &overlay::dataplane::Netns| ContainerSpec {
+        id: name.into(),
+        name: name.into(),
+        netns: NetnsRef::Path(ns.path().to_path_buf()),
+        aliases: vec![],
+        ipv4: None,
+        ipv6: None,
+        sticky: false,
+        hosts_file: None,
+        ifname: None,
+    };
+    let z = lab.namespace("z").await.unwrap();
+    let ep_z = cb.connect("my-net", &spec("z", &z)).await.unwrap();
+    let ip_z = ip_of(&serde_json::to_value(&ep_z).unwrap());
+    let _server = support::serve(&z, 2181, "imok");
+    let x = lab.namespace("x").await.unwrap();
+    let y = lab.namespace("y").await.unwrap();
+    let mut ok = 0;
+    let rounds: usize = std::env::var("RACE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let mut phases = [Duration::ZERO; 4];
+    for i in 0..rounds {
+        let t0 = std::time::Instant::now();
+        ca.connect("my-net", &spec("x", &x)).await.unwrap();
+        phases[0] += t0.elapsed();
+        let t0 = std::time::Instant::now();
+        let spec_y = spec("y", &y);
+        let (gone, joined) =
+            tokio::join!(ca.disconnect("my-net", "x"), ca.connect("my-net", &spec_y));
+        gone.unwrap();
+        phases[1] += t0.elapsed();
+        let t0 = std::time::Instant::now();
+        if joined.is_ok() {
+            ok += 1;
+            wait_until(&format!("y reaches z after race {i}"), LIMIT, async || {
+                support::fetch(&y, ip_z, 2181).as_deref() == Some("imok")
+            })
+            .await;
+        }
+        phases[2] += t0.elapsed();
+        let t0 = std::time::Instant::now();
+        ca.disconnect("my-net", "y").await.unwrap();
+        phases[3] += t0.elapsed();
+    }
+    eprintln!("race phases (connect x, race, traffic, disconnect y): {phases:?}");
+    assert_eq!(ok, rounds, "every connect of the race succeeded");
+    ca.close().await.unwrap();
+    cb.close().await.unwrap();
+}

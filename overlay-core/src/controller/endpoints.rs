@@ -94,7 +94,37 @@ impl Controller {
     /// Connects a container to a network: an address from the global IPAM (the same one again
     /// for a sticky name), the host's sandbox if absent, a veth born in the container's
     /// namespace, and the endpoint record other hosts converge on.
+    ///
+    /// Cancel-safe: the work runs in a task of its own, so a caller that stops waiting (a
+    /// dropped future, a Python Ctrl-C) leaves it to complete, or to roll back on a failure;
+    /// [`Controller::close`] waits for it. Never half a connect.
     pub async fn connect(&self, network: &str, c: &ContainerSpec) -> Result<ContainerInspect> {
+        let (this, network, c) = (self.clone(), network.to_string(), c.clone());
+        self.detached(
+            "connect",
+            async move { this.connect_now(&network, &c).await },
+        )
+        .await
+    }
+
+    /// Runs a mutation to its end in a task of its own, counted as in flight until then.
+    async fn detached<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let in_flight = self.inner.in_flight.clone().read_owned().await;
+        let task = tokio::spawn(async move {
+            let _in_flight = in_flight;
+            work.await
+        });
+        task.await.map_err(|e| {
+            Error::internal(op, format!("the {op} task failed: {e}"))
+                .with_hint("a bug: please report it with the agent's log")
+        })?
+    }
+
+    async fn connect_now(&self, network: &str, c: &ContainerSpec) -> Result<ContainerInspect> {
         let op = "connect";
         c.validate()?;
         let (net, net_version) = self.lookup(network).await?;
@@ -333,8 +363,17 @@ impl Controller {
 
     /// Disconnects a container of this host from a network: the endpoint record goes (other
     /// hosts remove its peer and names), the veth goes, and the address is released — or kept
-    /// reserved for the name if the endpoint was sticky.
+    /// reserved for the name if the endpoint was sticky. Cancel-safe as
+    /// [`connect`](Controller::connect) is.
     pub async fn disconnect(&self, network: &str, container_id: &str) -> Result<()> {
+        let (this, network, id) = (self.clone(), network.to_string(), container_id.to_string());
+        self.detached("disconnect", async move {
+            this.disconnect_now(&network, &id).await
+        })
+        .await
+    }
+
+    async fn disconnect_now(&self, network: &str, container_id: &str) -> Result<()> {
         let op = "disconnect";
         let (net, _) = self.lookup(network).await?;
         let store = &self.inner.store;

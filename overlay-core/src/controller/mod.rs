@@ -64,6 +64,9 @@ pub(crate) struct Inner {
     opts: ControllerOptions,
     events: broadcast::Sender<ControllerEvent>,
     agent: Mutex<Option<Arc<Agent>>>,
+    /// Held for reading by every connect and disconnect until it is done; `close` takes it
+    /// for writing, so that no mutation is cut off half-way by the store closing under it.
+    in_flight: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// One host's handle on the cluster: cheap to clone, usable from many tasks and threads.
@@ -209,6 +212,7 @@ impl Controller {
                 opts,
                 events,
                 agent: Mutex::new(Some(Arc::new(agent))),
+                in_flight: Arc::default(),
             }),
         };
         ctl.recover().await?;
@@ -280,6 +284,7 @@ impl Controller {
     /// state stays: connected containers keep talking, and a controller opened again on this
     /// host takes them over.
     pub async fn close(&self) -> Result<()> {
+        let _quiet = self.inner.in_flight.write().await;
         let agent = self
             .inner
             .agent

@@ -45,6 +45,14 @@ impl std::error::Error for Chained {
     }
 }
 
+/// The etcd client's own error behind one of ours, to decide on its type and gRPC status code
+/// (never on message text) what a failure means.
+pub(super) fn client_error(e: &Error) -> Option<&ec::Error> {
+    std::error::Error::source(e)?
+        .downcast_ref::<Chained>()
+        .map(|c| &c.0)
+}
+
 /// Whether the request failed because no connection to a server could be made, so that it
 /// never reached one and may be sent again.
 pub(super) fn never_sent(e: &ec::Error) -> bool {

@@ -31,8 +31,12 @@ fn ttl_secs(s: &Inner) -> i64 {
     s.url.options.ttl.as_secs_f64().ceil().max(1.0) as i64
 }
 
+/// Whether etcd answered that the lease does not exist (gRPC `NotFound`): it expired.
 fn lease_gone(e: &Error) -> bool {
-    e.to_string().contains("lease not found")
+    matches!(
+        super::errors::client_error(e),
+        Some(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::NotFound
+    )
 }
 
 async fn grant(s: &Inner) -> Result<i64> {
@@ -190,7 +194,13 @@ async fn keep_alive(weak: Weak<Inner>, mut id: i64) {
                     _ => break false,
                 }
             },
-            Err(e) => lease_gone(&e) || e.to_string().contains("lease keep alive error"),
+            Err(e) => {
+                lease_gone(&e)
+                    || matches!(
+                        super::errors::client_error(&e),
+                        Some(etcd_client::Error::LeaseKeepAliveError(_))
+                    )
+            }
         };
         if expired {
             match renew(&s, id).await {
