@@ -8,14 +8,14 @@
 mod support;
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use overlay_core::dataplane::Netns;
 use overlay_core::dataplane::lab::{self, Lab};
 use overlay_testkit::{EtcdServer, ZooKeeperServer};
 use serde_json::Value;
-use support::{NamespaceSweep, Proc, child_of, ok, output, overlayctl, wait_until};
+use support::{Host, NamespaceSweep, Proc, agent, child_of, ok, output, wait_until};
 use tokio::process::Command;
 
 /// Bounds that only keep a broken build from hanging; convergence takes milliseconds.
@@ -48,29 +48,6 @@ fn store(backend: &str) -> (Server, String) {
             let url = s.url_with("timeout=1s");
             (Server::Zk(s), url)
         }
-    }
-}
-
-/// One simulated host: its namespace and the flags its `overlayctl` commands take.
-struct Host {
-    ns: Netns,
-    socket: PathBuf,
-    store: String,
-    config: PathBuf,
-}
-
-impl Host {
-    fn cmd(&self) -> Command {
-        let mut c = overlayctl(&self.config);
-        c.arg("--cluster-store").arg(&self.store);
-        c.arg("--socket").arg(&self.socket);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Command {
-        let mut c = self.cmd();
-        c.args(args);
-        c
     }
 }
 
@@ -142,36 +119,6 @@ fn fetch(ns: &Netns, ip: IpAddr) -> Option<String> {
     })
     .ok()
     .flatten()
-}
-
-async fn agent(host: &Host, id: &str, vtep: &str) -> Proc {
-    let mut cmd = host.cmd();
-    cmd.arg("--cluster-advertise")
-        .arg(vtep)
-        .arg("--host-id")
-        .arg(id)
-        .arg("--host-netns")
-        .arg(host.ns.path())
-        .arg("agent")
-        // Beside the host's socket and config, in the test's temp dir.
-        .arg("--state-dir")
-        .arg(host.config.with_file_name(format!("{id}-state")));
-    let mut p = Proc::spawn(cmd, &format!("agent {id}"));
-    let socket = host.socket.clone();
-    wait_until(
-        "agent socket answers",
-        Duration::from_secs(30),
-        async || {
-            assert!(p.running(), "agent {id} exited early (see its stderr)");
-            tokio::net::UnixStream::connect(&socket).await.is_ok()
-        },
-    )
-    .await;
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&host.socket).unwrap().permissions(),
-    );
-    assert_eq!(mode & 0o777, 0o600, "socket is root-only");
-    p
 }
 
 fn container(host: &Host, name: &str, cmd: &[&str]) -> Proc {
@@ -502,58 +449,4 @@ async fn walkthrough_etcd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn walkthrough_zookeeper() {
     walkthrough("walkthrough_zookeeper", "zookeeper").await;
-}
-
-/// `overlayctl agent status` on a host whose etcd is killed and restarted: every task running
-/// and the store reachable; then the store unreachable (exit code 1); then healthy again,
-/// without restarting the agent.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_status_follows_the_store() {
-    let test = "agent_status_follows_the_store";
-    overlay_testkit::require_root(test);
-    let mut server = EtcdServer::start_local();
-    let url = server.url_with("timeout=1s&ttl=2s");
-    let prefix = format!("s{:x}", std::process::id());
-    let _sweep = NamespaceSweep(prefix.clone());
-    let lab = Lab::new(&prefix).expect("lab");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, "").unwrap();
-    let host = Host {
-        ns: lab.namespace("host1").await.expect("host1"),
-        socket: dir.path().join("host1.sock"),
-        store: url,
-        config,
-    };
-    let mut agent = agent(&host, &lab.host_id("host1"), "198.51.100.1").await;
-    let status = async || {
-        let out = output(host.run(&["agent", "status", "--json"])).await;
-        let health: Value = serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("status --json printed {:?}: {e}", out.stdout));
-        (out.code(), health)
-    };
-    let healthy = async || {
-        let (code, h) = status().await;
-        code == Some(0)
-            && h["healthy"] == true
-            && h["tasks"]
-                .as_array()
-                .is_some_and(|t| t.len() >= 3 && t.iter().all(|t| t["state"] == "running"))
-    };
-    wait_until("every task healthy", CONVERGE, healthy).await;
-    let table = ok(host.run(&["agent", "status"])).await;
-    for line in ["store       reachable", "hosts", "networks", "sweep"] {
-        assert!(table.contains(line), "{line:?} in\n{table}");
-    }
-
-    server.kill();
-    wait_until("the store shows unreachable", CONVERGE, async || {
-        let (code, h) = status().await;
-        code == Some(1) && h["store_reachable"] == false && h["store_error"].is_string()
-    })
-    .await;
-    server.restart();
-    wait_until("healthy again after the restart", CONVERGE, healthy).await;
-    assert!(agent.running(), "the agent kept running");
-    agent.stop().await;
 }

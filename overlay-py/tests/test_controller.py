@@ -349,3 +349,55 @@ def test_a_live_host_id_is_refused_and_paths_stay_local(lab: Lab, tmp_path: Path
         c.disconnect("local", "b1")
         assert list((state / "endpoints").glob("*.json")) == []
     assert not state.exists(), "a host that stops with no container leaves no state"
+
+
+ABANDONED_CONNECT = """
+import signal, sys, overlay
+signal.signal(signal.SIGINT, signal.default_int_handler)
+url, host, box, state = sys.argv[1:5]
+with overlay.Controller(store=url, advertise="192.0.2.1", host_id="ctrl-c", host_netns=f"/run/netns/{host}",
+                        state_dir=state) as c:
+    print("ready", flush=True)
+    for i in range(1000):
+        c.connect("net", netns=f"/run/netns/{box}", container_id=f"c{i}", name=f"c{i}")
+        c.disconnect("net", f"c{i}")
+"""
+
+
+def test_ctrl_c_during_connects_leaves_no_half_connect(lab: Lab, tmp_path: Path) -> None:
+    # Connects and disconnects in a loop, interrupted by Ctrl-C wherever it is: the interrupted
+    # call completes (or rolls back) before the controller closes, so the container ends up
+    # connected in full (record, interface, host state) or not at all.
+    import signal
+    import sys
+
+    h1, _ = lab.two_hosts()
+    box = lab.namespace("box")
+    url = f"file://{tmp_path / 'cluster.db'}"
+    state = tmp_path / "state"
+    with overlay.Controller(store=url, advertise="192.0.2.1", host_id="setup", host_netns=lab.path(h1),
+                            state_dir=tmp_path / "setup-state") as c:
+        c.create_network("net", subnet="10.0.11.0/24")
+    for delay in (0.05, 0.2, 0.5):
+        proc = subprocess.Popen([sys.executable, "-c", ABANDONED_CONNECT, url, h1, box, str(state)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            time.sleep(delay)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert "KeyboardInterrupt" in err, err
+        with overlay.Store(url) as store:
+            records = [k for k, _, _ in store.list("containers/")]
+        link = subprocess.run(["ip", "-n", box, "link", "show", "eth0"], capture_output=True).returncode == 0
+        entries = list((state / "endpoints").glob("*.json")) if state.exists() else []
+        assert (len(records), link, len(entries)) in ((0, False, 0), (1, True, 1)), (records, link, entries)
+        if records:  # connected in full: undo it for the next round
+            cid = records[0].rsplit("/", 1)[1]
+            with overlay.Controller(store=url, advertise="192.0.2.1", host_id="ctrl-c",
+                                    host_netns=lab.path(h1), state_dir=state) as c:
+                c.disconnect("net", cid)

@@ -2,7 +2,7 @@
 //! guards that stop their process (and remove what it made) even when a test fails.
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -169,4 +169,59 @@ pub fn child_of(pid: i32) -> Option<i32> {
         }
     }
     None
+}
+
+/// One simulated host: its namespace and the flags its `overlayctl` commands take.
+pub struct Host {
+    pub ns: Netns,
+    pub socket: PathBuf,
+    pub store: String,
+    pub config: PathBuf,
+}
+
+impl Host {
+    pub fn cmd(&self) -> Command {
+        let mut c = overlayctl(&self.config);
+        c.arg("--cluster-store").arg(&self.store);
+        c.arg("--socket").arg(&self.socket);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Command {
+        let mut c = self.cmd();
+        c.args(args);
+        c
+    }
+}
+
+/// Starts `overlayctl agent` for `host` as host id `id` advertising `vtep`, and waits until
+/// its socket answers.
+pub async fn agent(host: &Host, id: &str, vtep: &str) -> Proc {
+    let mut cmd = host.cmd();
+    cmd.arg("--cluster-advertise")
+        .arg(vtep)
+        .arg("--host-id")
+        .arg(id)
+        .arg("--host-netns")
+        .arg(host.ns.path())
+        .arg("agent")
+        // Beside the host's socket and config, in the test's temp dir.
+        .arg("--state-dir")
+        .arg(host.config.with_file_name(format!("{id}-state")));
+    let mut p = Proc::spawn(cmd, &format!("agent {id}"));
+    let socket = host.socket.clone();
+    wait_until(
+        "agent socket answers",
+        Duration::from_secs(30),
+        async || {
+            assert!(p.running(), "agent {id} exited early (see its stderr)");
+            tokio::net::UnixStream::connect(&socket).await.is_ok()
+        },
+    )
+    .await;
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&host.socket).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "socket is root-only");
+    p
 }
