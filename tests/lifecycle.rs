@@ -274,7 +274,8 @@ async fn connect_never_loses_a_race_with_the_last_disconnect() {
         if joined.is_ok() {
             ok += 1;
             wait_until(&format!("y reaches z after race {i}"), LIMIT, async || {
-                support::fetch(&y, ip_z, 2181).as_deref() == Some("imok")
+                support::fetch_within(&y, ip_z, 2181, Duration::from_millis(100)).as_deref()
+                    == Some("imok")
             })
             .await;
         }

@@ -376,14 +376,18 @@ pub fn serve(ns: &Netns, port: u16, greeting: &'static str) -> TcpServer {
 
 /// Connects from `ns` to `ip:port` and reads the greeting; `None` when unreachable.
 pub fn fetch(ns: &Netns, ip: IpAddr, port: u16) -> Option<String> {
+    fetch_within(ns, ip, port, Duration::from_secs(1))
+}
+
+/// Like [`fetch`], giving up on the connection and the read after `limit` each (a caller that
+/// retries soon rather than waiting for TCP's own SYN retransmission).
+pub fn fetch_within(ns: &Netns, ip: IpAddr, port: u16, limit: Duration) -> Option<String> {
     lab::run_in(ns, move || {
         use std::io::Read;
-        let Ok(mut s) =
-            std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(1))
-        else {
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&(ip, port).into(), limit) else {
             return Ok(None);
         };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let _ = s.set_read_timeout(Some(limit));
         let mut buf = String::new();
         Ok(s.read_to_string(&mut buf).ok().map(|_| buf))
     })
