@@ -10,7 +10,7 @@ use super::Shared;
 use super::events::ControllerEvent;
 use crate::error::Result;
 use crate::model::{Host, HostId, Network, NetworkId, Record, keys};
-use crate::store::{KvStore, WatchEvent};
+use crate::store::{KvStore, Listing, WatchEvent};
 
 /// Pause after a failed list or watch before trying again.
 pub(super) const RETRY: Duration = Duration::from_millis(500);
@@ -99,17 +99,23 @@ pub(super) async fn watch_hosts(shared: Arc<Shared>) {
     }
 }
 
-/// Reports networks created and removed anywhere, as [`ControllerEvent`]s.
-pub(super) async fn watch_networks(shared: Arc<Shared>) {
+/// Reports networks created and removed anywhere, as [`ControllerEvent`]s, from the
+/// networks of `initial` (listed before the agent's start returned, so that a network created
+/// right after the start is reported: the watch follows from that listing's revision).
+pub(super) async fn watch_networks(shared: Arc<Shared>, initial: Listing) {
     let mut known: BTreeMap<NetworkId, String> = BTreeMap::new();
     let mut first = true;
+    let mut initial = Some(initial);
     loop {
-        let listing = match shared.store.list(keys::NETWORKS).await {
-            Ok(l) => l,
-            Err(_) => {
-                tokio::time::sleep(RETRY).await;
-                continue;
-            }
+        let listing = match initial.take() {
+            Some(l) => l,
+            None => match shared.store.list(keys::NETWORKS).await {
+                Ok(l) => l,
+                Err(_) => {
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            },
         };
         let now: BTreeMap<NetworkId, String> = listing
             .kvs

@@ -150,9 +150,12 @@ impl Agent {
         claim::claim(store.as_ref(), &cfg.host).await?;
         let opened = async {
             let local = Arc::new(LocalState::open(state_dir)?);
-            Ok::<_, crate::Error>((local, live::list_hosts(store.as_ref()).await?))
+            let hosts = live::list_hosts(store.as_ref()).await?;
+            // Listed before start returns: a network created right after is reported.
+            let networks = store.list(keys::NETWORKS).await?;
+            Ok::<_, crate::Error>((local, hosts, networks))
         };
-        let (local, live_now) = match opened.await {
+        let (local, live_now, networks_now) = match opened.await {
             Ok(ok) => ok,
             Err(e) => {
                 claim::release(cfg.host.holder.as_ref());
@@ -173,7 +176,7 @@ impl Agent {
         });
         let background = vec![
             tokio::spawn(live::watch_hosts(shared.clone())),
-            tokio::spawn(live::watch_networks(shared.clone())),
+            tokio::spawn(live::watch_networks(shared.clone(), networks_now)),
             tokio::spawn(sweep::run(shared.clone())),
         ];
         Ok(Agent {
