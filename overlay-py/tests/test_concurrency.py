@@ -102,9 +102,12 @@ def test_one_runtime_per_process(tmp_path: Path) -> None:
         s.close()
 
 
+# Each child installs Python's own Ctrl-C handler: a process started in the background by a
+# shell (as CI may start the suite) inherits SIGINT ignored, and Python then installs none.
 WATCHER = textwrap.dedent(
     """
-    import sys, overlay
+    import signal, sys, overlay
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     store = overlay.Store(sys.argv[1])
     watch = store.watch("never")
     print("ready", flush=True)
@@ -223,7 +226,8 @@ def test_ctrl_c_interrupts_a_blocked_store_call(tmp_path: Path) -> None:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         script = textwrap.dedent(
             f"""
-            import overlay
+            import signal, overlay
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             print("ready", flush=True)
             overlay.Store("file://{path}?timeout=60s").put("k", b"blocked")
             """

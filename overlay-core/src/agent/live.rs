@@ -10,7 +10,7 @@ use super::events::ControllerEvent;
 use super::health::Trouble;
 use crate::error::Result;
 use crate::model::{Host, HostId, Network, NetworkId, Record, keys};
-use crate::store::{KvStore, WatchEvent};
+use crate::store::{KvStore, Listing, WatchEvent};
 
 fn host_of_key(key: &str) -> Option<HostId> {
     key.strip_prefix(keys::HOSTS)?
@@ -95,18 +95,24 @@ pub(super) async fn watch_hosts(shared: Arc<Shared>) {
     }
 }
 
-/// Reports networks created and removed anywhere, as [`ControllerEvent`]s.
-pub(super) async fn watch_networks(shared: Arc<Shared>) {
+/// Reports networks created and removed anywhere, as [`ControllerEvent`]s, from the
+/// networks of `initial` (listed before the agent's start returned, so that a network created
+/// right after the start is reported: the watch follows from that listing's revision); a
+/// restarted task lists again.
+pub(super) async fn watch_networks(shared: Arc<Shared>, mut initial: Option<Listing>) {
     let mut known: BTreeMap<NetworkId, String> = BTreeMap::new();
     let mut first = true;
     let mut trouble = Trouble::new(shared.board.clone(), "networks");
     loop {
-        let listing = match shared.store.list(keys::NETWORKS).await {
-            Ok(l) => l,
-            Err(e) => {
-                trouble.failed("listing networks", &e).await;
-                continue;
-            }
+        let listing = match initial.take() {
+            Some(l) => l,
+            None => match shared.store.list(keys::NETWORKS).await {
+                Ok(l) => l,
+                Err(e) => {
+                    trouble.failed("listing networks", &e).await;
+                    continue;
+                }
+            },
         };
         let now: BTreeMap<NetworkId, String> = listing
             .kvs

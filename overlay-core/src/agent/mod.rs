@@ -207,9 +207,12 @@ impl Agent {
         claim::claim(store.as_ref(), &cfg.host).await?;
         let opened = async {
             let local = Arc::new(LocalState::open(state_dir)?);
-            Ok::<_, crate::Error>((local, live::list_hosts(store.as_ref()).await?))
+            let hosts = live::list_hosts(store.as_ref()).await?;
+            // Listed before start returns: a network created right after is reported.
+            let networks = store.list(keys::NETWORKS).await?;
+            Ok::<_, crate::Error>((local, hosts, networks))
         };
-        let (local, live_now) = match opened.await {
+        let (local, live_now, networks_now) = match opened.await {
             Ok(ok) => ok,
             Err(e) => {
                 claim::release(cfg.host.holder.as_ref());
@@ -237,9 +240,19 @@ impl Agent {
         };
         let background = vec![
             task("hosts", |s| Box::pin(live::watch_hosts(s)) as Background),
-            task("networks", |s| {
-                Box::pin(live::watch_networks(s)) as Background
-            }),
+            {
+                // The listing made before start returned serves the first run only; a
+                // restarted task lists again.
+                let s = shared.clone();
+                let first = Mutex::new(Some(networks_now));
+                health::supervise(board.clone(), "networks".into(), move || {
+                    let initial = first
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take();
+                    live::watch_networks(s.clone(), initial)
+                })
+            },
             task("sweep", |s| Box::pin(sweep::run(s)) as Background),
         ];
         Ok(Agent {
