@@ -147,10 +147,13 @@ impl Inner {
                             .iter()
                             .map(|(k, v)| (k.clone(), v.clone()))
                             .collect();
-                        // The expired session took the nodes with it: a key present now was
-                        // written by someone else meanwhile and is theirs.
+                        // The expired session takes its nodes with it, but the server may
+                        // answer "expired" before it has deleted them: a key present is
+                        // retried until the old node is gone, for up to twice the session
+                        // timeout. One still there then was written by someone else and is
+                        // theirs.
                         for (key, value) in keys {
-                            match write::create(&s, &key, &value, true).await {
+                            match recreate(&s, &key, &value).await {
                                 Ok(_) => {}
                                 Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => {
                                     tracing::warn!(
@@ -175,6 +178,24 @@ impl Inner {
                 drop(s);
                 backoff.wait().await;
             }
+        }
+    }
+}
+
+/// Creates ephemeral `key` of a replaced session again, waiting (with backoff, for up to twice
+/// the session timeout) while the expired session's node is still there.
+async fn recreate(s: &Inner, key: &str, value: &[u8]) -> Result<Version> {
+    let deadline = std::time::Instant::now() + s.url.options.ttl * 2;
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
+    loop {
+        match write::create(s, key, value, true).await {
+            Err(e)
+                if e.kind() == crate::ErrorKind::AlreadyExists
+                    && std::time::Instant::now() < deadline =>
+            {
+                backoff.wait().await;
+            }
+            other => return other,
         }
     }
 }
