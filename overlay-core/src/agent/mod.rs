@@ -263,8 +263,26 @@ impl Agent {
 
     /// Takes a local endpoint (just published, or found again after a restart) under care:
     /// starts watching its network if it is the first, and refreshes names.
+    ///
+    /// For the first local endpoint of a network, the network's endpoints are listed here,
+    /// so the sandbox holds every remote peer known to the store when this returns: left to
+    /// the watch task's own listing, a container's first packets could miss the peer, and the
+    /// kernel retries a failed neighbour lookup only a second later.
     pub async fn join(&self, network: &Network, ep: Endpoint) {
         let id = network.id;
+        let first = !self.shared.state().nets.contains_key(&id);
+        let listing = if first {
+            match self.shared.store.list(&keys::endpoints(&id)).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    // The watch task lists again, with retries.
+                    tracing::warn!(network = %network.name, error = %e, "cannot list the network's endpoints yet");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let start = {
             let mut st = self.shared.state();
             let ns = st.nets.entry(id).or_insert_with(|| NetState {
@@ -275,6 +293,10 @@ impl Agent {
                 reconciling: Arc::default(),
                 task: None,
             });
+            if let Some(l) = &listing {
+                let change = ns.view.replace(&id, &l.kvs);
+                network::emit_changes(&self.shared, &change);
+            }
             if ns.view.insert(&ep) {
                 self.shared.emit(ControllerEvent::up(&ep));
             }
@@ -283,8 +305,14 @@ impl Agent {
         if start {
             let shared = self.shared.clone();
             let name = network::task_name(&shared, &id);
+            // The listing above serves the task's first run only; a restarted task lists again.
+            let initial = Mutex::new(listing);
             let handle = health::supervise(self.shared.board.clone(), name, move || {
-                network::run(shared.clone(), id)
+                let listing = initial
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                network::run(shared.clone(), id, listing)
             });
             if let Some(ns) = self.shared.state().nets.get_mut(&id) {
                 ns.task = Some(handle);

@@ -13,9 +13,9 @@ use super::hosts::{self, HostsEntry};
 use super::view::Change;
 use crate::dataplane::Peer;
 use crate::model::{NetworkId, keys};
-use crate::store::WatchEvent;
+use crate::store::{Listing, WatchEvent};
 
-fn emit_changes(shared: &Shared, change: &Change) {
+pub(super) fn emit_changes(shared: &Shared, change: &Change) {
     for ep in &change.up {
         shared.emit(ControllerEvent::up(ep));
     }
@@ -31,22 +31,28 @@ pub(super) fn task_name(shared: &Shared, id: &NetworkId) -> String {
         .nets
         .get(id)
         .map(|ns| ns.network.name.clone())
-        .unwrap_or_else(|| id.short().to_string());
+        .unwrap_or_else(|| id.short());
     format!("network {name}")
 }
 
-/// The network's watch loop; ends when the store closes or the task is aborted.
-pub(super) async fn run(shared: Arc<Shared>, id: NetworkId) {
+/// The network's watch loop, from the endpoints of `initial` (listed by [`Agent::join`]) or
+/// from a listing of its own; ends when the store closes or the task is aborted.
+///
+/// [`Agent::join`]: super::Agent::join
+pub(super) async fn run(shared: Arc<Shared>, id: NetworkId, mut initial: Option<Listing>) {
     let prefix = keys::endpoints(&id);
     let mut live = shared.live.subscribe();
     let mut trouble = Trouble::new(shared.board.clone(), task_name(&shared, &id));
     loop {
-        let listing = match shared.store.list(&prefix).await {
-            Ok(l) => l,
-            Err(e) => {
-                trouble.failed("listing endpoints", &e).await;
-                continue;
-            }
+        let listing = match initial.take() {
+            Some(l) => l,
+            None => match shared.store.list(&prefix).await {
+                Ok(l) => l,
+                Err(e) => {
+                    trouble.failed("listing endpoints", &e).await;
+                    continue;
+                }
+            },
         };
         let change = {
             let mut st = shared.state();
