@@ -173,15 +173,21 @@ impl Cluster {
     /// Two hosts on one underlay sharing `backend`'s store. Fails the test when not root or
     /// when the store's server cannot be had.
     pub async fn new(test: &str, backend: Backend) -> Cluster {
-        Self::build(test, backend, false).await
+        Self::build(test, backend, false, 3000).await
+    }
+
+    /// Like [`Cluster::new`], with hosts whose reclaim grace is `grace_ms` (a sweep every
+    /// half of it).
+    pub async fn with_reclaim_grace(test: &str, backend: Backend, grace_ms: u64) -> Cluster {
+        Self::build(test, backend, false, grace_ms).await
     }
 
     /// Like [`Cluster::new`], on a store server of the test's own, which it may kill.
     pub async fn with_own_server(test: &str, backend: Backend) -> Cluster {
-        Self::build(test, backend, true).await
+        Self::build(test, backend, true, 3000).await
     }
 
-    async fn build(test: &str, backend: Backend, own_server: bool) -> Cluster {
+    async fn build(test: &str, backend: Backend, own_server: bool, grace_ms: u64) -> Cluster {
         overlay_testkit::require_root(test);
         let store = Store::start(backend, own_server);
         let lab = Lab::new(&format!("t{:x}", rand_u32())).expect("lab");
@@ -191,7 +197,7 @@ impl Cluster {
             hosts: Vec::new(),
             dir: tempfile::tempdir().expect("temp dir"),
             host_ttl_ms: 2000,
-            reclaim_grace_ms: 3000,
+            reclaim_grace_ms: grace_ms,
         };
         let a = c.lab.namespace("host1").await.expect("host1");
         let b = c.lab.namespace("host2").await.expect("host2");

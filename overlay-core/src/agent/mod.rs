@@ -9,6 +9,7 @@
 
 mod claim;
 pub mod events;
+mod heal;
 pub mod health;
 pub mod hosts;
 mod live;
@@ -254,6 +255,7 @@ impl Agent {
                 })
             },
             task("sweep", |s| Box::pin(sweep::run(s)) as Background),
+            task("heal", |s| Box::pin(heal::run(s)) as Background),
         ];
         Ok(Agent {
             shared,

@@ -51,66 +51,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 trouble.failed("the sweep", &e).await;
             }
         }
-        heal(&shared).await;
-    }
-}
-
-/// Puts back kernel state that was removed behind the agent's back (flannel never replayed
-/// its entries after its vxlan device was recreated): every sandbox is ensured again, every
-/// local container re-attached (both idempotent), and peers diffed against the kernel.
-async fn heal(shared: &Shared) {
-    let ids: Vec<crate::model::NetworkId> = shared.state().nets.keys().copied().collect();
-    for id in ids {
-        let Some(lock) = shared
-            .state()
-            .nets
-            .get(&id)
-            .map(|ns| ns.reconciling.clone())
-        else {
-            continue;
-        };
-        // Connects and disconnects of this network wait meanwhile, so that a heal never
-        // restores an interface a disconnect is removing, nor misses one a connect just made.
-        let _network = shared.lock_network(&id).await;
-        let serial = lock.lock().await;
-        // Read under the network's lock: a `leave` that removed the network meanwhile must
-        // not see its sandbox come back.
-        let Some((net, local)) = shared.state().nets.get(&id).map(|ns| {
-            let local: Vec<Endpoint> = ns
-                .view
-                .endpoints()
-                .filter(|e| shared.is_local(e))
-                .cloned()
-                .collect();
-            (ns.network.clone(), local)
-        }) else {
-            continue;
-        };
-        let dp = &shared.dataplane;
-        if let Err(e) = dp.ensure_sandbox(&shared.cfg.sandbox_spec(&net)).await {
-            tracing::warn!(network = %net.name, error = %e, "cannot restore the sandbox");
-            continue;
-        }
-        for ep in local {
-            // The namespace to enter comes from this host's own state, and only while it is
-            // still the namespace that was connected (never from the record).
-            let Some(entry) = shared.local.get(&ep.id).filter(|l| l.namespace_alive()) else {
-                continue;
-            };
-            let spec = crate::dataplane::AttachSpec {
-                netns: entry.netns,
-                ifname: ep.ifname.clone(),
-                ipv4: ep.ipv4,
-                ipv6: ep.ipv6,
-                mac: Some(ep.mac),
-                mtu: None,
-            };
-            if let Err(e) = dp.attach(&net.id, &spec).await {
-                tracing::warn!(container = %ep.name, error = %e, "cannot restore the interface");
-            }
-        }
-        drop(serial);
-        super::network::reconcile(shared, &net.id, true).await;
+        super::heal::all(&shared).await;
     }
 }
 

@@ -8,11 +8,11 @@
 use std::num::NonZeroI32;
 
 use futures::stream::StreamExt;
-use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::AsyncSocket;
 
-use super::errors::{NlError, nl_failure};
+use super::errors::NlError;
 use super::netns::Netns;
 use crate::error::{Error, Result};
 
@@ -28,29 +28,89 @@ pub(crate) struct NlConn {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// What the kernel announces on a connection opened with [`NlConn::open_watching`]: link and
+/// neighbour changes in its namespace, until the connection is dropped.
+pub(crate) type Notifications = futures::channel::mpsc::UnboundedReceiver<(
+    NetlinkMessage<RouteNetlinkMessage>,
+    netlink_sys::SocketAddr,
+)>;
+
 impl NlConn {
     /// Opens a connection inside `ns`, or in the caller's own namespace when `ns` is `None`.
     /// `label` names the namespace in errors.
     pub(crate) async fn open(ns: Option<&Netns>, label: &str) -> Result<NlConn> {
+        Ok(Self::open_with(ns, label, false).await?.0)
+    }
+
+    /// Like [`NlConn::open`], also subscribed to the namespace's link and neighbour
+    /// notifications (the kernel's own account of a device or entry deleted behind our back).
+    pub(crate) async fn open_watching(
+        ns: Option<&Netns>,
+        label: &str,
+    ) -> Result<(NlConn, Notifications)> {
+        let (conn, notes) = Self::open_with(ns, label, true).await?;
+        let notes = notes.ok_or_else(|| {
+            Error::internal(
+                "open netlink",
+                "the notification stream was not handed over",
+            )
+        })?;
+        Ok((conn, notes))
+    }
+
+    async fn open_with(
+        ns: Option<&Netns>,
+        label: &str,
+        watch: bool,
+    ) -> Result<(NlConn, Option<Notifications>)> {
         let ns = ns.map(Netns::try_clone).transpose()?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread_label = label.to_string();
         std::thread::Builder::new()
             .name("overlay-netlink".into())
-            .spawn(move || serve(ns.as_ref(), &thread_label, ready_tx, stop_rx))
+            .spawn(move || serve(ns.as_ref(), &thread_label, watch, ready_tx, stop_rx))
             .map_err(|e| Error::io("open netlink", "cannot start the netlink thread", e))?;
-        let handle = ready_rx.await.map_err(|_| {
+        let (handle, notes) = ready_rx.await.map_err(|_| {
             Error::internal(
                 "open netlink",
                 format!("the netlink thread for {label} died"),
             )
         })??;
-        Ok(NlConn {
+        let conn = NlConn {
             handle,
             label: label.to_string(),
             _stop: stop_tx,
-        })
+        };
+        Ok((conn, notes))
+    }
+
+    /// Collects the replies of a get or dump made through one of rtnetlink's requests.
+    pub(crate) async fn collect<T>(
+        replies: impl futures::Stream<Item = Result<T, rtnetlink::Error>>,
+    ) -> Result<Vec<T>, NlError> {
+        use futures::TryStreamExt;
+        Ok(replies.try_collect().await?)
+    }
+
+    /// Waits for a request made through one of rtnetlink's builders to be acked.
+    pub(crate) async fn done(
+        request: impl std::future::Future<Output = Result<(), rtnetlink::Error>>,
+    ) -> Result<(), NlError> {
+        Ok(request.await?)
+    }
+
+    /// Creates the link `m` describes (CREATE|EXCL: an existing name fails with EEXIST).
+    pub(crate) async fn add_link(
+        &self,
+        m: netlink_packet_route::link::LinkMessage,
+    ) -> Result<(), NlError> {
+        Ok(self.handle.link().add(m).execute().await?)
+    }
+
+    /// The rtnetlink handle, for requests made through its builders.
+    pub(crate) fn handle(&self) -> &rtnetlink::Handle {
+        &self.handle
     }
 
     /// The namespace label used in errors.
@@ -58,23 +118,8 @@ impl NlConn {
         &self.label
     }
 
-    /// Sends one request with `flags` (REQUEST and ACK are added) and waits for its ack.
-    pub(crate) async fn ack(&self, msg: RouteNetlinkMessage, flags: u16) -> Result<(), NlError> {
-        let mut req = NetlinkMessage::from(msg);
-        req.header.flags = flags | NLM_F_REQUEST | NLM_F_ACK;
-        let mut handle = self.handle.clone();
-        let mut responses = handle.request(req).map_err(|_| NlError::closed())?;
-        while let Some(m) = responses.next().await {
-            if let NetlinkPayload::Error(e) = m.payload
-                && let Some(code) = e.code
-            {
-                return Err(NlError::from_code(code));
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends a request and collects every reply message (a get or a dump when `dump`).
+    /// Sends a request built by hand and collects every reply message (a get, or a dump when
+    /// `dump`): for what rtnetlink has no request for (a single neighbour or FDB entry).
     pub(crate) async fn query(
         &self,
         msg: RouteNetlinkMessage,
@@ -98,25 +143,13 @@ impl NlConn {
         }
         Ok(out)
     }
-
-    /// Like [`Self::ack`], mapping a failure to an [`Error`] for operation `op` on `what`.
-    pub(crate) async fn ack_or(
-        &self,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-        op: &'static str,
-        what: impl FnOnce() -> String,
-    ) -> Result<()> {
-        self.ack(msg, flags)
-            .await
-            .map_err(|e| nl_failure(e, op, what(), &self.label))
-    }
 }
 
 fn serve(
     ns: Option<&Netns>,
     label: &str,
-    ready: tokio::sync::oneshot::Sender<Result<rtnetlink::Handle>>,
+    watch: bool,
+    ready: tokio::sync::oneshot::Sender<Result<(rtnetlink::Handle, Option<Notifications>)>>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let setup = (|| {
@@ -148,18 +181,32 @@ fn serve(
                 Error::io("open netlink", "cannot enable NETLINK_GET_STRICT_CHK", e)
             })?;
             let _ = sock.set_rx_buf_sz(RECV_BUFFER);
-            Ok::<_, Error>((conn, handle))
+            // Notifications get a socket of their own: a burst of them (10,000 peers
+            // programmed) that overruns a socket's buffer must never cost a request its ack.
+            let watcher = if watch { Some(subscribe(label)?) } else { None };
+            Ok::<_, Error>((conn, handle, watcher))
         });
-        opened.map(|(conn, handle)| (rt, conn, handle))
+        opened.map(|(conn, handle, watcher)| (rt, conn, handle, watcher))
     })();
     match setup {
-        Ok((rt, conn, handle)) => {
-            if ready.send(Ok(handle)).is_err() {
+        Ok((rt, conn, handle, watcher)) => {
+            let (watcher, notes) = match watcher {
+                Some((w, n)) => (Some(w), Some(n)),
+                None => (None, None),
+            };
+            if ready.send(Ok((handle, notes))).is_err() {
                 return;
             }
             rt.block_on(async {
+                let watching = async {
+                    match watcher {
+                        Some(w) => w.await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     () = conn => {}
+                    () = watching => {}
                     _ = stop => {}
                 }
             });
@@ -168,6 +215,32 @@ fn serve(
             let _ = ready.send(Err(e));
         }
     }
+}
+
+/// A connection subscribed to the link and neighbour notifications of the current namespace
+/// (it sends no requests).
+fn subscribe(
+    label: &str,
+) -> Result<(
+    rtnetlink::proto::Connection<RouteNetlinkMessage>,
+    Notifications,
+)> {
+    let failed = |e| {
+        Error::io(
+            "open netlink",
+            format!("cannot subscribe to link and neighbour changes in {label}"),
+            e,
+        )
+    };
+    let (mut conn, _, notes) = rtnetlink::new_connection().map_err(failed)?;
+    let sock = conn.socket_mut().socket_mut();
+    let _ = sock.set_rx_buf_sz(RECV_BUFFER);
+    sock.bind(&netlink_sys::SocketAddr::new(0, 0))
+        .map_err(failed)?;
+    for group in [libc::RTNLGRP_LINK, libc::RTNLGRP_NEIGH] {
+        sock.add_membership(group).map_err(failed)?;
+    }
+    Ok((conn, notes))
 }
 
 impl NlError {

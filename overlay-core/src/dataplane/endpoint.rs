@@ -6,8 +6,7 @@ use netlink_packet_route::link::InfoKind;
 use super::conn::NlConn;
 use super::errors::nl_failure;
 use super::link::{
-    CREATE_EXCL, LinkChange, VethParams, add_address, del_link, get_link, set_link,
-    validate_ifname, veth_msg,
+    LinkChange, VethParams, add_address, del_link, get_link, set_link, validate_ifname, veth_msg,
 };
 use super::netns::{Netns, NetnsId};
 use super::sandbox::Sandbox;
@@ -82,7 +81,7 @@ pub(crate) async fn attach(sb: &Sandbox, spec: &AttachSpec) -> Result<Attachment
     // The container connection (a thread entering the namespace) opens while the kernel makes
     // the pair.
     let (created, cconn) = tokio::join!(
-        sb.conn.ack(veth_msg(&params), CREATE_EXCL),
+        sb.conn.add_link(veth_msg(&params)),
         NlConn::open(Some(&container), &label)
     );
     let cconn = cconn?;
@@ -181,7 +180,7 @@ async fn reconcile(sb: &Sandbox, cconn: &NlConn, p: &VethParams) -> Result<()> {
             if let Some(h) = host {
                 del_link(&sb.conn, h.index, &h.name).await?;
             }
-            sb.conn.ack(veth_msg(p), CREATE_EXCL).await.map_err(|e| {
+            sb.conn.add_link(veth_msg(p)).await.map_err(|e| {
                 nl_failure(
                     e,
                     "attach endpoint",

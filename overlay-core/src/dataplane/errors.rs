@@ -51,6 +51,21 @@ impl fmt::Display for NlError {
 
 impl std::error::Error for NlError {}
 
+impl From<rtnetlink::Error> for NlError {
+    /// A request run through one of rtnetlink's request builders: the kernel's errno, or a
+    /// closed connection; a reply rtnetlink cannot make sense of counts as a protocol error.
+    fn from(e: rtnetlink::Error) -> NlError {
+        match e {
+            rtnetlink::Error::NetlinkError(m) => match m.code {
+                Some(code) => NlError::Errno(code.get().abs()),
+                None => NlError::Errno(libc::EPROTO),
+            },
+            rtnetlink::Error::RequestFailed => NlError::Closed,
+            _ => NlError::Errno(libc::EPROTO),
+        }
+    }
+}
+
 /// An [`Error`] for a failed netlink request `op` on `what` in namespace `ns`: the kind from the
 /// errno, the errno itself, and a hint for the usual causes.
 pub(crate) fn nl_failure(e: NlError, op: &'static str, what: String, ns: &str) -> Error {

@@ -10,14 +10,12 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 use ipnet::Ipv4Net;
-use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
-};
+use netlink_packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::{LinkUnspec, LinkVeth};
 
 use super::conn::NlConn;
-use super::errors::Failures;
-use super::link::{self, CREATE_EXCL, LinkChange};
+use super::errors::{Failures, nl_failure};
+use super::link::{self, LinkChange};
 use super::netns::{Netns, run_on_thread};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -94,28 +92,25 @@ impl Lab {
         let name = "underlay0";
         let ca = NlConn::open(Some(a), &a.path().display().to_string()).await?;
         let cb = NlConn::open(Some(b), &b.path().display().to_string()).await?;
-        let mut peer = LinkMessage::default();
-        peer.attributes.push(LinkAttribute::IfName(name.into()));
-        peer.attributes.push(LinkAttribute::NetNsFd(b.raw_fd()));
-        let mut m = LinkMessage::default();
-        m.attributes.push(LinkAttribute::IfName(name.into()));
-        m.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::Veth),
-            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
-        ]));
-        ca.ack_or(
-            RouteNetlinkMessage::NewLink(m),
-            CREATE_EXCL,
-            "create underlay",
-            || {
+        // Both ends take the same name; the peer is born in `b`.
+        let peer = LinkUnspec::new_with_name(name)
+            .setns_by_fd(b.raw_fd())
+            .build();
+        let m = LinkVeth::new(name, name)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build();
+        ca.add_link(m).await.map_err(|e| {
+            nl_failure(
+                e,
+                "create underlay",
                 format!(
                     "veth {name} between {} and {}",
                     a.path().display(),
                     b.path().display()
-                )
-            },
-        )
-        .await?;
+                ),
+                ca.label(),
+            )
+        })?;
         for (conn, addr) in [(&ca, a_addr), (&cb, b_addr)] {
             let l = link::get_link(conn, name).await?.ok_or_else(|| {
                 Error::new(

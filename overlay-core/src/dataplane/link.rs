@@ -1,26 +1,20 @@
-//! Link and address messages: what the sandbox and endpoint code sends, and a parsed view of
-//! what the kernel reports back.
+//! Link and address messages: what the sandbox and endpoint code sends, built with rtnetlink's
+//! message builders, and a parsed view of what the kernel reports back.
 
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 
 use ipnet::IpNet;
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
-use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::{LinkBridge, LinkUnspec, LinkVeth, LinkVxlan};
 
 use super::conn::NlConn;
 use super::errors::nl_failure;
 use crate::error::{Error, Result};
 use crate::model::MacAddr;
-
-/// Flags of a request that creates and fails when the object exists.
-pub(crate) const CREATE_EXCL: u16 = NLM_F_CREATE | NLM_F_EXCL;
-/// Flags of a request that creates or replaces.
-pub(crate) const CREATE_REPLACE: u16 = NLM_F_CREATE | NLM_F_REPLACE;
 
 /// The vxlan settings this crate cares about, as the kernel reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,28 +97,17 @@ fn vxlan_view(d: &[InfoVxlan]) -> VxlanView {
 
 /// Every link of the connection's namespace.
 pub(crate) async fn dump_links(conn: &NlConn) -> Result<Vec<LinkView>> {
-    let replies = conn
-        .query(RouteNetlinkMessage::GetLink(LinkMessage::default()), true)
+    let replies = NlConn::collect(conn.handle().link().get().execute())
         .await
         .map_err(|e| nl_failure(e, "list links", "dump links".into(), conn.label()))?;
-    Ok(replies
-        .iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => Some(LinkView::parse(l)),
-            _ => None,
-        })
-        .collect())
+    Ok(replies.iter().map(LinkView::parse).collect())
 }
 
 /// The link named `name`, or `None` when there is none.
 pub(crate) async fn get_link(conn: &NlConn, name: &str) -> Result<Option<LinkView>> {
-    let mut m = LinkMessage::default();
-    m.attributes.push(LinkAttribute::IfName(name.to_string()));
-    match conn.query(RouteNetlinkMessage::GetLink(m), false).await {
-        Ok(replies) => Ok(replies.iter().find_map(|r| match r {
-            RouteNetlinkMessage::NewLink(l) => Some(LinkView::parse(l)),
-            _ => None,
-        })),
+    let get = conn.handle().link().get().match_name(name).execute();
+    match NlConn::collect(get).await {
+        Ok(replies) => Ok(replies.first().map(LinkView::parse)),
         Err(e) if e.is_missing() => Ok(None),
         Err(e) => Err(nl_failure(
             e,
@@ -137,9 +120,7 @@ pub(crate) async fn get_link(conn: &NlConn, name: &str) -> Result<Option<LinkVie
 
 /// Deletes link `index`; a link already gone is not an error.
 pub(crate) async fn del_link(conn: &NlConn, index: u32, name: &str) -> Result<()> {
-    let mut m = LinkMessage::default();
-    m.header.index = index;
-    match conn.ack(RouteNetlinkMessage::DelLink(m), 0).await {
+    match NlConn::done(conn.handle().link().del(index).execute()).await {
         Ok(()) => Ok(()),
         Err(e) if e.is_missing() => Ok(()),
         Err(e) => Err(nl_failure(
@@ -162,39 +143,27 @@ pub(crate) struct LinkChange {
 
 /// Applies `change` to link `index`.
 pub(crate) async fn set_link(conn: &NlConn, index: u32, change: &LinkChange) -> Result<()> {
-    let mut m = LinkMessage::default();
-    m.header.index = index;
+    let mut b = LinkUnspec::new_with_index(index);
     if change.up {
-        m.header.flags |= LinkFlags::Up;
-        m.header.change_mask |= LinkFlags::Up;
+        b = b.up();
     }
     if let Some(mtu) = change.mtu {
-        m.attributes.push(LinkAttribute::Mtu(mtu));
+        b = b.mtu(mtu);
     }
     if let Some(c) = change.controller {
-        m.attributes.push(LinkAttribute::Controller(c));
+        b = b.controller(c);
     }
     if let Some(mac) = change.mac {
-        m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        b = b.address(mac.0.to_vec());
     }
-    conn.ack_or(RouteNetlinkMessage::SetLink(m), 0, "configure link", || {
-        format!("link {index}")
-    })
-    .await
+    NlConn::done(conn.handle().link().set(b.build()).execute())
+        .await
+        .map_err(|e| nl_failure(e, "configure link", format!("link {index}"), conn.label()))
 }
 
 /// A bridge named `name`, up, with `mtu`.
-pub(crate) fn bridge_msg(name: &str, mtu: u32) -> RouteNetlinkMessage {
-    let mut m = LinkMessage::default();
-    m.header.flags |= LinkFlags::Up;
-    m.header.change_mask |= LinkFlags::Up;
-    m.attributes.push(LinkAttribute::IfName(name.to_string()));
-    m.attributes.push(LinkAttribute::Mtu(mtu));
-    m.attributes
-        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
-            InfoKind::Bridge,
-        )]));
-    RouteNetlinkMessage::NewLink(m)
+pub(crate) fn bridge_msg(name: &str, mtu: u32) -> LinkMessage {
+    LinkBridge::new(name).mtu(mtu).up().build()
 }
 
 /// Parameters of a sandbox's vxlan device.
@@ -210,29 +179,20 @@ pub(crate) struct VxlanParams {
 /// A vxlan device born in namespace `target` (so its UDP socket stays in the sender's
 /// namespace), learning off, proxy ARP on, no group, up, already enslaved to `controller`
 /// (an ifindex in `target`).
-pub(crate) fn vxlan_msg(p: &VxlanParams, target: RawFd, controller: u32) -> RouteNetlinkMessage {
-    let mut data = vec![
-        InfoVxlan::Id(p.vni),
-        InfoVxlan::Port(p.port),
-        InfoVxlan::Learning(false),
-        InfoVxlan::Proxy(true),
-    ];
-    data.push(match p.local {
-        IpAddr::V4(ip) => InfoVxlan::Local(ip),
-        IpAddr::V6(ip) => InfoVxlan::Local6(ip),
-    });
-    let mut m = LinkMessage::default();
-    m.header.flags |= LinkFlags::Up;
-    m.header.change_mask |= LinkFlags::Up;
-    m.attributes.push(LinkAttribute::IfName(p.name.clone()));
-    m.attributes.push(LinkAttribute::Mtu(p.mtu));
-    m.attributes.push(LinkAttribute::NetNsFd(target));
-    m.attributes.push(LinkAttribute::Controller(controller));
-    m.attributes.push(LinkAttribute::LinkInfo(vec![
-        LinkInfo::Kind(InfoKind::Vxlan),
-        LinkInfo::Data(InfoData::Vxlan(data)),
-    ]));
-    RouteNetlinkMessage::NewLink(m)
+pub(crate) fn vxlan_msg(p: &VxlanParams, target: RawFd, controller: u32) -> LinkMessage {
+    let b = LinkVxlan::new(&p.name, p.vni)
+        .port(p.port)
+        .learning(false)
+        .proxy(true);
+    let b = match p.local {
+        IpAddr::V4(ip) => b.local(ip),
+        IpAddr::V6(ip) => b.local6(ip),
+    };
+    b.mtu(p.mtu)
+        .setns_by_fd(target)
+        .controller(controller)
+        .up()
+        .build()
 }
 
 /// Parameters of an endpoint's veth pair.
@@ -249,68 +209,54 @@ pub(crate) struct VethParams {
 /// A veth pair in one request: this end up on `bridge`, the peer born in `peer_ns` with its
 /// name, MAC and MTU. The peer comes up later from inside its namespace: the kernel (6.x)
 /// refuses to bring up a peer created in another namespace (ENOTCONN).
-pub(crate) fn veth_msg(p: &VethParams) -> RouteNetlinkMessage {
-    let mut peer = LinkMessage::default();
-    peer.attributes
-        .push(LinkAttribute::IfName(p.peer_name.clone()));
-    peer.attributes.push(LinkAttribute::Mtu(p.mtu));
-    peer.attributes
-        .push(LinkAttribute::Address(p.peer_mac.0.to_vec()));
-    peer.attributes.push(LinkAttribute::NetNsFd(p.peer_ns));
-    let mut m = LinkMessage::default();
-    m.header.flags |= LinkFlags::Up;
-    m.header.change_mask |= LinkFlags::Up;
-    m.attributes
-        .push(LinkAttribute::IfName(p.host_name.clone()));
-    m.attributes.push(LinkAttribute::Mtu(p.mtu));
-    m.attributes.push(LinkAttribute::Controller(p.bridge));
-    m.attributes.push(LinkAttribute::LinkInfo(vec![
-        LinkInfo::Kind(InfoKind::Veth),
-        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
-    ]));
-    RouteNetlinkMessage::NewLink(m)
+pub(crate) fn veth_msg(p: &VethParams) -> LinkMessage {
+    // `LinkVeth::peer` sets only the peer's name; its MTU, MAC and namespace go in a peer
+    // message of their own, built the same way.
+    let peer = LinkUnspec::new_with_name(&p.peer_name)
+        .mtu(p.mtu)
+        .address(p.peer_mac.0.to_vec())
+        .setns_by_fd(p.peer_ns)
+        .build();
+    LinkVeth::new(&p.host_name, &p.peer_name)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .mtu(p.mtu)
+        .controller(p.bridge)
+        .up()
+        .build()
 }
 
 /// Adds (or keeps) `addr` on link `index`. IPv6 skips duplicate address detection: the overlay
 /// IPAM already guarantees uniqueness, and DAD would hold the address unusable for seconds.
 pub(crate) async fn add_address(conn: &NlConn, index: u32, addr: IpNet) -> Result<()> {
-    let mut m = AddressMessage::default();
-    m.header.index = index;
-    m.header.prefix_len = addr.prefix_len();
-    match addr.addr() {
-        IpAddr::V4(ip) => {
-            m.header.family = AddressFamily::Inet;
-            m.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
-            m.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
-        }
-        IpAddr::V6(ip) => {
-            m.header.family = AddressFamily::Inet6;
-            m.attributes.push(AddressAttribute::Address(IpAddr::V6(ip)));
-            m.attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
-        }
+    let mut req = conn
+        .handle()
+        .address()
+        .add(index, addr.addr(), addr.prefix_len())
+        .replace();
+    if addr.addr().is_ipv6() {
+        // The request has no setter for IFA_FLAGS.
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
     }
-    conn.ack_or(
-        RouteNetlinkMessage::NewAddress(m),
-        CREATE_REPLACE,
-        "add address",
-        || format!("{addr} on link {index}"),
-    )
-    .await
+    req.execute().await.map_err(|e| {
+        nl_failure(
+            e.into(),
+            "add address",
+            format!("{addr} on link {index}"),
+            conn.label(),
+        )
+    })
 }
 
 /// Every address of the namespace as (ifindex, address, prefix length).
 pub(crate) async fn dump_addresses(conn: &NlConn) -> Result<Vec<(u32, IpAddr, u8)>> {
-    let replies = conn
-        .query(
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            true,
-        )
+    let replies = NlConn::collect(conn.handle().address().get().execute())
         .await
         .map_err(|e| nl_failure(e, "list addresses", "dump addresses".into(), conn.label()))?;
     let mut out = Vec::new();
-    for r in &replies {
-        if let RouteNetlinkMessage::NewAddress(a) = r {
+    for a in &replies {
+        {
             let ip = a.attributes.iter().find_map(|at| match at {
                 AddressAttribute::Local(ip) => Some(*ip),
                 _ => None,

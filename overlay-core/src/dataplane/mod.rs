@@ -14,6 +14,7 @@
 //! converges.
 
 mod conn;
+mod damage;
 mod endpoint;
 mod errors;
 pub mod lab;
@@ -32,6 +33,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use crate::error::Result;
 use crate::model::{MacAddr, NetworkId, Vni};
 
+pub use damage::{Damage, Damaged, SandboxCheck};
 pub use errors::NlError;
 pub use netlink_dp::NetlinkDataplane;
 pub use netns::{Netns, NetnsId};
@@ -201,4 +203,22 @@ pub trait Dataplane: Send + Sync {
     /// entry without an FDB entry is reported with an unspecified VTEP, an FDB entry without a
     /// neighbour with an unspecified IP, so that a diff removes and re-adds them.
     async fn list_peers(&self, network: &NetworkId) -> Result<Vec<Peer>>;
+
+    /// The kernel's own reports of deletions in this host's sandboxes (a device, or a peer's
+    /// entry), as they happen, so that what was removed behind the agent's back is put back
+    /// at once. `None` when the implementation cannot report them: then only the periodic
+    /// [`Dataplane::check_sandbox`] finds such damage.
+    fn damage(&self) -> Option<tokio::sync::broadcast::Receiver<Damage>> {
+        None
+    }
+
+    /// Compares the network's sandbox with what it should hold, cheaply (one dump over the
+    /// connection already open): its own devices, and the interfaces of the containers
+    /// `attached` (their namespace and interface name). Peers are compared by
+    /// [`Dataplane::list_peers`].
+    async fn check_sandbox(
+        &self,
+        network: &NetworkId,
+        attached: &[(NetnsId, String)],
+    ) -> Result<SandboxCheck>;
 }

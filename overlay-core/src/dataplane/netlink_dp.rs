@@ -7,7 +7,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::conn::NlConn;
+use super::damage::{self, Damage, SandboxCheck};
 use super::netns::Netns;
+use super::netns::NetnsId;
 use super::sandbox::{self, Sandbox, blocking};
 use super::{AttachSpec, Attachment, Dataplane, Peer, SandboxInfo, SandboxSpec, endpoint, peer};
 use crate::error::{Error, ErrorKind, Result};
@@ -25,6 +27,8 @@ pub struct NetlinkDataplane {
     tag: String,
     host: NlConn,
     sandboxes: tokio::sync::Mutex<HashMap<NetworkId, Arc<Sandbox>>>,
+    // What the sandboxes' namespaces report deleted.
+    damage: tokio::sync::broadcast::Sender<Damage>,
     // Serializes sandbox creation and removal; attaches and peers only read the cache.
     lifecycle: tokio::sync::Mutex<()>,
 }
@@ -62,6 +66,7 @@ impl NetlinkDataplane {
             tag: tag.to_string(),
             host,
             sandboxes: tokio::sync::Mutex::new(HashMap::new()),
+            damage: tokio::sync::broadcast::channel(damage::BACKLOG).0,
             lifecycle: tokio::sync::Mutex::new(()),
         })
     }
@@ -81,7 +86,7 @@ impl NetlinkDataplane {
         if let Some(sb) = self.sandboxes.lock().await.get(network) {
             return Ok(Arc::clone(sb));
         }
-        let Some(sb) = sandbox::open_existing(&self.tag, network).await? else {
+        let Some((sb, notes)) = sandbox::open_existing(&self.tag, network).await? else {
             return Err(Error::new(
                 ErrorKind::NotFound,
                 "open sandbox",
@@ -93,6 +98,7 @@ impl NetlinkDataplane {
             )
             .with_hint("call ensure_sandbox for the network first"));
         };
+        damage::forward(notes, *network, sb.vxlan, self.damage.clone());
         let sb = Arc::new(sb);
         self.sandboxes
             .lock()
@@ -115,7 +121,9 @@ impl Dataplane for NetlinkDataplane {
     async fn ensure_sandbox(&self, spec: &SandboxSpec) -> Result<SandboxInfo> {
         let _guard = self.lifecycle.lock().await;
         self.sandboxes.lock().await.remove(&spec.network);
-        let sb = Arc::new(sandbox::ensure(&self.host, &self.tag, spec).await?);
+        let (sb, notes) = sandbox::ensure(&self.host, &self.tag, spec).await?;
+        damage::forward(notes, spec.network, sb.vxlan, self.damage.clone());
+        let sb = Arc::new(sb);
         let info = sb.info(&spec.network, Some(spec.vni));
         self.sandboxes.lock().await.insert(spec.network, sb);
         Ok(info)
@@ -176,5 +184,29 @@ impl Dataplane for NetlinkDataplane {
     async fn list_peers(&self, network: &NetworkId) -> Result<Vec<Peer>> {
         let sb = self.sandbox(network).await?;
         peer::list(&sb.conn, sb.vxlan).await
+    }
+
+    fn damage(&self) -> Option<tokio::sync::broadcast::Receiver<Damage>> {
+        Some(self.damage.subscribe())
+    }
+
+    async fn check_sandbox(
+        &self,
+        network: &NetworkId,
+        attached: &[(NetnsId, String)],
+    ) -> Result<SandboxCheck> {
+        let broken = || SandboxCheck {
+            intact: false,
+            detached: (0..attached.len()).collect(),
+        };
+        let Some(sb) = self.existing_sandbox(network).await? else {
+            return Ok(broken());
+        };
+        let check = sandbox::check(&sb, attached).await?;
+        if !check.intact {
+            // The cached devices are gone: the next use opens what the kernel has.
+            self.sandboxes.lock().await.remove(network);
+        }
+        Ok(check)
     }
 }

@@ -1,9 +1,9 @@
 //! Peers: a permanent neighbour entry (IP → MAC) and a vxlan FDB entry (MAC → remote VTEP) per
 //! remote endpoint, both on the sandbox's vxlan device.
 //!
-//! rtnetlink's neighbour builder always asks for CREATE|EXCL; these messages are built here so
-//! each request carries the flags its convergence needs (REPLACE for the FDB, EXCL then a
-//! targeted REPLACE for the neighbour).
+//! Entries are added through rtnetlink's `NeighbourAddRequest` (CREATE|EXCL, or CREATE|REPLACE
+//! with `replace()`). Deletes and single-entry gets are messages built here: rtnetlink's
+//! `NeighbourDelRequest` takes a ready message, and its `NeighbourGetRequest` only dumps.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -17,7 +17,6 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use super::Peer;
 use super::conn::NlConn;
 use super::errors::{Failures, NlError, nl_failure};
-use super::link::{CREATE_EXCL, CREATE_REPLACE};
 use crate::error::{Error, Result};
 use crate::model::MacAddr;
 
@@ -25,7 +24,8 @@ use crate::model::MacAddr;
 /// without overrunning the socket's receive buffer with acks.
 const PIPELINE: usize = 64;
 
-fn neigh_msg(vxlan: u32, ip: IpAddr, mac: Option<MacAddr>) -> NeighbourMessage {
+/// The neighbour entry of `ip` (no MAC: the key of a delete or get).
+fn neigh_key(vxlan: u32, ip: IpAddr) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
     m.header.family = if ip.is_ipv4() {
         AddressFamily::Inet
@@ -33,21 +33,16 @@ fn neigh_msg(vxlan: u32, ip: IpAddr, mac: Option<MacAddr>) -> NeighbourMessage {
         AddressFamily::Inet6
     };
     m.header.ifindex = vxlan;
-    m.header.state = NeighbourState::Permanent;
     m.attributes
         .push(NeighbourAttribute::Destination(NeighbourAddress::from(ip)));
-    if let Some(mac) = mac {
-        m.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
-    }
     m
 }
 
-fn fdb_msg(vxlan: u32, mac: MacAddr, vtep: Option<IpAddr>) -> NeighbourMessage {
+/// The vxlan FDB entry of `mac`, towards `vtep` when given (the key of a delete or get).
+fn fdb_key(vxlan: u32, mac: MacAddr, vtep: Option<IpAddr>) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
     m.header.family = AddressFamily::Bridge;
     m.header.ifindex = vxlan;
-    m.header.state = NeighbourState::Permanent;
     m.header.flags = NeighbourFlags::Own;
     m.attributes
         .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
@@ -58,6 +53,24 @@ fn fdb_msg(vxlan: u32, mac: MacAddr, vtep: Option<IpAddr>) -> NeighbourMessage {
             )));
     }
     m
+}
+
+/// Adds (`replace` false: fails if present) or replaces the permanent neighbour entry
+/// `ip` → `mac`.
+async fn neigh_add(
+    conn: &NlConn,
+    vxlan: u32,
+    ip: IpAddr,
+    mac: MacAddr,
+    replace: bool,
+) -> Result<(), NlError> {
+    let req = conn
+        .handle()
+        .neighbours()
+        .add(vxlan, ip)
+        .link_layer_address(&mac.0);
+    let req = if replace { req.replace() } else { req };
+    Ok(req.execute().await?)
 }
 
 fn failure(e: NlError, op: &'static str, peer: &Peer, conn: &NlConn) -> Error {
@@ -100,10 +113,11 @@ async fn neigh_get(
     vxlan: u32,
     ip: IpAddr,
 ) -> Result<Option<(MacAddr, bool)>, NlError> {
-    let mut m = neigh_msg(vxlan, ip, None);
-    m.header.state = NeighbourState::None;
     match conn
-        .query(RouteNetlinkMessage::GetNeighbour(m), false)
+        .query(
+            RouteNetlinkMessage::GetNeighbour(neigh_key(vxlan, ip)),
+            false,
+        )
         .await
     {
         Ok(replies) => Ok(replies.iter().find_map(|r| match r {
@@ -138,12 +152,16 @@ pub(crate) async fn add(conn: &NlConn, vxlan: u32, peer: &Peer) -> Result<()> {
         )
         .with_hint("use the endpoint's unicast MAC"));
     }
-    let fdb = RouteNetlinkMessage::NewNeighbour(fdb_msg(vxlan, peer.mac, Some(peer.vtep)));
-    conn.ack(fdb, CREATE_REPLACE)
+    conn.handle()
+        .neighbours()
+        .add_bridge(vxlan, &peer.mac.0)
+        .flags(NeighbourFlags::Own)
+        .destination(peer.vtep)
+        .replace()
+        .execute()
         .await
-        .map_err(|e| failure(e, "add peer FDB entry", peer, conn))?;
-    let neigh = RouteNetlinkMessage::NewNeighbour(neigh_msg(vxlan, peer.ip, Some(peer.mac)));
-    match conn.ack(neigh, CREATE_EXCL).await {
+        .map_err(|e| failure(e.into(), "add peer FDB entry", peer, conn))?;
+    match neigh_add(conn, vxlan, peer.ip, peer.mac, false).await {
         Ok(()) => return Ok(()),
         Err(e) if e.is_exists() => {}
         Err(e) => return Err(failure(e, "add peer neighbour entry", peer, conn)),
@@ -154,8 +172,7 @@ pub(crate) async fn add(conn: &NlConn, vxlan: u32, peer: &Peer) -> Result<()> {
     if current == Some((peer.mac, true)) {
         return Ok(());
     }
-    let neigh = RouteNetlinkMessage::NewNeighbour(neigh_msg(vxlan, peer.ip, Some(peer.mac)));
-    conn.ack(neigh, CREATE_REPLACE)
+    neigh_add(conn, vxlan, peer.ip, peer.mac, true)
         .await
         .map_err(|e| failure(e, "replace peer neighbour entry", peer, conn))?;
     if let Some((old_mac, _)) = current
@@ -166,8 +183,7 @@ pub(crate) async fn add(conn: &NlConn, vxlan: u32, peer: &Peer) -> Result<()> {
             .iter()
             .any(|(_, mac)| *mac == old_mac);
         if !still_used {
-            let del = RouteNetlinkMessage::DelNeighbour(fdb_msg(vxlan, old_mac, None));
-            match conn.ack(del, 0).await {
+            match neigh_del(conn, fdb_key(vxlan, old_mac, None)).await {
                 Ok(()) => {}
                 Err(e) if e.is_missing() => {}
                 Err(e) => return Err(failure(e, "remove replaced peer FDB entry", peer, conn)),
@@ -200,8 +216,7 @@ pub(crate) async fn add_many(conn: &NlConn, vxlan: u32, peers: &[Peer]) -> Resul
 pub(crate) async fn remove(conn: &NlConn, vxlan: u32, peer: &Peer) -> Result<()> {
     // The kernel acks a delete naming a VTEP the entry no longer has without deleting
     // anything, so whether the MAC is still forwarded is asked afterwards.
-    let del_fdb = RouteNetlinkMessage::DelNeighbour(fdb_msg(vxlan, peer.mac, Some(peer.vtep)));
-    match conn.ack(del_fdb, 0).await {
+    match neigh_del(conn, fdb_key(vxlan, peer.mac, Some(peer.vtep))).await {
         Ok(()) => {}
         Err(e) if e.is_missing() => {}
         Err(e) => return Err(failure(e, "remove peer FDB entry", peer, conn)),
@@ -217,8 +232,7 @@ pub(crate) async fn remove(conn: &NlConn, vxlan: u32, peer: &Peer) -> Result<()>
         Ok(_) => return Ok(()),
         Err(e) => return Err(failure(e, "remove peer", peer, conn)),
     }
-    let del = RouteNetlinkMessage::DelNeighbour(neigh_msg(vxlan, peer.ip, None));
-    match conn.ack(del, 0).await {
+    match neigh_del(conn, neigh_key(vxlan, peer.ip)).await {
         Ok(()) => Ok(()),
         Err(e) if e.is_missing() => Ok(()),
         Err(e) => Err(failure(e, "remove peer neighbour entry", peer, conn)),
@@ -227,10 +241,11 @@ pub(crate) async fn remove(conn: &NlConn, vxlan: u32, peer: &Peer) -> Result<()>
 
 /// The VTEP the vxlan device forwards `mac` to, if it has an entry for it.
 async fn fdb_get(conn: &NlConn, vxlan: u32, mac: MacAddr) -> Result<Option<IpAddr>> {
-    let mut m = fdb_msg(vxlan, mac, None);
-    m.header.state = NeighbourState::None;
     match conn
-        .query(RouteNetlinkMessage::GetNeighbour(m), false)
+        .query(
+            RouteNetlinkMessage::GetNeighbour(fdb_key(vxlan, mac, None)),
+            false,
+        )
         .await
     {
         Ok(replies) => Ok(replies.iter().find_map(|r| match r {
@@ -251,20 +266,34 @@ async fn fdb_get(conn: &NlConn, vxlan: u32, mac: MacAddr) -> Result<Option<IpAdd
     }
 }
 
+/// The entries of `family` on device `ifindex` (the kernel filters: strict checking is on).
+async fn dump(
+    conn: &NlConn,
+    family: AddressFamily,
+    ifindex: u32,
+) -> Result<Vec<NeighbourMessage>, NlError> {
+    let mut get = conn.handle().neighbours().get().set_address_family(family);
+    // The request has no setter for the device filter (NDA_IFINDEX).
+    get.message_mut()
+        .attributes
+        .push(NeighbourAttribute::IfIndex(ifindex));
+    NlConn::collect(get.execute()).await
+}
+
+/// Deletes the entry `key` names.
+async fn neigh_del(conn: &NlConn, key: NeighbourMessage) -> Result<(), NlError> {
+    NlConn::done(conn.handle().neighbours().del(key).execute()).await
+}
+
 /// Permanent neighbour entries (IPv4 and IPv6) of the vxlan device.
 async fn dump_neighbours(conn: &NlConn, vxlan: u32) -> Result<Vec<(IpAddr, MacAddr)>> {
     let mut out = Vec::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-        let mut m = NeighbourMessage::default();
-        m.header.family = family;
-        m.attributes.push(NeighbourAttribute::IfIndex(vxlan));
-        let replies = conn
-            .query(RouteNetlinkMessage::GetNeighbour(m), true)
+        let replies = dump(conn, family, vxlan)
             .await
             .map_err(|e| nl_failure(e, "list peers", "neighbour entries".into(), conn.label()))?;
-        for r in &replies {
-            if let RouteNetlinkMessage::NewNeighbour(n) = r
-                && n.header.ifindex == vxlan
+        for n in &replies {
+            if n.header.ifindex == vxlan
                 && n.header.state == NeighbourState::Permanent
                 && let (Some(ip), Some(mac)) = (attr_ip(n), attr_mac(n))
             {
@@ -277,17 +306,12 @@ async fn dump_neighbours(conn: &NlConn, vxlan: u32) -> Result<Vec<(IpAddr, MacAd
 
 /// The vxlan device's own FDB entries with a remote: MAC → VTEP.
 async fn dump_fdb(conn: &NlConn, vxlan: u32) -> Result<HashMap<MacAddr, IpAddr>> {
-    let mut m = NeighbourMessage::default();
-    m.header.family = AddressFamily::Bridge;
-    m.attributes.push(NeighbourAttribute::IfIndex(vxlan));
-    let replies = conn
-        .query(RouteNetlinkMessage::GetNeighbour(m), true)
+    let replies = dump(conn, AddressFamily::Bridge, vxlan)
         .await
         .map_err(|e| nl_failure(e, "list peers", "FDB entries".into(), conn.label()))?;
     let mut out = HashMap::with_capacity(replies.len());
-    for r in &replies {
-        if let RouteNetlinkMessage::NewNeighbour(n) = r
-            && n.header.ifindex == vxlan
+    for n in &replies {
+        if n.header.ifindex == vxlan
             && n.header.flags.contains(NeighbourFlags::Own)
             && let (Some(vtep), Some(mac)) = (attr_ip(n), attr_mac(n))
             && mac.0 != [0; 6]

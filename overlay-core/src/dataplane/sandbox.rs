@@ -1,17 +1,21 @@
 //! Network sandboxes: a namespace per network and host holding `br0` and `vxlan0`.
 
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use netlink_packet_route::link::InfoKind;
 
-use super::conn::NlConn;
+use super::conn::{NlConn, Notifications};
+use super::damage::SandboxCheck;
+use super::endpoint::host_end_name;
 use super::errors::{Failures, nl_failure};
 use super::link::{
-    CREATE_EXCL, LinkChange, LinkView, VxlanParams, bridge_msg, del_link, dump_addresses,
-    dump_links, get_link, set_link, vxlan_msg,
+    LinkChange, LinkView, VxlanParams, bridge_msg, del_link, dump_addresses, dump_links, get_link,
+    set_link, vxlan_msg,
 };
-use super::netns::Netns;
+use super::netns::{Netns, NetnsId};
 use super::{SANDBOX_BRIDGE, SANDBOX_VXLAN, SandboxInfo, SandboxSpec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{NetworkId, Vni};
@@ -106,8 +110,13 @@ pub(crate) async fn overlay_mtu(host: &NlConn, spec: &SandboxSpec) -> Result<u32
         })
 }
 
-/// Creates or repairs the sandbox of `spec` for host `tag`, whose namespace `host` talks to.
-pub(crate) async fn ensure(host: &NlConn, tag: &str, spec: &SandboxSpec) -> Result<Sandbox> {
+/// Creates or repairs the sandbox of `spec` for host `tag`, whose namespace `host` talks to;
+/// with the notifications of its namespace.
+pub(crate) async fn ensure(
+    host: &NlConn,
+    tag: &str,
+    spec: &SandboxSpec,
+) -> Result<(Sandbox, Notifications)> {
     if spec.vxlan_port == 0 {
         return Err(Error::invalid("ensure sandbox", "VXLAN UDP port 0")
             .with_hint("use 4789 (the default) or another non-zero port"));
@@ -116,7 +125,8 @@ pub(crate) async fn ensure(host: &NlConn, tag: &str, spec: &SandboxSpec) -> Resu
     let name = sandbox_name(tag, &spec.network);
     let ns_name = name.clone();
     let (ns, _) = blocking(move || Netns::create_named(&ns_name)).await?;
-    let conn = NlConn::open(Some(&ns), &name).await?;
+    // Subscribed before the first dump, so that nothing deleted after it goes unreported.
+    let (conn, notes) = NlConn::open_watching(Some(&ns), &name).await?;
     let links = dump_links(&conn).await?;
 
     let bridge = match links.iter().find(|l| l.name == SANDBOX_BRIDGE) {
@@ -135,13 +145,9 @@ pub(crate) async fn ensure(host: &NlConn, tag: &str, spec: &SandboxSpec) -> Resu
             if let Some(l) = other {
                 del_link(&conn, l.index, &l.name).await?;
             }
-            conn.ack_or(
-                bridge_msg(SANDBOX_BRIDGE, mtu),
-                CREATE_EXCL,
-                "create bridge",
-                || SANDBOX_BRIDGE.to_string(),
-            )
-            .await?;
+            conn.add_link(bridge_msg(SANDBOX_BRIDGE, mtu))
+                .await
+                .map_err(|e| nl_failure(e, "create bridge", SANDBOX_BRIDGE.into(), conn.label()))?;
             existing(&conn, SANDBOX_BRIDGE).await?.index
         }
     };
@@ -173,14 +179,15 @@ pub(crate) async fn ensure(host: &NlConn, tag: &str, spec: &SandboxSpec) -> Resu
         };
         set_link(&conn, vxlan.index, &change).await?;
     }
-    Ok(Sandbox {
+    let sb = Sandbox {
         name,
         ns,
         conn,
         bridge,
         vxlan: vxlan.index,
         mtu,
-    })
+    };
+    Ok((sb, notes))
 }
 
 fn vxlan_matches(l: &LinkView, want: &VxlanParams) -> bool {
@@ -218,10 +225,7 @@ async fn create_vxlan(
 ) -> Result<()> {
     const ATTEMPTS: u32 = 4;
     for attempt in 1..=ATTEMPTS {
-        let err = match host
-            .ack(vxlan_msg(want, ns.raw_fd(), bridge), CREATE_EXCL)
-            .await
-        {
+        let err = match host.add_link(vxlan_msg(want, ns.raw_fd(), bridge)).await {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
@@ -311,15 +315,19 @@ async fn vni_holders(
     Ok(out)
 }
 
-/// Opens the existing sandbox of `network`; `None` when it has no namespace.
-pub(crate) async fn open_existing(tag: &str, network: &NetworkId) -> Result<Option<Sandbox>> {
+/// Opens the existing sandbox of `network`, with the notifications of its namespace; `None`
+/// when it has no namespace.
+pub(crate) async fn open_existing(
+    tag: &str,
+    network: &NetworkId,
+) -> Result<Option<(Sandbox, Notifications)>> {
     let name = sandbox_name(tag, network);
     let ns = match Netns::open_named(&name) {
         Ok(ns) => ns,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let conn = NlConn::open(Some(&ns), &name).await?;
+    let (conn, notes) = NlConn::open_watching(Some(&ns), &name).await?;
     let incomplete = |what: &str| {
         Error::new(
             ErrorKind::NotFound,
@@ -338,14 +346,51 @@ pub(crate) async fn open_existing(tag: &str, network: &NetworkId) -> Result<Opti
         .await?
         .ok_or_else(|| incomplete(SANDBOX_VXLAN))?;
     let mtu = bridge.mtu.unwrap_or(1500);
-    Ok(Some(Sandbox {
+    let sb = Sandbox {
         name,
         ns,
         conn,
         bridge: bridge.index,
         vxlan: vxlan.index,
         mtu,
-    }))
+    };
+    Ok(Some((sb, notes)))
+}
+
+/// Compares `sb` with what the kernel holds, in one link dump over its open connection: its
+/// namespace still named, its bridge and vxlan device the ones it made (same index, up, the
+/// vxlan device on the bridge), and the host end of each container in `attached` on the bridge.
+pub(crate) async fn check(sb: &Sandbox, attached: &[(NetnsId, String)]) -> Result<SandboxCheck> {
+    // `ip netns del` of the sandbox unlinks the name while this connection keeps the
+    // namespace alive: the sandbox is as lost as if its devices went.
+    let named = std::fs::metadata(sb.ns.path()).is_ok_and(|m| {
+        NetnsId {
+            dev: m.dev(),
+            ino: m.ino(),
+        } == sb.ns.id()
+    });
+    let links = dump_links(&sb.conn).await?;
+    let by_name: HashMap<&str, &LinkView> = links.iter().map(|l| (l.name.as_str(), l)).collect();
+    let bridge_ok = by_name
+        .get(SANDBOX_BRIDGE)
+        .is_some_and(|l| l.index == sb.bridge && l.up);
+    let vxlan_ok = by_name
+        .get(SANDBOX_VXLAN)
+        .is_some_and(|l| l.index == sb.vxlan && l.up && l.controller == Some(sb.bridge));
+    let intact = named && bridge_ok && vxlan_ok;
+    let detached = attached
+        .iter()
+        .enumerate()
+        .filter(|(_, (ns, ifname))| {
+            let host_end = host_end_name(*ns, ifname);
+            !intact
+                || !by_name
+                    .get(host_end.as_str())
+                    .is_some_and(|l| l.up && l.controller == Some(sb.bridge))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    Ok(SandboxCheck { intact, detached })
 }
 
 /// Removes the sandbox namespace `name` and its devices, reporting every failure.
