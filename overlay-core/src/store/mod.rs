@@ -16,6 +16,7 @@ mod consul;
 mod etcd;
 mod zookeeper;
 
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod embedded;
 
