@@ -2,7 +2,7 @@
 //!
 //! [`RetryPolicy`] bounds the attempts of one operation (a lost compare-and-swap race gives up
 //! with `Conflict` after `max_attempts`; libnetwork's unbounded CAS loops are what DESIGN §4
-//! forbids); [`Backoff`] spaces the attempts of a loop that lives as long as its store (a watch
+//! forbids); `Backoff` spaces the attempts of a loop that lives as long as its store (a watch
 //! reconnecting), with the same jittered delays, so that hosts recovering from one store outage
 //! spread out instead of re-listing in lockstep.
 

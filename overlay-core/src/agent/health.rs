@@ -2,7 +2,7 @@
 //! answers, when the last sweep succeeded; and logs of failures that are loud once and then
 //! quiet (rate-limited), with the recovery said once.
 //!
-//! Every background task of the agent runs under [`supervise`]: a task that panics is logged at
+//! Every background task of the agent runs under `supervise`: a task that panics is logged at
 //! `error` and restarted with backoff, never left dead while nobody polls its handle.
 
 use std::collections::BTreeMap;
