@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use overlay_core::controller::{Controller, ControllerOptions};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
@@ -135,50 +135,10 @@ fn bind(socket: &Path) -> CliResult<UnixListener> {
     Ok(listener)
 }
 
-/// The longest request line the socket takes; a connect request is well under 4 KiB.
-const MAX_REQUEST: u64 = 1 << 20;
-
-/// Answers the requests of one connection, in order, until the client hangs up (or sends a
-/// line longer than [`MAX_REQUEST`], which is answered with an error and ends it).
+/// Answers the requests of one connection, in order, until the client hangs up.
 async fn serve(ctl: Controller, stream: UnixStream) {
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    loop {
-        let mut buf = Vec::new();
-        match (&mut reader)
-            .take(MAX_REQUEST + 1)
-            .read_until(b'\n', &mut buf)
-            .await
-        {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "agent socket client went away");
-                return;
-            }
-        }
-        let too_long = buf.len() as u64 > MAX_REQUEST;
-        let line = String::from_utf8_lossy(&buf);
-        if !too_long && line.trim().is_empty() {
-            continue;
-        }
-        let text = if too_long {
-            format!(
-                r#"{{"error":{{"kind":"invalid argument","message":"request is longer than {MAX_REQUEST} bytes (send one JSON object per line)"}}}}"#
-            )
-        } else {
-            let response = ctl.call_json(line.trim_end()).await;
-            serde_json::to_string(&response).unwrap_or_else(|e| {
-                format!(r#"{{"error":{{"kind":"internal error","message":"cannot encode: {e}"}}}}"#)
-            })
-        };
-        if write
-            .write_all(format!("{text}\n").as_bytes())
-            .await
-            .is_err()
-            || too_long
-        {
-            return;
-        }
+    let (read, write) = stream.into_split();
+    if let Err(e) = ctl.serve_lines(BufReader::new(read), write).await {
+        tracing::debug!(error = %e, "agent socket client went away");
     }
 }

@@ -57,8 +57,30 @@ async fn agent_status_follows_the_store() {
     };
     wait_until("every task healthy", CONVERGE, healthy).await;
     let table = ok(host.run(&["agent", "status"])).await;
-    for line in ["store       reachable", "hosts", "networks", "sweep"] {
+    for line in [
+        "store       reachable",
+        "hosts",
+        "networks",
+        "sweep",
+        "heal",
+    ] {
         assert!(table.contains(line), "{line:?} in\n{table}");
+    }
+    // A request line over the limit is answered with an error, and the connection ends.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::UnixStream::connect(&host.socket)
+            .await
+            .expect("connect to the agent socket");
+        let mut line = vec![b' '; overlay_core::controller::rpc::MAX_REQUEST + 1];
+        line.push(b'\n');
+        s.write_all(&line).await.expect("send the long line");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)
+            .await
+            .expect("read the answer");
+        let v: Value = serde_json::from_str(answer.trim()).expect("one JSON line, then EOF");
+        assert_eq!(v["error"]["kind"], "invalid argument", "{answer}");
     }
 
     server.kill();

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use overlay::controller::rpc::WireError;
 use overlay::controller::{Controller, ControllerOptions};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 
 async fn run(config: &str) -> overlay::Result<()> {
     let mut out = tokio::io::stdout();
@@ -43,21 +43,12 @@ async fn run(config: &str) -> overlay::Result<()> {
         .await
         .map_err(io)?;
     out.flush().await.map_err(io)?;
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let response = ctl.call_json(&line).await;
-        let text = serde_json::to_string(&response).unwrap_or_else(|e| {
-            format!(r#"{{"error":{{"kind":"internal error","message":"cannot encode: {e}"}}}}"#)
-        });
-        out.write_all(format!("{text}\n").as_bytes())
-            .await
-            .map_err(io)?;
-        out.flush().await.map_err(io)?;
-    }
-    ctl.close().await
+    let served = ctl
+        .serve_lines(BufReader::new(tokio::io::stdin()), out)
+        .await;
+    let closed = ctl.close().await;
+    served.map_err(|e| overlay::Error::io("overlay-host", "standard input or output", e))?;
+    closed
 }
 
 #[tokio::main]

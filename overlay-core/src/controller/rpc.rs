@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Controller;
 use super::spec::{ContainerSpec, NetworkOptions};
@@ -150,6 +151,55 @@ impl Controller {
                 )
                 .with_hint("send one JSON object per line with an \"op\" field"),
             )),
+        }
+    }
+}
+
+/// The longest request line [`Controller::serve_lines`] takes; a connect request is well
+/// under 4 KiB.
+pub const MAX_REQUEST: usize = 1 << 20;
+
+impl Controller {
+    /// Answers the request lines of `input` on `output`, one response line each, in order,
+    /// until `input` ends or `output` fails. A line longer than [`MAX_REQUEST`] is answered
+    /// with an InvalidArgument response and ends the exchange (what follows it cannot be
+    /// told apart from its rest); blank lines are skipped.
+    pub async fn serve_lines<R, W>(&self, mut input: R, mut output: W) -> std::io::Result<()>
+    where
+        R: AsyncBufRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            let mut buf = Vec::new();
+            let limit = (MAX_REQUEST + 1) as u64;
+            if (&mut input).take(limit).read_until(b'\n', &mut buf).await? == 0 {
+                return Ok(());
+            }
+            let too_long = buf.len() > MAX_REQUEST;
+            let line = String::from_utf8_lossy(&buf);
+            if !too_long && line.trim().is_empty() {
+                continue;
+            }
+            let response = if too_long {
+                Response::Error(WireError::from(
+                    &Error::invalid(
+                        "parse request",
+                        format!("request is longer than {MAX_REQUEST} bytes"),
+                    )
+                    .with_hint("send one JSON object per line"),
+                ))
+            } else {
+                self.call_json(line.trim_end()).await
+            };
+            let mut text = serde_json::to_string(&response).unwrap_or_else(|e| {
+                format!(r#"{{"error":{{"kind":"internal error","message":"cannot encode: {e}"}}}}"#)
+            });
+            text.push('\n');
+            output.write_all(text.as_bytes()).await?;
+            output.flush().await?;
+            if too_long {
+                return Ok(());
+            }
         }
     }
 }
