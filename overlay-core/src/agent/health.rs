@@ -185,9 +185,11 @@ where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    // On the board before this returns: a health call right after the agent starts lists
+    // every task (the spawned task may not have run yet).
+    board.set(&task, |_| {});
     tokio::spawn(async move {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-        board.set(&task, |_| {});
         loop {
             // An inner task, so that a panic ends it, not the supervisor. Aborting the
             // supervisor drops `inner`, which aborts the task too.
@@ -259,6 +261,18 @@ mod tests {
         let (tasks, _) = board.snapshot();
         assert_eq!(tasks.len(), 1);
         assert_eq!((tasks[0].restarts, tasks[0].state.as_str()), (2, "running"));
+    }
+
+    /// On a current-thread runtime the spawned task cannot run before the first await: the
+    /// task must be on the board by then all the same.
+    #[tokio::test]
+    async fn a_task_is_on_the_board_before_it_first_runs() {
+        let board = Arc::new(Board::default());
+        let handle = supervise(board.clone(), "later".into(), || async {});
+        let (tasks, _) = board.snapshot();
+        assert_eq!(tasks.len(), 1, "{tasks:?}");
+        assert_eq!(tasks[0].name, "later");
+        handle.await.unwrap();
     }
 
     #[tokio::test]
