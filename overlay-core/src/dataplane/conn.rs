@@ -6,6 +6,7 @@
 //! the cloneable [`rtnetlink::Handle`]. No tokio worker of the caller ever calls `setns`.
 
 use std::num::NonZeroI32;
+use std::os::fd::AsRawFd;
 
 use futures::stream::StreamExt;
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
@@ -237,10 +238,66 @@ fn subscribe(
     let _ = sock.set_rx_buf_sz(RECV_BUFFER);
     sock.bind(&netlink_sys::SocketAddr::new(0, 0))
         .map_err(failed)?;
+    // Filtered before joining the groups, so that no addition is ever queued.
+    only_deletions(sock.as_raw_fd()).map_err(failed)?;
     for group in [libc::RTNLGRP_LINK, libc::RTNLGRP_NEIGH] {
         sock.add_membership(group).map_err(failed)?;
     }
     Ok((conn, notes))
+}
+
+/// Attaches a socket filter that lets through only link and neighbour deletions (and errors),
+/// so the kernel drops the additions (20,000 of them for 10,000 peers programmed) before they
+/// wake anyone. Each notification is a datagram of one message; the filter reads its type.
+fn only_deletions(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // A classic BPF load of a half-word reads it big-endian; the header is in host order.
+    let wire = |t: u16| u32::from(u16::from_be_bytes(t.to_ne_bytes()));
+    let ld_type = libc::sock_filter {
+        code: (libc::BPF_LD | libc::BPF_H | libc::BPF_ABS) as u16,
+        jt: 0,
+        jf: 0,
+        k: 4, // offsetof(struct nlmsghdr, nlmsg_type)
+    };
+    let accept_if = |t: u16, skip: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt: skip,
+        jf: 0,
+        k: wire(t),
+    };
+    let ret = |k: u32| libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let program = [
+        ld_type,
+        accept_if(libc::RTM_DELLINK, 3),
+        accept_if(libc::RTM_DELNEIGH, 2),
+        accept_if(libc::NLMSG_ERROR as u16, 1),
+        ret(0),
+        ret(u32::MAX),
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `program`, which outlives the call; the kernel copies it, and
+    // `fd` is the open socket the caller owns.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            std::ptr::from_ref(&fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 impl NlError {
