@@ -142,11 +142,11 @@ async fn dead_container_collected(test: &str, backend: Backend) {
         !hosts_a.exists() && !hosts_a.parent().unwrap().exists()
     })
     .await;
-    assert_eq!(
-        std::fs::read_dir(&state).unwrap().count(),
-        0,
-        "a's host state is gone"
-    );
+    // The collection removes the files first and the state entry last: wait for it too.
+    wait_until("a's host state is gone", LIMIT, async || {
+        std::fs::read_dir(&state).unwrap().count() == 0
+    })
+    .await;
     // The address is free: a new container gets it by asking for it.
     let (_, _, _, ep_c) = c.run(0, "c", json!({"ipv4": ip_a.to_string()})).await;
     assert_eq!(ip_of(&ep_c), ip_a);
