@@ -8,6 +8,9 @@ mod support;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use overlay::controller::{ContainerSpec, Controller, ControllerOptions, NetnsRef};
+use overlay::dataplane::Netns;
+use overlay::dataplane::lab::Lab;
 use serde_json::json;
 use support::{Backend, Cluster, lookup, wait_until};
 
@@ -17,6 +20,57 @@ const LIMIT: Duration = Duration::from_secs(15);
 fn ip_of(ep: &serde_json::Value) -> IpAddr {
     let cidr = ep["IPv4Address"].as_str().expect("IPv4Address");
     cidr.split('/').next().unwrap().parse().expect("address")
+}
+
+/// A lab of two hosts `a` and `b` on one underlay (198.51.100.1 and .2), for controllers in
+/// this process.
+async fn two_hosts(prefix: char, a: &str, b: &str) -> (Lab, Netns, Netns) {
+    let lab = Lab::new(&format!("{prefix}{:x}", std::process::id() & 0xffff)).expect("lab");
+    let na = lab.namespace(a).await.expect("host a");
+    let nb = lab.namespace(b).await.expect("host b");
+    lab.underlay(
+        &na,
+        "198.51.100.1/24".parse().unwrap(),
+        &nb,
+        "198.51.100.2/24".parse().unwrap(),
+    )
+    .await
+    .expect("underlay");
+    (lab, na, nb)
+}
+
+/// The options of host `name` (namespace `ns`, advertising `vtep`) on the embedded store in
+/// `dir`, with its state beside it.
+fn host_options(
+    lab: &Lab,
+    dir: &std::path::Path,
+    name: &str,
+    ns: &Netns,
+    vtep: &str,
+) -> ControllerOptions {
+    ControllerOptions {
+        store: format!("file://{}/store.db", dir.display()),
+        advertise: vtep.into(),
+        host_id: Some(lab.host_id(name)),
+        host_netns: Some(ns.path().to_path_buf()),
+        state_dir: Some(dir.join(format!("{name}-state"))),
+        ..Default::default()
+    }
+}
+
+/// A container `name` in namespace `ns`, with every option left to its default.
+fn container(name: &str, ns: &Netns) -> ContainerSpec {
+    ContainerSpec {
+        id: name.into(),
+        name: name.into(),
+        netns: NetnsRef::Path(ns.path().to_path_buf()),
+        aliases: vec![],
+        ipv4: None,
+        ipv6: None,
+        sticky: false,
+        hosts_file: None,
+        ifname: None,
+    }
 }
 
 /// A connected container whose namespace is deleted (`ip netns del`, as when a container dies
@@ -88,11 +142,11 @@ async fn dead_container_collected(test: &str, backend: Backend) {
         !hosts_a.exists() && !hosts_a.parent().unwrap().exists()
     })
     .await;
-    assert_eq!(
-        std::fs::read_dir(&state).unwrap().count(),
-        0,
-        "a's host state is gone"
-    );
+    // The collection removes the files first and the state entry last: wait for it too.
+    wait_until("a's host state is gone", LIMIT, async || {
+        std::fs::read_dir(&state).unwrap().count() == 0
+    })
+    .await;
     // The address is free: a new container gets it by asking for it.
     let (_, _, _, ep_c) = c.run(0, "c", json!({"ipv4": ip_a.to_string()})).await;
     assert_eq!(ip_of(&ep_c), ip_a);
@@ -111,30 +165,10 @@ on_backends!(dead_container_collected:
 /// in its namespace, the entry in the host's state) or not at all, never half.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_connect_completes_or_rolls_back() {
-    use overlay::controller::{ContainerSpec, Controller, ControllerOptions, NetnsRef};
-    use overlay::dataplane::lab::Lab;
-
     overlay_testkit::require_root("abandoned_connect_completes_or_rolls_back");
-    let lab = Lab::new(&format!("x{:x}", std::process::id() & 0xffff)).expect("lab");
-    let host = lab.namespace("host").await.expect("host");
-    let peer = lab.namespace("peer").await.expect("peer");
-    lab.underlay(
-        &host,
-        "198.51.100.1/24".parse().unwrap(),
-        &peer,
-        "198.51.100.2/24".parse().unwrap(),
-    )
-    .await
-    .expect("underlay");
+    let (lab, host, _peer) = two_hosts('x', "host", "peer").await;
     let dir = tempfile::tempdir().unwrap();
-    let opts = ControllerOptions {
-        store: format!("file://{}/store.db", dir.path().display()),
-        advertise: "198.51.100.1".into(),
-        host_id: Some(lab.host_id("host")),
-        host_netns: Some(host.path().to_path_buf()),
-        state_dir: Some(dir.path().join("state")),
-        ..Default::default()
-    };
+    let opts = host_options(&lab, dir.path(), "host", &host, "198.51.100.1");
     let ctl = Controller::open(opts.clone()).await.expect("open");
     ctl.create_network("my-net", &Default::default())
         .await
@@ -144,17 +178,7 @@ async fn abandoned_connect_completes_or_rolls_back() {
     let (mut connected, mut rolled_back) = (0, 0);
     for i in (0..30u64).chain([5000]) {
         let ns = lab.namespace(&format!("c{i}")).await.unwrap();
-        let spec = ContainerSpec {
-            id: format!("c{i}"),
-            name: format!("c{i}"),
-            netns: NetnsRef::Path(ns.path().to_path_buf()),
-            aliases: vec![],
-            ipv4: None,
-            ipv6: None,
-            sticky: false,
-            hosts_file: None,
-            ifname: None,
-        };
+        let spec = container(&format!("c{i}"), &ns);
         let ctl = Controller::open(opts.clone()).await.expect("open");
         let r = tokio::time::timeout(Duration::from_millis(i), ctl.connect("my-net", &spec)).await;
         if let Ok(r) = &r {
@@ -175,7 +199,7 @@ async fn abandoned_connect_completes_or_rolls_back() {
             .unwrap()
             .status
             .success();
-        let entries = std::fs::read_dir(dir.path().join("state/endpoints"))
+        let entries = std::fs::read_dir(dir.path().join("host-state/endpoints"))
             .map(|d| d.count())
             .unwrap_or(0);
         assert_eq!(
@@ -204,35 +228,15 @@ async fn abandoned_connect_completes_or_rolls_back() {
 /// every connect that returned Ok, the new container reaches a server on the other host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connect_never_loses_a_race_with_the_last_disconnect() {
-    use overlay::controller::{ContainerSpec, Controller, ControllerOptions, NetnsRef};
-    use overlay::dataplane::lab::Lab;
     use overlay::dataplane::{Dataplane, NetlinkDataplane};
 
     overlay_testkit::require_root("connect_never_loses_a_race_with_the_last_disconnect");
-    let lab = Lab::new(&format!("r{:x}", std::process::id() & 0xffff)).expect("lab");
-    let a = lab.namespace("a").await.expect("host a");
-    let b = lab.namespace("b").await.expect("host b");
-    lab.underlay(
-        &a,
-        "198.51.100.1/24".parse().unwrap(),
-        &b,
-        "198.51.100.2/24".parse().unwrap(),
-    )
-    .await
-    .expect("underlay");
+    let (lab, a, b) = two_hosts('r', "a", "b").await;
     let dir = tempfile::tempdir().unwrap();
-    let open = |name: &str, ns: &overlay::dataplane::Netns, vtep: &str| ControllerOptions {
-        store: format!("file://{}/store.db", dir.path().display()),
-        advertise: vtep.into(),
-        host_id: Some(lab.host_id(name)),
-        host_netns: Some(ns.path().to_path_buf()),
-        state_dir: Some(dir.path().join(format!("{name}-state"))),
-        ..Default::default()
-    };
-    let ca = Controller::open(open("a", &a, "198.51.100.1"))
+    let ca = Controller::open(host_options(&lab, dir.path(), "a", &a, "198.51.100.1"))
         .await
         .unwrap();
-    let cb = Controller::open(open("b", &b, "198.51.100.2"))
+    let cb = Controller::open(host_options(&lab, dir.path(), "b", &b, "198.51.100.2"))
         .await
         .unwrap();
     let net: overlay::model::NetworkId = ca
@@ -242,19 +246,8 @@ async fn connect_never_loses_a_race_with_the_last_disconnect() {
         .id
         .parse()
         .unwrap();
-    let spec = |name: &str, ns: &overlay::dataplane::Netns| ContainerSpec {
-        id: name.into(),
-        name: name.into(),
-        netns: NetnsRef::Path(ns.path().to_path_buf()),
-        aliases: vec![],
-        ipv4: None,
-        ipv6: None,
-        sticky: false,
-        hosts_file: None,
-        ifname: None,
-    };
     let z = lab.namespace("z").await.unwrap();
-    let ep_z = cb.connect("my-net", &spec("z", &z)).await.unwrap();
+    let ep_z = cb.connect("my-net", &container("z", &z)).await.unwrap();
     let ip_z = ip_of(&serde_json::to_value(&ep_z).unwrap());
     let _server = support::serve(&z, 2181, "imok");
     let x = lab.namespace("x").await.unwrap();
@@ -268,10 +261,10 @@ async fn connect_never_loses_a_race_with_the_last_disconnect() {
     let mut waits = vec![];
     for i in 0..rounds {
         let t0 = std::time::Instant::now();
-        ca.connect("my-net", &spec("x", &x)).await.unwrap();
+        ca.connect("my-net", &container("x", &x)).await.unwrap();
         phases[0] += t0.elapsed();
         let t0 = std::time::Instant::now();
-        let spec_y = spec("y", &y);
+        let spec_y = container("y", &y);
         let (gone, joined) =
             tokio::join!(ca.disconnect("my-net", "x"), ca.connect("my-net", &spec_y));
         gone.unwrap();
