@@ -433,3 +433,67 @@ async fn ensure_over_leftovers_of_a_crashed_run_succeeds() {
     }
     assert!(h.dp.list_sandboxes().await.unwrap().is_empty());
 }
+
+/// The kernel reports every deletion in a sandbox, but only those made behind the dataplane's
+/// back are damage: a detach or a peer's removal is not. Reports of one sandbox arrive in order,
+/// so each own deletion is followed by a foreign one of the other kind, and the first report
+/// must be the foreign one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_deletions_are_not_damage() {
+    use overlay_core::dataplane::{Damage, Damaged};
+    overlay_testkit::require_root("own_deletions_are_not_damage");
+    let w = World::two_hosts().await;
+    let h = &w.hosts[0];
+    let (n, vni) = net(9);
+    let info =
+        h.dp.ensure_sandbox(&SandboxSpec::new(n, vni, h.vtep))
+            .await
+            .unwrap();
+    let sandbox = Netns::open_path(&info.netns_path).unwrap();
+    let (c1, c2) = (w.container("c1"), w.container("c2"));
+    join(&w, 0, &n, &c1, "10.9.0.1").await;
+    join(&w, 0, &n, &c2, "10.9.0.2").await;
+    let peer = |i: u8| Peer {
+        ip: IpAddr::V4(Ipv4Addr::new(10, 9, 0, 100 + i)),
+        mac: MacAddr([0x02, 0, 0, 0, 9, i]),
+        vtep: w.hosts[1].vtep,
+    };
+    h.dp.add_peers(&n, &[peer(1), peer(2)]).await.unwrap();
+    let mut reports = h.dp.damage().expect("the netlink dataplane reports damage");
+    let mut first = async |what: &str| -> Damage {
+        match tokio::time::timeout(Duration::from_secs(5), reports.recv()).await {
+            Ok(Ok(d)) => d,
+            other => panic!("no report after {what}: {other:?}"),
+        }
+    };
+
+    h.dp.remove_peer(&n, &peer(1)).await.unwrap();
+    look("ip", &c2, &["link", "del", "eth0"]);
+    let d = first("a peer removed, then a container's interface deleted").await;
+    assert_eq!(
+        d,
+        Damage {
+            network: n,
+            what: Damaged::Links
+        },
+        "the removal was reported"
+    );
+
+    h.dp.detach(&n, c1.path(), "eth0").await.unwrap();
+    let mac = peer(2).mac.to_string();
+    let out = look(
+        "bridge",
+        &sandbox,
+        &["fdb", "del", &mac, "dev", "vxlan0", "dst", "192.0.2.2"],
+    );
+    assert!(out.trim().is_empty(), "bridge fdb del: {out}");
+    let d = first("a detach, then a peer's FDB entry deleted").await;
+    assert_eq!(
+        d,
+        Damage {
+            network: n,
+            what: Damaged::Peers
+        },
+        "the detach was reported"
+    );
+}

@@ -9,6 +9,9 @@ use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourState};
 use tokio::sync::broadcast;
 
 use super::conn::Notifications;
+use super::own::{Deleted, OwnDeletions};
+use super::peer::{attr_ip, attr_mac};
+use super::sandbox::Sandbox;
 use crate::model::NetworkId;
 
 /// Reports buffered per receiver before the slowest one is told it lagged (it then checks
@@ -44,33 +47,53 @@ pub struct SandboxCheck {
 }
 
 /// What a notification from a sandbox's namespace means, if anything: the deletion of a link,
-/// or of a permanent entry on the vxlan device (`vxlan`). Additions and the kernel's own
-/// neighbour cache churn on the bridge are not damage.
-fn damaged(msg: &RouteNetlinkMessage, vxlan: u32) -> Option<Damaged> {
+/// or of a permanent entry on the vxlan device (`vxlan`), that this dataplane did not make
+/// itself (`own`). Additions and the kernel's own neighbour cache churn on the bridge are not
+/// damage.
+fn damaged(msg: &RouteNetlinkMessage, vxlan: u32, own: &OwnDeletions) -> Option<Damaged> {
     match msg {
-        RouteNetlinkMessage::DelLink(_) => Some(Damaged::Links),
+        // A bridge port's deletion is reported twice, the second time in the bridge family:
+        // one report per link is enough.
+        RouteNetlinkMessage::DelLink(l) if l.header.interface_family == AddressFamily::Bridge => {
+            None
+        }
+        RouteNetlinkMessage::DelLink(l) => {
+            (!own.take(Deleted::Link(l.header.index))).then_some(Damaged::Links)
+        }
         RouteNetlinkMessage::DelNeighbour(n) if n.header.ifindex == vxlan => {
-            let fdb = n.header.family == AddressFamily::Bridge
-                && n.header.flags.contains(NeighbourFlags::Own);
-            let permanent = n.header.state == NeighbourState::Permanent;
-            (fdb || permanent).then_some(Damaged::Peers)
+            let entry = if n.header.family == AddressFamily::Bridge {
+                if !n.header.flags.contains(NeighbourFlags::Own) {
+                    return None;
+                }
+                attr_mac(n).map(Deleted::Fdb)
+            } else {
+                if n.header.state != NeighbourState::Permanent {
+                    return None;
+                }
+                attr_ip(n).map(Deleted::Neighbour)
+            };
+            match entry {
+                Some(d) if own.take(d) => None,
+                _ => Some(Damaged::Peers),
+            }
         }
         _ => None,
     }
 }
 
-/// Turns the notifications of `network`'s sandbox into [`Damage`] reports until the sandbox's
-/// connection closes.
+/// Turns the notifications of `network`'s sandbox `sb` into [`Damage`] reports until the
+/// sandbox's connection closes.
 pub(crate) fn forward(
     mut notes: Notifications,
     network: NetworkId,
-    vxlan: u32,
+    sb: &Sandbox,
     reports: broadcast::Sender<Damage>,
 ) {
+    let (vxlan, own) = (sb.vxlan, sb.own.clone());
     tokio::spawn(async move {
         while let Some((msg, _)) = notes.next().await {
             let what: &[Damaged] = match &msg.payload {
-                NetlinkPayload::InnerMessage(inner) => match damaged(inner, vxlan) {
+                NetlinkPayload::InnerMessage(inner) => match damaged(inner, vxlan, &own) {
                     Some(Damaged::Links) => &[Damaged::Links],
                     Some(Damaged::Peers) => &[Damaged::Peers],
                     None => &[],

@@ -9,6 +9,7 @@ use super::link::{
     LinkChange, VethParams, add_address, del_link, get_link, set_link, validate_ifname, veth_msg,
 };
 use super::netns::{Netns, NetnsId};
+use super::own::Deleted;
 use super::sandbox::Sandbox;
 use super::{AttachSpec, Attachment};
 use crate::error::{Error, ErrorKind, Result};
@@ -178,7 +179,9 @@ async fn reconcile(sb: &Sandbox, cconn: &NlConn, p: &VethParams) -> Result<()> {
         (host, None) => {
             // A host end without its container end cannot be a live pair: a leftover.
             if let Some(h) = host {
-                del_link(&sb.conn, h.index, &h.name).await?;
+                sb.own
+                    .deleting(Deleted::Link(h.index), del_link(&sb.conn, h.index, &h.name))
+                    .await?;
             }
             sb.conn.add_link(veth_msg(p)).await.map_err(|e| {
                 nl_failure(
@@ -198,7 +201,11 @@ pub(crate) async fn detach(sb: &Sandbox, container: &Netns, ifname: &str) -> Res
     validate_ifname(ifname, "detach endpoint")?;
     let host_name = host_end_name(container.id(), ifname);
     match get_link(&sb.conn, &host_name).await? {
-        Some(l) => del_link(&sb.conn, l.index, &l.name).await,
+        Some(l) => {
+            sb.own
+                .deleting(Deleted::Link(l.index), del_link(&sb.conn, l.index, &l.name))
+                .await
+        }
         None => Ok(()),
     }
 }

@@ -22,6 +22,7 @@ pub mod lab;
 mod link;
 mod netlink_dp;
 pub mod netns;
+mod own;
 mod peer;
 mod sandbox;
 

@@ -98,7 +98,7 @@ impl NetlinkDataplane {
             )
             .with_hint("call ensure_sandbox for the network first"));
         };
-        damage::forward(notes, *network, sb.vxlan, self.damage.clone());
+        damage::forward(notes, *network, &sb, self.damage.clone());
         let sb = Arc::new(sb);
         self.sandboxes
             .lock()
@@ -122,7 +122,7 @@ impl Dataplane for NetlinkDataplane {
         let _guard = self.lifecycle.lock().await;
         self.sandboxes.lock().await.remove(&spec.network);
         let (sb, notes) = sandbox::ensure(&self.host, &self.tag, spec).await?;
-        damage::forward(notes, spec.network, sb.vxlan, self.damage.clone());
+        damage::forward(notes, spec.network, &sb, self.damage.clone());
         let sb = Arc::new(sb);
         let info = sb.info(&spec.network, Some(spec.vni));
         self.sandboxes.lock().await.insert(spec.network, sb);
@@ -166,17 +166,17 @@ impl Dataplane for NetlinkDataplane {
 
     async fn add_peer(&self, network: &NetworkId, p: &Peer) -> Result<()> {
         let sb = self.sandbox(network).await?;
-        peer::add(&sb.conn, sb.vxlan, p).await
+        peer::add(&sb, p).await
     }
 
     async fn add_peers(&self, network: &NetworkId, peers: &[Peer]) -> Result<()> {
         let sb = self.sandbox(network).await?;
-        peer::add_many(&sb.conn, sb.vxlan, peers).await
+        peer::add_many(&sb, peers).await
     }
 
     async fn remove_peer(&self, network: &NetworkId, p: &Peer) -> Result<()> {
         match self.existing_sandbox(network).await? {
-            Some(sb) => peer::remove(&sb.conn, sb.vxlan, p).await,
+            Some(sb) => peer::remove(&sb, p).await,
             None => Ok(()),
         }
     }

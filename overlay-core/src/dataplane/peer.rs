@@ -17,6 +17,8 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use super::Peer;
 use super::conn::NlConn;
 use super::errors::{Failures, NlError, nl_failure};
+use super::own::Deleted;
+use super::sandbox::Sandbox;
 use crate::error::{Error, Result};
 use crate::model::MacAddr;
 
@@ -86,7 +88,7 @@ fn parse_mac(bytes: &[u8]) -> Option<MacAddr> {
     <[u8; 6]>::try_from(bytes).ok().map(MacAddr)
 }
 
-fn attr_ip(m: &NeighbourMessage) -> Option<IpAddr> {
+pub(super) fn attr_ip(m: &NeighbourMessage) -> Option<IpAddr> {
     m.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
         NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
@@ -100,7 +102,7 @@ fn attr_ip(m: &NeighbourMessage) -> Option<IpAddr> {
     })
 }
 
-fn attr_mac(m: &NeighbourMessage) -> Option<MacAddr> {
+pub(super) fn attr_mac(m: &NeighbourMessage) -> Option<MacAddr> {
     m.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::LinkLayerAddress(b) => parse_mac(b),
         _ => None,
@@ -134,7 +136,8 @@ async fn neigh_get(
 /// Programs one peer. The FDB entry is created or its VTEP replaced; the neighbour entry is
 /// created, kept when identical, or replaced (dropping the old MAC's FDB entry when nothing
 /// else uses it).
-pub(crate) async fn add(conn: &NlConn, vxlan: u32, peer: &Peer) -> Result<()> {
+pub(crate) async fn add(sb: &Sandbox, peer: &Peer) -> Result<()> {
+    let (conn, vxlan) = (&sb.conn, sb.vxlan);
     if peer.ip.is_unspecified() || peer.vtep.is_unspecified() || peer.ip.is_multicast() {
         return Err(Error::invalid(
             "add peer",
@@ -183,7 +186,8 @@ pub(crate) async fn add(conn: &NlConn, vxlan: u32, peer: &Peer) -> Result<()> {
             .iter()
             .any(|(_, mac)| *mac == old_mac);
         if !still_used {
-            match neigh_del(conn, fdb_key(vxlan, old_mac, None)).await {
+            let delete = neigh_del(conn, fdb_key(vxlan, old_mac, None));
+            match sb.own.deleting(Deleted::Fdb(old_mac), delete).await {
                 Ok(()) => {}
                 Err(e) if e.is_missing() => {}
                 Err(e) => return Err(failure(e, "remove replaced peer FDB entry", peer, conn)),
@@ -194,14 +198,14 @@ pub(crate) async fn add(conn: &NlConn, vxlan: u32, peer: &Peer) -> Result<()> {
 }
 
 /// Programs many peers with up to [`PIPELINE`] requests in flight; reports every failure.
-pub(crate) async fn add_many(conn: &NlConn, vxlan: u32, peers: &[Peer]) -> Result<()> {
+pub(crate) async fn add_many(sb: &Sandbox, peers: &[Peer]) -> Result<()> {
     let mut failures = Failures::default();
     let mut pending = FuturesUnordered::new();
     let mut todo = peers.iter();
     loop {
         while pending.len() < PIPELINE {
             let Some(p) = todo.next() else { break };
-            pending.push(add(conn, vxlan, p));
+            pending.push(add(sb, p));
         }
         match pending.next().await {
             Some(r) => failures.record(r),
@@ -213,18 +217,22 @@ pub(crate) async fn add_many(conn: &NlConn, vxlan: u32, peers: &[Peer]) -> Resul
 
 /// Removes a peer: its FDB entry towards its VTEP, and its neighbour entry unless the MAC is
 /// still forwarded elsewhere (the endpoint moved and was re-added before this removal).
-pub(crate) async fn remove(conn: &NlConn, vxlan: u32, peer: &Peer) -> Result<()> {
+pub(crate) async fn remove(sb: &Sandbox, peer: &Peer) -> Result<()> {
+    let (conn, vxlan) = (&sb.conn, sb.vxlan);
     // The kernel acks a delete naming a VTEP the entry no longer has without deleting
     // anything, so whether the MAC is still forwarded is asked afterwards.
-    match neigh_del(conn, fdb_key(vxlan, peer.mac, Some(peer.vtep))).await {
+    let delete = neigh_del(conn, fdb_key(vxlan, peer.mac, Some(peer.vtep)));
+    match sb.own.deleting(Deleted::Fdb(peer.mac), delete).await {
         Ok(()) => {}
         Err(e) if e.is_missing() => {}
         Err(e) => return Err(failure(e, "remove peer FDB entry", peer, conn)),
     }
-    if peer.ip.is_unspecified() {
+    if fdb_get(conn, vxlan, peer.mac).await?.is_some() {
+        // Still forwarded: that delete deleted nothing, and no report of it will come.
+        sb.own.withdraw(Deleted::Fdb(peer.mac));
         return Ok(());
     }
-    if fdb_get(conn, vxlan, peer.mac).await?.is_some() {
+    if peer.ip.is_unspecified() {
         return Ok(());
     }
     match neigh_get(conn, vxlan, peer.ip).await {
@@ -232,7 +240,8 @@ pub(crate) async fn remove(conn: &NlConn, vxlan: u32, peer: &Peer) -> Result<()>
         Ok(_) => return Ok(()),
         Err(e) => return Err(failure(e, "remove peer", peer, conn)),
     }
-    match neigh_del(conn, neigh_key(vxlan, peer.ip)).await {
+    let delete = neigh_del(conn, neigh_key(vxlan, peer.ip));
+    match sb.own.deleting(Deleted::Neighbour(peer.ip), delete).await {
         Ok(()) => Ok(()),
         Err(e) if e.is_missing() => Ok(()),
         Err(e) => Err(failure(e, "remove peer neighbour entry", peer, conn)),

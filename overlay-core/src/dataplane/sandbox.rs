@@ -16,6 +16,7 @@ use super::link::{
     set_link, vxlan_msg,
 };
 use super::netns::{Netns, NetnsId};
+use super::own::OwnDeletions;
 use super::{SANDBOX_BRIDGE, SANDBOX_VXLAN, SandboxInfo, SandboxSpec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{NetworkId, Vni};
@@ -35,6 +36,8 @@ pub(crate) struct Sandbox {
     pub(crate) bridge: u32,
     pub(crate) vxlan: u32,
     pub(crate) mtu: u32,
+    /// Deletions made here whose reports are not damage (shared with the report forwarder).
+    pub(crate) own: Arc<OwnDeletions>,
 }
 
 impl Sandbox {
@@ -186,6 +189,7 @@ pub(crate) async fn ensure(
         bridge,
         vxlan: vxlan.index,
         mtu,
+        own: Arc::default(),
     };
     Ok((sb, notes))
 }
@@ -353,6 +357,7 @@ pub(crate) async fn open_existing(
         bridge: bridge.index,
         vxlan: vxlan.index,
         mtu,
+        own: Arc::default(),
     };
     Ok(Some((sb, notes)))
 }
