@@ -1,5 +1,10 @@
-//! Helpers shared by the server-backed stores (etcd, ZooKeeper, Consul): deadlines, prefix
-//! matching, transaction checks and the closed-store error.
+//! Helpers shared by the server-backed stores (etcd, ZooKeeper, Consul): their life cycle and
+//! owned ephemeral keys ([`Lifecycle`]), deadlines, prefix matching, transaction checks and
+//! the shape of their errors.
+
+mod lifecycle;
+
+pub(crate) use lifecycle::Lifecycle;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -56,6 +61,29 @@ pub(crate) fn is_connect_failure(e: &(dyn std::error::Error + 'static)) -> bool 
         inner = err.source();
     }
     false
+}
+
+/// The error of a request to `backend`'s servers: "cannot reach <backend> at <servers>:
+/// <cause>" when no server answered (`Unavailable`), "<backend> at <servers>: <cause>" when
+/// one did.
+pub(crate) fn server_error(
+    op: &'static str,
+    backend: &str,
+    url: &StoreUrl,
+    kind: ErrorKind,
+    cause: impl std::fmt::Display,
+) -> Error {
+    let servers = url
+        .servers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let what = match kind {
+        ErrorKind::Unavailable => format!("cannot reach {backend} at {servers}: {cause}"),
+        _ => format!("{backend} at {servers}: {cause}"),
+    };
+    Error::new(kind, op, what)
 }
 
 /// The error every operation returns after [`close`](crate::store::KvStore::close).

@@ -15,7 +15,6 @@ mod session;
 mod watch;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -26,7 +25,7 @@ use serde_json::{Value as Json, json};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::remote::{
-    SizeLimit, bounded, check_txn, closed_error, conflict_error, exists_error, norm_prefix,
+    Lifecycle, SizeLimit, bounded, check_txn, conflict_error, exists_error, norm_prefix,
     txn_values, under,
 };
 use crate::store::{
@@ -55,9 +54,9 @@ pub(crate) struct Inner {
     http: Http,
     /// `<prefix>/`.
     root: String,
-    closed: AtomicBool,
+    /// Closed or open; the ephemeral keys to put again under a new session.
+    life: Lifecycle,
     session: session::Session,
-    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for ConsulStore {
@@ -130,28 +129,19 @@ impl ConsulStore {
             )
             .with_hint("wait for the Consul servers to elect a leader, then retry"));
         }
-        let (shutdown, _) = tokio::sync::watch::channel(false);
         Ok(ConsulStore {
             inner: Arc::new(Inner {
                 root: format!("{}/", url.prefix),
                 url: url.clone(),
                 http,
-                closed: AtomicBool::new(false),
+                life: Lifecycle::default(),
                 session: session::Session::default(),
-                shutdown,
             }),
         })
     }
 }
 
 impl Inner {
-    fn check_open(&self, op: &'static str) -> Result<()> {
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(closed_error(op, &self.url));
-        }
-        Ok(())
-    }
-
     fn full(&self, key: &str) -> String {
         format!("{}{key}", self.root)
     }
@@ -214,7 +204,7 @@ impl Inner {
         op: &'static str,
         ops: Vec<Json>,
     ) -> Result<std::result::Result<u64, (usize, String)>> {
-        self.check_open(op)?;
+        self.life.check_open(op, &self.url)?;
         let body = serde_json::to_vec(&ops).map_err(|e| Error::internal(op, e.to_string()))?;
         let reply = bounded(
             op,
@@ -280,7 +270,7 @@ impl KvStore for ConsulStore {
         const OP: &str = "store get";
         validate_key(key)?;
         let s = &self.inner;
-        s.check_open(OP)?;
+        s.life.check_open(OP, &s.url)?;
         let path = format!("/v1/kv/{}", Http::encode(&s.full(key)));
         let reply = bounded(OP, &s.url, s.http.call(OP, Method::GET, &path, None, None)).await?;
         if reply.status == StatusCode::NOT_FOUND {
@@ -329,7 +319,7 @@ impl KvStore for ConsulStore {
         validate_key(key)?;
         LIMIT.check(OP, &self.inner.url, [(key, value.len())])?;
         let s = &self.inner;
-        s.check_open(OP)?;
+        s.life.check_open(OP, &s.url)?;
         if version == 0 {
             // Consul reads index 0 as "create"; no stored value has version 0.
             return Err(conflict_error(OP, key, Some(0), None));
@@ -373,7 +363,7 @@ impl KvStore for ConsulStore {
         const OP: &str = "store compare-and-delete";
         validate_key(key)?;
         let s = &self.inner;
-        s.check_open(OP)?;
+        s.life.check_open(OP, &s.url)?;
         if version == 0 {
             return Err(conflict_error(OP, key, Some(0), None));
         }
@@ -392,7 +382,7 @@ impl KvStore for ConsulStore {
         const OP: &str = "store list";
         let prefix = norm_prefix(prefix)?;
         let s = &self.inner;
-        s.check_open(OP)?;
+        s.life.check_open(OP, &s.url)?;
         let (kvs, revision) = bounded(OP, &s.url, s.read_prefix(OP, prefix, None)).await?;
         Ok(Listing { kvs, revision })
     }
@@ -402,7 +392,7 @@ impl KvStore for ConsulStore {
         check_txn(ops, MAX_TXN_OPS)?;
         LIMIT.check("store txn", &self.inner.url, txn_values(ops))?;
         let s = &self.inner;
-        s.check_open(OP)?;
+        s.life.check_open(OP, &s.url)?;
         let mut body = Vec::new();
         // Consul op index → our op index.
         let mut owner = Vec::new();
@@ -480,28 +470,26 @@ impl KvStore for ConsulStore {
     }
 
     async fn put_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
-        validate_key(key)?;
-        LIMIT.check("store put ephemeral", &self.inner.url, [(key, value.len())])?;
-        session::put_ephemeral(&self.inner, key, value).await
+        let s = &self.inner;
+        let put = session::put_ephemeral(s, key, value);
+        s.life
+            .write_ephemeral(&LIMIT, &s.url, (key, value), false, put)
+            .await
     }
 
     async fn create_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
-        validate_key(key)?;
-        LIMIT.check(
-            "store create ephemeral",
-            &self.inner.url,
-            [(key, value.len())],
-        )?;
-        session::create_ephemeral(&self.inner, key, value).await
+        let s = &self.inner;
+        let create = session::create_ephemeral(s, key, value);
+        s.life
+            .write_ephemeral(&LIMIT, &s.url, (key, value), true, create)
+            .await
     }
 
     async fn close(&self) -> Result<()> {
         let s = &self.inner;
-        if s.closed.swap(true, Ordering::SeqCst) {
+        if !s.life.close() {
             return Ok(());
         }
-        // send_replace: stored even while no task listens, so a watch started later still sees it.
-        s.shutdown.send_replace(true);
         session::destroy(s).await
     }
 }

@@ -1,9 +1,9 @@
 //! Ephemeral keys: one Consul session per client, with a TTL and `Behavior=delete`, renewed
 //! in the background; when the session was invalidated while the client lives, a new one is
-//! created and the client's ephemeral keys are put again.
+//! created and the client's ephemeral keys are put again. Which keys are owned is the
+//! [`Lifecycle`](crate::store::remote::Lifecycle)'s to track.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -21,7 +21,6 @@ const MIN_TTL: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub(super) struct Session {
     state: tokio::sync::Mutex<Option<State>>,
-    keys: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 struct State {
@@ -60,78 +59,38 @@ async fn create(s: &Inner) -> Result<String> {
     Ok(created.id)
 }
 
-/// Holds `key` with this client's session (the `lock` verb binds it to the session).
-async fn acquire(
-    s: &Inner,
-    id: &str,
-    key: &str,
-    value: &[u8],
-) -> Result<std::result::Result<u64, String>> {
-    let mut op = s.op("lock", key, Some(value), None);
-    op["KV"]["Session"] = json!(id);
-    Ok(s.txn("store put ephemeral", vec![op])
-        .await?
-        .map_err(|(_, what)| what))
+/// The error of a key another client's session holds.
+fn held(op: &'static str, key: &str, what: &str) -> Error {
+    Error::new(ErrorKind::Conflict, op, format!("key {key:?}: {what}"))
+        .with_hint("another client's session holds this key; it is free once that session ends")
 }
 
+/// Holds `key` with session `id` (the `lock` verb binds it to the session).
 pub(super) async fn put_ephemeral(s: &Arc<Inner>, key: &str, value: &[u8]) -> Result<Version> {
     const OP: &str = "store put ephemeral";
-    s.check_open(OP)?;
-    s.session
-        .keys
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key.to_string(), value.to_vec());
     let id = current(s).await?;
-    match acquire(s, &id, key, value).await {
-        Ok(Ok(index)) => Ok(index),
-        Ok(Err(what)) => {
-            s.session
-                .keys
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(key);
-            Err(
-                Error::new(ErrorKind::Conflict, OP, format!("key {key:?}: {what}")).with_hint(
-                    "another client's session holds this key; it is free once that session ends",
-                ),
-            )
-        }
-        Err(e) => {
-            s.session
-                .keys
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(key);
-            Err(e)
-        }
-    }
+    let mut op = s.op("lock", key, Some(value), None);
+    op["KV"]["Session"] = json!(id);
+    s.txn(OP, vec![op])
+        .await?
+        .map_err(|(_, what)| held(OP, key, &what))
 }
 
-/// Creates `key` held by this client's session, only if it does not exist; remembered for a
-/// session renewal once it is ours.
+/// Creates `key` held by this client's session, only if it does not exist.
 pub(super) async fn create_ephemeral(s: &Arc<Inner>, key: &str, value: &[u8]) -> Result<Version> {
-    const OP: &str = "store create ephemeral";
-    s.check_open(OP)?;
     let id = current(s).await?;
+    claim(s, "store create ephemeral", &id, key, value).await
+}
+
+/// Creates `key` held by session `id` if it is absent (AlreadyExists when it is not).
+async fn claim(s: &Inner, op: &'static str, id: &str, key: &str, value: &[u8]) -> Result<Version> {
     let absent = s.op("check-not-exists", key, None, None);
     let mut lock = s.op("lock", key, Some(value), None);
     lock["KV"]["Session"] = json!(id);
-    match s.txn(OP, vec![absent, lock]).await? {
-        Ok(index) => {
-            s.session
-                .keys
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key.to_string(), value.to_vec());
-            Ok(index)
-        }
-        Err((0, _)) => Err(exists_error(OP, key)),
-        Err((_, what)) => Err(
-            Error::new(ErrorKind::Conflict, OP, format!("key {key:?}: {what}")).with_hint(
-                "another client's session holds this key; it is free once that session ends",
-            ),
-        ),
+    match s.txn(op, vec![absent, lock]).await? {
+        Ok(index) => Ok(index),
+        Err((0, _)) => Err(exists_error(op, key)),
+        Err((_, what)) => Err(held(op, key, &what)),
     }
 }
 
@@ -167,19 +126,13 @@ async fn renew(weak: Weak<Inner>, mut id: String) {
                     if let Some(st) = s.session.state.lock().await.as_mut() {
                         st.id = id.clone();
                     }
-                    let keys: Vec<(String, Vec<u8>)> = s
-                        .session
-                        .keys
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    for (key, value) in keys {
-                        if let Err(e) = acquire(&s, &id, &key, &value).await {
-                            tracing::warn!("putting ephemeral key {key} again failed: {e}");
-                        }
-                    }
+                    // Behavior=delete took the keys with the old session.
+                    let (s, id) = (&s, id.as_str());
+                    s.life
+                        .replay("Consul", |key: String, value: Vec<u8>| async move {
+                            claim(s, "put ephemeral key again", id, &key, &value).await
+                        })
+                        .await;
                 }
                 Err(e) => {
                     tracing::warn!("Consul session {id} was invalidated; renewing failed: {e}")
@@ -194,11 +147,7 @@ async fn renew(weak: Weak<Inner>, mut id: String) {
 /// Destroys the session: Consul deletes the keys it holds.
 pub(super) async fn destroy(s: &Inner) -> Result<()> {
     const OP: &str = "close Consul store";
-    s.session
-        .keys
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clear();
+    s.life.disown_all();
     let Some(State { id, .. }) = s.session.state.lock().await.take() else {
         return Ok(());
     };

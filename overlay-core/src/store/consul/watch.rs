@@ -15,7 +15,7 @@ use crate::store::{KeyValue, Version, Watch, WatchEvent};
 const OP: &str = "store watch";
 
 pub(super) async fn start(s: Arc<Inner>, prefix: String, from: Option<Version>) -> Result<Watch> {
-    s.check_open(OP)?;
+    s.life.check_open(OP, &s.url)?;
     let (kvs, index) = bounded(OP, &s.url, s.read_prefix(OP, &prefix, None)).await?;
     let (tx, rx) = mpsc::channel(256);
     if from.is_some() {
@@ -34,7 +34,7 @@ async fn run(
     mut index: u64,
     tx: mpsc::Sender<Result<WatchEvent>>,
 ) {
-    let mut shutdown = s.shutdown.subscribe();
+    let mut shutdown = s.life.shutdown();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let wait = Duration::from_secs(30);
     loop {

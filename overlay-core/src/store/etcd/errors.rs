@@ -7,7 +7,7 @@ use tonic::Code;
 
 use crate::error::{Error, ErrorKind};
 use crate::store::StoreUrl;
-use crate::store::remote::{cause, is_connect_failure};
+use crate::store::remote::{cause, is_connect_failure, server_error};
 
 /// The error inside etcd-client's, whose own `Error` reports no `source()`: what [`cause`] and
 /// [`is_connect_failure`] need to walk.
@@ -63,12 +63,6 @@ pub(super) fn never_sent(e: &ec::Error) -> bool {
 
 /// Maps an etcd client error of operation `op` to an [`Error`] naming the servers.
 pub(super) fn map_err(op: &'static str, url: &StoreUrl, e: ec::Error) -> Error {
-    let servers = url
-        .servers
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
     let (kind, hint): (ErrorKind, &'static str) = match &e {
         // etcd reports bad credentials as InvalidArgument; they are a permission problem.
         ec::Error::GRpcStatus(status)
@@ -123,21 +117,15 @@ pub(super) fn map_err(op: &'static str, url: &StoreUrl, e: ec::Error) -> Error {
         ),
     };
     let what = match (&e, kind) {
+        // A status without a source is the server's own words; with one, the transport's.
         (ec::Error::GRpcStatus(status), ErrorKind::Unavailable) if status.source().is_none() => {
-            format!("cannot reach etcd at {servers}: {}", status.message())
+            status.message().to_string()
         }
-        (_, ErrorKind::Unavailable) => {
-            format!("cannot reach etcd at {servers}: {}", cause(inner(&e)))
-        }
-        (ec::Error::GRpcStatus(status), _) => {
-            format!(
-                "etcd at {servers} refused the request: {}",
-                status.message()
-            )
-        }
-        _ => format!("etcd at {servers}: {}", cause(inner(&e))),
+        (_, ErrorKind::Unavailable) => cause(inner(&e)),
+        (ec::Error::GRpcStatus(status), _) => format!("refused the request: {}", status.message()),
+        _ => cause(inner(&e)),
     };
-    Error::new(kind, op, what)
+    server_error(op, "etcd", url, kind, what)
         .with_hint(hint)
         .with_source(Chained(e))
 }

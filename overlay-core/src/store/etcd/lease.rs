@@ -5,7 +5,6 @@
 //! but is alive), the task grants a new lease and puts this client's ephemeral keys again, as
 //! the contract asks.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -49,27 +48,20 @@ async fn grant(s: &Inner) -> Result<i64> {
 }
 
 /// Writes `key` bound to this client's lease, granting the lease first if needed; when
-/// `exclusive`, only if `key` does not exist (AlreadyExists otherwise, nothing written).
+/// `exclusive`, only if `key` does not exist (AlreadyExists otherwise, nothing written). The
+/// checks and the record of owned keys are the caller's ([`Lifecycle::write_ephemeral`]).
+///
+/// [`Lifecycle::write_ephemeral`]: crate::store::remote::Lifecycle::write_ephemeral
 pub(super) async fn put_ephemeral(
     s: &Arc<Inner>,
     key: &str,
     value: &[u8],
     exclusive: bool,
 ) -> Result<Version> {
-    let op = if exclusive {
-        "store create ephemeral"
-    } else {
-        "store put ephemeral"
-    };
-    s.check_open(op)?;
     if exclusive {
-        return create_ephemeral(s, op, key, value).await;
+        return create_ephemeral(s, "store create ephemeral", key, value).await;
     }
-    // Recorded before the put, so a lease renewal running meanwhile re-puts it too.
-    s.ephemeral
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key.to_string(), value.to_vec());
+    let op = "store put ephemeral";
     let mut retried = false;
     loop {
         let id = current(s).await?;
@@ -88,16 +80,12 @@ pub(super) async fn put_ephemeral(
                     *state = None;
                 }
             }
-            Err(e) => {
-                s.forget_ephemeral(key);
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         }
     }
 }
 
-/// The exclusive case of [`put_ephemeral`]: put under the lease only if the key is absent. The
-/// key is remembered for a lease renewal only once it is ours.
+/// The exclusive case of [`put_ephemeral`]: put under the lease only if the key is absent.
 async fn create_ephemeral(
     s: &Arc<Inner>,
     op: &'static str,
@@ -108,13 +96,7 @@ async fn create_ephemeral(
     loop {
         let id = current(s).await?;
         match put_if_absent(s, op, key, value, id).await {
-            Ok(Some(v)) => {
-                s.ephemeral
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key.to_string(), value.to_vec());
-                return Ok(v);
-            }
+            Ok(Some(v)) => return Ok(v),
             Ok(None) => return Err(exists_error(op, key)),
             Err(e) if lease_gone(&e) && !retried => {
                 retried = true;
@@ -169,7 +151,7 @@ async fn current(s: &Arc<Inner>) -> Result<i64> {
 async fn keep_alive(weak: Weak<Inner>, mut id: i64) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     loop {
-        let Some(s) = weak.upgrade().filter(|s| !s.closed.load(Ordering::SeqCst)) else {
+        let Some(s) = weak.upgrade().filter(|s| !s.life.is_closed()) else {
             return;
         };
         let interval = (s.url.options.ttl / 3).max(Duration::from_millis(100));
@@ -186,7 +168,7 @@ async fn keep_alive(weak: Weak<Inner>, mut id: i64) {
                     Ok(Ok(Some(r))) if r.ttl() > 0 => {
                         backoff.reset();
                         tokio::time::sleep(interval).await;
-                        if s.closed.load(Ordering::SeqCst) {
+                        if s.life.is_closed() {
                             return;
                         }
                     }
@@ -224,37 +206,21 @@ async fn renew(s: &Inner, old: i64) -> Result<i64> {
             st.id = id;
         }
     }
-    let keys: Vec<(String, Vec<u8>)> = s
-        .ephemeral
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    // The expired lease took the keys with it: a key present now was written by someone else
-    // meanwhile and is theirs (as a host id claimed by another agent must stay claimed).
-    for (key, value) in keys {
-        if put_if_absent(s, "put ephemeral key again", &key, &value, id)
-            .await?
-            .is_none()
-        {
-            tracing::warn!(
-                key = %key,
-                "ephemeral key was taken by another client while this one's lease was expired"
-            );
-            s.forget_ephemeral(&key);
-        }
-    }
+    s.life
+        .replay("etcd", |key, value| async move {
+            const OP: &str = "put ephemeral key again";
+            put_if_absent(s, OP, &key, &value, id)
+                .await?
+                .ok_or_else(|| exists_error(OP, &key))
+        })
+        .await;
     Ok(id)
 }
 
 /// Revokes the lease (deleting this client's ephemeral keys) and stops its keep-alive.
 pub(super) async fn revoke(s: &Inner) -> Result<()> {
     let state = s.lease.state.lock().await.take();
-    s.ephemeral
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clear();
+    s.life.disown_all();
     let Some(State { id, .. }) = state else {
         return Ok(());
     };

@@ -10,10 +10,8 @@ mod errors;
 mod lease;
 mod watch;
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,7 +20,7 @@ use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::remote::{
-    SizeLimit, bounded, check_txn, closed_error, conflict_error, exists_error, norm_prefix,
+    Lifecycle, SizeLimit, bounded, check_txn, conflict_error, exists_error, norm_prefix,
     txn_values, under,
 };
 use crate::store::{
@@ -52,13 +50,10 @@ pub(crate) struct Inner {
     client: Client,
     /// `<prefix>/`: every key this store touches starts with it.
     root: String,
-    closed: AtomicBool,
+    /// Closed or open; the ephemeral keys to put again under a new lease if the old one
+    /// expired while this client was alive.
+    life: Lifecycle,
     lease: Lease,
-    /// Ephemeral keys this client wrote and still owns, re-put under a new lease if the old
-    /// one expired while this client was alive.
-    ephemeral: Mutex<HashMap<String, Vec<u8>>>,
-    /// Tells watch tasks to end when the store is closed.
-    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl fmt::Debug for EtcdStore {
@@ -120,16 +115,13 @@ impl EtcdStore {
                 .map_err(|e| map_err("connect etcd", url, e))
         })
         .await?;
-        let (shutdown, _) = tokio::sync::watch::channel(false);
         let store = EtcdStore {
             inner: Arc::new(Inner {
                 url: url.clone(),
                 client,
                 root: format!("{}/", url.prefix),
-                closed: AtomicBool::new(false),
+                life: Lifecycle::default(),
                 lease: Lease::default(),
-                ephemeral: Mutex::new(HashMap::new()),
-                shutdown,
             }),
         };
         // The client connects lazily; one read proves the servers answer (and the
@@ -164,20 +156,13 @@ impl Inner {
         })
     }
 
-    fn check_open(&self, op: &'static str) -> Result<()> {
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(closed_error(op, &self.url));
-        }
-        Ok(())
-    }
-
     /// One etcd call on a clone of the client, bounded by the URL timeout.
     async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T>
     where
         F: FnOnce(Client) -> Fut + Clone,
         Fut: std::future::Future<Output = std::result::Result<T, ec::Error>>,
     {
-        self.check_open(op)?;
+        self.life.check_open(op, &self.url)?;
         raw(self, op, f).await
     }
 
@@ -195,13 +180,6 @@ impl Inner {
             let start = self.full(prefix);
             (start.clone(), format!("{start}0"))
         }
-    }
-
-    fn forget_ephemeral(&self, key: &str) {
-        self.ephemeral
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
     }
 
     /// Runs a transaction of `compares` → `then`, reading back `keys` when a compare fails.
@@ -273,7 +251,7 @@ impl KvStore for EtcdStore {
                 c.put(full, value, None).await
             })
             .await?;
-        s.forget_ephemeral(key);
+        s.life.disown(key);
         Ok(revision(resp.header()))
     }
 
@@ -298,7 +276,7 @@ impl KvStore for EtcdStore {
             [(key, value.len())],
         )?;
         let s = &self.inner;
-        s.check_open("store compare-and-swap")?;
+        s.life.check_open("store compare-and-swap", &s.url)?;
         if version == 0 {
             // etcd reads mod_revision 0 as "absent"; no stored value has version 0.
             return Err(conflict_error("store compare-and-swap", key, Some(0), None));
@@ -312,7 +290,7 @@ impl KvStore for EtcdStore {
         let then = vec![ec::TxnOp::put(full, value.to_vec(), None)];
         match s.txn("store compare-and-swap", cmp, then, &[key]).await? {
             Ok(resp) => {
-                s.forget_ephemeral(key);
+                s.life.disown(key);
                 Ok(revision(resp.header()))
             }
             Err(found) => Err(conflict_error(
@@ -334,14 +312,14 @@ impl KvStore for EtcdStore {
                 |mut c| async move { c.delete(full, None).await },
             )
             .await?;
-        s.forget_ephemeral(key);
+        s.life.disown(key);
         Ok(resp.deleted() > 0)
     }
 
     async fn compare_and_delete(&self, key: &str, version: Version) -> Result<()> {
         validate_key(key)?;
         let s = &self.inner;
-        s.check_open("store compare-and-delete")?;
+        s.life.check_open("store compare-and-delete", &s.url)?;
         if version == 0 {
             return Err(conflict_error(
                 "store compare-and-delete",
@@ -359,7 +337,7 @@ impl KvStore for EtcdStore {
         let then = vec![ec::TxnOp::delete(full, None)];
         match s.txn("store compare-and-delete", cmp, then, &[key]).await? {
             Ok(_) => {
-                s.forget_ephemeral(key);
+                s.life.disown(key);
                 Ok(())
             }
             Err(found) => Err(conflict_error(
@@ -397,7 +375,7 @@ impl KvStore for EtcdStore {
         check_txn(ops, MAX_TXN_OPS)?;
         LIMIT.check("store txn", &self.inner.url, txn_values(ops))?;
         let s = &self.inner;
-        s.check_open(OP)?;
+        s.life.check_open(OP, &s.url)?;
         let mut compares = Vec::new();
         let mut then = Vec::new();
         let mut checked: Vec<(&TxnOp, &str)> = Vec::new();
@@ -454,7 +432,7 @@ impl KvStore for EtcdStore {
             Ok(resp) => {
                 let rev = revision(resp.header());
                 for op in ops {
-                    s.forget_ephemeral(op.key());
+                    s.life.disown(op.key());
                 }
                 let versions = ops
                     .iter()
@@ -510,28 +488,26 @@ impl KvStore for EtcdStore {
     }
 
     async fn put_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
-        validate_key(key)?;
-        LIMIT.check("store put ephemeral", &self.inner.url, [(key, value.len())])?;
-        lease::put_ephemeral(&self.inner, key, value, false).await
+        let s = &self.inner;
+        let put = lease::put_ephemeral(s, key, value, false);
+        s.life
+            .write_ephemeral(&LIMIT, &s.url, (key, value), false, put)
+            .await
     }
 
     async fn create_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
-        validate_key(key)?;
-        LIMIT.check(
-            "store create ephemeral",
-            &self.inner.url,
-            [(key, value.len())],
-        )?;
-        lease::put_ephemeral(&self.inner, key, value, true).await
+        let s = &self.inner;
+        let create = lease::put_ephemeral(s, key, value, true);
+        s.life
+            .write_ephemeral(&LIMIT, &s.url, (key, value), true, create)
+            .await
     }
 
     async fn close(&self) -> Result<()> {
         let s = &self.inner;
-        if s.closed.swap(true, Ordering::SeqCst) {
+        if !s.life.close() {
             return Ok(());
         }
-        // send_replace: stored even while no task listens, so a watch started later still sees it.
-        s.shutdown.send_replace(true);
         lease::revoke(s).await
     }
 }

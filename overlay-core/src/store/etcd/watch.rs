@@ -24,7 +24,7 @@ struct Watcher {
 
 /// Starts watching `prefix` (normalised) from after `from`, or from now.
 pub(super) async fn start(s: Arc<Inner>, prefix: String, from: Option<Version>) -> Result<Watch> {
-    s.check_open("store watch")?;
+    s.life.check_open("store watch", &s.url)?;
     let (tx, rx) = mpsc::channel(256);
     let mut w = Watcher {
         s,
@@ -114,7 +114,7 @@ impl Watcher {
     }
 
     async fn run(mut self, mut stream: WatchStream) {
-        let mut shutdown = self.s.shutdown.subscribe();
+        let mut shutdown = self.s.life.shutdown();
         // A close that came before this task subscribed is never reported by `changed()`.
         if *shutdown.borrow_and_update() {
             return;

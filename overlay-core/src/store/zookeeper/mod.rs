@@ -11,9 +11,7 @@ mod session;
 mod watch;
 mod write;
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -22,7 +20,7 @@ use zookeeper_client::{Client, SessionState};
 
 use crate::error::Result;
 use crate::store::remote::{
-    AbortOnDrop, Backoff, SizeLimit, closed_error, norm_prefix, txn_values,
+    AbortOnDrop, Backoff, Lifecycle, SizeLimit, closed_error, norm_prefix, txn_values,
 };
 use crate::store::{
     Backend, Capabilities, KeyValue, KvStore, Listing, StoreUrl, TxnOp, TxnResult, Version, Watch,
@@ -51,11 +49,8 @@ pub(crate) struct Inner {
     /// The current session's client and its generation (bumped when an expired session is
     /// replaced), so watches notice the change.
     client: tokio::sync::watch::Sender<(u64, Option<Client>)>,
-    closed: AtomicBool,
-    /// Ephemeral keys this client owns, to put again after its session expired.
-    ephemeral: Mutex<HashMap<String, Vec<u8>>>,
-    /// Tells background tasks to end when the store is closed.
-    shutdown: tokio::sync::watch::Sender<bool>,
+    /// Closed or open; the ephemeral keys to put again after the session expired.
+    life: Lifecycle,
     monitor: Mutex<Option<AbortOnDrop>>,
 }
 
@@ -71,14 +66,11 @@ impl ZkStore {
     /// Connects to the servers `url` names, creating the prefix if it is missing.
     pub(crate) async fn connect(url: &StoreUrl) -> Result<Self> {
         let client = session::open(url).await?;
-        let (shutdown, _) = tokio::sync::watch::channel(false);
         let (client, _) = tokio::sync::watch::channel((0, Some(client)));
         let inner = Arc::new(Inner {
             url: url.clone(),
             client,
-            closed: AtomicBool::new(false),
-            ephemeral: Mutex::new(HashMap::new()),
-            shutdown,
+            life: Lifecycle::default(),
             monitor: Mutex::new(None),
         });
         let task = tokio::spawn(Inner::monitor(Arc::downgrade(&inner)));
@@ -90,7 +82,7 @@ impl ZkStore {
 impl Inner {
     /// The current session's client; Unavailable once the store is closed.
     pub(super) fn client(&self, op: &'static str) -> Result<Client> {
-        self.check_open(op)?;
+        self.life.check_open(op, &self.url)?;
         self.client
             .borrow()
             .1
@@ -98,19 +90,12 @@ impl Inner {
             .ok_or_else(|| closed_error(op, &self.url))
     }
 
-    pub(super) fn check_open(&self, op: &'static str) -> Result<()> {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(closed_error(op, &self.url));
-        }
-        Ok(())
-    }
-
     /// Replaces the session when it expires (or its authentication fails) while the store is
     /// open, then puts this client's ephemeral keys again.
     async fn monitor(weak: Weak<Inner>) {
         loop {
             let Some(s) = weak.upgrade() else { return };
-            let mut shutdown = s.shutdown.subscribe();
+            let mut shutdown = s.life.shutdown();
             let Ok(client) = s.client("watch the ZooKeeper session") else {
                 return;
             };
@@ -130,7 +115,7 @@ impl Inner {
             }
             let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
             loop {
-                let Some(s) = weak.upgrade().filter(|s| !s.closed.load(Ordering::SeqCst)) else {
+                let Some(s) = weak.upgrade().filter(|s| !s.life.is_closed()) else {
                     return;
                 };
                 match session::open(&s.url).await {
@@ -140,37 +125,14 @@ impl Inner {
                             *c = Some(client);
                         });
                         tracing::info!("ZooKeeper session of {} expired; opened a new one", s.url);
-                        let keys: Vec<(String, Vec<u8>)> = s
-                            .ephemeral
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect();
                         // The expired session takes its nodes with it, but the server may
-                        // answer "expired" before it has deleted them: a key present is
-                        // retried until the old node is gone, for up to twice the session
-                        // timeout. One still there then was written by someone else and is
-                        // theirs.
-                        for (key, value) in keys {
-                            match recreate(&s, &key, &value).await {
-                                Ok(_) => {}
-                                Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => {
-                                    tracing::warn!(
-                                        key = %key,
-                                        "ephemeral key was taken by another client while this \
-                                         one's session was expired"
-                                    );
-                                    s.ephemeral
-                                        .lock()
-                                        .unwrap_or_else(|e| e.into_inner())
-                                        .remove(&key);
-                                }
-                                Err(e) => {
-                                    tracing::warn!("putting ephemeral key {key} again failed: {e}")
-                                }
-                            }
-                        }
+                        // answer "expired" before it has deleted them: see `recreate`.
+                        let s = &s;
+                        s.life
+                            .replay("ZooKeeper", |key: String, value: Vec<u8>| async move {
+                                recreate(s, &key, &value).await
+                            })
+                            .await;
                         break;
                     }
                     Err(e) => tracing::debug!("reopening the ZooKeeper session failed: {e}"),
@@ -183,7 +145,8 @@ impl Inner {
 }
 
 /// Creates ephemeral `key` of a replaced session again, waiting (with backoff, for up to twice
-/// the session timeout) while the expired session's node is still there.
+/// the session timeout) while the expired session's node is still there. One still there then
+/// was written by someone else (AlreadyExists).
 async fn recreate(s: &Inner, key: &str, value: &[u8]) -> Result<Version> {
     let deadline = std::time::Instant::now() + s.url.options.ttl * 2;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
@@ -271,38 +234,30 @@ impl KvStore for ZkStore {
     }
 
     async fn put_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
-        validate_key(key)?;
-        LIMIT.check("store put ephemeral", &self.inner.url, [(key, value.len())])?;
-        write::put_ephemeral(&self.inner, key, value).await
+        let s = &self.inner;
+        let put = write::put(s, key, value, true);
+        s.life
+            .write_ephemeral(&LIMIT, &s.url, (key, value), false, put)
+            .await
     }
 
     async fn create_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
-        validate_key(key)?;
-        LIMIT.check(
-            "store create ephemeral",
-            &self.inner.url,
-            [(key, value.len())],
-        )?;
-        write::create_ephemeral(&self.inner, key, value).await
+        let s = &self.inner;
+        let create = write::create(s, key, value, true);
+        s.life
+            .write_ephemeral(&LIMIT, &s.url, (key, value), true, create)
+            .await
     }
 
     async fn close(&self) -> Result<()> {
         let s = &self.inner;
-        if s.closed.swap(true, Ordering::SeqCst) {
+        if !s.life.close() {
             return Ok(());
         }
-        // send_replace: stored even while no task listens, so a watch started later still sees it.
-        s.shutdown.send_replace(true);
         s.monitor.lock().unwrap_or_else(|e| e.into_inner()).take();
         // Deleting the ephemeral keys through the journal lets watchers report them as
         // ordinary deletes; ending the session would remove them too, but silently.
-        let keys: Vec<String> = s
-            .ephemeral
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .map(|(k, _)| k)
-            .collect();
+        let keys = s.life.disown_all();
         let mut result = Ok(());
         for key in keys {
             if let Err(e) = write::delete_owned_ephemeral(s, &key).await {

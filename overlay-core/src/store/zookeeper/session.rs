@@ -9,7 +9,7 @@ use zookeeper_client::{Acls, Client, CreateMode};
 use super::layout::{KV, LOG};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::StoreUrl;
-use crate::store::remote::{bounded, cause};
+use crate::store::remote::{bounded, cause, server_error};
 
 /// The ACLs of nodes this store creates: open, or only the authenticated user's when the URL
 /// gives credentials.
@@ -65,12 +65,6 @@ pub(super) async fn open(url: &StoreUrl) -> Result<Client> {
 
 /// Maps a ZooKeeper client error of operation `op` to an [`Error`].
 pub(super) fn map_err(op: &'static str, url: &StoreUrl, e: zk::Error) -> Error {
-    let servers = url
-        .servers
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
     let (kind, hint): (ErrorKind, &'static str) = match &e {
         zk::Error::ConnectionLoss
         | zk::Error::SessionExpired
@@ -104,11 +98,7 @@ pub(super) fn map_err(op: &'static str, url: &StoreUrl, e: zk::Error) -> Error {
         zk::Error::Unimplemented => (ErrorKind::Unsupported, "use ZooKeeper 3.6 or newer"),
         _ => (ErrorKind::Internal, "see the ZooKeeper server log"),
     };
-    let what = match kind {
-        ErrorKind::Unavailable => {
-            format!("cannot reach ZooKeeper at {servers}: {}", cause(&e))
-        }
-        _ => format!("ZooKeeper at {servers}: {}", cause(&e)),
-    };
-    Error::new(kind, op, what).with_hint(hint).with_source(e)
+    server_error(op, "ZooKeeper", url, kind, cause(&e))
+        .with_hint(hint)
+        .with_source(e)
 }

@@ -282,7 +282,7 @@ impl Watcher {
     }
 
     async fn run(mut self, mut watchers: Watchers, replay: bool, mut resync: bool) {
-        let mut shutdown = self.s.shutdown.subscribe();
+        let mut shutdown = self.s.life.shutdown();
         // A close that came before this task subscribed is never reported by `changed()`.
         if *shutdown.borrow_and_update() {
             return;

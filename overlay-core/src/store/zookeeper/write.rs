@@ -234,10 +234,7 @@ pub(super) async fn put(s: &Inner, key: &str, value: &[u8], ephemeral: bool) -> 
             match commit(s, &c, op, &entries, &ops).await {
                 Ok(v) => {
                     if !ephemeral {
-                        s.ephemeral
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(key);
+                        s.life.disown(key);
                     }
                     return Ok(v);
                 }
@@ -261,35 +258,6 @@ fn busy(op: &'static str, key: &str) -> Error {
         format!("key {key:?} kept changing; gave up after {RETRIES} tries"),
     )
     .with_hint("retry later; many clients are writing this key")
-}
-
-/// Puts an ephemeral key and remembers it, to put it again after a session expiry.
-pub(super) async fn put_ephemeral(s: &Inner, key: &str, value: &[u8]) -> Result<Version> {
-    s.check_open("store put ephemeral")?;
-    s.ephemeral
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key.to_string(), value.to_vec());
-    let r = put(s, key, value, true).await;
-    if r.is_err() {
-        s.ephemeral
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
-    }
-    r
-}
-
-/// Creates ephemeral `key` only if it does not exist, and remembers it, to create it again
-/// after a session expiry.
-pub(super) async fn create_ephemeral(s: &Inner, key: &str, value: &[u8]) -> Result<Version> {
-    s.check_open("store create ephemeral")?;
-    let v = create(s, key, value, true).await?;
-    s.ephemeral
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key.to_string(), value.to_vec());
-    Ok(v)
 }
 
 /// Creates `key` only if it does not exist (a directory node is not a key); as an ephemeral
@@ -420,10 +388,7 @@ pub(super) async fn delete(s: &Inner, key: &str, expected: Option<Version>) -> R
             }];
             match commit(s, &c, op, &entries, &delete_ops(key, &st)).await {
                 Ok(_) => {
-                    s.ephemeral
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(key);
+                    s.life.disown(key);
                     return Ok(Some(()));
                 }
                 // A key created below it meanwhile: delete only the value, next round.
@@ -556,11 +521,10 @@ pub(super) async fn txn(s: &Inner, ops: &[TxnOp], max_ops: usize) -> Result<TxnR
             }
             match commit(s, &c, OP, &entries, &zops).await {
                 Ok(zxid) => {
-                    let mut eph = s.ephemeral.lock().unwrap_or_else(|e| e.into_inner());
                     let versions = ops
                         .iter()
                         .map(|o| {
-                            eph.remove(o.key());
+                            s.life.disown(o.key());
                             match o {
                                 TxnOp::Create { .. } | TxnOp::Put { .. } | TxnOp::Update { .. } => {
                                     Some(zxid)
