@@ -489,7 +489,8 @@ impl KvStore for EtcdStore {
 
     async fn put_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
         let s = &self.inner;
-        let put = lease::put_ephemeral(s, key, value, false);
+        // Boxed: the etcd client's futures are large.
+        let put = Box::pin(lease::put_ephemeral(s, key, value, false));
         s.life
             .write_ephemeral(&LIMIT, &s.url, (key, value), false, put)
             .await
@@ -497,7 +498,7 @@ impl KvStore for EtcdStore {
 
     async fn create_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version> {
         let s = &self.inner;
-        let create = lease::put_ephemeral(s, key, value, true);
+        let create = Box::pin(lease::put_ephemeral(s, key, value, true));
         s.life
             .write_ephemeral(&LIMIT, &s.url, (key, value), true, create)
             .await
