@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use overlay_core::dataplane::Netns;
-use overlay_core::dataplane::lab::{self, Lab};
-use overlay_testkit::{EtcdServer, ZooKeeperServer};
+use overlay_core::dataplane::lab::Lab;
+use overlay_testkit::{EtcdServer, TcpGreeter, ZooKeeperServer};
 use serde_json::Value;
 use support::{Host, NamespaceSweep, Proc, agent, child_of, ok, output, wait_until};
 use tokio::process::Command;
@@ -72,53 +72,14 @@ async fn getent(ns: &str, name: &str) -> Option<IpAddr> {
     text.split_whitespace().next()?.parse().ok()
 }
 
-/// Answers one TCP greeting per connection in `ns` until dropped.
-struct Greeter(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for Greeter {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
+/// Answers one TCP greeting per connection on 2181 in `ns` until dropped.
+fn greet(ns: &Netns, text: &'static str) -> TcpGreeter {
+    TcpGreeter::start(ns.path(), ([0, 0, 0, 0], 2181).into(), text).expect("greeter")
 }
 
-fn greet(ns: &Netns, text: &'static str) -> Greeter {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stopped = stop.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    lab::spawn_in(ns, move || {
-        let listener = std::net::TcpListener::bind(("0.0.0.0", 2181)).expect("listen");
-        listener.set_nonblocking(true).expect("nonblocking");
-        tx.send(()).unwrap();
-        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((s, _)) => {
-                    use std::io::Write;
-                    let _ = s.set_nonblocking(false);
-                    let _ = (&s).write_all(text.as_bytes());
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    })
-    .expect("server thread");
-    rx.recv().expect("server ready");
-    Greeter(stop)
-}
-
+/// The greeting of `ip`:2181 as seen from `ns`.
 fn fetch(ns: &Netns, ip: IpAddr) -> Option<String> {
-    lab::run_in(ns, move || {
-        use std::io::Read;
-        let Ok(mut s) =
-            std::net::TcpStream::connect_timeout(&(ip, 2181).into(), Duration::from_secs(1))
-        else {
-            return Ok(None);
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let mut buf = String::new();
-        Ok(s.read_to_string(&mut buf).ok().map(|_| buf))
-    })
-    .ok()
-    .flatten()
+    overlay_testkit::fetch(ns.path(), (ip, 2181).into(), Duration::from_secs(2))
 }
 
 fn container(host: &Host, name: &str, cmd: &[&str]) -> Proc {
@@ -264,7 +225,7 @@ async fn walkthrough(test: &str, backend: &str) {
         .iter()
         .map(|n| Netns::open_named(n).unwrap())
         .collect();
-    let _servers: Vec<Greeter> = namespaces.iter().map(|ns| greet(ns, "imok")).collect();
+    let _servers: Vec<TcpGreeter> = namespaces.iter().map(|ns| greet(ns, "imok")).collect();
     for (i, ns) in namespaces.iter().enumerate() {
         for (j, ip) in ips.iter().enumerate() {
             if i != j {

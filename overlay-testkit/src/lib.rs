@@ -1,4 +1,5 @@
-//! Test support for `overlay`: real etcd and ZooKeeper servers for tests.
+//! Test support for `overlay`: real etcd and ZooKeeper servers, TCP traffic in namespaces, and
+//! the one rule for tests whose prerequisites are missing.
 //!
 //! [`EtcdServer`] and [`ZooKeeperServer`] start Debian's `etcd` and ZooKeeper on free loopback
 //! ports with temporary data directories, wait until they answer, and kill them when dropped
@@ -18,13 +19,18 @@
 //! [`TcpProxy`] sits between a client and a server so a test can cut the network between them
 //! while both keep running (sessions and leases then expire on the server).
 //!
+//! [`TcpGreeter`] and [`fetch`] send real TCP traffic inside network namespaces (entered by
+//! path with [`in_netns`]), to prove a data path end to end.
+//!
 //! This crate does not depend on `overlay-core`, so both `overlay-core` and the root crate can
 //! use it as a dev-dependency.
 
 mod process;
 mod proxy;
 mod servers;
+mod tcp;
 
 pub use process::{missing, require_root, unique_prefix};
 pub use proxy::TcpProxy;
 pub use servers::{EtcdServer, ZooKeeperServer};
+pub use tcp::{TcpGreeter, fetch, in_netns};

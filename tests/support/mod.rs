@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use overlay::controller::rpc::WireError;
-use overlay::dataplane::lab::{self, Lab};
+use overlay::dataplane::lab::Lab;
 use overlay::dataplane::{Dataplane, NetlinkDataplane, Netns, Peer};
 use overlay::model::NetworkId;
 use overlay_testkit::{EtcdServer, ZooKeeperServer};
@@ -346,38 +346,10 @@ pub async fn wait_until(
     }
 }
 
-/// Answers TCP on `port` in a namespace with a fixed greeting until dropped.
-pub struct TcpServer(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for TcpServer {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-pub fn serve(ns: &Netns, port: u16, greeting: &'static str) -> TcpServer {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stopped = stop.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    lab::spawn_in(ns, move || {
-        // "::" listens on IPv6 and, dual-stack by default, on IPv4 too.
-        let listener = std::net::TcpListener::bind(("::", port)).expect("listen");
-        listener.set_nonblocking(true).expect("nonblocking");
-        tx.send(()).unwrap();
-        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((s, _)) => {
-                    use std::io::Write;
-                    let _ = s.set_nonblocking(false);
-                    let _ = (&s).write_all(greeting.as_bytes());
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    })
-    .expect("server thread");
-    rx.recv().expect("server ready");
-    TcpServer(stop)
+/// Answers TCP on `port` (IPv4 and IPv6) in a namespace with a fixed greeting until dropped.
+pub fn serve(ns: &Netns, port: u16, greeting: &'static str) -> overlay_testkit::TcpGreeter {
+    let any: IpAddr = std::net::Ipv6Addr::UNSPECIFIED.into();
+    overlay_testkit::TcpGreeter::start(ns.path(), (any, port).into(), greeting).expect("serve")
 }
 
 /// Connects from `ns` to `ip:port` and reads the greeting; `None` when unreachable.
@@ -388,17 +360,7 @@ pub fn fetch(ns: &Netns, ip: IpAddr, port: u16) -> Option<String> {
 /// Like [`fetch`], giving up on the connection and the read after `limit` each (a caller that
 /// retries soon rather than waiting for TCP's own SYN retransmission).
 pub fn fetch_within(ns: &Netns, ip: IpAddr, port: u16, limit: Duration) -> Option<String> {
-    lab::run_in(ns, move || {
-        use std::io::Read;
-        let Ok(mut s) = std::net::TcpStream::connect_timeout(&(ip, port).into(), limit) else {
-            return Ok(None);
-        };
-        let _ = s.set_read_timeout(Some(limit));
-        let mut buf = String::new();
-        Ok(s.read_to_string(&mut buf).ok().map(|_| buf))
-    })
-    .ok()
-    .flatten()
+    overlay_testkit::fetch(ns.path(), (ip, port).into(), limit)
 }
 
 /// One `#[tokio::test]` per backend for a scenario `async fn(test: &str, backend: Backend)`.

@@ -3,12 +3,11 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use overlay_core::dataplane::{NetlinkDataplane, Netns};
@@ -188,64 +187,27 @@ impl World {
 
 /// Runs `f` on a thread that entered `ns` and returns its result.
 pub fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = ns.try_clone().unwrap();
-    std::thread::spawn(move || {
-        ns.enter().unwrap();
-        f()
-    })
-    .join()
-    .expect("namespace thread panicked")
+    overlay_testkit::in_netns(ns.path(), f).expect("enter the namespace")
 }
 
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A TCP round trip from `client` to a listener in `server` on `ip`; the echoed text.
+/// A TCP round trip from `client` to a server in `server` on `ip`: what the server sent.
 pub fn tcp_roundtrip(
     server: &Netns,
     ip: Ipv4Addr,
     client: &Netns,
     timeout: Duration,
 ) -> std::io::Result<String> {
-    let (port_tx, port_rx) = mpsc::channel();
-    let server_ns = server.try_clone().unwrap();
-    let srv = std::thread::spawn(move || -> std::io::Result<()> {
-        server_ns.enter().unwrap();
-        let l = TcpListener::bind((ip, 0))?;
-        l.set_nonblocking(true)?;
-        port_tx.send(l.local_addr()?.port()).unwrap();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match l.accept() {
-                Ok((mut s, _)) => {
-                    s.set_nonblocking(false)?;
-                    s.set_read_timeout(Some(WAIT))?;
-                    let mut buf = [0u8; 64];
-                    let n = s.read(&mut buf)?;
-                    s.write_all(&buf[..n])?;
-                    return Ok(());
-                }
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    });
-    let port = port_rx.recv().expect("listener port");
-    let result = in_ns(client, move || -> std::io::Result<String> {
-        let mut s = TcpStream::connect_timeout(&SocketAddr::new(IpAddr::V4(ip), port), timeout)?;
-        s.set_read_timeout(Some(WAIT))?;
-        s.write_all(b"hello over vxlan")?;
-        let mut buf = [0u8; 64];
-        let n = s.read(&mut buf)?;
-        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-    });
-    if result.is_ok() {
-        srv.join().unwrap()?;
-    }
-    result
+    let greeter =
+        overlay_testkit::TcpGreeter::start(server.path(), (ip, 0).into(), "hello over vxlan")?;
+    let addr = SocketAddr::new(IpAddr::V4(ip), greeter.port());
+    overlay_testkit::fetch(client.path(), addr, timeout).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer from {addr}"),
+        )
+    })
 }
 
 /// Sends `size` bytes of UDP with DF set (IP_PMTUDISC_DO) from `client` to `server` on `ip`.
