@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Shared;
-use crate::dataplane::{AttachSpec, Damaged, NetnsId};
+use crate::dataplane::{Damaged, NetnsId};
 use crate::model::{Endpoint, NetworkId};
 
 /// How long reports are gathered after the first before healing: a device deleted takes its
@@ -146,15 +146,7 @@ async fn network(shared: &Shared, id: &NetworkId, scope: Scope) {
         };
         for i in detached {
             let (ep, entry) = &entries[i];
-            let spec = AttachSpec {
-                netns: entry.netns.clone(),
-                ifname: ep.ifname.clone(),
-                ipv4: ep.ipv4,
-                ipv6: ep.ipv6,
-                mac: Some(ep.mac),
-                mtu: None,
-            };
-            match dp.attach(id, &spec).await {
+            match dp.attach(id, &entry.attach_spec(ep)).await {
                 Ok(_) => {
                     tracing::info!(container = %ep.name, network = %net.name, "interface restored")
                 }

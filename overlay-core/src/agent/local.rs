@@ -77,6 +77,19 @@ impl LocalEndpoint {
     pub fn namespace_alive(&self) -> bool {
         NsIdentity::of(&self.netns) == Some(self.netns_identity)
     }
+
+    /// What attaches endpoint `ep` (this entry's) to its container again, as it was made: the
+    /// record's addresses and MAC, the namespace from this host's own state.
+    pub(crate) fn attach_spec(&self, ep: &crate::model::Endpoint) -> crate::dataplane::AttachSpec {
+        crate::dataplane::AttachSpec {
+            netns: self.netns.clone(),
+            ifname: ep.ifname.clone(),
+            ipv4: ep.ipv4,
+            ipv6: ep.ipv6,
+            mac: Some(ep.mac),
+            mtu: None,
+        }
+    }
 }
 
 /// This host's local endpoints, in memory and in the state directory.

@@ -504,14 +504,7 @@ impl Controller {
                 continue;
             }
             let Some(entry) = entry else { continue };
-            let attach = AttachSpec {
-                netns: entry.netns.clone(),
-                ifname: ep.ifname.clone(),
-                ipv4: ep.ipv4,
-                ipv6: ep.ipv6,
-                mac: Some(ep.mac),
-                mtu: None,
-            };
+            let attach = entry.attach_spec(&ep);
             let dp = &self.inner.dataplane;
             if let Err(e) = async {
                 dp.ensure_sandbox(&self.sandbox_spec(&net)?).await?;

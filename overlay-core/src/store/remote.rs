@@ -73,12 +73,7 @@ pub(crate) fn server_error(
     kind: ErrorKind,
     cause: impl std::fmt::Display,
 ) -> Error {
-    let servers = url
-        .servers
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let servers = url.server_list();
     let what = match kind {
         ErrorKind::Unavailable => format!("cannot reach {backend} at {servers}: {cause}"),
         _ => format!("{backend} at {servers}: {cause}"),

@@ -232,6 +232,15 @@ pub(crate) fn parse_size(s: &str) -> Option<usize> {
 }
 
 impl StoreUrl {
+    /// The servers as one comma-separated list, as messages and clients name them.
+    pub(crate) fn server_list(&self) -> String {
+        self.servers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Parses a store URL; every malformed part gives
     /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) naming it.
     pub fn parse(url: &str) -> Result<Self> {
@@ -419,8 +428,7 @@ impl fmt::Display for StoreUrl {
             }
             return Ok(());
         }
-        let servers: Vec<String> = self.servers.iter().map(ToString::to_string).collect();
-        write!(f, "{}/{}", servers.join(","), self.prefix)
+        write!(f, "{}/{}", self.server_list(), self.prefix)
     }
 }
 

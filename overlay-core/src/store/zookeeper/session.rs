@@ -25,12 +25,7 @@ pub(super) fn acls(url: &StoreUrl) -> Acls<'static> {
 /// missing, and returns a client rooted there.
 pub(super) async fn open(url: &StoreUrl) -> Result<Client> {
     const OP: &str = "connect ZooKeeper";
-    let hosts = url
-        .servers
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let hosts = url.server_list();
     let mut connector = Client::connector()
         .with_session_timeout(url.options.ttl)
         .with_connection_timeout(url.options.timeout.min(Duration::from_secs(2)));
