@@ -301,7 +301,7 @@ fn only_deletions(fd: std::os::fd::RawFd) -> std::io::Result<()> {
 }
 
 impl NlError {
-    fn from_code(code: NonZeroI32) -> NlError {
+    pub(crate) fn from_code(code: NonZeroI32) -> NlError {
         NlError::Errno(code.get().abs())
     }
 }

@@ -17,6 +17,7 @@ mod conn;
 mod damage;
 mod endpoint;
 mod errors;
+mod firewall;
 #[cfg(feature = "testing")]
 pub mod lab;
 mod link;
