@@ -220,7 +220,11 @@ async fn main() -> std::process::ExitCode {
             println!("| {name:<9} | server could not be started |");
             continue;
         };
-        let conv = convergence(conv_url, &format!("cb{i}{}", std::process::id())).await;
+        let conv = Box::pin(convergence(
+            conv_url,
+            &format!("cb{i}{}", std::process::id()),
+        ))
+        .await;
         let list = listing(list_url, &format!("lb{i}{}", std::process::id())).await;
         match (conv, list) {
             (Ok(t), Ok((ls, ins))) => println!(

@@ -497,3 +497,87 @@ async fn own_deletions_are_not_damage() {
         "the detach was reported"
     );
 }
+
+/// The gateway bridge of host A, with host B's namespace as the outside world (the underlay
+/// LAN): a container reaches B masqueraded as A's underlay address, B reaches a container's
+/// published port on A's address, two containers cannot talk over the gateway bridge, and
+/// removing the gateway leaves no table, bridge or port behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_masquerades_publishes_and_isolates() {
+    use overlay_core::dataplane::{GatewaySpec, PortProto, PublishedPort};
+    use overlay_testkit::{TcpGreeter, fetch};
+    overlay_testkit::require_root("gateway_masquerades_publishes_and_isolates");
+    let w = World::two_hosts().await;
+    let (a, b) = (&w.hosts[0], &w.hosts[1]);
+    let spec = GatewaySpec::new("172.18.0.0/16".parse().unwrap());
+    a.dp.ensure_gateway(&spec).await.unwrap();
+    a.dp.ensure_gateway(&spec).await.unwrap();
+    let (c1, c2) = (w.container("g1"), w.container("g2"));
+    for (c, ip) in [(&c1, "172.18.0.2/16"), (&c2, "172.18.0.3/16")] {
+        let mut at = AttachSpec::new(c.path(), ip.parse().unwrap());
+        at.ifname = "eth1".into();
+        let made = a.dp.attach_gateway(&spec, &at).await.unwrap();
+        assert_eq!(made.mtu, 1500);
+        assert!(
+            !a.dp.attach_gateway(&spec, &at).await.unwrap().created,
+            "idempotent"
+        );
+    }
+    let ports = [PublishedPort {
+        proto: PortProto::Tcp,
+        host_ip: None,
+        host_port: 2181,
+        container_ip: v4("172.18.0.2"),
+        container_port: 2181,
+    }];
+    a.dp.publish(&spec, &ports).await.unwrap();
+    a.dp.publish(&spec, &ports).await.unwrap();
+
+    let limit = Duration::from_secs(2);
+    let outside = TcpGreeter::answering(b.ns.path(), "192.0.2.2:8080".parse().unwrap(), |peer| {
+        peer.ip().to_string()
+    })
+    .unwrap();
+    let seen = fetch(c1.path(), ([192, 0, 2, 2], outside.port()).into(), limit);
+    assert_eq!(seen.as_deref(), Some("192.0.2.1"), "masqueraded as host A");
+    let zk = TcpGreeter::start(c1.path(), "0.0.0.0:2181".parse().unwrap(), "imok").unwrap();
+    let published = fetch(b.ns.path(), ([192, 0, 2, 1], zk.port()).into(), limit);
+    assert_eq!(
+        published.as_deref(),
+        Some("imok"),
+        "host A's 2181 reaches g1"
+    );
+    let neighbour = TcpGreeter::start(c2.path(), "0.0.0.0:7000".parse().unwrap(), "g2").unwrap();
+    let across = fetch(c1.path(), ([172, 18, 0, 3], neighbour.port()).into(), limit);
+    assert_eq!(
+        across, None,
+        "containers cannot talk over the gateway bridge"
+    );
+    let routes = look("ip", &c1, &["route", "show", "default"]);
+    assert!(routes.contains("via 172.18.0.1 dev eth1"), "{routes}");
+
+    let table = w.hosts[0].dp.firewall_table();
+    let listed = support::look_nft(&a.ns, &["list", "table", "ip", &table]);
+    assert!(
+        listed.contains("masquerade") && listed.contains("dnat to 172.18.0.2:2181"),
+        "{listed}"
+    );
+    for c in [&c1, &c2] {
+        a.dp.detach_gateway(&spec, c.path(), "eth1").await.unwrap();
+        a.dp.detach_gateway(&spec, c.path(), "eth1").await.unwrap();
+    }
+    a.dp.remove_gateway(&spec).await.unwrap();
+    a.dp.remove_gateway(&spec).await.unwrap();
+    let links = look("ip", &a.ns, &["-o", "link", "show"]);
+    assert!(
+        !links.contains("ovl_gwbridge") && !links.contains("ve-"),
+        "{links}"
+    );
+    let tables = support::look_nft(&a.ns, &["list", "tables"]);
+    assert!(!tables.contains(&table), "{tables}");
+    assert_eq!(
+        fetch(b.ns.path(), ([192, 0, 2, 1], 2181).into(), limit),
+        None,
+        "nothing published after removal"
+    );
+}

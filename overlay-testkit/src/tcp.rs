@@ -52,8 +52,18 @@ impl TcpGreeter {
     /// Listens on `addr` (port 0: any free port) inside the namespace at `netns`. `[::]`
     /// listens on IPv4 too (dual-stack by default).
     pub fn start(netns: &Path, addr: SocketAddr, greeting: &str) -> io::Result<TcpGreeter> {
-        let netns: PathBuf = netns.to_path_buf();
         let greeting = greeting.to_string();
+        TcpGreeter::answering(netns, addr, move |_| greeting.clone())
+    }
+
+    /// Like [`start`](Self::start), greeting each connection with `reply(its peer's address)`:
+    /// a server that tells the client where it seems to come from (after NAT).
+    pub fn answering(
+        netns: &Path,
+        addr: SocketAddr,
+        reply: impl Fn(SocketAddr) -> String + Send + 'static,
+    ) -> io::Result<TcpGreeter> {
+        let netns: PathBuf = netns.to_path_buf();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let (ready, listening) = std::sync::mpsc::channel();
@@ -78,9 +88,9 @@ impl TcpGreeter {
                 // Polled, so that a drop stops it without a connection to wake it.
                 while !stopped.load(Ordering::Relaxed) {
                     match listener.accept() {
-                        Ok((mut s, _)) => {
+                        Ok((mut s, peer)) => {
                             let _ = s.set_nonblocking(false);
-                            let _ = s.write_all(greeting.as_bytes());
+                            let _ = s.write_all(reply(peer).as_bytes());
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
                     }

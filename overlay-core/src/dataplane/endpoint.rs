@@ -9,13 +9,36 @@ use super::link::{
     LinkChange, VethParams, add_address, del_link, get_link, set_link, validate_ifname, veth_msg,
 };
 use super::netns::{Netns, NetnsId};
-use super::own::Deleted;
-use super::sandbox::Sandbox;
+use super::own::{Deleted, OwnDeletions};
 use super::{AttachSpec, Attachment};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Index of `lo` in every network namespace.
 const LOOPBACK_INDEX: u32 = 1;
+
+/// A bridge containers are attached to: a sandbox's `br0`, or the host's gateway bridge.
+pub(crate) struct Bridge<'a> {
+    /// The connection to the bridge's namespace.
+    pub(crate) conn: &'a NlConn,
+    /// The bridge's index there.
+    pub(crate) index: u32,
+    /// The MTU its ports get.
+    pub(crate) mtu: u32,
+    /// The namespace's name, for errors.
+    pub(crate) label: &'a str,
+    /// Deletions made there, which are not damage.
+    pub(crate) own: &'a OwnDeletions,
+}
+
+/// What an interface on the gateway bridge gets besides what an overlay one does.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Uplink {
+    /// The container's default route, through this interface.
+    pub(crate) route_via: Option<std::net::Ipv4Addr>,
+    /// The bridge port isolated from the other isolated ports: containers never talk to each
+    /// other over the gateway bridge (Docker's `icc=false` there), only to the host.
+    pub(crate) isolated: bool,
+}
 
 /// Name of the veth end on the sandbox bridge: derived from the container namespace and the
 /// interface name, so a retry (or a detach) finds the same device without any stored state.
@@ -64,16 +87,21 @@ fn validate(spec: &AttachSpec, sandbox_mtu: u32) -> Result<(u32, crate::model::M
     Ok((mtu, mac))
 }
 
-/// Attaches `spec` to `sb`. The veth pair is made in one request from the sandbox with its peer
-/// born inside the container; then the container side gets its addresses and `lo` comes up.
-pub(crate) async fn attach(sb: &Sandbox, spec: &AttachSpec) -> Result<Attachment> {
+/// Attaches `spec` to bridge `sb`. The veth pair is made in one request from the bridge's
+/// namespace with its peer born inside the container; then the container side gets its
+/// addresses (and the route of `uplink`) and `lo` comes up.
+pub(crate) async fn attach(
+    sb: &Bridge<'_>,
+    spec: &AttachSpec,
+    uplink: Uplink,
+) -> Result<Attachment> {
     let (mtu, mac) = validate(spec, sb.mtu)?;
     let container = Netns::open_path(&spec.netns)?;
     let label = container.path().display().to_string();
     let host_name = host_end_name(container.id(), &spec.ifname);
     let params = VethParams {
         host_name: host_name.clone(),
-        bridge: sb.bridge,
+        bridge: sb.index,
         peer_name: spec.ifname.clone(),
         peer_ns: container.raw_fd(),
         peer_mac: mac,
@@ -97,7 +125,7 @@ pub(crate) async fn attach(sb: &Sandbox, spec: &AttachSpec) -> Result<Attachment
                 e,
                 "attach endpoint",
                 format!("veth {host_name} ↔ {}", spec.ifname),
-                &sb.name,
+                sb.label,
             );
             return Err(match e.errno() {
                 Some(libc::EOPNOTSUPP) => err.with_hint("load the veth module: modprobe veth"),
@@ -133,6 +161,12 @@ pub(crate) async fn attach(sb: &Sandbox, spec: &AttachSpec) -> Result<Attachment
     lo_up?;
     if_up?;
     added.into_iter().collect::<Result<Vec<()>>>()?;
+    if let Some(gw) = uplink.route_via {
+        default_route(&cconn, link.index, gw).await?;
+    }
+    if uplink.isolated {
+        isolate(sb, &host_name).await?;
+    }
     Ok(Attachment {
         host_ifname: host_name,
         container_ifname: spec.ifname.clone(),
@@ -145,8 +179,8 @@ pub(crate) async fn attach(sb: &Sandbox, spec: &AttachSpec) -> Result<Attachment
 
 /// The pair (or one of its names) already exists: keep it when both ends are there, replace a
 /// lone host end, refuse a foreign interface in the container.
-async fn reconcile(sb: &Sandbox, cconn: &NlConn, p: &VethParams) -> Result<()> {
-    let host = get_link(&sb.conn, &p.host_name).await?;
+async fn reconcile(sb: &Bridge<'_>, cconn: &NlConn, p: &VethParams) -> Result<()> {
+    let host = get_link(sb.conn, &p.host_name).await?;
     let peer = get_link(cconn, &p.peer_name).await?;
     match (host, peer) {
         (Some(h), Some(c)) if c.kind == Some(InfoKind::Veth) => {
@@ -156,7 +190,7 @@ async fn reconcile(sb: &Sandbox, cconn: &NlConn, p: &VethParams) -> Result<()> {
                 controller: Some(p.bridge),
                 mac: None,
             };
-            set_link(&sb.conn, h.index, &host_change).await?;
+            set_link(sb.conn, h.index, &host_change).await?;
             let peer_change = LinkChange {
                 mtu: Some(p.mtu),
                 up: true,
@@ -180,7 +214,7 @@ async fn reconcile(sb: &Sandbox, cconn: &NlConn, p: &VethParams) -> Result<()> {
             // A host end without its container end cannot be a live pair: a leftover.
             if let Some(h) = host {
                 sb.own
-                    .deleting(Deleted::Link(h.index), del_link(&sb.conn, h.index, &h.name))
+                    .deleting(Deleted::Link(h.index), del_link(sb.conn, h.index, &h.name))
                     .await?;
             }
             sb.conn.add_link(veth_msg(p)).await.map_err(|e| {
@@ -188,7 +222,7 @@ async fn reconcile(sb: &Sandbox, cconn: &NlConn, p: &VethParams) -> Result<()> {
                     e,
                     "attach endpoint",
                     format!("veth {}", p.host_name),
-                    &sb.name,
+                    sb.label,
                 )
             })
         }
@@ -197,17 +231,44 @@ async fn reconcile(sb: &Sandbox, cconn: &NlConn, p: &VethParams) -> Result<()> {
 
 /// Detaches the interface `ifname` of the container in `netns` from `sb` by deleting the host
 /// end (which takes the container end with it). Nothing of this network there is not an error.
-pub(crate) async fn detach(sb: &Sandbox, container: &Netns, ifname: &str) -> Result<()> {
+pub(crate) async fn detach(sb: &Bridge<'_>, container: &Netns, ifname: &str) -> Result<()> {
     validate_ifname(ifname, "detach endpoint")?;
     let host_name = host_end_name(container.id(), ifname);
-    match get_link(&sb.conn, &host_name).await? {
+    match get_link(sb.conn, &host_name).await? {
         Some(l) => {
             sb.own
-                .deleting(Deleted::Link(l.index), del_link(&sb.conn, l.index, &l.name))
+                .deleting(Deleted::Link(l.index), del_link(sb.conn, l.index, &l.name))
                 .await
         }
         None => Ok(()),
     }
+}
+
+/// The container's default route through `gw` on link `index` (replacing one it had).
+async fn default_route(cconn: &NlConn, index: u32, gw: std::net::Ipv4Addr) -> Result<()> {
+    let route = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+        .output_interface(index)
+        .gateway(gw)
+        .build();
+    NlConn::done(cconn.handle().route().add(route).replace().execute())
+        .await
+        .map_err(|e| nl_failure(e, "add default route", format!("via {gw}"), cconn.label()))
+}
+
+/// Marks the bridge port `name` isolated.
+async fn isolate(sb: &Bridge<'_>, name: &str) -> Result<()> {
+    let port = get_link(sb.conn, name).await?.ok_or_else(|| {
+        Error::internal(
+            "attach endpoint",
+            format!("{name} vanished after its creation"),
+        )
+    })?;
+    let msg = rtnetlink::LinkBridgePort::new(port.index)
+        .append_info_data(netlink_packet_route::link::InfoBridgePort::Isolated(true))
+        .build();
+    NlConn::done(sb.conn.handle().link().set_port(msg).execute())
+        .await
+        .map_err(|e| nl_failure(e, "isolate bridge port", name.to_string(), sb.label))
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod damage;
 mod endpoint;
 mod errors;
 mod firewall;
+mod gateway;
 #[cfg(feature = "testing")]
 pub mod lab;
 mod link;
@@ -38,6 +39,8 @@ use crate::model::{MacAddr, NetworkId, Vni};
 
 pub use damage::{Damage, Damaged, SandboxCheck};
 pub use errors::NlError;
+pub use firewall::{PortProto, PublishedPort};
+pub use gateway::{DEFAULT_GATEWAY_BRIDGE, DEFAULT_GATEWAY_POOL, GatewaySpec};
 pub use netlink_dp::NetlinkDataplane;
 pub use netns::{Netns, NetnsId};
 
@@ -207,6 +210,40 @@ pub trait Dataplane: Send + Sync {
     /// neighbour with an unspecified IP, so that a diff removes and re-adds them.
     async fn list_peers(&self, network: &NetworkId) -> Result<Vec<Peer>>;
 
+    /// Creates this host's gateway bridge, or brings it in line with `spec` (up, holding the
+    /// pool's first address), and turns on IPv4 forwarding in the host namespace. The
+    /// firewall is [`Dataplane::publish`]'s.
+    async fn ensure_gateway(&self, spec: &GatewaySpec) -> Result<()> {
+        let _ = spec;
+        Err(no_gateway())
+    }
+
+    /// Gives a container an interface on the gateway bridge (`spec.ipv4` from the pool) with
+    /// its default route through the bridge; the port is isolated from the other containers'.
+    async fn attach_gateway(&self, spec: &GatewaySpec, attach: &AttachSpec) -> Result<Attachment> {
+        let _ = (spec, attach);
+        Err(no_gateway())
+    }
+
+    /// Removes a container's interface from the gateway bridge; absent is not an error.
+    async fn detach_gateway(&self, spec: &GatewaySpec, netns: &Path, ifname: &str) -> Result<()> {
+        let _ = (spec, netns, ifname);
+        Err(no_gateway())
+    }
+
+    /// Makes this host's firewall hold exactly the gateway's masquerade and `ports`, in one
+    /// transaction on a table of this host's own (nothing else is touched).
+    async fn publish(&self, spec: &GatewaySpec, ports: &[PublishedPort]) -> Result<()> {
+        let _ = (spec, ports);
+        Err(no_gateway())
+    }
+
+    /// Removes the gateway's firewall table and bridge; absent is not an error.
+    async fn remove_gateway(&self, spec: &GatewaySpec) -> Result<()> {
+        let _ = spec;
+        Err(no_gateway())
+    }
+
     /// The kernel's own reports of deletions in this host's sandboxes (a device, or a peer's
     /// entry), as they happen, so that what was removed behind the agent's back is put back
     /// at once. `None` when the implementation cannot report them: then only the periodic
@@ -224,4 +261,14 @@ pub trait Dataplane: Send + Sync {
         network: &NetworkId,
         attached: &[(NetnsId, String)],
     ) -> Result<SandboxCheck>;
+}
+
+/// The error of a gateway method on a dataplane that has no gateway.
+fn no_gateway() -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::Unsupported,
+        "gateway",
+        "this dataplane has no gateway bridge",
+    )
+    .with_hint("use the NetlinkDataplane, or make every network internal")
 }

@@ -8,10 +8,15 @@ use async_trait::async_trait;
 
 use super::conn::NlConn;
 use super::damage::{self, Damage, SandboxCheck};
+use super::endpoint::{Bridge, Uplink};
 use super::netns::Netns;
 use super::netns::NetnsId;
+use super::own::OwnDeletions;
 use super::sandbox::{self, Sandbox, blocking};
-use super::{AttachSpec, Attachment, Dataplane, Peer, SandboxInfo, SandboxSpec, endpoint, peer};
+use super::{
+    AttachSpec, Attachment, Dataplane, GatewaySpec, Peer, PublishedPort, SandboxInfo, SandboxSpec,
+    endpoint, firewall, gateway, peer,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::NetworkId;
 
@@ -26,6 +31,10 @@ use crate::model::NetworkId;
 pub struct NetlinkDataplane {
     tag: String,
     host: NlConn,
+    // The host namespace, for what needs a thread inside it (nftables, sysctl); `None`: ours.
+    host_ns: Option<Netns>,
+    // Deletions on the gateway bridge (the host namespace reports none: kept for the shape).
+    gateway_own: OwnDeletions,
     sandboxes: tokio::sync::Mutex<HashMap<NetworkId, Arc<Sandbox>>>,
     // What the sandboxes' namespaces report deleted.
     damage: tokio::sync::broadcast::Sender<Damage>,
@@ -61,13 +70,34 @@ impl NetlinkDataplane {
             || "the host namespace".to_string(),
             |h| h.path().display().to_string(),
         );
+        let host_ns = host.map(Netns::try_clone).transpose()?;
         let host = NlConn::open(host, &label).await?;
         Ok(NetlinkDataplane {
             tag: tag.to_string(),
             host,
+            host_ns,
+            gateway_own: OwnDeletions::default(),
             sandboxes: tokio::sync::Mutex::new(HashMap::new()),
             damage: tokio::sync::broadcast::channel(damage::BACKLOG).0,
             lifecycle: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The nftables table (family `ip`) of this host's gateway.
+    pub fn firewall_table(&self) -> String {
+        format!("overlay-{}", self.tag)
+    }
+
+    /// The gateway bridge of `spec`, as containers are attached to it.
+    async fn gateway_bridge(&self, spec: &GatewaySpec) -> Result<Bridge<'_>> {
+        spec.validate()?;
+        let index = gateway::existing(&self.host, &spec.bridge).await?;
+        Ok(Bridge {
+            conn: &self.host,
+            index,
+            mtu: 1500,
+            label: self.host.label(),
+            own: &self.gateway_own,
         })
     }
 
@@ -148,7 +178,7 @@ impl Dataplane for NetlinkDataplane {
 
     async fn attach(&self, network: &NetworkId, spec: &AttachSpec) -> Result<Attachment> {
         let sb = self.sandbox(network).await?;
-        endpoint::attach(&sb, spec).await
+        endpoint::attach(&sb.bridge(), spec, endpoint::Uplink::default()).await
     }
 
     async fn detach(&self, network: &NetworkId, netns: &Path, ifname: &str) -> Result<()> {
@@ -159,7 +189,7 @@ impl Dataplane for NetlinkDataplane {
             Err(e) => return Err(e),
         };
         match self.existing_sandbox(network).await? {
-            Some(sb) => endpoint::detach(&sb, &container, ifname).await,
+            Some(sb) => endpoint::detach(&sb.bridge(), &container, ifname).await,
             None => Ok(()),
         }
     }
@@ -184,6 +214,68 @@ impl Dataplane for NetlinkDataplane {
     async fn list_peers(&self, network: &NetworkId) -> Result<Vec<Peer>> {
         let sb = self.sandbox(network).await?;
         peer::list(&sb.conn, sb.vxlan).await
+    }
+
+    async fn ensure_gateway(&self, spec: &GatewaySpec) -> Result<()> {
+        gateway::ensure(&self.host, self.host_ns.as_ref(), spec)
+            .await
+            .map(|_| ())
+    }
+
+    async fn attach_gateway(&self, spec: &GatewaySpec, attach: &AttachSpec) -> Result<Attachment> {
+        let Some(ip) = attach.ipv4.filter(|ip| spec.pool.contains(&ip.addr())) else {
+            return Err(Error::invalid(
+                "attach gateway",
+                format!(
+                    "the gateway interface needs an IPv4 address in {}",
+                    spec.pool
+                ),
+            )
+            .with_hint("take the container's address from the gateway pool"));
+        };
+        if ip.addr() == spec.gateway() {
+            return Err(Error::invalid(
+                "attach gateway",
+                format!("{} is the gateway bridge's own address", ip.addr()),
+            ));
+        }
+        let uplink = Uplink {
+            route_via: Some(spec.gateway()),
+            isolated: true,
+        };
+        let bridge = self.gateway_bridge(spec).await?;
+        endpoint::attach(&bridge, attach, uplink).await
+    }
+
+    async fn detach_gateway(&self, spec: &GatewaySpec, netns: &Path, ifname: &str) -> Result<()> {
+        let container = match Netns::open_path(netns) {
+            Ok(ns) => ns,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match self.gateway_bridge(spec).await {
+            Ok(bridge) => endpoint::detach(&bridge, &container, ifname).await,
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn publish(&self, spec: &GatewaySpec, ports: &[PublishedPort]) -> Result<()> {
+        spec.validate()?;
+        let rules = firewall::GatewayRules {
+            table: self.firewall_table(),
+            bridge: spec.bridge.clone(),
+            pool: spec.pool,
+            ports: ports.to_vec(),
+        };
+        firewall::apply(self.host_ns.as_ref(), &rules).await
+    }
+
+    async fn remove_gateway(&self, spec: &GatewaySpec) -> Result<()> {
+        spec.validate()?;
+        let table = firewall::remove(self.host_ns.as_ref(), &self.firewall_table()).await;
+        let bridge = gateway::remove(&self.host, spec).await;
+        table.and(bridge)
     }
 
     fn damage(&self) -> Option<tokio::sync::broadcast::Receiver<Damage>> {

@@ -41,6 +41,17 @@ pub(crate) struct Sandbox {
 }
 
 impl Sandbox {
+    /// Its bridge, as containers are attached to it.
+    pub(crate) fn bridge(&self) -> super::endpoint::Bridge<'_> {
+        super::endpoint::Bridge {
+            conn: &self.conn,
+            index: self.bridge,
+            mtu: self.mtu,
+            label: &self.name,
+            own: &self.own,
+        }
+    }
+
     pub(crate) fn info(&self, network: &NetworkId, vni: Option<Vni>) -> SandboxInfo {
         SandboxInfo {
             netns_name: self.name.clone(),

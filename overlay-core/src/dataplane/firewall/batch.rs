@@ -69,17 +69,18 @@ pub(super) fn commit(ops: Vec<Op>) -> Result<(), NlError> {
         return Ok(());
     }
     let want = ops.len();
-    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(io_errno)?;
-    sock.bind_auto().map_err(io_errno)?;
-    sock.connect(&SocketAddr::new(0, 0)).map_err(io_errno)?;
+    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| io_errno(&e))?;
+    sock.bind_auto().map_err(|e| io_errno(&e))?;
+    sock.connect(&SocketAddr::new(0, 0))
+        .map_err(|e| io_errno(&e))?;
     set_timeout(&sock, ANSWER)?;
     let buf = encode(ops);
-    sock.send(&buf, 0).map_err(io_errno)?;
+    sock.send(&buf, 0).map_err(|e| io_errno(&e))?;
     let mut answered = 0;
     let mut first_error = None;
     let mut rx = vec![0u8; 64 * 1024];
     while answered < want {
-        let n = sock.recv(&mut &mut rx[..], 0).map_err(io_errno)?;
+        let n = sock.recv(&mut &mut rx[..], 0).map_err(|e| io_errno(&e))?;
         let mut at = 0;
         while at < n {
             let header =
@@ -105,7 +106,7 @@ pub(super) fn commit(ops: Vec<Op>) -> Result<(), NlError> {
     }
 }
 
-fn io_errno(e: std::io::Error) -> NlError {
+fn io_errno(e: &std::io::Error) -> NlError {
     NlError::Errno(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
@@ -127,7 +128,7 @@ fn set_timeout(sock: &Socket, limit: Duration) -> Result<(), NlError> {
         )
     };
     if rc != 0 {
-        return Err(io_errno(std::io::Error::last_os_error()));
+        return Err(io_errno(&std::io::Error::last_os_error()));
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use ipnet::Ipv4Net;
 use netlink_packet_core::DefaultNla;
 use netlink_packet_netfilter::nftables::{
     Bitwise, Cmp, DataAttribute, ExpressionAttribute, Expressions, Immediate, ListAttribute, Meta,
-    MetaKey, Operator, Payload, Register, Verdict, VerdictAttribute,
+    MetaKey, Operator, Payload, Register,
 };
 
 /// One expression of a rule, ready for a rule message.
@@ -24,9 +24,6 @@ const TRANSPORT_HEADER: u32 = 2;
 
 /// The interface-name length the kernel compares (IFNAMSIZ).
 const IFNAMSIZ: usize = 16;
-
-/// `NF_DROP`, the verdict code of a dropped packet.
-const NF_DROP: u32 = 0;
 
 fn value(bytes: impl Into<Vec<u8>>) -> DataAttribute {
     DataAttribute::Value(bytes.into())
@@ -98,11 +95,6 @@ fn ip_addr_in(offset: u32, net: Ipv4Net) -> Vec<Expr> {
         bitwise,
         cmp(Operator::Equal, net.network().octets()),
     ]
-}
-
-/// `iifname NAME` (`equal`) or `iifname != NAME`.
-pub(super) fn iifname(name: &str, equal: bool) -> Vec<Expr> {
-    vec![load_meta(MetaKey::Iifname), cmp(op(equal), ifname(name))]
 }
 
 /// `oifname NAME` (`equal`) or `oifname != NAME`.
@@ -188,15 +180,4 @@ pub(super) fn dnat(addr: Ipv4Addr, port: u16) -> Vec<Expr> {
         load(Register::Reg2, port.to_be_bytes().to_vec()),
         nat,
     ]
-}
-
-/// `drop`.
-pub(super) fn drop() -> Expr {
-    Expressions::Immediate(vec![
-        Immediate::DestinationRegister(Register::Verdict),
-        Immediate::Data(DataAttribute::Verdict(vec![VerdictAttribute::Code(
-            Verdict::Other(NF_DROP),
-        )])),
-    ])
-    .into()
 }

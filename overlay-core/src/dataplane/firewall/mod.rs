@@ -35,7 +35,7 @@ use crate::error::Result;
 
 /// A transport protocol a port is published for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum PortProto {
+pub enum PortProto {
     /// TCP.
     Tcp,
     /// UDP.
@@ -54,17 +54,17 @@ impl PortProto {
 /// One published port: `[host_ip:]host_port:container_port/proto` to a container's gateway
 /// address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct PublishedPort {
+pub struct PublishedPort {
     /// The protocol.
-    pub(crate) proto: PortProto,
+    pub proto: PortProto,
     /// The host address it is published on; `None`: every address of the host.
-    pub(crate) host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<Ipv4Addr>,
     /// The host's port.
-    pub(crate) host_port: u16,
+    pub host_port: u16,
     /// The container's address on the gateway bridge.
-    pub(crate) container_ip: Ipv4Addr,
+    pub container_ip: Ipv4Addr,
     /// The container's port.
-    pub(crate) container_port: u16,
+    pub container_port: u16,
 }
 
 /// Everything one host's gateway table holds.
