@@ -504,7 +504,8 @@ async fn own_deletions_are_not_damage() {
 /// removing the gateway leaves no table, bridge or port behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_masquerades_publishes_and_isolates() {
-    use overlay_core::dataplane::{GatewaySpec, PortProto, PublishedPort};
+    use overlay_core::dataplane::{GatewaySpec, PublishedPort};
+    use overlay_core::model::PortProto;
     use overlay_testkit::{TcpGreeter, fetch};
     overlay_testkit::require_root("gateway_masquerades_publishes_and_isolates");
     let w = World::two_hosts().await;

@@ -39,7 +39,7 @@ use crate::model::{MacAddr, NetworkId, Vni};
 
 pub use damage::{Damage, Damaged, SandboxCheck};
 pub use errors::NlError;
-pub use firewall::{PortProto, PublishedPort};
+pub use firewall::PublishedPort;
 pub use gateway::{DEFAULT_GATEWAY_BRIDGE, DEFAULT_GATEWAY_POOL, GatewaySpec};
 pub use netlink_dp::NetlinkDataplane;
 pub use netns::{Netns, NetnsId};

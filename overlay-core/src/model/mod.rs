@@ -2,8 +2,10 @@
 
 mod ids;
 pub mod keys;
+mod ports;
 pub(crate) use ids::is_plain_name;
 mod records;
 
 pub use ids::{EndpointId, HostId, MacAddr, NetworkId, Vni};
+pub use ports::{PortMapping, PortProto};
 pub use records::{Claim, Endpoint, Holder, Host, Network, PoolConfig, Record, SCHEMA};

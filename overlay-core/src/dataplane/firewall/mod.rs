@@ -32,24 +32,7 @@ use super::errors::nl_failure;
 use super::netns::{Netns, run_on_thread};
 use super::sandbox::blocking;
 use crate::error::Result;
-
-/// A transport protocol a port is published for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PortProto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl PortProto {
-    fn number(self) -> u8 {
-        match self {
-            PortProto::Tcp => libc::IPPROTO_TCP as u8,
-            PortProto::Udp => libc::IPPROTO_UDP as u8,
-        }
-    }
-}
+use crate::model::PortProto;
 
 /// One published port: `[host_ip:]host_port:container_port/proto` to a container's gateway
 /// address.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::*;
 use crate::dataplane::conn::NlConn;
 use crate::dataplane::link::{VethParams, add_address, bridge_msg, get_link, set_link, veth_msg};
-use crate::model::MacAddr;
+use crate::model::{MacAddr, PortProto};
 
 /// Deletes the namespaces named with its prefix when dropped.
 struct Guard(String);
