@@ -91,6 +91,7 @@ async fn convergence(url: &str, tag: &str) -> Result<Vec<Duration>> {
         sticky: false,
         hosts_file: None,
         ifname: None,
+        publish: Vec::new(),
     };
     cb.connect("bench", &spec(100_000, &anchor)).await?;
     let watcher = NetlinkDataplane::in_namespace(&lab.host_id("b"), &b).await?;

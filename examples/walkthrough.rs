@@ -198,6 +198,7 @@ async fn run() -> Result<()> {
                     sticky: false,
                     hosts_file: Some(hosts_file.clone()),
                     ifname: None,
+                    publish: Vec::new(),
                 },
             )
             .await?;

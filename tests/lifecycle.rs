@@ -70,6 +70,7 @@ fn container(name: &str, ns: &Netns) -> ContainerSpec {
         sticky: false,
         hosts_file: None,
         ifname: None,
+        publish: Vec::new(),
     }
 }
 

@@ -84,6 +84,7 @@ pub(crate) async fn run(settings: &Settings, args: RunArgs) -> CliResult<u8> {
         sticky: false,
         hosts_file: Some(hosts_file.clone()),
         ifname: None,
+        publish: args.publish.clone(),
     };
     let connect = Request::Connect {
         network: args.net.clone(),

@@ -333,6 +333,7 @@ async fn connect(settings: &Settings, args: &ConnectArgs) -> CliResult {
         sticky: args.sticky,
         hosts_file: target.hosts_file,
         ifname: None,
+        publish: args.publish.clone(),
     };
     client::call(
         &settings.socket,

@@ -70,6 +70,10 @@ pub struct LocalEndpoint {
     /// namespace), so that it goes with the container.
     #[serde(default)]
     pub hosts_dir_made: bool,
+    /// The container's interface on the gateway bridge and the ports this endpoint publishes;
+    /// `None` on an internal network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<super::gateway::LocalGateway>,
 }
 
 impl LocalEndpoint {
@@ -309,6 +313,7 @@ pub fn entry_for(
         ifname: ifname.to_string(),
         hosts_file: hosts_file.map(Path::to_path_buf),
         hosts_dir_made: false,
+        gateway: None,
     })
 }
 

@@ -9,6 +9,7 @@
 
 mod claim;
 pub mod events;
+pub mod gateway;
 mod heal;
 pub mod health;
 pub mod hosts;
@@ -27,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use crate::dataplane::{Dataplane, Peer, SandboxSpec};
+use crate::dataplane::{Dataplane, GatewaySpec, Peer, SandboxSpec};
 use crate::error::Result;
 use crate::ipam::Ipam;
 use crate::model::{Endpoint, EndpointId, Host, HostId, Network, NetworkId, keys};
@@ -47,6 +48,8 @@ pub struct AgentConfig {
     pub mtu: Option<u32>,
     /// UDP port of VXLAN traffic.
     pub vxlan_port: u16,
+    /// This host's gateway bridge, for containers on non-internal networks.
+    pub gateway: GatewaySpec,
 }
 
 impl AgentConfig {
@@ -97,6 +100,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     live: watch::Sender<BTreeSet<HostId>>,
     events: broadcast::Sender<ControllerEvent>,
+    /// Serialises changes to the gateway (its addresses and ports are shared by every network).
+    gateway_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Shared {
@@ -233,6 +238,7 @@ impl Agent {
             state: Mutex::new(State::default()),
             live,
             events,
+            gateway_lock: Arc::default(),
         });
         let board = shared.board.clone();
         let task = |name: &str, run: fn(Arc<Shared>) -> _| {
@@ -330,6 +336,40 @@ impl Agent {
         NetworkGuard {
             _held: self.shared.lock_network(id).await,
         }
+    }
+
+    /// Waits for the gateway's lock: its addresses and ports are shared by every network, so
+    /// a connect holds it from choosing them until its entry is in.
+    pub(crate) async fn lock_gateway(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.shared.gateway_lock.clone().lock_owned().await
+    }
+
+    /// See [`gateway::prepare`]; the caller holds [`Agent::lock_gateway`].
+    pub(crate) async fn prepare_gateway(
+        &self,
+        container_id: &str,
+        netns: &std::path::Path,
+        ifname: &str,
+        ports: &[crate::model::PortMapping],
+    ) -> Result<gateway::Prepared> {
+        gateway::prepare(&self.shared, container_id, netns, ifname, ports).await
+    }
+
+    /// See [`gateway::publish_all`].
+    pub(crate) async fn publish_gateway(&self) -> Result<()> {
+        gateway::publish_all(&self.shared).await
+    }
+
+    /// See [`gateway::release`]: after `entry` was removed from the host state.
+    pub(crate) async fn release_gateway(&self, entry: &local::LocalEndpoint) {
+        let _gateway = self.lock_gateway().await;
+        gateway::release(&self.shared, entry).await;
+    }
+
+    /// See [`gateway::restore`].
+    pub(crate) async fn restore_gateway(&self) {
+        let _gateway = self.lock_gateway().await;
+        gateway::restore(&self.shared).await;
     }
 
     /// Lets go of a local endpoint that was removed from the store. When it was the last one

@@ -132,6 +132,8 @@ async fn collect_container(shared: &Shared, entry: &LocalEndpoint) -> bool {
     if let Err(e) = shared.local.remove(&entry.endpoint) {
         tracing::warn!(container = %entry.container_id, error = %e, "could not remove the host state of a collected container");
     }
+    let _gateway = shared.gateway_lock.clone().lock_owned().await;
+    super::gateway::release(shared, entry).await;
     true
 }
 

@@ -61,14 +61,24 @@ impl Controller {
     }
 
     /// The first `ethN` the container does not use on another network.
-    fn next_ifname(&self, container_id: &str) -> Result<String> {
-        let used: BTreeSet<String> = self
-            .agent()?
+    fn next_ifname(&self, container_id: &str, taken: Option<&str>) -> Result<String> {
+        let agent = self.agent()?;
+        let mut used: BTreeSet<String> = agent
             .local_endpoints()
             .into_iter()
             .filter(|e| e.container_id == container_id)
             .map(|e| e.ifname)
             .collect();
+        // The gateway interface is the container's too.
+        used.extend(
+            agent
+                .local()
+                .all()
+                .into_iter()
+                .filter(|e| e.container_id == container_id)
+                .filter_map(|e| e.gateway.map(|g| g.ifname)),
+        );
+        used.extend(taken.map(str::to_string));
         Ok((0..)
             .map(|i| format!("eth{i}"))
             .find(|n| !used.contains(n))
@@ -135,6 +145,16 @@ impl Controller {
                 format!("network {:?} is being removed", net.name),
             ));
         }
+        if net.internal && !c.publish.is_empty() {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "network {:?} is internal: nothing on it is published",
+                    net.name
+                ),
+            )
+            .with_hint("drop the published ports, or use a network that is not internal"));
+        }
         if c.ipv6.is_some() && !net.ipv6 {
             return Err(
                 Error::invalid(op, format!("network {:?} has no IPv6", net.name))
@@ -164,7 +184,7 @@ impl Controller {
         }
         let ifname = match &c.ifname {
             Some(n) => n.clone(),
-            None => self.next_ifname(&c.id)?,
+            None => self.next_ifname(&c.id, None)?,
         };
         let id = EndpointId::random();
         let mut held = Held {
@@ -262,9 +282,44 @@ impl Controller {
             undo_kernel().await;
             return Err(e);
         }
+        // The gateway's addresses and ports are the whole host's: held from choosing them
+        // until this endpoint's entry holds them and the firewall has them.
+        let agent = self.agent()?;
+        let _gateway = agent.lock_gateway().await;
+        let gateway = if net.internal {
+            None
+        } else {
+            let gw_ifname = self.next_ifname(&c.id, Some(&ifname))?;
+            match agent
+                .prepare_gateway(&c.id, &c.netns.path(), &gw_ifname, &c.publish)
+                .await
+            {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    undo_kernel().await;
+                    return Err(e);
+                }
+            }
+        };
+        let undo_gateway = || async {
+            if let Some(p) = gateway.as_ref().filter(|p| p.made) {
+                let spec = &agent.config().gateway;
+                if let Err(e) = dp
+                    .detach_gateway(spec, &c.netns.path(), &p.gateway.ifname)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not remove the gateway interface after a failed connect");
+                }
+            }
+            if gateway.is_some()
+                && let Err(e) = agent.publish_gateway().await
+            {
+                tracing::warn!(error = %e, "could not update the published ports after a failed connect");
+            }
+        };
         // This host's own record of the container, before the cluster's: a crash between the
         // two leaves an entry without a record, which the next start undoes.
-        let local = self.agent()?.local().clone();
+        let local = agent.local().clone();
         let entry = entry_for(
             id,
             net.id,
@@ -277,9 +332,21 @@ impl Controller {
             if let Some(h) = &c.hosts_file {
                 entry.hosts_dir_made = make_hosts_dir(h)?;
             }
+            entry.gateway = gateway.as_ref().map(|p| p.gateway.clone());
             local.insert(entry)
         });
         if let Err(e) = entry {
+            undo_gateway().await;
+            undo_kernel().await;
+            return Err(e);
+        }
+        if gateway.is_some()
+            && let Err(e) = agent.publish_gateway().await
+        {
+            if let Err(e) = local.remove(&id) {
+                tracing::warn!(error = %e, "could not remove the host state of a failed connect");
+            }
+            undo_gateway().await;
             undo_kernel().await;
             return Err(e);
         }
@@ -321,6 +388,7 @@ impl Controller {
             if let Err(e) = local.remove(&id) {
                 tracing::warn!(error = %e, "could not remove the host state of a failed connect");
             }
+            undo_gateway().await;
             undo_kernel().await;
             return Err(self.explain_publish_failure(net, c, e).await);
         }
@@ -435,6 +503,9 @@ impl Controller {
             if let Err(e) = agent.local().remove(&ep.id) {
                 tracing::warn!(container = %ep.name, error = %e, "could not remove the endpoint's host state");
             }
+            if let Some(entry) = &local {
+                agent.release_gateway(entry).await;
+            }
         }
     }
 
@@ -477,6 +548,7 @@ impl Controller {
                 if let Err(e) = local.remove(&entry.endpoint) {
                     tracing::warn!(error = %e, "could not remove stale host state");
                 }
+                agent.release_gateway(&entry).await;
             }
         }
         for (ep, version) in records.into_values() {
@@ -516,6 +588,7 @@ impl Controller {
             }
             agent.join(&net, ep).await;
         }
+        agent.restore_gateway().await;
         Ok(())
     }
 

@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 use crate::agent::{Agent, AgentConfig};
-use crate::dataplane::{Dataplane, NetlinkDataplane, Netns};
+use crate::dataplane::{Dataplane, GatewaySpec, NetlinkDataplane, Netns};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ipam::{Ipam, StoreIpam};
 use crate::model::{Host, HostId, SCHEMA};
@@ -161,6 +161,7 @@ impl Controller {
             None => Netns::current()?,
         };
         let advertise = advertise::resolve(&opts.advertise, &host_ns).await?;
+        let gateway = gateway_spec(&opts, advertise)?;
         let store = store::connect(&url).await?;
         let mut ipam_cfg = networks::ipam_config(opts.default_pools.as_deref());
         ipam_cfg.reservation_grace = opts.sticky_grace;
@@ -185,6 +186,7 @@ impl Controller {
             reclaim_grace: opts.reclaim_grace,
             mtu: opts.mtu,
             vxlan_port: opts.vxlan_port,
+            gateway,
         };
         let agent = match Agent::start(
             store.clone(),
@@ -300,4 +302,34 @@ impl Controller {
             None => Ok(()),
         }
     }
+}
+
+/// The gateway bridge of `opts`, checked against the underlay: the pool must not hold this
+/// host's own advertise address.
+fn gateway_spec(opts: &ControllerOptions, advertise: IpAddr) -> Result<GatewaySpec> {
+    let pool =
+        match opts.gateway_pool {
+            Some(p) => p,
+            None => crate::dataplane::DEFAULT_GATEWAY_POOL.parse().map_err(
+                |e: ipnet::AddrParseError| Error::internal("open controller", e.to_string()),
+            )?,
+        };
+    let mut spec = GatewaySpec::new(pool);
+    if let Some(b) = &opts.gateway_bridge {
+        spec.bridge = b.clone();
+    }
+    spec.validate().map_err(|e| e.with_op("open controller"))?;
+    if let IpAddr::V4(a) = advertise
+        && spec.pool.contains(&a)
+    {
+        return Err(Error::invalid(
+            "open controller",
+            format!(
+                "the gateway pool {} holds this host's address {a}",
+                spec.pool
+            ),
+        )
+        .with_hint("set gateway_pool to a range the underlay does not use"));
+    }
+    Ok(spec)
 }

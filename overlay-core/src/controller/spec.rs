@@ -69,6 +69,12 @@ pub struct ControllerOptions {
     /// comes back.
     #[serde(serialize_with = "millis")]
     pub reclaim_grace: Duration,
+    /// The host-local pool of the gateway bridge (Docker's `docker_gwbridge`), from which
+    /// containers on non-internal networks get their second interface; default
+    /// `172.18.0.0/16`. Must not overlap an overlay subnet or the underlay.
+    pub gateway_pool: Option<ipnet::Ipv4Net>,
+    /// The gateway bridge's name; default `ovl_gwbridge`.
+    pub gateway_bridge: Option<String>,
     /// Where this host keeps what only it may act on (its containers' namespace and hosts file
     /// paths, never put in the cluster store); default: `/run/overlay/<host id>-<hash of the
     /// store URL>`, which, like the namespaces it names, does not outlive a reboot.
@@ -88,6 +94,8 @@ impl Default for ControllerOptions {
             sticky_grace: Duration::from_secs(24 * 3600),
             host_ttl: Duration::from_secs(10),
             reclaim_grace: Duration::from_secs(30),
+            gateway_pool: None,
+            gateway_bridge: None,
             state_dir: None,
         }
     }
@@ -185,6 +193,10 @@ pub struct ContainerSpec {
     pub hosts_file: Option<PathBuf>,
     /// Interface name inside the container; default: `eth0`, `eth1`, … in order of joining.
     pub ifname: Option<String>,
+    /// Ports published on this host to the container (Docker's `-p`), through its interface
+    /// on the host's gateway bridge; refused on an internal network.
+    #[serde(default)]
+    pub publish: Vec<crate::model::PortMapping>,
 }
 
 /// A type callers may hand over as a JSON document: its [`Document`](Self::Document) is read

@@ -37,6 +37,8 @@ pub struct ControllerOptionsDoc {
     sticky_grace: Number,
     host_ttl: Number,
     reclaim_grace: Number,
+    gateway_pool: Option<String>,
+    gateway_bridge: Option<String>,
     state_dir: Option<PathBuf>,
 }
 
@@ -55,6 +57,8 @@ impl Default for ControllerOptionsDoc {
             sticky_grace: ms(d.sticky_grace),
             host_ttl: ms(d.host_ttl),
             reclaim_grace: ms(d.reclaim_grace),
+            gateway_pool: None,
+            gateway_bridge: None,
             state_dir: None,
         }
     }
@@ -122,6 +126,8 @@ pub struct ContainerSpecDoc {
     hosts_file: Option<PathBuf>,
     #[serde(default)]
     ifname: Option<String>,
+    #[serde(default)]
+    publish: Vec<String>,
 }
 
 // The conversions. `at` is the path of the enclosing object in the document (`subnets[1].`),
@@ -191,6 +197,8 @@ impl TryFrom<ControllerOptionsDoc> for ControllerOptions {
             sticky_grace: ms("sticky_grace", &d.sticky_grace)?,
             host_ttl: ms("host_ttl", &d.host_ttl)?,
             reclaim_grace: ms("reclaim_grace", &d.reclaim_grace)?,
+            gateway_pool: optional_text(OPEN, "gateway_pool", d.gateway_pool)?,
+            gateway_bridge: d.gateway_bridge,
             state_dir: d.state_dir,
         })
     }
@@ -260,6 +268,7 @@ impl TryFrom<ContainerSpecDoc> for ContainerSpec {
             sticky: d.sticky,
             hosts_file: d.hosts_file,
             ifname: d.ifname,
+            publish: d.publish.iter().map(|p| p.parse()).collect::<Result<_>>()?,
         })
     }
 }
@@ -280,6 +289,11 @@ impl TextValue for IpNet {
 impl TextValue for IpAddr {
     const WHAT: &'static str = "IP address";
     const HOW: &'static str = "write an IPv4 or IPv6 address, e.g. 10.0.9.2 or fd00:1::2";
+}
+
+impl TextValue for ipnet::Ipv4Net {
+    const WHAT: &'static str = "IPv4 subnet";
+    const HOW: &'static str = "write an IPv4 subnet as ADDRESS/PREFIX, e.g. 172.18.0.0/16";
 }
 
 impl TextValue for Ipv4Addr {

@@ -1,0 +1,143 @@
+//! The gateway bridge through the controller, with real traffic: host A's containers reach the
+//! outside world (host B's namespace, on the underlay LAN) masqueraded as A, the seed's
+//! `-p 2181:2181` reaches a container from B, a second publish of the port is refused, an
+//! internal network has no way out, and nothing is left behind after the last disconnect or
+//! across a restart of the controller.
+//!
+//! Needs root.
+
+use std::time::Duration;
+
+use overlay::ErrorKind;
+use overlay::controller::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
+use overlay::dataplane::Netns;
+use overlay::dataplane::lab::Lab;
+use overlay_testkit::{TcpGreeter, fetch};
+
+const WAIT: Duration = Duration::from_secs(2);
+
+fn container(name: &str, ns: &Netns, publish: &[&str]) -> ContainerSpec {
+    ContainerSpec {
+        id: name.into(),
+        name: name.into(),
+        netns: NetnsRef::Path(ns.path().to_path_buf()),
+        aliases: vec![],
+        ipv4: None,
+        ipv6: None,
+        sticky: false,
+        hosts_file: None,
+        ifname: None,
+        publish: publish.iter().map(|p| p.parse().unwrap()).collect(),
+    }
+}
+
+/// Output of `ip` or `nft` in host namespace `ns` (assertions only).
+fn look(ns: &Netns, tool: &str, args: &[&str]) -> String {
+    let name = ns.path().file_name().unwrap().to_str().unwrap();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", name, tool])
+        .args(args)
+        .output()
+        .expect("run a tool in the namespace");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn containers_reach_out_and_published_ports_reach_in() {
+    overlay_testkit::require_root("containers_reach_out_and_published_ports_reach_in");
+    let lab = Lab::new(&format!("g{:x}", std::process::id() & 0xffff)).expect("lab");
+    let host = lab.namespace("host1").await.unwrap();
+    let lan = lab.namespace("lan").await.unwrap();
+    lab.underlay(
+        &host,
+        "198.51.100.1/24".parse().unwrap(),
+        &lan,
+        "198.51.100.2/24".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ControllerOptions {
+        store: format!("file://{}/store.db", dir.path().display()),
+        advertise: "198.51.100.1".into(),
+        host_id: Some(lab.host_id("host1")),
+        host_netns: Some(host.path().to_path_buf()),
+        state_dir: Some(dir.path().join("state")),
+        ..Default::default()
+    };
+    let ctl = Controller::open(opts.clone()).await.unwrap();
+    ctl.create_network("my-net", &NetworkOptions::default())
+        .await
+        .unwrap();
+    let internal = NetworkOptions {
+        internal: true,
+        ..Default::default()
+    };
+    ctl.create_network("secret", &internal).await.unwrap();
+
+    let outside = TcpGreeter::answering(lan.path(), "198.51.100.2:0".parse().unwrap(), |p| {
+        p.ip().to_string()
+    })
+    .unwrap();
+    let world = ([198, 51, 100, 2], outside.port()).into();
+    let zk1 = lab.namespace("zookeeper1").await.unwrap();
+    ctl.connect("my-net", &container("zookeeper1", &zk1, &["2181:2181"]))
+        .await
+        .unwrap();
+    let links = look(&zk1, "ip", &["-o", "-4", "addr", "show"]);
+    assert!(
+        links.contains("eth0") && links.contains("eth1") && links.contains("172.18.0.2/16"),
+        "eth0 on the overlay, eth1 on the gateway: {links}"
+    );
+    assert_eq!(
+        fetch(zk1.path(), world, WAIT).as_deref(),
+        Some("198.51.100.1"),
+        "the world sees host1's address"
+    );
+    let _zk = TcpGreeter::start(zk1.path(), "0.0.0.0:2181".parse().unwrap(), "imok").unwrap();
+    let published = ([198, 51, 100, 1], 2181).into();
+    assert_eq!(fetch(lan.path(), published, WAIT).as_deref(), Some("imok"));
+
+    // The port is taken on this host; an internal network publishes nothing and has no way out.
+    let zk2 = lab.namespace("zookeeper2").await.unwrap();
+    let e = ctl
+        .connect("my-net", &container("zookeeper2", &zk2, &["2181:2181"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    assert!(
+        e.to_string().contains("zookeeper1"),
+        "names the holder: {e}"
+    );
+    assert!(
+        !look(&zk2, "ip", &["-o", "link", "show"]).contains("eth"),
+        "a refused connect leaves nothing in the container"
+    );
+    let e = ctl
+        .connect("secret", &container("zookeeper2", &zk2, &["2888:2888"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    ctl.connect("secret", &container("zookeeper2", &zk2, &[]))
+        .await
+        .unwrap();
+    assert!(!look(&zk2, "ip", &["-o", "link", "show"]).contains("eth1"));
+    assert_eq!(fetch(zk2.path(), world, WAIT), None, "internal: no way out");
+
+    // A restart of the controller keeps it all working (its state says what to restore).
+    ctl.close().await.unwrap();
+    let ctl = Controller::open(opts).await.unwrap();
+    assert_eq!(fetch(lan.path(), published, WAIT).as_deref(), Some("imok"));
+
+    ctl.disconnect("secret", "zookeeper2").await.unwrap();
+    ctl.disconnect("my-net", "zookeeper1").await.unwrap();
+    assert_eq!(fetch(lan.path(), published, WAIT), None, "unpublished");
+    let links = look(&host, "ip", &["-o", "link", "show"]);
+    assert!(
+        !links.contains("ovl_gwbridge") && !links.contains("ve-"),
+        "{links}"
+    );
+    let tables = look(&host, "nft", &["list", "tables"]);
+    assert!(!tables.contains("overlay-"), "{tables}");
+    ctl.close().await.unwrap();
+}
