@@ -81,9 +81,17 @@ async fn containers_reach_out_and_published_ports_reach_in() {
     .unwrap();
     let world = ([198, 51, 100, 2], outside.port()).into();
     let zk1 = lab.namespace("zookeeper1").await.unwrap();
-    ctl.connect("my-net", &container("zookeeper1", &zk1, &["2181:2181"]))
+    let shown = ctl
+        .connect("my-net", &container("zookeeper1", &zk1, &["2181:2181"]))
         .await
         .unwrap();
+    assert_eq!(shown.gateway_address, "172.18.0.2/16");
+    assert_eq!(shown.ports, ["2181:2181/tcp"]);
+    let inspect = ctl.inspect("my-net").await.unwrap();
+    assert_eq!(
+        inspect.containers["zookeeper1"], shown,
+        "network inspect shows the same"
+    );
     let links = look(&zk1, "ip", &["-o", "-4", "addr", "show"]);
     assert!(
         links.contains("eth0") && links.contains("eth1") && links.contains("172.18.0.2/16"),

@@ -44,15 +44,17 @@ impl Held<'_> {
     }
 }
 
-fn inspect_of(ep: &Endpoint) -> ContainerInspect {
-    ContainerInspect {
-        name: ep.name.clone(),
-        endpoint_id: ep.id.to_string(),
-        mac_address: ep.mac.to_string(),
-        ipv4_address: ep.ipv4.map(|a| a.to_string()).unwrap_or_default(),
-        ipv6_address: ep.ipv6.map(|a| a.to_string()).unwrap_or_default(),
-        host: ep.host.to_string(),
+/// Adds what only this host knows of its endpoint `entry` to its inspect entry.
+pub(super) fn with_gateway(
+    mut out: ContainerInspect,
+    entry: Option<&LocalEndpoint>,
+    pool_prefix: u8,
+) -> ContainerInspect {
+    if let Some(g) = entry.and_then(|e| e.gateway.as_ref()) {
+        out.gateway_address = format!("{}/{pool_prefix}", g.ip);
+        out.ports = g.ports.iter().map(ToString::to_string).collect();
     }
+    out
 }
 
 impl Controller {
@@ -204,7 +206,9 @@ impl Controller {
             .await;
         match result {
             Ok(ep) => {
-                let out = inspect_of(&ep);
+                let entry = agent.local().get(&ep.id);
+                let prefix = agent.config().gateway.pool.prefix_len();
+                let out = with_gateway(ContainerInspect::of(&ep), entry.as_ref(), prefix);
                 agent.join(&net, ep).await;
                 Ok(out)
             }

@@ -86,6 +86,30 @@ pub struct ContainerInspect {
     pub ipv6_address: String,
     /// The host the container runs on (an addition to Docker's shape).
     pub host: String,
+    /// The container's address on its host's gateway bridge (`172.18.0.2/16`), shown by the
+    /// host it runs on (an addition: Docker lists it under `docker_gwbridge`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gateway_address: String,
+    /// The ports this endpoint publishes on its host (`2181:2181/tcp`), shown by the host it
+    /// runs on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+}
+
+impl ContainerInspect {
+    /// The entry of endpoint `ep`, as its record says (the host-local fields empty).
+    pub fn of(ep: &crate::model::Endpoint) -> ContainerInspect {
+        ContainerInspect {
+            name: ep.name.clone(),
+            endpoint_id: ep.id.to_string(),
+            mac_address: ep.mac.to_string(),
+            ipv4_address: ep.ipv4.map(|a| a.to_string()).unwrap_or_default(),
+            ipv6_address: ep.ipv6.map(|a| a.to_string()).unwrap_or_default(),
+            host: ep.host.to_string(),
+            gateway_address: String::new(),
+            ports: Vec::new(),
+        }
+    }
 }
 
 /// `docker network inspect NAME`, one network.
@@ -135,17 +159,7 @@ impl NetworkInspect {
             .collect();
         let containers = endpoints
             .iter()
-            .map(|ep| {
-                let c = ContainerInspect {
-                    name: ep.name.clone(),
-                    endpoint_id: ep.id.to_string(),
-                    mac_address: ep.mac.to_string(),
-                    ipv4_address: ep.ipv4.map(|a| a.to_string()).unwrap_or_default(),
-                    ipv6_address: ep.ipv6.map(|a| a.to_string()).unwrap_or_default(),
-                    host: ep.host.to_string(),
-                };
-                (ep.container_id.clone(), c)
-            })
+            .map(|ep| (ep.container_id.clone(), ContainerInspect::of(ep)))
             .collect();
         let mut options = n.options.clone();
         options.insert(VXLANID_OPTION.into(), n.vni.to_string());

@@ -477,7 +477,19 @@ impl Controller {
 
     /// `docker network inspect`: the network and every container on it, on every host.
     pub async fn inspect(&self, name_or_id: &str) -> Result<NetworkInspect> {
-        self.inner.networks.inspect(name_or_id).await
+        let mut out = self.inner.networks.inspect(name_or_id).await?;
+        // What only this host knows of its own containers: their gateway address and ports.
+        if let Ok(agent) = self.agent() {
+            let prefix = agent.config().gateway.pool.prefix_len();
+            let local = agent.local().all();
+            for c in out.containers.values_mut() {
+                let entry = local
+                    .iter()
+                    .find(|e| e.endpoint.to_string() == c.endpoint_id);
+                *c = super::endpoints::with_gateway(c.clone(), entry, prefix);
+            }
+        }
+        Ok(out)
     }
 
     /// Removes a network (refused while containers are connected) and this host's sandbox
