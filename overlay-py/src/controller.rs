@@ -196,6 +196,8 @@ impl Controller {
         sticky_grace = None,
         host_ttl = None,
         reclaim_grace = None,
+        gateway_pool = None,
+        gateway_bridge = None,
         state_dir = None,
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -211,6 +213,8 @@ impl Controller {
         sticky_grace: Option<f64>,
         host_ttl: Option<f64>,
         reclaim_grace: Option<f64>,
+        gateway_pool: Option<&str>,
+        gateway_bridge: Option<String>,
         state_dir: Option<PathBuf>,
     ) -> PyResult<Self> {
         let defaults = ControllerOptions::default();
@@ -235,6 +239,8 @@ impl Controller {
             sticky_grace: seconds(py, "sticky_grace", sticky_grace, defaults.sticky_grace)?,
             host_ttl: seconds(py, "host_ttl", host_ttl, defaults.host_ttl)?,
             reclaim_grace: seconds(py, "reclaim_grace", reclaim_grace, defaults.reclaim_grace)?,
+            gateway_pool: parse_opt(py, OPEN, "gateway_pool", gateway_pool)?,
+            gateway_bridge,
             state_dir,
         };
         let core = run(py, async move { Core::open(opts).await })?;
@@ -367,6 +373,7 @@ impl Controller {
 
     /// Connects a container (its network namespace: a path or a pid) to a network; returns its
     /// entry of the inspect document (Name, EndpointID, MacAddress, IPv4Address, ...).
+    /// `publish` takes Docker's `-p` forms: `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`.
     #[pyo3(signature = (
         network,
         *,
@@ -379,6 +386,7 @@ impl Controller {
         sticky = false,
         hosts_file = None,
         ifname = None,
+        publish = Vec::new(),
     ))]
     #[allow(clippy::too_many_arguments)]
     fn connect<'py>(
@@ -394,7 +402,12 @@ impl Controller {
         sticky: bool,
         hosts_file: Option<PathBuf>,
         ifname: Option<String>,
+        publish: Vec<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let publish = publish
+            .into_iter()
+            .map(|p| p.parse().map_err(|e| errors::to_py(py, &e)))
+            .collect::<PyResult<_>>()?;
         let spec = ContainerSpec {
             id: container_id,
             name,
@@ -405,6 +418,7 @@ impl Controller {
             sticky,
             hosts_file,
             ifname,
+            publish,
         };
         let core = self.core(py)?;
         let entry = run(py, async move { core.connect(&network, &spec).await })?;

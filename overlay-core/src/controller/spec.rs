@@ -466,6 +466,10 @@ mod tests {
             sticky: true,
             hosts_file: Some("/run/zk1/hosts".into()),
             ifname: Some("eth1".into()),
+            publish: vec![
+                "2181:2181".parse().unwrap(),
+                "192.0.2.1:53:53/udp".parse().unwrap(),
+            ],
         };
         fn round_trip<T: Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
             serde_json::from_str(&serde_json::to_string(v).unwrap()).unwrap()
@@ -514,6 +518,7 @@ mod tests {
             sticky: false,
             hosts_file: None,
             ifname: None,
+            publish: Vec::new(),
         };
         ok.validate().unwrap();
         for bad in [

@@ -144,6 +144,8 @@ class Controller:
         sticky_grace: Optional[float] = None,
         host_ttl: Optional[float] = None,
         reclaim_grace: Optional[float] = None,
+        gateway_pool: Optional[str] = None,
+        gateway_bridge: Optional[str] = None,
         state_dir: Optional[_Path] = None,
     ) -> Controller: ...
     @property
@@ -180,6 +182,7 @@ class Controller:
         sticky: bool = False,
         hosts_file: Optional[_Path] = None,
         ifname: Optional[str] = None,
+        publish: Sequence[str] = ...,
     ) -> dict[str, Any]: ...
     def disconnect(self, network: str, container_id: str) -> None: ...
     def resolve(self, name: str) -> builtins.list[str]: ...
