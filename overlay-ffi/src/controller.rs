@@ -45,6 +45,8 @@ pub(crate) unsafe fn handle<'a>(ptr: *const ovl_controller) -> FfiResult<&'a Con
 /// | `vxlan_port` | integer | 4789 |
 /// | `default_pools` | array of `{"base": "10.0.0.0/8", "size": 24}` | the /24s of 10.0.0.0/8 |
 /// | `sticky_grace`, `host_ttl`, `reclaim_grace` | milliseconds | 86400000, 10000, 30000 |
+/// | `gateway_pool` | IPv4 subnet of the host's gateway bridge | `172.18.0.0/16` |
+/// | `gateway_bridge` | its name | `ovl_gwbridge` |
 /// | `state_dir` | directory of this host's own state (container namespace and hosts file paths, never stored in the cluster) | `/run/overlay/<host_id>-<hash of the store URL>` |
 ///
 /// On success `*out` holds a new handle. A second controller for a `host_id` that a live one
@@ -264,8 +266,11 @@ pub unsafe extern "C" fn ovl_network_remove(
 /// ```json
 /// {"id": "3cfba8da9b6f", "name": "zookeeper1", "netns": {"path": "/run/netns/zk1"},
 ///  "aliases": ["zk"], "ipv4": "10.0.9.10", "ipv6": null, "sticky": false,
-///  "hosts_file": "/run/zk1/hosts", "ifname": "eth0"}
+///  "hosts_file": "/run/zk1/hosts", "ifname": "eth0", "publish": ["2181:2181"]}
 /// ```
+///
+/// `publish` takes Docker's `-p` forms (`[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`); a port
+/// another container of this host publishes fails with `OVL_ERR_ALREADY_EXISTS`.
 ///
 /// `id`, `name` and `netns` (`{"path": "…"}` or `{"pid": 1234}`) are required; unknown keys are
 /// refused (`OVL_ERR_JSON`). On success `*out_json` (if `out_json` is not NULL) holds the
