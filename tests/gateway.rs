@@ -106,6 +106,36 @@ async fn containers_reach_out_and_published_ports_reach_in() {
     let published = ([198, 51, 100, 1], 2181).into();
     assert_eq!(fetch(lan.path(), published, WAIT).as_deref(), Some("imok"));
 
+    // Another host has ports of its own: zookeeper2 publishes 2181 on host2.
+    let host2 = lab.namespace("host2").await.unwrap();
+    let lan2 = lab.namespace("lan2").await.unwrap();
+    lab.underlay(
+        &host2,
+        "198.51.101.1/24".parse().unwrap(),
+        &lan2,
+        "198.51.101.2/24".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let ctl2 = Controller::open(ControllerOptions {
+        advertise: "198.51.101.1".into(),
+        host_id: Some(lab.host_id("host2")),
+        host_netns: Some(host2.path().to_path_buf()),
+        state_dir: Some(dir.path().join("state2")),
+        ..opts.clone()
+    })
+    .await
+    .unwrap();
+    let zk2b = lab.namespace("zookeeper2b").await.unwrap();
+    ctl2.connect("my-net", &container("zookeeper2b", &zk2b, &["2181:2181"]))
+        .await
+        .unwrap();
+    let _zk2b = TcpGreeter::start(zk2b.path(), "0.0.0.0:2181".parse().unwrap(), "zk2").unwrap();
+    let published2 = ([198, 51, 101, 1], 2181).into();
+    assert_eq!(fetch(lan2.path(), published2, WAIT).as_deref(), Some("zk2"));
+    ctl2.disconnect("my-net", "zookeeper2b").await.unwrap();
+    ctl2.close().await.unwrap();
+
     // The port is taken on this host; an internal network publishes nothing and has no way out.
     let zk2 = lab.namespace("zookeeper2").await.unwrap();
     let e = ctl
