@@ -63,6 +63,8 @@ async fn containers_reach_out_and_published_ports_reach_in() {
         host_id: Some(lab.host_id("host1")),
         host_netns: Some(host.path().to_path_buf()),
         state_dir: Some(dir.path().join("state")),
+        // A sweep (which heals the gateway) every half second.
+        reclaim_grace: Duration::from_secs(1),
         ..Default::default()
     };
     let ctl = Controller::open(opts.clone()).await.unwrap();
@@ -166,6 +168,33 @@ async fn containers_reach_out_and_published_ports_reach_in() {
     ctl.close().await.unwrap();
     let ctl = Controller::open(opts).await.unwrap();
     assert_eq!(fetch(lan.path(), published, WAIT).as_deref(), Some("imok"));
+
+    // Removed behind the agent's back: the container's gateway interface and the whole table.
+    let table = look(&host, "nft", &["list", "tables"]);
+    let table = table
+        .split_whitespace()
+        .find(|w| w.starts_with("overlay-"))
+        .expect("the gateway table")
+        .to_string();
+    for (ns, tool, args) in [
+        (&zk1, "ip", vec!["link", "del", "eth1"]),
+        (&host, "nft", vec!["delete", "table", "ip", table.as_str()]),
+    ] {
+        let out = look(ns, tool, &args);
+        assert!(out.trim().is_empty(), "{tool} {args:?}: {out}");
+    }
+    let healed = std::time::Instant::now();
+    while fetch(lan.path(), published, Duration::from_millis(300)).as_deref() != Some("imok") {
+        assert!(
+            healed.elapsed() < Duration::from_secs(15),
+            "the sweep did not heal the gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        fetch(zk1.path(), world, WAIT).as_deref(),
+        Some("198.51.100.1")
+    );
 
     ctl.disconnect("secret", "zookeeper2").await.unwrap();
     ctl.disconnect("my-net", "zookeeper1").await.unwrap();

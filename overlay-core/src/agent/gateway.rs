@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Shared;
 use super::local::LocalEndpoint;
-use crate::dataplane::{AttachSpec, PublishedPort};
+use crate::dataplane::{AttachSpec, NetnsId, PublishedPort};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{MacAddr, PortMapping};
 
@@ -174,25 +174,68 @@ pub(crate) async fn release(shared: &Shared, entry: &LocalEndpoint) {
     }
 }
 
-/// Puts the gateway back as the entries say (after a restart, or kernel state removed behind
-/// the agent's back): the bridge, each living container's interface, the firewall.
+/// Puts the gateway back as the entries say after a restart: the bridge, each living
+/// container's interface, the firewall.
 pub(crate) async fn restore(shared: &Shared) {
+    repair(shared, false).await;
+}
+
+/// Puts back what the kernel lost of the gateway (found by one link dump) and makes the
+/// firewall table again.
+pub(crate) async fn heal(shared: &Shared) {
+    repair(shared, true).await;
+}
+
+/// The living containers with a gateway interface, one entry each.
+fn users(entries: &[LocalEndpoint]) -> Vec<&LocalEndpoint> {
+    let mut seen = BTreeSet::new();
+    entries
+        .iter()
+        .filter(|e| e.gateway.is_some() && e.namespace_alive())
+        .filter(|e| seen.insert(e.container_id.clone()))
+        .collect()
+}
+
+/// Re-makes the gateway's missing parts: only what a check finds missing when `check`,
+/// everything (idempotently) otherwise.
+async fn repair(shared: &Shared, check: bool) {
     let entries = shared.local.all();
     if entries.iter().all(|e| e.gateway.is_none()) {
         return;
     }
     let spec = &shared.cfg.gateway;
     let dp = &shared.dataplane;
-    if let Err(e) = dp.ensure_gateway(spec).await {
+    let users = users(&entries);
+    let mut todo: Vec<usize> = (0..users.len()).collect();
+    let mut intact = false;
+    if check {
+        let attached: Vec<(NetnsId, String)> = users
+            .iter()
+            .filter_map(|e| {
+                let g = e.gateway.as_ref()?;
+                Some((
+                    NetnsId {
+                        dev: e.netns_identity.dev,
+                        ino: e.netns_identity.ino,
+                    },
+                    g.ifname.clone(),
+                ))
+            })
+            .collect();
+        match dp.check_gateway(spec, &attached).await {
+            Ok(c) => {
+                intact = c.intact;
+                todo = c.detached;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot check the gateway; restoring it"),
+        }
+    }
+    if !intact && let Err(e) = dp.ensure_gateway(spec).await {
         tracing::warn!(error = %e, "cannot restore the gateway bridge");
         return;
     }
-    let mut done = BTreeSet::new();
-    for e in entries.iter().filter(|e| e.namespace_alive()) {
+    for e in todo.into_iter().filter_map(|i| users.get(i)) {
         let Some(g) = &e.gateway else { continue };
-        if !done.insert(e.container_id.clone()) {
-            continue;
-        }
         let attach = AttachSpec {
             netns: e.netns.clone(),
             ifname: g.ifname.clone(),
@@ -201,8 +244,14 @@ pub(crate) async fn restore(shared: &Shared) {
             mac: Some(MacAddr::from_ipv4(g.ip)),
             mtu: None,
         };
-        if let Err(err) = dp.attach_gateway(spec, &attach).await {
-            tracing::warn!(container = %e.container_id, error = %err, "cannot restore the gateway interface");
+        match dp.attach_gateway(spec, &attach).await {
+            Ok(a) if a.created => {
+                tracing::info!(container = %e.container_id, "gateway interface restored")
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(container = %e.container_id, error = %err, "cannot restore the gateway interface")
+            }
         }
     }
     if let Err(e) = publish_all(shared).await {

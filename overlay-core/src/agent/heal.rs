@@ -84,20 +84,11 @@ pub(super) async fn all(shared: &Shared) {
     gateway(shared).await;
 }
 
-/// Puts back the gateway bridge and the firewall table (both cheap: a link lookup and one
-/// transaction) when an endpoint uses them.
+/// Puts back what is missing of the gateway (one link dump finds it) and makes the firewall
+/// table again (one transaction), when an endpoint uses them.
 async fn gateway(shared: &Shared) {
     let _gateway = shared.gateway_lock.clone().lock_owned().await;
-    if shared.local.all().iter().all(|e| e.gateway.is_none()) {
-        return;
-    }
-    if let Err(e) = shared.dataplane.ensure_gateway(&shared.cfg.gateway).await {
-        tracing::warn!(error = %e, "cannot restore the gateway bridge");
-        return;
-    }
-    if let Err(e) = super::gateway::publish_all(shared).await {
-        tracing::warn!(error = %e, "cannot restore the published ports");
-    }
+    super::gateway::heal(shared).await;
 }
 
 /// Heals one network: its sandbox and containers' interfaces when `scope.links` (only what is

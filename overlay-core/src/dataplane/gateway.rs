@@ -10,9 +10,14 @@ use netlink_packet_route::link::InfoKind;
 
 use super::conn::NlConn;
 use super::errors::nl_failure;
-use super::link::{LinkChange, add_address, bridge_msg, get_link, set_link, validate_ifname};
-use super::netns::{Netns, run_on_thread};
-use super::sandbox::blocking;
+use std::collections::HashMap;
+
+use super::damage::SandboxCheck;
+use super::link::{
+    LinkChange, LinkView, add_address, bridge_msg, dump_links, get_link, set_link, validate_ifname,
+};
+use super::netns::{Netns, NetnsId, run_on_thread};
+use super::sandbox::{blocking, missing_ports};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The gateway bridge's name unless the host configures another (`docker_gwbridge` is
@@ -146,6 +151,24 @@ async fn enable_forwarding(host_ns: Option<&Netns>) -> Result<()> {
         })
     })
     .await
+}
+
+/// Compares the gateway bridge with what it should hold, in one link dump: the bridge (up) and
+/// the host end of each container in `attached` on it.
+pub(crate) async fn check(
+    host: &NlConn,
+    spec: &GatewaySpec,
+    attached: &[(NetnsId, String)],
+) -> Result<SandboxCheck> {
+    let links = dump_links(host).await?;
+    let by_name: HashMap<&str, &LinkView> = links.iter().map(|l| (l.name.as_str(), l)).collect();
+    let bridge = by_name
+        .get(spec.bridge.as_str())
+        .filter(|l| l.up && l.kind == Some(InfoKind::Bridge))
+        .map(|l| l.index);
+    let intact = bridge.is_some();
+    let detached = missing_ports(&by_name, bridge.unwrap_or(0), attached, intact);
+    Ok(SandboxCheck { intact, detached })
 }
 
 /// Deletes the gateway bridge; absent is not an error.

@@ -238,6 +238,20 @@ pub trait Dataplane: Send + Sync {
         Err(no_gateway())
     }
 
+    /// Compares the gateway bridge with what it should hold, cheaply (one dump): the bridge,
+    /// and the interfaces of the containers `attached` (their namespace and interface name).
+    async fn check_gateway(
+        &self,
+        spec: &GatewaySpec,
+        attached: &[(NetnsId, String)],
+    ) -> Result<SandboxCheck> {
+        let _ = spec;
+        Ok(SandboxCheck {
+            intact: false,
+            detached: (0..attached.len()).collect(),
+        })
+    }
+
     /// Removes the gateway's firewall table and bridge; absent is not an error.
     async fn remove_gateway(&self, spec: &GatewaySpec) -> Result<()> {
         let _ = spec;

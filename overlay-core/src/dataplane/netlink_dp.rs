@@ -260,6 +260,15 @@ impl Dataplane for NetlinkDataplane {
         }
     }
 
+    async fn check_gateway(
+        &self,
+        spec: &GatewaySpec,
+        attached: &[(NetnsId, String)],
+    ) -> Result<SandboxCheck> {
+        spec.validate()?;
+        gateway::check(&self.host, spec, attached).await
+    }
+
     async fn publish(&self, spec: &GatewaySpec, ports: &[PublishedPort]) -> Result<()> {
         spec.validate()?;
         let rules = firewall::GatewayRules {

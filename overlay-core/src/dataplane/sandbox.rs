@@ -394,7 +394,19 @@ pub(crate) async fn check(sb: &Sandbox, attached: &[(NetnsId, String)]) -> Resul
         .get(SANDBOX_VXLAN)
         .is_some_and(|l| l.index == sb.vxlan && l.up && l.controller == Some(sb.bridge));
     let intact = named && bridge_ok && vxlan_ok;
-    let detached = attached
+    let detached = missing_ports(&by_name, sb.bridge, attached, intact);
+    Ok(SandboxCheck { intact, detached })
+}
+
+/// The indexes of the containers `attached` whose host end is not up on bridge `bridge` among
+/// the links `by_name` (every one of them when the bridge itself is not `intact`).
+pub(crate) fn missing_ports(
+    by_name: &HashMap<&str, &LinkView>,
+    bridge: u32,
+    attached: &[(NetnsId, String)],
+    intact: bool,
+) -> Vec<usize> {
+    attached
         .iter()
         .enumerate()
         .filter(|(_, (ns, ifname))| {
@@ -402,11 +414,10 @@ pub(crate) async fn check(sb: &Sandbox, attached: &[(NetnsId, String)]) -> Resul
             !intact
                 || !by_name
                     .get(host_end.as_str())
-                    .is_some_and(|l| l.up && l.controller == Some(sb.bridge))
+                    .is_some_and(|l| l.up && l.controller == Some(bridge))
         })
         .map(|(i, _)| i)
-        .collect();
-    Ok(SandboxCheck { intact, detached })
+        .collect()
 }
 
 /// Removes the sandbox namespace `name` and its devices, reporting every failure.
