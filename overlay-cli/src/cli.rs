@@ -222,7 +222,7 @@ pub(crate) struct ConnectArgs {
     /// Keep the address reserved for the name after disconnect
     #[arg(long)]
     pub(crate) sticky: bool,
-    /// Publish a port on this host: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp] (repeatable)
+    /// Publish a port on this host: `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]` (repeatable)
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
     pub(crate) publish: Vec<overlay_core::model::PortMapping>,
     /// Container name [default: the namespace name, or pid-N]
@@ -256,7 +256,7 @@ pub(crate) struct RunArgs {
     /// Further name on the network (repeatable)
     #[arg(long, value_name = "NAME")]
     pub(crate) alias: Vec<String>,
-    /// Publish a port on this host: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp] (repeatable)
+    /// Publish a port on this host: `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]` (repeatable)
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
     pub(crate) publish: Vec<overlay_core::model::PortMapping>,
     /// The command and its arguments
