@@ -1,5 +1,7 @@
 //! Data plane benchmark: endpoint attach latency, peer programming rate and resync time, with
-//! the CNI reference `bridge` plugin (host-local IPAM) doing the same attaches as the baseline.
+//! the CNI reference `bridge` plugin (host-local IPAM) doing the same attaches as the baseline;
+//! then the gateway interface with NAT and one published port per container, with CNI's
+//! `bridge` (isGateway, ipMasq) + `portmap` chain doing the same.
 //!
 //! Run as root (it creates namespaces, all removed at the end, even on failure):
 //!
@@ -7,8 +9,8 @@
 //! sudo cargo run --release --example dataplane_bench
 //! ```
 //!
-//! Needs Debian's `containernetworking-plugins` (binaries in /usr/lib/cni) for the baseline;
-//! `CNI_PATH` overrides the directory.
+//! Needs Debian's `containernetworking-plugins` (binaries in /usr/lib/cni) and `iptables` (which
+//! `portmap` runs) for the baseline; `CNI_PATH` overrides the directory.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -18,8 +20,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use overlay::dataplane::{AttachSpec, Dataplane, NetlinkDataplane, Netns, Peer, SandboxSpec};
-use overlay::model::{MacAddr, NetworkId, Vni};
+use overlay::dataplane::{
+    AttachSpec, Dataplane, GatewaySpec, NetlinkDataplane, Netns, Peer, PublishedPort, SandboxSpec,
+};
+use overlay::model::{MacAddr, NetworkId, PortProto, Vni};
 
 const ENDPOINTS: usize = 200;
 const PEERS: usize = 10_000;
@@ -98,9 +102,22 @@ fn cni(
     config: &str,
     cni_path: &str,
 ) -> Result<Duration, String> {
+    cni_plugin("bridge", command, host, container, id, config, cni_path).map(|(d, _)| d)
+}
+
+/// One CNI call of `plugin`, run inside the host namespace: how long it took and its result.
+fn cni_plugin(
+    plugin: &str,
+    command: &str,
+    host: &Netns,
+    container: &Netns,
+    id: &str,
+    config: &str,
+    cni_path: &str,
+) -> Result<(Duration, String), String> {
     let host_fd = host.raw_fd();
     let started = Instant::now();
-    let mut cmd = Command::new(format!("{cni_path}/bridge"));
+    let mut cmd = Command::new(format!("{cni_path}/{plugin}"));
     cmd.env_clear()
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", id)
@@ -122,7 +139,7 @@ fn cni(
     }
     let mut child = cmd
         .spawn()
-        .map_err(|e| format!("run {cni_path}/bridge: {e}"))?;
+        .map_err(|e| format!("run {cni_path}/{plugin}: {e}"))?;
     child
         .stdin
         .take()
@@ -133,12 +150,102 @@ fn cni(
     let took = started.elapsed();
     if !out.status.success() {
         return Err(format!(
-            "CNI {command} failed: {}{}",
+            "CNI {plugin} {command} failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    Ok(took)
+    Ok((took, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// The gateway measurements: per container, the interface on the gateway bridge with NAT and
+/// one more published port (ours), and CNI's bridge (isGateway, ipMasq) + portmap chain.
+async fn gateway(
+    dp: &NetlinkDataplane,
+    host: &Netns,
+    ours: &[Netns],
+    theirs: &[Netns],
+    cni_path: &str,
+) -> Result<(Vec<Duration>, Result<Vec<Duration>, String>), Box<dyn std::error::Error>> {
+    let spec = GatewaySpec::new("172.30.0.0/16".parse()?);
+    dp.ensure_gateway(&spec).await?;
+    let mut ports = Vec::new();
+    let mut times = Vec::with_capacity(ours.len());
+    for (i, c) in ours.iter().enumerate() {
+        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 30, 0, 2)) + i as u32);
+        let mut attach = AttachSpec::new(c.path(), ipnet::Ipv4Net::new(ip, 16)?);
+        attach.ifname = "eth1".into();
+        ports.push(PublishedPort {
+            proto: PortProto::Tcp,
+            host_ip: None,
+            host_port: 20000 + i as u16,
+            container_ip: ip,
+            container_port: 80,
+        });
+        let t = Instant::now();
+        dp.attach_gateway(&spec, &attach).await?;
+        dp.publish(&spec, &ports).await?;
+        times.push(t.elapsed());
+    }
+    dp.remove_gateway(&spec).await?;
+
+    let ipam_dir = tempfile::tempdir()?;
+    let name = format!("gwbench{}", std::process::id());
+    let bridge = serde_json::json!({
+        "cniVersion": "1.0.0", "name": name, "type": "bridge", "bridge": "cnigw0",
+        "isGateway": true, "ipMasq": true,
+        "ipam": {"type": "host-local", "subnet": "10.202.0.0/16", "dataDir": ipam_dir.path()},
+    });
+    let portmap = |i: usize, prev: Option<serde_json::Value>| {
+        let mut c = serde_json::json!({
+            "cniVersion": "1.0.0", "name": name, "type": "portmap",
+            "capabilities": {"portMappings": true},
+            "runtimeConfig": {"portMappings": [
+                {"hostPort": 20000 + i, "containerPort": 80, "protocol": "tcp"}]},
+        });
+        if let Some(p) = prev {
+            c["prevResult"] = p;
+        }
+        c.to_string()
+    };
+    let mut cni_times = Vec::with_capacity(theirs.len());
+    let mut added = 0;
+    let mut failed = None;
+    for (i, c) in theirs.iter().enumerate() {
+        let id = format!("gw{i}");
+        let run = || -> Result<Duration, String> {
+            let (t1, result) =
+                cni_plugin("bridge", "ADD", host, c, &id, &bridge.to_string(), cni_path)?;
+            let prev: serde_json::Value =
+                serde_json::from_str(&result).map_err(|e| e.to_string())?;
+            let (t2, _) = cni_plugin(
+                "portmap",
+                "ADD",
+                host,
+                c,
+                &id,
+                &portmap(i, Some(prev)),
+                cni_path,
+            )?;
+            Ok(t1 + t2)
+        };
+        match run() {
+            Ok(d) => {
+                cni_times.push(d);
+                added += 1;
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    for (i, c) in theirs.iter().enumerate().take(added) {
+        let id = format!("gw{i}");
+        let _ = cni_plugin("portmap", "DEL", host, c, &id, &portmap(i, None), cni_path);
+        let _ = cni_plugin("bridge", "DEL", host, c, &id, &bridge.to_string(), cni_path);
+    }
+    Ok((times, failed.map_or(Ok(cni_times), Err)))
 }
 
 fn peers(n: usize) -> Vec<Peer> {
@@ -309,6 +416,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "| re-add all {PEERS} peers (converge, no change) | {:.0} ms | | | |",
         ms(readd)
     );
+
+    let (mut gw, cni_gw) = gateway(&dp, &host, &ours, &theirs, &cni_path).await?;
+    gw.sort();
+    let (g50, g99) = (percentile(&gw, 0.5), percentile(&gw, 0.99));
+    match cni_gw {
+        Ok(mut c) if !c.is_empty() => {
+            c.sort();
+            let (c50, c99) = (percentile(&c, 0.5), percentile(&c, 0.99));
+            println!(
+                "| gateway attach + NAT + 1 published port p50 | {:.2} ms | {:.2} ms (bridge + portmap) | | |",
+                ms(g50),
+                ms(c50)
+            );
+            println!(
+                "| gateway attach p99 | {:.2} ms | {:.2} ms | | |",
+                ms(g99),
+                ms(c99)
+            );
+            println!(
+                "| gateway attach p50 ratio overlay/CNI | {:.3} | 1 | | |",
+                ms(g50) / ms(c50)
+            );
+        }
+        Ok(_) => println!("(CNI gateway baseline made no attach)"),
+        Err(e) => {
+            println!(
+                "| gateway attach + NAT + 1 published port p50 | {:.2} ms | n/a | | |",
+                ms(g50)
+            );
+            println!("(CNI gateway baseline failed: {e})");
+        }
+    }
 
     dp.remove_sandbox(&network).await?;
     Ok(())
