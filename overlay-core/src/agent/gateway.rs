@@ -164,10 +164,16 @@ pub(crate) async fn release(shared: &Shared, entry: &LocalEndpoint) {
     {
         tracing::warn!(container = %entry.container_id, error = %e, "could not remove the gateway interface");
     }
-    let result = if entries.iter().any(|e| e.gateway.is_some()) {
+    settle(shared).await;
+}
+
+/// Makes the firewall match the entries, or removes the table and the bridge when no entry
+/// uses the gateway any more.
+pub(crate) async fn settle(shared: &Shared) {
+    let result = if shared.local.all().iter().any(|e| e.gateway.is_some()) {
         publish_all(shared).await
     } else {
-        dp.remove_gateway(spec).await
+        shared.dataplane.remove_gateway(&shared.cfg.gateway).await
     };
     if let Err(e) = result {
         tracing::warn!(error = %e, "could not update the gateway after an endpoint went; the next sweep retries");

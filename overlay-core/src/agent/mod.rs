@@ -355,9 +355,14 @@ impl Agent {
         gateway::prepare(&self.shared, container_id, netns, ifname, ports).await
     }
 
-    /// See [`gateway::publish_all`].
+    /// See [`gateway::publish_all`]; the caller holds [`Agent::lock_gateway`].
     pub(crate) async fn publish_gateway(&self) -> Result<()> {
         gateway::publish_all(&self.shared).await
+    }
+
+    /// See [`gateway::settle`]; the caller holds [`Agent::lock_gateway`].
+    pub(crate) async fn settle_gateway(&self) {
+        gateway::settle(&self.shared).await;
     }
 
     /// See [`gateway::release`]: after `entry` was removed from the host state.

@@ -300,6 +300,8 @@ impl Controller {
             {
                 Ok(p) => Some(p),
                 Err(e) => {
+                    // A bridge made for this endpoint alone goes with it.
+                    agent.settle_gateway().await;
                     undo_kernel().await;
                     return Err(e);
                 }
@@ -315,10 +317,8 @@ impl Controller {
                     tracing::warn!(error = %e, "could not remove the gateway interface after a failed connect");
                 }
             }
-            if gateway.is_some()
-                && let Err(e) = agent.publish_gateway().await
-            {
-                tracing::warn!(error = %e, "could not update the published ports after a failed connect");
+            if gateway.is_some() {
+                agent.settle_gateway().await;
             }
         };
         // This host's own record of the container, before the cluster's: a crash between the
