@@ -22,6 +22,7 @@
 //!         sticky: true,
 //!         hosts_file: None,
 //!         ifname: None,
+//!         publish: vec!["2181:2181".parse()?],
 //!     })
 //!     .await?;
 //! println!("zookeeper1 is {}", ep.ipv4_address);
