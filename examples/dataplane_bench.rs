@@ -124,6 +124,8 @@ fn cni_plugin(
         .env("CNI_NETNS", container.path())
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", cni_path)
+        // portmap and the bridge's ipMasq run iptables.
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

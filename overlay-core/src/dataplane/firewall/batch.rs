@@ -23,6 +23,10 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// How long the kernel may take to answer a batch before the socket gives up.
 const ANSWER: Duration = Duration::from_secs(5);
 
+/// Socket buffers for one batch and its acks: a table with hundreds of published ports is a
+/// request of hundreds of KiB (the default buffers refuse it with ENOBUFS).
+const BUFFER: libc::c_int = 8 << 20;
+
 /// One message of a batch: its family, its body and its extra netlink flags (CREATE, EXCL...).
 pub(super) struct Op {
     pub(super) family: NetfilterProtoFamily,
@@ -74,6 +78,9 @@ pub(super) fn commit(ops: Vec<Op>) -> Result<(), NlError> {
     sock.connect(&SocketAddr::new(0, 0))
         .map_err(|e| io_errno(&e))?;
     set_timeout(&sock, ANSWER)?;
+    for opt in [libc::SO_SNDBUFFORCE, libc::SO_RCVBUFFORCE] {
+        set_int(&sock, opt, BUFFER)?;
+    }
     let buf = encode(ops);
     sock.send(&buf, 0).map_err(|e| io_errno(&e))?;
     let mut answered = 0;
@@ -108,6 +115,25 @@ pub(super) fn commit(ops: Vec<Op>) -> Result<(), NlError> {
 
 fn io_errno(e: &std::io::Error) -> NlError {
     NlError::Errno(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn set_int(sock: &Socket, opt: libc::c_int, value: libc::c_int) -> Result<(), NlError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket descriptor this function borrows and an int that lives for the
+    // call; the SOL_SOCKET buffer options take exactly that.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io_errno(&std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 fn set_timeout(sock: &Socket, limit: Duration) -> Result<(), NlError> {
