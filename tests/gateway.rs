@@ -6,15 +6,24 @@
 //!
 //! Needs root.
 
+mod support;
+
+use std::net::IpAddr;
 use std::time::Duration;
 
 use overlay::ErrorKind;
-use overlay::controller::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
+use overlay::controller::{
+    ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions, Networks, SubnetOptions,
+};
 use overlay::dataplane::Netns;
 use overlay::dataplane::lab::Lab;
 use overlay_testkit::{TcpGreeter, fetch};
+use serde_json::json;
+use support::{Backend, Cluster, wait_until};
 
 const WAIT: Duration = Duration::from_secs(2);
+/// Bounds that only keep a broken build from hanging.
+const LIMIT: Duration = Duration::from_secs(15);
 
 fn container(name: &str, ns: &Netns, publish: &[&str]) -> ContainerSpec {
     ContainerSpec {
@@ -164,6 +173,32 @@ async fn containers_reach_out_and_published_ports_reach_in() {
     assert!(!look(&zk2, "ip", &["-o", "link", "show"]).contains("eth1"));
     assert_eq!(fetch(zk2.path(), world, WAIT), None, "internal: no way out");
 
+    // The gateway pool is this host's: no network of its own takes a subnet in it, and one
+    // made elsewhere over it (an administrator with no gateway) is refused at connect.
+    let over = NetworkOptions {
+        subnets: vec![SubnetOptions {
+            subnet: "172.18.5.0/24".parse().unwrap(),
+            gateway: None,
+            ip_range: None,
+            aux_addresses: Default::default(),
+        }],
+        ..Default::default()
+    };
+    let e = ctl.create_network("over", &over).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    let admin = Networks::open(&opts.store, None).await.unwrap();
+    admin.create_network("over", &over).await.unwrap();
+    let zk3 = lab.namespace("zookeeper3").await.unwrap();
+    let e = ctl
+        .connect("over", &container("zookeeper3", &zk3, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("172.18.0.0/16"), "{e}");
+    assert!(!look(&zk3, "ip", &["-o", "link", "show"]).contains("eth"));
+    admin.remove_network("over").await.unwrap();
+    admin.close().await.unwrap();
+
     // A restart of the controller keeps it all working (its state says what to restore).
     ctl.close().await.unwrap();
     let ctl = Controller::open(opts).await.unwrap();
@@ -207,4 +242,138 @@ async fn containers_reach_out_and_published_ports_reach_in() {
     let tables = look(&host, "nft", &["list", "tables"]);
     assert!(!tables.contains("overlay-"), "{tables}");
     ctl.close().await.unwrap();
+}
+
+/// What a host namespace holds that an agent may leave behind: its whole nftables ruleset, its
+/// links (name and bridge) and its IPv4 addresses, as `nft` and `ip` print them.
+fn kernel_state(ns: &Netns) -> (String, Vec<String>, Vec<String>) {
+    let links = look(ns, "ip", &["-o", "link", "show"])
+        .lines()
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let name = words.get(1).map_or("", |w| w.trim_end_matches(':'));
+            let name = name.split('@').next().unwrap_or(name);
+            let master = words
+                .iter()
+                .position(|w| *w == "master")
+                .and_then(|i| words.get(i + 1))
+                .unwrap_or(&"-");
+            format!("{name} {master}")
+        })
+        .collect();
+    let addrs = look(ns, "ip", &["-o", "-4", "addr", "show"])
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.get(1..4).map(|w| w.join(" ")).unwrap_or_default()
+        })
+        .collect();
+    (look(ns, "nft", &["list", "ruleset"]), links, addrs)
+}
+
+/// A SIGKILLed agent leaves its gateway in the kernel. The agent started after it takes the
+/// gateway over as it is (the same ruleset, links and addresses: nothing made twice) and
+/// converges what changed while it was dead (a container that died meanwhile loses its port
+/// and its bridge port). After the last disconnect the host holds exactly what it held before
+/// the first connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_agent_leaves_nothing_behind() {
+    let test = "a_killed_agent_leaves_nothing_behind";
+    let mut c = Cluster::with_reclaim_grace(test, Backend::Embedded, 1000).await;
+    let host = Netns::open_path(c.hosts[0].ns.path()).unwrap();
+    let lan = Netns::open_path(c.hosts[1].ns.path()).unwrap();
+    let host1: IpAddr = "198.51.100.1".parse().unwrap();
+    let pristine = kernel_state(&host);
+    assert!(!pristine.0.contains("overlay-"), "{}", pristine.0);
+
+    c.hosts[0]
+        .ok(json!({"op": "create_network", "name": "my-net"}))
+        .await;
+    let (zk, zk_ns, _, _) = c
+        .run(0, "zookeeper1", json!({"publish": ["2181:2181"]}))
+        .await;
+    let (_, kafka_ns, _, _) = c.run(0, "kafka", json!({"publish": ["9092:9092"]})).await;
+    let _zk = support::serve(&zk_ns, 2181, "imok");
+    let kafka = support::serve(&kafka_ns, 9092, "kafka");
+    assert_eq!(support::fetch(&lan, host1, 2181).as_deref(), Some("imok"));
+    assert_eq!(support::fetch(&lan, host1, 9092).as_deref(), Some("kafka"));
+    let running = kernel_state(&host);
+    assert!(
+        running.0.contains("dport 2181") && running.0.contains("dport 9092"),
+        "{}",
+        running.0
+    );
+    let ports = |links: &[String]| {
+        links
+            .iter()
+            .filter(|l| l.ends_with(" ovl_gwbridge"))
+            .count()
+    };
+    assert_eq!(
+        ports(&running.1),
+        2,
+        "a bridge port per container: {:?}",
+        running.1
+    );
+
+    // Killed and started again: the kernel state is taken over as it is.
+    c.hosts[0].kill().await;
+    c.hosts[0] = c
+        .spawn_host(0, Netns::open_path(host.path()).unwrap())
+        .await;
+    assert_eq!(support::fetch(&lan, host1, 2181).as_deref(), Some("imok"));
+    assert_eq!(
+        kernel_state(&host),
+        running,
+        "the restarted agent made something twice"
+    );
+
+    // Killed again; kafka dies while no agent runs (its namespace goes, and with it the
+    // container's end of its gateway interface).
+    c.hosts[0].kill().await;
+    drop(kafka);
+    let name = kafka_ns
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    drop(kafka_ns);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "del", &name])
+        .output()
+        .expect("ip netns del");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.hosts[0] = c
+        .spawn_host(0, Netns::open_path(host.path()).unwrap())
+        .await;
+    wait_until("kafka's port is unpublished", LIMIT, async || {
+        !kernel_state(&host).0.contains("9092")
+    })
+    .await;
+    assert_eq!(support::fetch(&lan, host1, 2181).as_deref(), Some("imok"));
+    assert_eq!(support::fetch(&lan, host1, 9092), None);
+    let now = kernel_state(&host);
+    assert_eq!(ports(&now.1), 1, "kafka's bridge port went: {:?}", now.1);
+    assert_eq!(
+        now.1.len() + 1,
+        running.1.len(),
+        "nothing else went: {:?}",
+        now.1
+    );
+    assert_eq!(now.2, running.2, "the addresses stay");
+
+    c.hosts[0]
+        .ok(json!({"op": "disconnect", "network": "my-net", "container_id": zk}))
+        .await;
+    wait_until("the host is as it was", LIMIT, async || {
+        kernel_state(&host) == pristine
+    })
+    .await;
+    c.stop().await;
 }

@@ -157,6 +157,23 @@ impl Controller {
             )
             .with_hint("drop the published ports, or use a network that is not internal"));
         }
+        // A network made on a host with another gateway pool may cover this host's: its
+        // containers' routes would then clash with the gateway bridge's.
+        let gateway_pool = ipnet::IpNet::from(self.agent()?.config().gateway.pool);
+        if let Some(p) = net.pools.iter().find(|p| {
+            !net.internal
+                && (p.subnet.contains(&gateway_pool.network())
+                    || gateway_pool.contains(&p.subnet.network()))
+        }) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "subnet {} of network {:?} overlaps this host's gateway pool {gateway_pool}",
+                    p.subnet, net.name
+                ),
+            )
+            .with_hint("set gateway_pool on this host to a range no overlay network uses"));
+        }
         if c.ipv6.is_some() && !net.ipv6 {
             return Err(
                 Error::invalid(op, format!("network {:?} has no IPv6", net.name))

@@ -166,6 +166,7 @@ impl Controller {
         let store = store::connect(&url).await?;
         let mut ipam_cfg = networks::ipam_config(opts.default_pools.as_deref());
         ipam_cfg.reservation_grace = opts.sticky_grace;
+        ipam_cfg.reserved.push(gateway.pool.into());
         let ipam: Arc<dyn Ipam> =
             Arc::new(StoreIpam::new(store.clone(), host_id.clone(), ipam_cfg));
         let dataplane: Arc<dyn Dataplane> =

@@ -71,7 +71,9 @@ pub struct ControllerOptions {
     pub reclaim_grace: Duration,
     /// The host-local pool of the gateway bridge (Docker's `docker_gwbridge`), from which
     /// containers on non-internal networks get their second interface; default
-    /// `172.18.0.0/16`. Must not overlap an overlay subnet or the underlay.
+    /// `172.18.0.0/16`. Must not hold the advertise address (`open` refuses it); networks
+    /// created on this host never take a subnet in it, and a connect to one made elsewhere
+    /// over it is refused.
     pub gateway_pool: Option<ipnet::Ipv4Net>,
     /// The gateway bridge's name; default `ovl_gwbridge`.
     pub gateway_bridge: Option<String>,

@@ -114,6 +114,10 @@ pub const MAX_BLOCK_HOST_BITS: u8 = 12;
 pub struct IpamConfig {
     /// Where pools come from when a network asks for none, tried in order.
     pub default_pools: Vec<DefaultPool>,
+    /// Ranges this host uses for itself (its gateway bridge's pool): a default pool is never
+    /// picked over them, and a network asking for a subnet that overlaps one is refused.
+    /// Another host may reserve other ranges; each host checks its own.
+    pub reserved: Vec<IpNet>,
     /// Host bits of an IPv4 block (6: 64 addresses), at most [`MAX_BLOCK_HOST_BITS`]. Pools
     /// smaller than a block are one block. Every host claims at least one block per pool it
     /// allocates from: smaller blocks spread a small pool over more hosts, larger ones mean
@@ -133,6 +137,7 @@ impl Default for IpamConfig {
     fn default() -> Self {
         IpamConfig {
             default_pools: vec![DefaultPool::docker_v4()],
+            reserved: Vec::new(),
             block_host_bits_v4: 6,
             block_host_bits_v6: 6,
             reservation_grace: Duration::from_secs(24 * 3600),

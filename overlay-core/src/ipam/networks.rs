@@ -56,6 +56,16 @@ impl StoreIpam {
                 )
                 .with_hint("give each pool of a network its own, disjoint subnet"));
             }
+            if let Some(r) = self.config.reserved.iter().find(|r| overlaps(a, r)) {
+                return Err(Error::invalid(
+                    OP_ADD,
+                    format!(
+                        "subnet {a} of network {name:?} overlaps {r}, which this host keeps for \
+                         its gateway bridge"
+                    ),
+                )
+                .with_hint("pick a subnet outside the gateway pool, or move the gateway pool"));
+            }
         }
         let retry = self.config.retry;
         for attempt in 1..=retry.max_attempts {
@@ -187,7 +197,12 @@ impl StoreIpam {
                 "give the network a subnet, or add default pools to IpamConfig::default_pools",
             ));
         }
-        let taken: Vec<IpNet> = registry.pools.iter().map(|p| p.subnet).collect();
+        let taken: Vec<IpNet> = registry
+            .pools
+            .iter()
+            .map(|p| p.subnet)
+            .chain(self.config.reserved.iter().copied())
+            .collect();
         let subnet = pick_default(list, family, &taken).ok_or_else(|| {
             let ranges: Vec<String> = list.iter().map(|d| format!("/{}s of {}", d.len, d.base)).collect();
             Error::new(
@@ -195,7 +210,7 @@ impl StoreIpam {
                 OP_ADD,
                 format!(
                     "no default {family} pool is free for network {name:?}: every one of {} overlaps \
-                     another network's pool",
+                     another network's pool or a range this host keeps",
                     ranges.join(", ")
                 ),
             )

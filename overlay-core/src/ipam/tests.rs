@@ -78,6 +78,33 @@ async fn overlapping_and_identical_pools_are_refused_naming_both() {
     assert_eq!(got[0].subnet.to_string(), "10.0.0.0/24");
 }
 
+/// A host's reserved range (its gateway pool) is skipped by default picks and refused as an
+/// explicit subnet.
+#[tokio::test]
+async fn reserved_ranges_are_never_given_to_a_network() {
+    let fx = Fixture::new().await;
+    let config = IpamConfig {
+        reserved: vec!["10.0.0.0/23".parse().unwrap()],
+        ..IpamConfig::default()
+    };
+    let ipam = ipam_on(fx.store(), "h1", config);
+    let e = ipam
+        .add_pools(&NetworkId::random(), "beta", &[subnet("10.0.1.128/25")])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("10.0.0.0/23"), "{e}");
+    let got = ipam
+        .add_pools(
+            &NetworkId::random(),
+            "gamma",
+            &[PoolRequest::Default(Family::V4)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(got[0].subnet.to_string(), "10.0.2.0/24");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_networks_never_claim_overlapping_pools() {
     let fx = Fixture::new().await;
