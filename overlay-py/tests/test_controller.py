@@ -314,11 +314,13 @@ def test_connect_options_reach_the_core(lab: Lab, tmp_path: Path) -> None:
             c.connect("opts", netns=lab.path(box), container_id="other", name="other", ip="10.0.7.200")
         assert "10.0.7.200" in str(info.value)
         # A sticky container gets its address back after a disconnect; its range is honoured.
-        first = c.connect("opts", netns=lab.path(box), container_id="s1", name="sticky", sticky=True)
+        # (A namespace of its own: box holds fixed's interfaces, gateway one included.)
+        box2 = lab.namespace("box2")
+        first = c.connect("opts", netns=lab.path(box2), container_id="s1", name="sticky", sticky=True)
         addr = first["IPv4Address"]
         assert 128 <= int(addr.split("/")[0].split(".")[3]) <= 253, addr
         c.disconnect("opts", "s1")
-        again = c.connect("opts", netns=lab.path(box), container_id="s2", name="sticky", sticky=True)
+        again = c.connect("opts", netns=lab.path(box2), container_id="s2", name="sticky", sticky=True)
         assert again["IPv4Address"] == addr
 
 
