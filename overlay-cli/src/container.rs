@@ -83,7 +83,8 @@ pub(crate) async fn run(settings: &Settings, args: RunArgs) -> CliResult<u8> {
         ipv6: None,
         sticky: false,
         hosts_file: Some(hosts_file.clone()),
-        ifname: None,
+                resolv_conf: None,
+ifname: None,
         publish: args.publish.clone(),
     };
     let connect = Request::Connect {

@@ -332,7 +332,8 @@ async fn connect(settings: &Settings, args: &ConnectArgs) -> CliResult {
         ipv6: args.ip6,
         sticky: args.sticky,
         hosts_file: target.hosts_file,
-        ifname: None,
+                resolv_conf: None,
+ifname: None,
         publish: args.publish.clone(),
     };
     client::call(

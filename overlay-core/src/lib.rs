@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod controller;
 pub mod dataplane;
+pub mod dns;
 pub mod error;
 pub mod ipam;
 pub mod model;

@@ -198,6 +198,8 @@ impl Controller {
         reclaim_grace = None,
         gateway_pool = None,
         gateway_bridge = None,
+        dns = true,
+        dns_upstreams = None,
         state_dir = None,
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -215,6 +217,8 @@ impl Controller {
         reclaim_grace: Option<f64>,
         gateway_pool: Option<&str>,
         gateway_bridge: Option<String>,
+        dns: bool,
+        dns_upstreams: Option<Vec<String>>,
         state_dir: Option<PathBuf>,
     ) -> PyResult<Self> {
         let defaults = ControllerOptions::default();
@@ -241,6 +245,18 @@ impl Controller {
             reclaim_grace: seconds(py, "reclaim_grace", reclaim_grace, defaults.reclaim_grace)?,
             gateway_pool: parse_opt(py, OPEN, "gateway_pool", gateway_pool)?,
             gateway_bridge,
+            dns,
+            dns_upstreams: dns_upstreams
+                .map(|list| {
+                    list.iter()
+                        .enumerate()
+                        .map(|(i, t)| {
+                            overlay_core::controller::dns_upstream(&format!("dns_upstreams[{i}]"), t)
+                                .map_err(|e| errors::to_py(py, &e))
+                        })
+                        .collect::<PyResult<Vec<_>>>()
+                })
+                .transpose()?,
             state_dir,
         };
         let core = run(py, async move { Core::open(opts).await })?;
@@ -385,6 +401,7 @@ impl Controller {
         ip6 = None,
         sticky = false,
         hosts_file = None,
+        resolv_conf = None,
         ifname = None,
         publish = Vec::new(),
     ))]
@@ -401,6 +418,7 @@ impl Controller {
         ip6: Option<&str>,
         sticky: bool,
         hosts_file: Option<PathBuf>,
+        resolv_conf: Option<PathBuf>,
         ifname: Option<String>,
         publish: Vec<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
@@ -417,6 +435,7 @@ impl Controller {
             ipv6: parse_opt::<Ipv6Addr>(py, CONNECT, "ip6", ip6)?,
             sticky,
             hosts_file,
+            resolv_conf,
             ifname,
             publish,
         };

@@ -20,16 +20,20 @@
 //! while both keep running (sessions and leases then expire on the server).
 //!
 //! [`TcpGreeter`] and [`fetch`] send real TCP traffic inside network namespaces (entered by
-//! path with [`in_netns`]), to prove a data path end to end.
+//! path with [`in_netns`]), to prove a data path end to end. [`dns_query`] asks a resolver one
+//! question from a namespace, as a container's stub would; [`DnsUpstream`] plays the host's
+//! upstream resolver.
 //!
 //! This crate does not depend on `overlay-core`, so both `overlay-core` and the root crate can
 //! use it as a dev-dependency.
 
+mod dns;
 mod process;
 mod proxy;
 mod servers;
 mod tcp;
 
+pub use dns::{DnsAnswer, DnsUpstream, dns_query, reverse_name};
 pub use process::{missing, require_root, unique_prefix};
 pub use proxy::TcpProxy;
 pub use servers::{EtcdServer, ZooKeeperServer};

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Moves the calling thread into the network namespace at `netns`.
-fn enter(netns: &Path) -> io::Result<()> {
+pub(crate) fn enter(netns: &Path) -> io::Result<()> {
     let file = File::open(netns)?;
     // SAFETY: setns on a descriptor this function owns; it only changes the calling thread's
     // network namespace, and the file stays open for the duration of the call.

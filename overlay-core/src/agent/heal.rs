@@ -164,6 +164,8 @@ async fn network(shared: &Shared, id: &NetworkId, scope: Scope) {
             }
         }
         drop(serial);
+        // A sandbox rebuilt in a new namespace needs its resolver started there.
+        super::dns::ensure(shared, &net).await;
     }
     if peers {
         super::network::reconcile(shared, id, true).await;

@@ -70,6 +70,13 @@ pub struct LocalEndpoint {
     /// namespace), so that it goes with the container.
     #[serde(default)]
     pub hosts_dir_made: bool,
+    /// The `resolv.conf` the agent keeps pointing at the container's resolvers, as the local
+    /// caller gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolv_conf: Option<PathBuf>,
+    /// Whether connect made the `resolv.conf`'s directory.
+    #[serde(default)]
+    pub resolv_dir_made: bool,
     /// The container's interface on the gateway bridge and the ports this endpoint publishes;
     /// `None` on an internal network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -313,12 +320,14 @@ pub fn entry_for(
         ifname: ifname.to_string(),
         hosts_file: hosts_file.map(Path::to_path_buf),
         hosts_dir_made: false,
+        resolv_conf: None,
+        resolv_dir_made: false,
         gateway: None,
     })
 }
 
-/// Makes the directory of `hosts_file` if it is missing (mode 0755: a hosts file is read by
-/// everyone in the container); returns whether it did.
+/// Makes the directory of `hosts_file` (or of a `resolv.conf`) if it is missing (mode 0755:
+/// these files are read by everyone in the container); returns whether it did.
 pub fn make_hosts_dir(hosts_file: &Path) -> Result<bool> {
     let Some(dir) = hosts_file.parent().filter(|d| !d.as_os_str().is_empty()) else {
         return Ok(false);
@@ -333,10 +342,10 @@ pub fn make_hosts_dir(hosts_file: &Path) -> Result<bool> {
         .map_err(|e| {
             Error::io(
                 "connect",
-                format!("cannot create {} for the hosts file", dir.display()),
+                format!("cannot create {} for the container's files", dir.display()),
                 e,
             )
-            .with_hint("run as root, or give a hosts file in a directory that exists")
+            .with_hint("run as root, or give paths in a directory that exists")
         })?;
     Ok(true)
 }

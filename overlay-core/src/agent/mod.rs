@@ -8,6 +8,7 @@
 //! answers name lookups for embedders.
 
 mod claim;
+mod dns;
 pub mod events;
 pub mod gateway;
 mod heal;
@@ -18,6 +19,8 @@ pub mod local;
 mod network;
 mod sweep;
 pub mod view;
+
+pub use dns::DnsSettings;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -50,6 +53,8 @@ pub struct AgentConfig {
     pub vxlan_port: u16,
     /// This host's gateway bridge, for containers on non-internal networks.
     pub gateway: GatewaySpec,
+    /// The embedded resolver at each network's gateway address; `None` turns it off.
+    pub dns: Option<DnsSettings>,
 }
 
 impl AgentConfig {
@@ -61,6 +66,10 @@ impl AgentConfig {
             mtu: net.mtu.or(self.mtu),
             vxlan_port: self.vxlan_port,
             vtep: self.host.advertise,
+            addresses: match self.dns {
+                Some(_) => dns::bridge_addresses(net),
+                None => Vec::new(),
+            },
         }
     }
 }
@@ -102,6 +111,8 @@ pub(crate) struct Shared {
     events: broadcast::Sender<ControllerEvent>,
     /// Serialises changes to the gateway (its addresses and ports are shared by every network).
     gateway_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The networks' resolvers, unless turned off.
+    dns: Option<dns::Resolvers>,
 }
 
 impl Shared {
@@ -137,6 +148,7 @@ impl Shared {
     /// Lets go of a local endpoint that was removed from the store: [`Agent::leave`].
     async fn leave(&self, network: &NetworkId, endpoint: &EndpointId) {
         let key = keys::endpoint(network, endpoint);
+        let mut containers = Vec::new();
         let last = {
             let mut st = self.state();
             let me = self.me().clone();
@@ -145,6 +157,7 @@ impl Shared {
             };
             for ep in ns.view.remove_key(&key).down {
                 self.emit(ControllerEvent::down(&ep));
+                containers.push(ep.container_id);
             }
             let any_local = ns
                 .view
@@ -165,12 +178,22 @@ impl Shared {
                 // A heal or reconcile still running on this network finishes first, so it
                 // cannot bring the sandbox back after it is removed.
                 let _serial = ns.reconciling.lock().await;
+                dns::stop(self, network).await;
                 if let Err(e) = self.dataplane.remove_sandbox(network).await {
                     tracing::warn!(network = %ns.network.name, error = %e, "sandbox removal failed");
                 }
             }
             None => network::reconcile(self, network, false).await,
         }
+        // The container's other networks stay in its files; this one leaves them.
+        let files = {
+            let st = self.state();
+            containers
+                .iter()
+                .flat_map(|c| network::files_of(self, &st, c))
+                .collect()
+        };
+        network::write_hosts_files(self, files).await;
     }
 
     fn emit(&self, ev: ControllerEvent) {
@@ -218,7 +241,12 @@ impl Agent {
             let networks = store.list(keys::NETWORKS).await?;
             Ok::<_, crate::Error>((local, hosts, networks))
         };
-        let (local, live_now, networks_now) = match opened.await {
+        let opened = async {
+            let (local, hosts, networks) = opened.await?;
+            let dns = cfg.dns.as_ref().map(dns::Resolvers::new).transpose()?;
+            Ok::<_, crate::Error>((local, hosts, networks, dns))
+        };
+        let (local, live_now, networks_now, dns) = match opened.await {
             Ok(ok) => ok,
             Err(e) => {
                 claim::release(cfg.host.holder.as_ref());
@@ -239,6 +267,7 @@ impl Agent {
             live,
             events,
             gateway_lock: Arc::default(),
+            dns,
         });
         let board = shared.board.clone();
         let task = |name: &str, run: fn(Arc<Shared>) -> _| {
@@ -327,6 +356,7 @@ impl Agent {
             }
         }
         network::reconcile(&self.shared, &id, false).await;
+        dns::ensure(&self.shared, network).await;
     }
 
     /// Serialises the caller with every other change of network `id` on this host (connect,

@@ -162,62 +162,92 @@ pub(super) async fn reconcile(shared: &Shared, id: &NetworkId, full: bool) {
             ns.programmed = desired;
             ns.dirty = !ok;
         }
+        super::dns::refresh(shared, &st, id);
         hosts_files_for(shared, &st, id)
     };
     write_hosts_files(shared, files).await;
 }
 
-/// The hosts files of local containers on network `id`, rendered from every network each of
-/// those containers joined. The paths come from this host's local state only.
+/// The hosts files and `resolv.conf`s of local containers on network `id`, rendered from
+/// every network each of those containers joined. The paths come from this host's local
+/// state only.
 fn hosts_files_for(
     shared: &Shared,
     st: &super::State,
     id: &NetworkId,
 ) -> BTreeMap<PathBuf, String> {
-    let live = shared.live.borrow();
     let Some(ns) = st.nets.get(id) else {
         return BTreeMap::new();
     };
-    // Container id → its hosts file, from the entries of this host's endpoints on `id`.
-    let mut files: BTreeMap<&str, PathBuf> = BTreeMap::new();
-    for ep in ns.view.endpoints().filter(|e| shared.is_local(e)) {
-        if let Some(path) = shared.local.get(&ep.id).and_then(|l| l.hosts_file) {
-            files.entry(ep.container_id.as_str()).or_insert(path);
-        }
+    let containers: BTreeSet<&str> = ns
+        .view
+        .endpoints()
+        .filter(|e| shared.is_local(e))
+        .map(|e| e.container_id.as_str())
+        .collect();
+    containers
+        .into_iter()
+        .flat_map(|c| files_of(shared, st, c))
+        .collect()
+}
+
+/// The files the agent keeps for local container `container`: its hosts file and its
+/// `resolv.conf`, where its entries name them.
+pub(super) fn files_of(
+    shared: &Shared,
+    st: &super::State,
+    container: &str,
+) -> Vec<(PathBuf, String)> {
+    let entries: Vec<_> = st
+        .nets
+        .values()
+        .flat_map(|n| n.view.endpoints())
+        .filter(|e| e.container_id == container && shared.is_local(e))
+        .filter_map(|e| shared.local.get(&e.id))
+        .collect();
+    let mut out = Vec::new();
+    if let Some(path) = entries.iter().find_map(|l| l.hosts_file.clone()) {
+        out.push((path, hosts_file_of(shared, st, container)));
     }
-    let mut out = BTreeMap::new();
-    for (container, path) in files {
-        let mut own: Vec<(IpAddr, String)> = Vec::new();
-        let mut peers = BTreeSet::new();
-        let hostname: String = container.chars().take(12).collect();
-        for net in st.nets.values() {
-            let mine = net
-                .view
-                .endpoints()
-                .find(|e| e.container_id == container && shared.is_local(e));
-            let Some(mine) = mine else { continue };
-            own.extend(mine.addresses().map(|ip| (ip, hostname.clone())));
-            for ep in net.view.endpoints() {
-                if ep.container_id == container || !live.contains(&ep.host) {
-                    continue;
-                }
-                for ip in ep.addresses() {
-                    peers.extend(HostsEntry::for_container(
-                        ip,
-                        &ep.name,
-                        &ep.aliases,
-                        &net.network.name,
-                    ));
-                }
-            }
-        }
-        out.insert(path, hosts::render(&own, &peers));
+    if let Some(path) = entries.iter().find_map(|l| l.resolv_conf.clone())
+        && let Some(text) = super::dns::resolv_conf_of(shared, st, container)
+    {
+        out.push((path, text));
     }
     out
 }
 
+fn hosts_file_of(shared: &Shared, st: &super::State, container: &str) -> String {
+    let live = shared.live.borrow();
+    let mut own: Vec<(IpAddr, String)> = Vec::new();
+    let mut peers = BTreeSet::new();
+    let hostname: String = container.chars().take(12).collect();
+    for net in st.nets.values() {
+        let mine = net
+            .view
+            .endpoints()
+            .find(|e| e.container_id == container && shared.is_local(e));
+        let Some(mine) = mine else { continue };
+        own.extend(mine.addresses().map(|ip| (ip, hostname.clone())));
+        for ep in net.view.endpoints() {
+            if ep.container_id == container || !live.contains(&ep.host) {
+                continue;
+            }
+            for ip in ep.addresses() {
+                peers.extend(HostsEntry::for_container(
+                    ip,
+                    &ep.name,
+                    &ep.aliases,
+                    &net.network.name,
+                ));
+            }
+        }
+    }
+    hosts::render(&own, &peers)
+}
+
 /// Writes the files whose content changed, off the async workers (each write ends in fsync).
-async fn write_hosts_files(shared: &Shared, mut files: BTreeMap<PathBuf, String>) {
+pub(super) async fn write_hosts_files(shared: &Shared, mut files: BTreeMap<PathBuf, String>) {
     {
         let st = shared.state();
         files.retain(|path, content| st.hosts_files.get(path) != Some(content));

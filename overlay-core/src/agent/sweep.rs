@@ -137,29 +137,42 @@ async fn collect_container(shared: &Shared, entry: &LocalEndpoint) -> bool {
     true
 }
 
-/// Removes the hosts file the agent wrote for a collected container, and its directory if
-/// connect made it. Another endpoint of the same container keeps them.
+/// Removes the hosts file and `resolv.conf` the agent wrote for a collected container, and
+/// their directories if connect made them. Another endpoint of the same container keeps them.
 fn remove_files(shared: &Shared, entry: &LocalEndpoint) {
-    let Some(path) = &entry.hosts_file else {
-        return;
-    };
-    let shared_file = shared
-        .local
-        .all()
+    let others = shared.local.all();
+    let others: Vec<&LocalEndpoint> = others
         .iter()
-        .any(|o| o.endpoint != entry.endpoint && o.hosts_file.as_ref() == Some(path));
-    if shared_file {
-        return;
+        .filter(|o| o.endpoint != entry.endpoint)
+        .collect();
+    let files = [
+        (&entry.hosts_file, entry.hosts_dir_made, false),
+        (&entry.resolv_conf, entry.resolv_dir_made, true),
+    ];
+    let mut dirs = Vec::new();
+    for (path, dir_made, resolv) in files {
+        let Some(path) = path else { continue };
+        let of = |o: &LocalEndpoint| {
+            if resolv {
+                o.resolv_conf.clone()
+            } else {
+                o.hosts_file.clone()
+            }
+        };
+        if others.iter().any(|o| of(o).as_ref() == Some(path)) {
+            continue;
+        }
+        if shared.state().hosts_files.remove(path).is_some()
+            && let Err(e) = std::fs::remove_file(path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %path.display(), error = %e, "could not remove a collected container's file");
+        }
+        if dir_made && let Some(dir) = path.parent() {
+            dirs.push(dir.to_path_buf());
+        }
     }
-    if shared.state().hosts_files.remove(path).is_some()
-        && let Err(e) = std::fs::remove_file(path)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(file = %path.display(), error = %e, "could not remove a collected container's hosts file");
-    }
-    if entry.hosts_dir_made
-        && let Some(dir) = path.parent()
-    {
+    for dir in dirs {
         // Only if empty: anything else in it is not ours.
         let _ = std::fs::remove_dir(dir);
     }

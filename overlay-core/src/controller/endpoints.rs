@@ -353,6 +353,10 @@ impl Controller {
             if let Some(h) = &c.hosts_file {
                 entry.hosts_dir_made = make_hosts_dir(h)?;
             }
+            if let Some(r) = &c.resolv_conf {
+                entry.resolv_conf = Some(r.clone());
+                entry.resolv_dir_made = make_hosts_dir(r)?;
+            }
             entry.gateway = gateway.as_ref().map(|p| p.gateway.clone());
             local.insert(entry)
         });

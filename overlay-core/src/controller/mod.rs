@@ -21,6 +21,7 @@
 //!         ipv6: None,
 //!         sticky: true,
 //!         hosts_file: None,
+//!         resolv_conf: None,
 //!         ifname: None,
 //!         publish: vec!["2181:2181".parse()?],
 //!     })
@@ -41,7 +42,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
-use crate::agent::{Agent, AgentConfig};
+use crate::agent::{Agent, AgentConfig, DnsSettings};
 use crate::dataplane::{Dataplane, GatewaySpec, NetlinkDataplane, Netns};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ipam::{Ipam, StoreIpam};
@@ -54,6 +55,7 @@ pub use inspect::{ContainerInspect, NetworkInspect, NetworkSummary};
 pub use networks::Networks;
 pub use spec::{
     AddressPool, ContainerSpec, ControllerOptions, NetnsRef, NetworkOptions, SubnetOptions,
+    dns_upstream,
 };
 
 pub(crate) struct Inner {
@@ -189,6 +191,13 @@ impl Controller {
             mtu: opts.mtu,
             vxlan_port: opts.vxlan_port,
             gateway,
+            dns: opts.dns.then(|| DnsSettings {
+                upstreams: opts
+                    .dns_upstreams
+                    .clone()
+                    .unwrap_or_else(host_upstreams),
+                host_netns: opts.host_netns.clone(),
+            }),
         };
         let agent = match Agent::start(
             store.clone(),
@@ -302,6 +311,19 @@ impl Controller {
                 self.inner.store.close().await
             }
             None => Ok(()),
+        }
+    }
+}
+
+/// The nameservers of the machine's `/etc/resolv.conf` (none when it cannot be read: names
+/// that are not containers' then get SERVFAIL, which the log explains once).
+fn host_upstreams() -> Vec<std::net::SocketAddr> {
+    const PATH: &str = "/etc/resolv.conf";
+    match std::fs::read_to_string(PATH) {
+        Ok(text) => crate::dns::resolv::nameservers(&text),
+        Err(e) => {
+            tracing::warn!(file = PATH, error = %e, "no upstream resolvers: names that are not containers' will not resolve");
+            Vec::new()
         }
     }
 }

@@ -29,7 +29,7 @@ mod document;
 
 pub use document::{
     AddressPoolDoc, ContainerSpecDoc, ControllerOptionsDoc, NetnsRefDoc, NetworkOptionsDoc,
-    SubnetOptionsDoc, TextValue, out_of_range, parse_text, whole_number,
+    SubnetOptionsDoc, TextValue, dns_upstream, out_of_range, parse_text, whole_number,
 };
 
 /// Where the embedded store lives when no cluster store is given.
@@ -77,6 +77,12 @@ pub struct ControllerOptions {
     pub gateway_pool: Option<ipnet::Ipv4Net>,
     /// The gateway bridge's name; default `ovl_gwbridge`.
     pub gateway_bridge: Option<String>,
+    /// The embedded resolver: each network's sandbox answers names at the network's gateway
+    /// address (`10.0.0.1` for `10.0.0.0/24`), for the containers on it; default on.
+    pub dns: bool,
+    /// Where the resolver forwards names that are not containers' (`IP` or `IP:PORT`, tried
+    /// in order); default: the nameservers of `/etc/resolv.conf` when the controller opens.
+    pub dns_upstreams: Option<Vec<std::net::SocketAddr>>,
     /// Where this host keeps what only it may act on (its containers' namespace and hosts file
     /// paths, never put in the cluster store); default: `/run/overlay/<host id>-<hash of the
     /// store URL>`, which, like the namespaces it names, does not outlive a reboot.
@@ -98,6 +104,8 @@ impl Default for ControllerOptions {
             reclaim_grace: Duration::from_secs(30),
             gateway_pool: None,
             gateway_bridge: None,
+            dns: true,
+            dns_upstreams: None,
             state_dir: None,
         }
     }
@@ -193,6 +201,10 @@ pub struct ContainerSpec {
     pub sticky: bool,
     /// A hosts file the agent keeps current for this container (replaced atomically).
     pub hosts_file: Option<PathBuf>,
+    /// A `resolv.conf` the agent keeps pointing at the resolvers of the container's networks
+    /// on this host, with their names as search domains (replaced atomically).
+    #[serde(default)]
+    pub resolv_conf: Option<PathBuf>,
     /// Interface name inside the container; default: `eth0`, `eth1`, … in order of joining.
     pub ifname: Option<String>,
     /// Ports published on this host to the container (Docker's `-p`), through its interface
@@ -467,7 +479,8 @@ mod tests {
             ipv6: Some("fd00:9::10".parse().unwrap()),
             sticky: true,
             hosts_file: Some("/run/zk1/hosts".into()),
-            ifname: Some("eth1".into()),
+                        resolv_conf: None,
+ifname: Some("eth1".into()),
             publish: vec![
                 "2181:2181".parse().unwrap(),
                 "192.0.2.1:53:53/udp".parse().unwrap(),
@@ -519,7 +532,8 @@ mod tests {
             ipv6: None,
             sticky: false,
             hosts_file: None,
-            ifname: None,
+                        resolv_conf: None,
+ifname: None,
             publish: Vec::new(),
         };
         ok.validate().unwrap();

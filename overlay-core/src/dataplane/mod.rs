@@ -68,6 +68,9 @@ pub struct SandboxSpec {
     /// This host's VTEP (advertise) address; must be assigned to an interface of the host
     /// namespace.
     pub vtep: IpAddr,
+    /// Addresses of the sandbox's bridge (the network's gateways, where its resolver
+    /// answers); none by default.
+    pub addresses: Vec<IpNet>,
 }
 
 impl SandboxSpec {
@@ -79,6 +82,7 @@ impl SandboxSpec {
             mtu: None,
             vxlan_port: DEFAULT_VXLAN_PORT,
             vtep,
+            addresses: Vec::new(),
         }
     }
 }
@@ -252,6 +256,29 @@ pub trait Dataplane: Send + Sync {
         })
     }
 
+    /// A UDP socket and a TCP listener bound to `addr` inside the network's sandbox, where
+    /// its containers reach a service at an address of the sandbox's bridge
+    /// ([`SandboxSpec::addresses`]).
+    async fn sandbox_sockets(
+        &self,
+        network: &NetworkId,
+        addr: std::net::SocketAddr,
+    ) -> Result<SandboxSockets> {
+        let _ = (network, addr);
+        Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            "bind in sandbox",
+            "this dataplane has no sandbox sockets",
+        )
+        .with_hint("use the NetlinkDataplane, or turn the resolver off"))
+    }
+
+    /// The sandbox of `network` as it is now (its namespace's identity), `None` without one.
+    async fn sandbox_netns(&self, network: &NetworkId) -> Result<Option<NetnsId>> {
+        let _ = network;
+        Ok(None)
+    }
+
     /// Removes the gateway's firewall table and bridge; absent is not an error.
     async fn remove_gateway(&self, spec: &GatewaySpec) -> Result<()> {
         let _ = spec;
@@ -275,6 +302,18 @@ pub trait Dataplane: Send + Sync {
         network: &NetworkId,
         attached: &[(NetnsId, String)],
     ) -> Result<SandboxCheck>;
+}
+
+/// Sockets of a service inside a network's sandbox (the resolver), from
+/// [`Dataplane::sandbox_sockets`].
+#[derive(Debug)]
+pub struct SandboxSockets {
+    /// Bound to the service's address.
+    pub udp: std::net::UdpSocket,
+    /// Bound to the same address and port, listening.
+    pub tcp: std::net::TcpListener,
+    /// The namespace they live in: a sandbox rebuilt in a new namespace needs new ones.
+    pub netns: NetnsId,
 }
 
 /// The error of a gateway method on a dataplane that has no gateway.

@@ -12,9 +12,11 @@ use super::endpoint::{Bridge, Uplink};
 use super::netns::Netns;
 use super::netns::NetnsId;
 use super::own::OwnDeletions;
+use super::netns::run_on_thread;
 use super::sandbox::{self, Sandbox, blocking};
 use super::{
-    AttachSpec, Attachment, Dataplane, GatewaySpec, Peer, PublishedPort, SandboxInfo, SandboxSpec,
+    AttachSpec, Attachment, Dataplane, GatewaySpec, Peer, PublishedPort, SandboxInfo, SandboxSockets,
+    SandboxSpec,
     endpoint, firewall, gateway, peer,
 };
 use crate::error::{Error, ErrorKind, Result};
@@ -258,6 +260,32 @@ impl Dataplane for NetlinkDataplane {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    async fn sandbox_sockets(
+        &self,
+        network: &NetworkId,
+        addr: std::net::SocketAddr,
+    ) -> Result<SandboxSockets> {
+        let sb = self.sandbox(network).await?;
+        let ns = sb.ns.try_clone()?;
+        let netns = ns.id();
+        let label = sb.name.clone();
+        let (udp, tcp) = blocking(move || {
+            run_on_thread(move || {
+                ns.enter()?;
+                sandbox::bind_service(addr).map_err(|e| {
+                    Error::io("bind in sandbox", format!("cannot bind {addr} in {label}"), e)
+                        .with_hint("another process holds the address in the sandbox; stop it")
+                })
+            })
+        })
+        .await?;
+        Ok(SandboxSockets { udp, tcp, netns })
+    }
+
+    async fn sandbox_netns(&self, network: &NetworkId) -> Result<Option<NetnsId>> {
+        Ok(self.existing_sandbox(network).await?.map(|sb| sb.ns.id()))
     }
 
     async fn check_gateway(

@@ -1,10 +1,12 @@
 //! Network sandboxes: a namespace per network and host holding `br0` and `vxlan0`.
 
 use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use netlink_packet_route::link::InfoKind;
 
 use super::conn::{NlConn, Notifications};
@@ -12,7 +14,7 @@ use super::damage::SandboxCheck;
 use super::endpoint::host_end_name;
 use super::errors::{Failures, nl_failure};
 use super::link::{
-    LinkChange, LinkView, VxlanParams, bridge_msg, del_link, dump_addresses, dump_links, get_link,
+    LinkChange, LinkView, VxlanParams, add_address, bridge_msg, del_link, dump_addresses, dump_links, get_link,
     set_link, vxlan_msg,
 };
 use super::netns::{Netns, NetnsId};
@@ -36,6 +38,8 @@ pub(crate) struct Sandbox {
     pub(crate) bridge: u32,
     pub(crate) vxlan: u32,
     pub(crate) mtu: u32,
+    /// The bridge's addresses (the network's gateways), checked with its links.
+    pub(crate) addresses: Vec<IpNet>,
     /// Deletions made here whose reports are not damage (shared with the report forwarder).
     pub(crate) own: Arc<OwnDeletions>,
 }
@@ -193,6 +197,9 @@ pub(crate) async fn ensure(
         };
         set_link(&conn, vxlan.index, &change).await?;
     }
+    for a in &spec.addresses {
+        add_address(&conn, bridge, *a).await?;
+    }
     let sb = Sandbox {
         name,
         ns,
@@ -200,6 +207,7 @@ pub(crate) async fn ensure(
         bridge,
         vxlan: vxlan.index,
         mtu,
+        addresses: spec.addresses.clone(),
         own: Arc::default(),
     };
     Ok((sb, notes))
@@ -361,6 +369,7 @@ pub(crate) async fn open_existing(
         .await?
         .ok_or_else(|| incomplete(SANDBOX_VXLAN))?;
     let mtu = bridge.mtu.unwrap_or(1500);
+    let addresses = bridge_addresses(&conn, bridge.index).await?;
     let sb = Sandbox {
         name,
         ns,
@@ -368,6 +377,7 @@ pub(crate) async fn open_existing(
         bridge: bridge.index,
         vxlan: vxlan.index,
         mtu,
+        addresses,
         own: Arc::default(),
     };
     Ok(Some((sb, notes)))
@@ -393,9 +403,47 @@ pub(crate) async fn check(sb: &Sandbox, attached: &[(NetnsId, String)]) -> Resul
     let vxlan_ok = by_name
         .get(SANDBOX_VXLAN)
         .is_some_and(|l| l.index == sb.vxlan && l.up && l.controller == Some(sb.bridge));
-    let intact = named && bridge_ok && vxlan_ok;
+    let addressed = sb.addresses.is_empty() || {
+        let have = bridge_addresses(&sb.conn, sb.bridge).await?;
+        sb.addresses.iter().all(|a| have.contains(a))
+    };
+    let intact = named && bridge_ok && vxlan_ok && addressed;
     let detached = missing_ports(&by_name, sb.bridge, attached, intact);
     Ok(SandboxCheck { intact, detached })
+}
+
+/// The addresses of link `bridge`.
+async fn bridge_addresses(conn: &NlConn, bridge: u32) -> Result<Vec<IpNet>> {
+    Ok(dump_addresses(conn)
+        .await?
+        .into_iter()
+        .filter(|(index, _, _)| *index == bridge)
+        .filter_map(|(_, ip, len)| IpNet::new(ip, len).ok())
+        .collect())
+}
+
+/// Binds a UDP socket and a TCP listener to `addr` in the namespace of this thread, even
+/// before the address is up (`IP_FREEBIND`: a sandbox being healed gets it back).
+pub(crate) fn bind_service(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = Domain::for_address(addr);
+    let freebind = |s: &Socket| match addr {
+        SocketAddr::V4(_) => s.set_freebind_v4(true),
+        SocketAddr::V6(_) => s.set_freebind_v6(true),
+    };
+    let udp = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    freebind(&udp)?;
+    udp.bind(&addr.into())?;
+    let tcp = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    freebind(&tcp)?;
+    tcp.set_reuse_address(true)?;
+    tcp.bind(&addr.into())?;
+    tcp.listen(1024)?;
+    for s in [&udp, &tcp] {
+        s.set_cloexec(true)?;
+        s.set_nonblocking(true)?;
+    }
+    Ok((udp.into(), tcp.into()))
 }
 
 /// The indexes of the containers `attached` whose host end is not up on bridge `bridge` among

@@ -146,6 +146,8 @@ class Controller:
         reclaim_grace: Optional[float] = None,
         gateway_pool: Optional[str] = None,
         gateway_bridge: Optional[str] = None,
+        dns: bool = True,
+        dns_upstreams: Optional[Sequence[str]] = None,
         state_dir: Optional[_Path] = None,
     ) -> Controller: ...
     @property
@@ -181,6 +183,7 @@ class Controller:
         ip6: Optional[str] = None,
         sticky: bool = False,
         hosts_file: Optional[_Path] = None,
+        resolv_conf: Optional[_Path] = None,
         ifname: Optional[str] = None,
         publish: Sequence[str] = ...,
     ) -> dict[str, Any]: ...

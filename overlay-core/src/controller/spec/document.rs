@@ -39,6 +39,8 @@ pub struct ControllerOptionsDoc {
     reclaim_grace: Number,
     gateway_pool: Option<String>,
     gateway_bridge: Option<String>,
+    dns: bool,
+    dns_upstreams: Option<Vec<String>>,
     state_dir: Option<PathBuf>,
 }
 
@@ -59,6 +61,8 @@ impl Default for ControllerOptionsDoc {
             reclaim_grace: ms(d.reclaim_grace),
             gateway_pool: None,
             gateway_bridge: None,
+            dns: d.dns,
+            dns_upstreams: None,
             state_dir: None,
         }
     }
@@ -124,6 +128,8 @@ pub struct ContainerSpecDoc {
     sticky: bool,
     #[serde(default)]
     hosts_file: Option<PathBuf>,
+    #[serde(default)]
+    resolv_conf: Option<PathBuf>,
     #[serde(default)]
     ifname: Option<String>,
     #[serde(default)]
@@ -199,6 +205,16 @@ impl TryFrom<ControllerOptionsDoc> for ControllerOptions {
             reclaim_grace: ms("reclaim_grace", &d.reclaim_grace)?,
             gateway_pool: optional_text(OPEN, "gateway_pool", d.gateway_pool)?,
             gateway_bridge: d.gateway_bridge,
+            dns: d.dns,
+            dns_upstreams: d
+                .dns_upstreams
+                .map(|list| {
+                    list.iter()
+                        .enumerate()
+                        .map(|(i, t)| dns_upstream(&format!("dns_upstreams[{i}]"), t))
+                        .collect::<Result<Vec<_>>>()
+                })
+                .transpose()?,
             state_dir: d.state_dir,
         })
     }
@@ -267,6 +283,7 @@ impl TryFrom<ContainerSpecDoc> for ContainerSpec {
             ipv6: optional_text(CONNECT, "ipv6", d.ipv6)?,
             sticky: d.sticky,
             hosts_file: d.hosts_file,
+            resolv_conf: d.resolv_conf,
             ifname: d.ifname,
             publish: d.publish.iter().map(|p| p.parse()).collect::<Result<_>>()?,
         })
@@ -314,6 +331,22 @@ pub fn parse_text<T: TextValue>(op: &'static str, field: &str, text: &str) -> Re
             .with_hint(T::HOW)
             .with_source(e)
     })
+}
+
+/// An upstream resolver written as `IP` (port 53) or `IP:PORT` (`[IPv6]:PORT`), given for
+/// `field` (named in the error).
+pub fn dns_upstream(field: &str, text: &str) -> Result<std::net::SocketAddr> {
+    if let Ok(a) = text.parse() {
+        return Ok(a);
+    }
+    match text.parse::<std::net::IpAddr>() {
+        Ok(ip) => Ok(std::net::SocketAddr::new(ip, crate::dns::PORT)),
+        Err(_) => Err(Error::invalid(
+            OPEN,
+            format!("{field} = {text:?} is not a resolver address"),
+        )
+        .with_hint("write IP or IP:PORT, such as 192.0.2.53 or [2001:db8::53]:5353")),
+    }
 }
 
 fn optional_text<T: TextValue>(

@@ -1,0 +1,222 @@
+//! The embedded resolver with real queries from containers' namespaces: names across hosts,
+//! aliases, PTR, AAAA of an IPv4-only name, forwarding to an upstream on the underlay, an
+//! internal network that never forwards, a container that sees only its own networks' names,
+//! a removed container that stops resolving, and no query lost while names change.
+//!
+//! Needs root.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use overlay::controller::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
+use overlay::dataplane::Netns;
+use overlay::dataplane::lab::Lab;
+use overlay_testkit::{DnsAnswer, DnsUpstream, dns_query, reverse_name};
+
+/// Bounds that only keep a broken build from hanging.
+const LIMIT: Duration = Duration::from_secs(15);
+const ASK: Duration = Duration::from_secs(1);
+
+fn container(name: &str, ns: &Netns, aliases: &[&str], resolv: Option<PathBuf>) -> ContainerSpec {
+    ContainerSpec {
+        id: name.into(),
+        name: name.into(),
+        netns: NetnsRef::Path(ns.path().to_path_buf()),
+        aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        ipv4: None,
+        ipv6: None,
+        sticky: false,
+        hosts_file: None,
+        resolv_conf: resolv,
+        ifname: None,
+        publish: Vec::new(),
+    }
+}
+
+fn ip_of(shown: &overlay::controller::ContainerInspect) -> IpAddr {
+    shown.ipv4_address.split('/').next().unwrap().parse().unwrap()
+}
+
+/// Asks until the answer satisfies `ok` (names travel through the store to other hosts).
+async fn until(
+    what: &str,
+    ns: &Netns,
+    server: SocketAddr,
+    name: &str,
+    qtype: &str,
+    ok: impl Fn(&DnsAnswer) -> bool,
+) -> DnsAnswer {
+    let start = Instant::now();
+    loop {
+        if let Some(a) = dns_query(ns.path(), server, name, qtype, false, ASK)
+            && ok(&a)
+        {
+            return a;
+        }
+        assert!(start.elapsed() < LIMIT, "{what}: not within {LIMIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ask(ns: &Netns, server: SocketAddr, name: &str, qtype: &str) -> DnsAnswer {
+    dns_query(ns.path(), server, name, qtype, false, ASK)
+        .unwrap_or_else(|| panic!("{name} {qtype}: no answer from {server}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn containers_resolve_names_of_their_networks() {
+    overlay_testkit::require_root("containers_resolve_names_of_their_networks");
+    let lab = Lab::new(&format!("d{:x}", std::process::id() & 0xffff)).expect("lab");
+    let h1 = lab.namespace("host1").await.unwrap();
+    let h2 = lab.namespace("host2").await.unwrap();
+    lab.underlay(
+        &h1,
+        "198.51.100.1/24".parse().unwrap(),
+        &h2,
+        "198.51.100.2/24".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    // The hosts' upstream resolver, on the underlay.
+    let upstream = DnsUpstream::start(
+        h2.path(),
+        "198.51.100.2:5353".parse().unwrap(),
+        &[("example.test", "192.0.2.7".parse().unwrap())],
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = |name: &str, ns: &Netns, vtep: &str| ControllerOptions {
+        store: format!("file://{}/store.db", dir.path().display()),
+        advertise: vtep.into(),
+        host_id: Some(lab.host_id(name)),
+        host_netns: Some(ns.path().to_path_buf()),
+        state_dir: Some(dir.path().join(name)),
+        dns_upstreams: Some(vec![upstream.addr()]),
+        ..Default::default()
+    };
+    let ctl1 = Controller::open(opts("host1", &h1, "198.51.100.1")).await.unwrap();
+    let ctl2 = Controller::open(opts("host2", &h2, "198.51.100.2")).await.unwrap();
+    ctl1.create_network("my-net", &NetworkOptions::default())
+        .await
+        .unwrap();
+    let internal = NetworkOptions {
+        internal: true,
+        ..Default::default()
+    };
+    ctl1.create_network("back", &internal).await.unwrap();
+    let front_dns: SocketAddr = "10.0.0.1:53".parse().unwrap();
+    let back_dns: SocketAddr = "10.0.1.1:53".parse().unwrap();
+
+    // web (host1) joins both networks, cache (host2) my-net only, db (host1) back only.
+    let web = lab.namespace("web").await.unwrap();
+    let resolv = dir.path().join("web/resolv.conf");
+    let web_ip = ip_of(
+        &ctl1
+            .connect("my-net", &container("web", &web, &[], Some(resolv.clone())))
+            .await
+            .unwrap(),
+    );
+    ctl1.connect("back", &container("web", &web, &[], None))
+        .await
+        .unwrap();
+    let cache = lab.namespace("cache").await.unwrap();
+    let cache_ip = ip_of(
+        &ctl2
+            .connect("my-net", &container("cache", &cache, &["kv"], None))
+            .await
+            .unwrap(),
+    );
+    let db = lab.namespace("db").await.unwrap();
+    let db_ip = ip_of(
+        &ctl1
+            .connect("back", &container("db", &db, &[], None))
+            .await
+            .unwrap(),
+    );
+
+    // Names across hosts, plain, with the network, aliases; over UDP and TCP.
+    let found = |want: IpAddr| move |a: &DnsAnswer| a.code == "NoError" && a.addresses == [want];
+    let start = Instant::now();
+    until("cache from web", &web, front_dns, "cache", "A", found(cache_ip)).await;
+    eprintln!("a remote name resolved {:?} after its connect returned", start.elapsed());
+    for name in ["cache.my-net", "kv", "KV.My-Net"] {
+        assert_eq!(ask(&web, front_dns, name, "A").addresses, [cache_ip], "{name}");
+    }
+    let tcp = dns_query(web.path(), front_dns, "cache.my-net", "A", true, ASK).expect("TCP");
+    assert_eq!(tcp.addresses, [cache_ip]);
+    assert_eq!(
+        ask(&cache, front_dns, "web", "A").addresses,
+        [web_ip],
+        "host2's resolver answers for its own containers"
+    );
+    // AAAA of an IPv4-only name: the name exists, it has no such record (aardvark-dns#679).
+    let aaaa = ask(&web, front_dns, "cache", "AAAA");
+    assert_eq!((aaaa.code.as_str(), aaaa.addresses.len()), ("NoError", 0));
+    let ptr = ask(&web, front_dns, &reverse_name(cache_ip), "PTR");
+    assert_eq!(ptr.names, ["cache.my-net"]);
+
+    // Only the networks a container joined: web sees db, cache does not.
+    assert_eq!(ask(&web, front_dns, "db.back", "A").addresses, [db_ip]);
+    assert_eq!(ask(&web, back_dns, "db", "A").addresses, [db_ip]);
+    for name in ["db", "db.back"] {
+        let a = ask(&cache, front_dns, name, "A");
+        assert!(a.addresses.is_empty() && a.code == "NXDomain", "{name}: {a:?}");
+    }
+    assert_eq!(ask(&web, front_dns, "gone.my-net", "A").code, "NXDomain");
+
+    // Other names go upstream, except from an internal network.
+    let before = upstream.queries();
+    assert_eq!(
+        ask(&web, front_dns, "example.test", "A").addresses,
+        ["192.0.2.7".parse::<IpAddr>().unwrap()]
+    );
+    assert_eq!(upstream.queries(), before + 1);
+    let refused = ask(&db, back_dns, "example.test", "A");
+    assert_eq!(refused.code, "Refused", "{refused:?}");
+    assert_eq!(upstream.queries(), before + 1, "the internal network forwarded");
+
+    let text = std::fs::read_to_string(&resolv).unwrap();
+    for line in ["nameserver 10.0.0.1", "nameserver 10.0.1.1"] {
+        assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l == "search my-net back" || l == "search back my-net"),
+        "{text}"
+    );
+
+    // While names change, every query is answered: the directory is swapped, never a socket.
+    let asker = {
+        let path = web.path().to_path_buf();
+        std::thread::spawn(move || {
+            (0..300)
+                .filter(|_| dns_query(&path, front_dns, "web", "A", false, ASK).is_none())
+                .count()
+        })
+    };
+    for i in 0..5 {
+        let name = format!("churn{i}");
+        let ns = lab.namespace(&name).await.unwrap();
+        ctl2.connect("my-net", &container(&name, &ns, &[], None))
+            .await
+            .unwrap();
+        ctl2.disconnect("my-net", &name).await.unwrap();
+    }
+    assert_eq!(asker.join().unwrap(), 0, "queries were lost while names changed");
+
+    // A removed container stops resolving as soon as its host's disconnect reaches this one.
+    ctl2.disconnect("my-net", "cache").await.unwrap();
+    let start = Instant::now();
+    until("cache is gone", &web, front_dns, "cache.my-net", "A", |a| {
+        a.code == "NXDomain"
+    })
+    .await;
+    eprintln!("a removed name stopped resolving {:?} after the disconnect", start.elapsed());
+
+    for (net, c) in [("my-net", "web"), ("back", "web"), ("back", "db")] {
+        ctl1.disconnect(net, c).await.unwrap();
+    }
+    ctl2.close().await.unwrap();
+    ctl1.close().await.unwrap();
+}
