@@ -90,8 +90,8 @@ async fn convergence(url: &str, tag: &str) -> Result<Vec<Duration>> {
         ipv6: None,
         sticky: false,
         hosts_file: None,
-                resolv_conf: None,
-ifname: None,
+        resolv_conf: None,
+        ifname: None,
         publish: Vec::new(),
     };
     cb.connect("bench", &spec(100_000, &anchor)).await?;

@@ -197,8 +197,8 @@ async fn run() -> Result<()> {
                     ipv6: None,
                     sticky: false,
                     hosts_file: Some(hosts_file.clone()),
-                                        resolv_conf: None,
-ifname: None,
+                    resolv_conf: None,
+                    ifname: None,
                     publish: Vec::new(),
                 },
             )

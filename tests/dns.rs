@@ -35,7 +35,13 @@ fn container(name: &str, ns: &Netns, aliases: &[&str], resolv: Option<PathBuf>) 
 }
 
 fn ip_of(shown: &overlay::controller::ContainerInspect) -> IpAddr {
-    shown.ipv4_address.split('/').next().unwrap().parse().unwrap()
+    shown
+        .ipv4_address
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// Asks until the answer satisfies `ok` (names travel through the store to other hosts).
@@ -57,6 +63,14 @@ async fn until(
         assert!(start.elapsed() < LIMIT, "{what}: not within {LIMIT:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Whether a UDP socket is bound to `addr` in the namespace named `netns` (assertions only).
+fn listening_in(netns: &str, addr: &str) -> bool {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "ss", "-H", "-lun"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(addr))
 }
 
 fn ask(ns: &Netns, server: SocketAddr, name: &str, qtype: &str) -> DnsAnswer {
@@ -93,10 +107,16 @@ async fn containers_resolve_names_of_their_networks() {
         host_netns: Some(ns.path().to_path_buf()),
         state_dir: Some(dir.path().join(name)),
         dns_upstreams: Some(vec![upstream.addr()]),
+        // A sweep (which checks the sandboxes) every half second.
+        reclaim_grace: Duration::from_secs(1),
         ..Default::default()
     };
-    let ctl1 = Controller::open(opts("host1", &h1, "198.51.100.1")).await.unwrap();
-    let ctl2 = Controller::open(opts("host2", &h2, "198.51.100.2")).await.unwrap();
+    let ctl1 = Controller::open(opts("host1", &h1, "198.51.100.1"))
+        .await
+        .unwrap();
+    let ctl2 = Controller::open(opts("host2", &h2, "198.51.100.2"))
+        .await
+        .unwrap();
     ctl1.create_network("my-net", &NetworkOptions::default())
         .await
         .unwrap();
@@ -138,10 +158,25 @@ async fn containers_resolve_names_of_their_networks() {
     // Names across hosts, plain, with the network, aliases; over UDP and TCP.
     let found = |want: IpAddr| move |a: &DnsAnswer| a.code == "NoError" && a.addresses == [want];
     let start = Instant::now();
-    until("cache from web", &web, front_dns, "cache", "A", found(cache_ip)).await;
-    eprintln!("a remote name resolved {:?} after its connect returned", start.elapsed());
+    until(
+        "cache from web",
+        &web,
+        front_dns,
+        "cache",
+        "A",
+        found(cache_ip),
+    )
+    .await;
+    eprintln!(
+        "a remote name resolved {:?} after its connect returned",
+        start.elapsed()
+    );
     for name in ["cache.my-net", "kv", "KV.My-Net"] {
-        assert_eq!(ask(&web, front_dns, name, "A").addresses, [cache_ip], "{name}");
+        assert_eq!(
+            ask(&web, front_dns, name, "A").addresses,
+            [cache_ip],
+            "{name}"
+        );
     }
     let tcp = dns_query(web.path(), front_dns, "cache.my-net", "A", true, ASK).expect("TCP");
     assert_eq!(tcp.addresses, [cache_ip]);
@@ -161,7 +196,10 @@ async fn containers_resolve_names_of_their_networks() {
     assert_eq!(ask(&web, back_dns, "db", "A").addresses, [db_ip]);
     for name in ["db", "db.back"] {
         let a = ask(&cache, front_dns, name, "A");
-        assert!(a.addresses.is_empty() && a.code == "NXDomain", "{name}: {a:?}");
+        assert!(
+            a.addresses.is_empty() && a.code == "NXDomain",
+            "{name}: {a:?}"
+        );
     }
     assert_eq!(ask(&web, front_dns, "gone.my-net", "A").code, "NXDomain");
 
@@ -174,17 +212,74 @@ async fn containers_resolve_names_of_their_networks() {
     assert_eq!(upstream.queries(), before + 1);
     let refused = ask(&db, back_dns, "example.test", "A");
     assert_eq!(refused.code, "Refused", "{refused:?}");
-    assert_eq!(upstream.queries(), before + 1, "the internal network forwarded");
+    assert_eq!(
+        upstream.queries(),
+        before + 1,
+        "the internal network forwarded"
+    );
 
     let text = std::fs::read_to_string(&resolv).unwrap();
     for line in ["nameserver 10.0.0.1", "nameserver 10.0.1.1"] {
-        assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from:\n{text}"
+        );
     }
     assert!(
         text.lines()
             .any(|l| l == "search my-net back" || l == "search back my-net"),
         "{text}"
     );
+
+    // The resolver's address removed from the sandbox, then the whole sandbox namespace
+    // deleted, behind the agent's back: the sweep puts the address back, and starts the
+    // resolver again in the rebuilt sandbox.
+    let net_id = ctl1.inspect("my-net").await.unwrap().id;
+    let sandbox = format!(
+        "ovl-{}-{}",
+        lab.host_id("host1").replace('-', "_"),
+        &net_id[..12]
+    );
+    for (args, what) in [
+        (
+            vec!["-n", sandbox.as_str(), "addr", "flush", "dev", "br0"],
+            "address",
+        ),
+        (vec!["netns", "del", sandbox.as_str()], "sandbox"),
+    ] {
+        let out = std::process::Command::new("ip")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let start = Instant::now();
+        // Listening in the sandbox that has the name now (a new namespace after the deletion:
+        // the old one lives on while anything holds it, so its answers would prove nothing).
+        while !listening_in(&sandbox, "10.0.0.1:53") {
+            assert!(
+                start.elapsed() < LIMIT,
+                "no resolver in the rebuilt sandbox"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        until(
+            &format!("the resolver after its {what} went"),
+            &web,
+            front_dns,
+            "cache",
+            "A",
+            found(cache_ip),
+        )
+        .await;
+        eprintln!(
+            "resolver healed {:?} after its {what} was removed",
+            start.elapsed()
+        );
+    }
 
     // While names change, every query is answered: the directory is swapped, never a socket.
     let asker = {
@@ -203,7 +298,11 @@ async fn containers_resolve_names_of_their_networks() {
             .unwrap();
         ctl2.disconnect("my-net", &name).await.unwrap();
     }
-    assert_eq!(asker.join().unwrap(), 0, "queries were lost while names changed");
+    assert_eq!(
+        asker.join().unwrap(),
+        0,
+        "queries were lost while names changed"
+    );
 
     // A removed container stops resolving as soon as its host's disconnect reaches this one.
     ctl2.disconnect("my-net", "cache").await.unwrap();
@@ -212,7 +311,10 @@ async fn containers_resolve_names_of_their_networks() {
         a.code == "NXDomain"
     })
     .await;
-    eprintln!("a removed name stopped resolving {:?} after the disconnect", start.elapsed());
+    eprintln!(
+        "a removed name stopped resolving {:?} after the disconnect",
+        start.elapsed()
+    );
 
     for (net, c) in [("my-net", "web"), ("back", "web"), ("back", "db")] {
         ctl1.disconnect(net, c).await.unwrap();

@@ -35,8 +35,8 @@ fn container(name: &str, ns: &Netns, publish: &[&str]) -> ContainerSpec {
         ipv6: None,
         sticky: false,
         hosts_file: None,
-                resolv_conf: None,
-ifname: None,
+        resolv_conf: None,
+        ifname: None,
         publish: publish.iter().map(|p| p.parse().unwrap()).collect(),
     }
 }

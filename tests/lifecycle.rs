@@ -69,8 +69,8 @@ fn container(name: &str, ns: &Netns) -> ContainerSpec {
         ipv6: None,
         sticky: false,
         hosts_file: None,
-                resolv_conf: None,
-ifname: None,
+        resolv_conf: None,
+        ifname: None,
         publish: Vec::new(),
     }
 }

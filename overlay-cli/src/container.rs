@@ -1,7 +1,8 @@
 //! `overlayctl container run`: a throwaway container for trying overlay networks without a
 //! container runtime. The container is a named network namespace; its command runs in it
 //! with a private mount namespace where `/etc/netns/NAME/hosts` is bind-mounted over
-//! `/etc/hosts`, as `ip netns exec` does.
+//! `/etc/hosts` and `/etc/netns/NAME/resolv.conf` (pointing at the network's resolver) over
+//! `/etc/resolv.conf`, as `ip netns exec` does.
 //!
 //! The agent replaces the hosts file atomically (a new inode each time), which a bind mount
 //! does not follow, so while the command runs this process watches the file and mounts each
@@ -27,7 +28,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cli::RunArgs;
 use crate::client;
 use crate::failure::{CliResult, Failure};
-use crate::network::{Target, hosts_dir, netns_hosts_file};
+use crate::network::{Target, hosts_dir, netns_hosts_file, netns_resolv_conf};
 use crate::settings::Settings;
 
 /// How often the hosts file is checked for a new version.
@@ -83,8 +84,8 @@ pub(crate) async fn run(settings: &Settings, args: RunArgs) -> CliResult<u8> {
         ipv6: None,
         sticky: false,
         hosts_file: Some(hosts_file.clone()),
-                resolv_conf: None,
-ifname: None,
+        resolv_conf: Some(netns_resolv_conf(&args.name)),
+        ifname: None,
         publish: args.publish.clone(),
     };
     let connect = Request::Connect {
@@ -152,6 +153,12 @@ async fn run_command(
     let net_fd: RawFd = ns.raw_fd();
     let source = cstring(hosts_file)?;
     let target = CString::from(c"/etc/hosts");
+    // Written once by the connect (it changes only with the container's networks).
+    let resolv = hosts_file.with_file_name("resolv.conf");
+    let resolv = match resolv.exists() {
+        true => Some(cstring(&resolv)?),
+        false => None,
+    };
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]);
     // SAFETY: the closure runs in the forked child before exec and only makes system calls
@@ -162,6 +169,9 @@ async fn run_command(
             let fd = BorrowedFd::borrow_raw(net_fd);
             setns(fd, CloneFlags::CLONE_NEWNET)?;
             enter_private_mounts(&source, &target)?;
+            if let Some(r) = &resolv {
+                bind_hosts(r, c"/etc/resolv.conf")?;
+            }
             Ok(())
         });
     }

@@ -69,7 +69,8 @@ fn main() -> ExitCode {
         }
     };
     init_logging(if matches!(cli.command, Command::Agent(_)) {
-        "info"
+        // hickory-server logs every query it answers at info.
+        "info,hickory_server=warn"
     } else {
         "warn"
     });

@@ -251,6 +251,11 @@ pub(crate) fn netns_hosts_file(name: &str) -> PathBuf {
     Path::new("/etc/netns").join(name).join("hosts")
 }
 
+/// Where `ip netns exec NAME` finds the namespace's `resolv.conf`.
+pub(crate) fn netns_resolv_conf(name: &str) -> PathBuf {
+    Path::new("/etc/netns").join(name).join("resolv.conf")
+}
+
 impl Target {
     /// Parses `NAME` (a namespace under /run/netns) or `pid:N`.
     pub(crate) fn parse(s: &str) -> CliResult<Target> {
@@ -331,9 +336,12 @@ async fn connect(settings: &Settings, args: &ConnectArgs) -> CliResult {
         ipv4: args.ip,
         ipv6: args.ip6,
         sticky: args.sticky,
+        resolv_conf: target
+            .hosts_file
+            .as_ref()
+            .map(|h| h.with_file_name("resolv.conf")),
         hosts_file: target.hosts_file,
-                resolv_conf: None,
-ifname: None,
+        ifname: None,
         publish: args.publish.clone(),
     };
     client::call(

@@ -47,6 +47,8 @@ pub(crate) unsafe fn handle<'a>(ptr: *const ovl_controller) -> FfiResult<&'a Con
 /// | `sticky_grace`, `host_ttl`, `reclaim_grace` | milliseconds | 86400000, 10000, 30000 |
 /// | `gateway_pool` | IPv4 subnet of the host's gateway bridge | `172.18.0.0/16` |
 /// | `gateway_bridge` | its name | `ovl_gwbridge` |
+/// | `dns` | the resolver at each network's gateway address | `true` |
+/// | `dns_upstreams` | where other names are forwarded: `"IP"` or `"IP:PORT"` strings | the nameservers of `/etc/resolv.conf` |
 /// | `state_dir` | directory of this host's own state (container namespace and hosts file paths, never stored in the cluster) | `/run/overlay/<host_id>-<hash of the store URL>` |
 ///
 /// On success `*out` holds a new handle. A second controller for a `host_id` that a live one
@@ -266,8 +268,11 @@ pub unsafe extern "C" fn ovl_network_remove(
 /// ```json
 /// {"id": "3cfba8da9b6f", "name": "zookeeper1", "netns": {"path": "/run/netns/zk1"},
 ///  "aliases": ["zk"], "ipv4": "10.0.9.10", "ipv6": null, "sticky": false,
-///  "hosts_file": "/run/zk1/hosts", "ifname": "eth0", "publish": ["2181:2181"]}
+///  "hosts_file": "/run/zk1/hosts", "resolv_conf": "/run/zk1/resolv.conf", "ifname": "eth0",
+///  "publish": ["2181:2181"]}
 /// ```
+///
+/// `resolv_conf` is kept pointing at the resolvers of the container's networks.
 ///
 /// `publish` takes Docker's `-p` forms (`[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`); a port
 /// another container of this host publishes fails with `OVL_ERR_ALREADY_EXISTS`.

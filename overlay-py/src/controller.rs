@@ -251,8 +251,11 @@ impl Controller {
                     list.iter()
                         .enumerate()
                         .map(|(i, t)| {
-                            overlay_core::controller::dns_upstream(&format!("dns_upstreams[{i}]"), t)
-                                .map_err(|e| errors::to_py(py, &e))
+                            overlay_core::controller::dns_upstream(
+                                &format!("dns_upstreams[{i}]"),
+                                t,
+                            )
+                            .map_err(|e| errors::to_py(py, &e))
                         })
                         .collect::<PyResult<Vec<_>>>()
                 })

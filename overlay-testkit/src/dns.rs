@@ -184,10 +184,18 @@ fn answer(query: &[u8], zone: &HashMap<String, Ipv4Addr>) -> Option<Vec<u8>> {
     a.metadata.recursion_desired = q.metadata.recursion_desired;
     a.metadata.recursion_available = true;
     a.add_query(question.clone());
-    let key = question.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
+    let key = question
+        .name()
+        .to_ascii()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     match zone.get(&key) {
         Some(ip) if question.query_type() == RecordType::A => {
-            a.add_answer(Record::from_rdata(question.name().clone(), 60, RData::A(A(*ip))));
+            a.add_answer(Record::from_rdata(
+                question.name().clone(),
+                60,
+                RData::A(A(*ip)),
+            ));
         }
         Some(_) => {}
         None => a.metadata.response_code = ResponseCode::NXDomain,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{Shared, State};
 use crate::dataplane::{Netns, NetnsId};
 use crate::dns::names::NetNames;
-use crate::dns::server::{Handler, NetworkResolver, Names};
+use crate::dns::server::{Handler, Names, NetworkResolver};
 use crate::dns::upstream::Upstreams;
 use crate::error::Result;
 use crate::model::{Network, NetworkId};
@@ -93,7 +93,9 @@ pub(super) fn refresh(shared: &Shared, st: &State, id: &NetworkId) {
 /// Starts `net`'s resolver in its sandbox, unless one runs in the sandbox's namespace already.
 pub(super) async fn ensure(shared: &Shared, net: &Network) {
     let Some(dns) = &shared.dns else { return };
-    let Some(ip) = resolver_address(net) else { return };
+    let Some(ip) = resolver_address(net) else {
+        return;
+    };
     let dp = &shared.dataplane;
     let current = match dp.sandbox_netns(&net.id).await {
         Ok(Some(ns)) => ns,
@@ -107,8 +109,9 @@ pub(super) async fn ensure(shared: &Shared, net: &Network) {
     if running.get(&net.id).is_some_and(|(_, ns)| *ns == current) {
         return;
     }
-    // A resolver of a lost namespace goes first: its sockets hold that namespace.
-    running.remove(&net.id);
+    if let Some((old, _)) = running.remove(&net.id) {
+        old.stop().await;
+    }
     let started = async {
         let sockets = dp
             .sandbox_sockets(&net.id, SocketAddr::new(ip, crate::dns::PORT))
@@ -126,15 +129,29 @@ pub(super) async fn ensure(shared: &Shared, net: &Network) {
             tracing::debug!(network = %net.name, address = %r.address(), "resolver started");
             running.insert(net.id, (r, ns));
         }
-        Err(e) => tracing::warn!(network = %net.name, error = %e, "cannot start the network's resolver"),
+        Err(e) => {
+            tracing::warn!(network = %net.name, error = %e, "cannot start the network's resolver")
+        }
+    }
+}
+
+/// Stops network `id`'s resolver, keeping its names, before its sandbox is rebuilt: the
+/// resolver's sockets would keep the lost namespace alive, and with it the vxlan device whose
+/// VNI the new sandbox needs. [`ensure`] starts it again.
+pub(super) async fn release(shared: &Shared, id: &NetworkId) {
+    let Some(dns) = &shared.dns else { return };
+    let old = dns.running.lock().await.remove(id);
+    if let Some((r, _)) = old {
+        r.stop().await;
     }
 }
 
 /// Stops network `id`'s resolver and forgets its names (the network left this host).
 pub(super) async fn stop(shared: &Shared, id: &NetworkId) {
-    let Some(dns) = &shared.dns else { return };
-    dns.running.lock().await.remove(id);
-    dns.names.update(|d| d.without_network(id));
+    release(shared, id).await;
+    if let Some(dns) = &shared.dns {
+        dns.names.update(|d| d.without_network(id));
+    }
 }
 
 /// The resolver addresses and search domains for a local container's `resolv.conf`: those of

@@ -143,6 +143,7 @@ async fn network(shared: &Shared, id: &NetworkId, scope: Scope) {
                 if let Err(e) = outcome {
                     tracing::warn!(network = %net.name, error = %e, "cannot check the sandbox; rebuilding it");
                 }
+                super::dns::release(shared, id).await;
                 if let Err(e) = dp.ensure_sandbox(&shared.cfg.sandbox_spec(&net)).await {
                     tracing::warn!(network = %net.name, error = %e, "cannot restore the sandbox");
                     return;

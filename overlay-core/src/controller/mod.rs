@@ -192,10 +192,7 @@ impl Controller {
             vxlan_port: opts.vxlan_port,
             gateway,
             dns: opts.dns.then(|| DnsSettings {
-                upstreams: opts
-                    .dns_upstreams
-                    .clone()
-                    .unwrap_or_else(host_upstreams),
+                upstreams: opts.dns_upstreams.clone().unwrap_or_else(host_upstreams),
                 host_netns: opts.host_netns.clone(),
             }),
         };

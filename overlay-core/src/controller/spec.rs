@@ -479,8 +479,8 @@ mod tests {
             ipv6: Some("fd00:9::10".parse().unwrap()),
             sticky: true,
             hosts_file: Some("/run/zk1/hosts".into()),
-                        resolv_conf: None,
-ifname: Some("eth1".into()),
+            resolv_conf: None,
+            ifname: Some("eth1".into()),
             publish: vec![
                 "2181:2181".parse().unwrap(),
                 "192.0.2.1:53:53/udp".parse().unwrap(),
@@ -532,8 +532,8 @@ ifname: Some("eth1".into()),
             ipv6: None,
             sticky: false,
             hosts_file: None,
-                        resolv_conf: None,
-ifname: None,
+            resolv_conf: None,
+            ifname: None,
             publish: Vec::new(),
         };
         ok.validate().unwrap();

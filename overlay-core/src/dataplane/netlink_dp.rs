@@ -11,13 +11,12 @@ use super::damage::{self, Damage, SandboxCheck};
 use super::endpoint::{Bridge, Uplink};
 use super::netns::Netns;
 use super::netns::NetnsId;
-use super::own::OwnDeletions;
 use super::netns::run_on_thread;
+use super::own::OwnDeletions;
 use super::sandbox::{self, Sandbox, blocking};
 use super::{
-    AttachSpec, Attachment, Dataplane, GatewaySpec, Peer, PublishedPort, SandboxInfo, SandboxSockets,
-    SandboxSpec,
-    endpoint, firewall, gateway, peer,
+    AttachSpec, Attachment, Dataplane, GatewaySpec, Peer, PublishedPort, SandboxInfo,
+    SandboxSockets, SandboxSpec, endpoint, firewall, gateway, peer,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::NetworkId;
@@ -275,8 +274,12 @@ impl Dataplane for NetlinkDataplane {
             run_on_thread(move || {
                 ns.enter()?;
                 sandbox::bind_service(addr).map_err(|e| {
-                    Error::io("bind in sandbox", format!("cannot bind {addr} in {label}"), e)
-                        .with_hint("another process holds the address in the sandbox; stop it")
+                    Error::io(
+                        "bind in sandbox",
+                        format!("cannot bind {addr} in {label}"),
+                        e,
+                    )
+                    .with_hint("another process holds the address in the sandbox; stop it")
                 })
             })
         })

@@ -14,8 +14,8 @@ use super::damage::SandboxCheck;
 use super::endpoint::host_end_name;
 use super::errors::{Failures, nl_failure};
 use super::link::{
-    LinkChange, LinkView, VxlanParams, add_address, bridge_msg, del_link, dump_addresses, dump_links, get_link,
-    set_link, vxlan_msg,
+    LinkChange, LinkView, VxlanParams, add_address, bridge_msg, del_link, dump_addresses,
+    dump_links, get_link, set_link, vxlan_msg,
 };
 use super::netns::{Netns, NetnsId};
 use super::own::OwnDeletions;

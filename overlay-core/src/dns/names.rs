@@ -27,7 +27,10 @@ pub(crate) struct NetNames {
 
 impl NetNames {
     /// The names of `endpoints` (the ones on living hosts) of `network`.
-    pub(crate) fn new<'a>(network: &Network, endpoints: impl Iterator<Item = &'a Endpoint>) -> Self {
+    pub(crate) fn new<'a>(
+        network: &Network,
+        endpoints: impl Iterator<Item = &'a Endpoint>,
+    ) -> Self {
         let zone = network.name.to_ascii_lowercase();
         let mut names = NetNames {
             internal: network.internal,
@@ -118,7 +121,10 @@ impl Directory {
         let mut next = self.clone();
         next.clients.clear();
         for (container, net, ips) in &local {
-            let others = by_container.get(container).map(Vec::as_slice).unwrap_or(&[]);
+            let others = by_container
+                .get(container)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             let order: Arc<[NetworkId]> = std::iter::once(*net)
                 .chain(others.iter().copied().filter(|n| n != net))
                 .collect();
@@ -201,7 +207,13 @@ mod tests {
         }
     }
 
-    fn endpoint(net: &Network, container: &str, name: &str, ip: &str, aliases: &[&str]) -> Endpoint {
+    fn endpoint(
+        net: &Network,
+        container: &str,
+        name: &str,
+        ip: &str,
+        aliases: &[&str],
+    ) -> Endpoint {
         let ipv4: ipnet::Ipv4Net = ip.parse().unwrap();
         Endpoint {
             schema: SCHEMA,
@@ -235,10 +247,20 @@ mod tests {
             endpoint(&back, "c", "db", "10.0.1.3/24", &[]),
         ];
         let dir = Directory::default()
-            .with_network(front.id, Some(NetNames::new(&front, eps.iter().take(1).chain(&eps[2..3]))))
-            .with_network(back.id, Some(NetNames::new(&back, [&eps[1], &eps[3]].into_iter())))
+            .with_network(
+                front.id,
+                Some(NetNames::new(&front, eps.iter().take(1).chain(&eps[2..3]))),
+            )
+            .with_network(
+                back.id,
+                Some(NetNames::new(&back, [&eps[1], &eps[3]].into_iter())),
+            )
             .with_clients(eps.iter().map(|e| {
-                (e.container_id.as_str(), e.network, e.addresses().collect::<Vec<_>>())
+                (
+                    e.container_id.as_str(),
+                    e.network,
+                    e.addresses().collect::<Vec<_>>(),
+                )
             }));
         (dir, front, back)
     }
@@ -248,7 +270,10 @@ mod tests {
         let (dir, front, back) = directory();
         let from_a = |q: &str| dir.lookup(&front.id, ip("10.0.0.2"), q, None);
         assert_eq!(from_a("cache"), Lookup::Addresses(vec![ip("10.0.0.3")]));
-        assert_eq!(from_a("cache.front"), Lookup::Addresses(vec![ip("10.0.0.3")]));
+        assert_eq!(
+            from_a("cache.front"),
+            Lookup::Addresses(vec![ip("10.0.0.3")])
+        );
         assert_eq!(from_a("www.front"), Lookup::Addresses(vec![ip("10.0.0.2")]));
         // a joined back too: its names answer, the arriving network's first.
         assert_eq!(from_a("db.back"), Lookup::Addresses(vec![ip("10.0.1.3")]));
@@ -271,8 +296,14 @@ mod tests {
         let (dir, front, back) = directory();
         // An address of front that no local container holds, and a's address asked on the
         // wrong network.
-        assert_eq!(dir.lookup(&front.id, ip("10.0.0.9"), "cache", None), Lookup::Refused);
-        assert_eq!(dir.lookup(&back.id, ip("10.0.0.2"), "cache", None), Lookup::Refused);
+        assert_eq!(
+            dir.lookup(&front.id, ip("10.0.0.9"), "cache", None),
+            Lookup::Refused
+        );
+        assert_eq!(
+            dir.lookup(&back.id, ip("10.0.0.2"), "cache", None),
+            Lookup::Refused
+        );
     }
 
     #[test]
@@ -289,7 +320,11 @@ mod tests {
         let ptr = |addr: &str| dir.lookup(&front.id, ip("10.0.0.3"), "", Some(ip(addr)));
         assert_eq!(ptr("10.0.0.2"), Lookup::Pointer("web.front".into()));
         assert_eq!(ptr("10.0.0.77"), Lookup::NoSuchName);
-        assert_eq!(ptr("10.0.1.3"), Lookup::Elsewhere { forward: true }, "not b's network");
+        assert_eq!(
+            ptr("10.0.1.3"),
+            Lookup::Elsewhere { forward: true },
+            "not b's network"
+        );
         assert_eq!(ptr("192.0.2.1"), Lookup::Elsewhere { forward: true });
     }
 
@@ -297,9 +332,18 @@ mod tests {
     fn a_removed_network_or_container_answers_nothing() {
         let (dir, front, _) = directory();
         let gone = dir.with_network(front.id, Some(NetNames::new(&front, std::iter::empty())));
-        assert_eq!(gone.lookup(&front.id, ip("10.0.0.2"), "cache", None), Lookup::Elsewhere { forward: true });
-        assert_eq!(gone.lookup(&front.id, ip("10.0.0.2"), "cache.front", None), Lookup::NoSuchName);
+        assert_eq!(
+            gone.lookup(&front.id, ip("10.0.0.2"), "cache", None),
+            Lookup::Elsewhere { forward: true }
+        );
+        assert_eq!(
+            gone.lookup(&front.id, ip("10.0.0.2"), "cache.front", None),
+            Lookup::NoSuchName
+        );
         let no_clients = dir.with_clients(std::iter::empty());
-        assert_eq!(no_clients.lookup(&front.id, ip("10.0.0.2"), "cache", None), Lookup::Refused);
+        assert_eq!(
+            no_clients.lookup(&front.id, ip("10.0.0.2"), "cache", None),
+            Lookup::Refused
+        );
     }
 }

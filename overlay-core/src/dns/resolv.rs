@@ -20,7 +20,8 @@ pub(crate) fn nameservers(text: &str) -> Vec<SocketAddr> {
 /// A container's `resolv.conf`: the resolvers of its networks (`servers`, in the order it
 /// joined them) and their names as search domains.
 pub(crate) fn render(servers: &[IpAddr], search: &[String]) -> String {
-    let mut out = String::from("# Written by overlay: the resolvers of this container's networks.\n");
+    let mut out =
+        String::from("# Written by overlay: the resolvers of this container's networks.\n");
     for s in servers {
         out.push_str(&format!("nameserver {s}\n"));
     }
@@ -50,6 +51,9 @@ mod tests {
             &["10.0.0.1".parse().unwrap(), "10.0.1.1".parse().unwrap()],
             &["my-net".into(), "back".into()],
         );
-        assert!(text.ends_with("nameserver 10.0.0.1\nnameserver 10.0.1.1\nsearch my-net back\n"), "{text}");
+        assert!(
+            text.ends_with("nameserver 10.0.0.1\nnameserver 10.0.1.1\nsearch my-net back\n"),
+            "{text}"
+        );
     }
 }

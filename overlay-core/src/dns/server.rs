@@ -7,7 +7,9 @@ use std::time::Duration;
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::proto::op::{Edns, Header, HeaderCounts, Message, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::op::{
+    Edns, Header, HeaderCounts, Message, Metadata, OpCode, ResponseCode,
+};
 use hickory_server::proto::rr::rdata::{A, AAAA, PTR};
 use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -233,6 +235,15 @@ impl NetworkResolver {
     /// The address it answers on.
     pub(crate) fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Stops it and waits until its sockets are closed: they hold the sandbox's namespace,
+    /// and with it the VNI a rebuilt sandbox needs.
+    pub(crate) async fn stop(mut self) {
+        self.server.shutdown_token().cancel();
+        if let Err(e) = self.server.block_until_done().await {
+            tracing::debug!(error = %e, "the resolver ended with an error");
+        }
     }
 }
 

@@ -242,10 +242,17 @@ mod tests {
         let up = Upstreams::new(vec![silent.local_addr().unwrap(), ok], None).unwrap();
         let start = Instant::now();
         let answer = up.exchange(&query(0xbeef), false).await.unwrap();
-        assert_eq!(answer[..2], 0xbeef_u16.to_be_bytes(), "the client's id comes back");
+        assert_eq!(
+            answer[..2],
+            0xbeef_u16.to_be_bytes(),
+            "the client's id comes back"
+        );
         assert!(answer[2] & 0x80 != 0);
         let took = start.elapsed();
-        assert!(took >= PER_TRY, "the silent one had its whole try: {took:?}");
+        assert!(
+            took >= PER_TRY,
+            "the silent one had its whole try: {took:?}"
+        );
     }
 
     #[tokio::test]
