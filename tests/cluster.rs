@@ -130,13 +130,27 @@ async fn dead_host_forgotten(test: &str, backend: Backend) {
         .ok(json!({"op": "create_network", "name": "my-net"}))
         .await;
     let id = net["Id"].as_str().unwrap().to_string();
-    let (_, _, _, _) = c.run(0, "alpha", json!({})).await;
+    let (_, alpha, _, _) = c.run(0, "alpha", json!({})).await;
     let (_, _, _, ep) = c.run(1, "beta", json!({})).await;
     let beta_ip = ip_of(&ep);
     wait_until("host1 programs beta", CONVERGE, async || {
         c.hosts[0].peers(&id).await.iter().any(|p| p.ip == beta_ip)
     })
     .await;
+    // host1's resolver answers for beta until its host is forgotten.
+    let resolver = "10.0.0.1:53".parse().unwrap();
+    let beta = |a: &overlay_testkit::DnsAnswer| a.addresses == [beta_ip];
+    let ask = || {
+        overlay_testkit::dns_query(
+            alpha.path(),
+            resolver,
+            "beta.my-net",
+            "A",
+            false,
+            Duration::from_secs(1),
+        )
+    };
+    assert!(ask().is_some_and(|a| beta(&a)), "{:?}", ask());
     c.hosts[1].kill().await;
     let ttl = Duration::from_millis(c.host_ttl_ms);
     let took = wait_until(
@@ -146,6 +160,10 @@ async fn dead_host_forgotten(test: &str, backend: Backend) {
     )
     .await;
     eprintln!("{test}: peers of the killed host removed {took:?} after SIGKILL (TTL {ttl:?})");
+    wait_until("beta stops resolving", CONVERGE, async || {
+        ask().is_some_and(|a| a.code == "NXDomain")
+    })
+    .await;
     let grace = Duration::from_millis(c.reclaim_grace_ms);
     wait_until(
         "host2's endpoint is reclaimed",

@@ -262,6 +262,9 @@ def test_controller_errors(lab: Lab, tmp_path: Path) -> None:
         assert c.inspect("net-a")["Containers"] == {}
     with pytest.raises(TypeError):
         overlay.Controller(store=url, advertise="127.0.0.1", no_such_option=1)  # type: ignore[call-arg]
+    with pytest.raises(overlay.InvalidArgumentError) as info:
+        overlay.Controller(store=url, advertise="127.0.0.1", dns_upstreams=["192.0.2.53", "resolver"])
+    assert "dns_upstreams[1]" in str(info.value)
 
 
 def test_controller_from_eight_threads(lab: Lab, tmp_path: Path) -> None:
@@ -304,8 +307,11 @@ def test_connect_options_reach_the_core(lab: Lab, tmp_path: Path) -> None:
         assert (gw["Gateway"], gw["IPRange"]) == ("10.0.7.254", "10.0.7.128/25")
         # A static address, an alias and a chosen interface name.
         fixed = c.connect("opts", netns=Path(lab.path(box)), container_id="fixed", name="fixed",
-                          ip="10.0.7.200", aliases=["db"], ifname="ovl7")
+                          ip="10.0.7.200", aliases=["db"], ifname="ovl7", resolv_conf=tmp_path / "fixed.resolv")
         assert fixed["IPv4Address"] == "10.0.7.200/24"
+        # The resolver is at the network's gateway, the network's name its search domain.
+        resolv = (tmp_path / "fixed.resolv").read_text().splitlines()
+        assert "nameserver 10.0.7.254" in resolv and "search opts" in resolv, resolv
         assert "10.0.7.200" in c.resolve("db") and "10.0.7.200" in c.resolve("db.opts")
         link = subprocess.run(["ip", "-n", box, "-o", "addr", "show", "dev", "ovl7"],
                               capture_output=True, text=True, timeout=30)
