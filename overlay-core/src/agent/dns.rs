@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{Shared, State};
 use crate::dataplane::{Netns, NetnsId};
 use crate::dns::names::NetNames;
-use crate::dns::server::{Handler, Names, NetworkResolver};
+use crate::dns::server::{Handler, Names, NetworkResolver, ResolverThread};
 use crate::dns::upstream::Upstreams;
 use crate::error::Result;
 use crate::model::{Network, NetworkId};
@@ -32,6 +32,7 @@ pub(super) struct Resolvers {
     names: Arc<Names>,
     upstreams: Arc<Upstreams>,
     running: tokio::sync::Mutex<HashMap<NetworkId, (NetworkResolver, NetnsId)>>,
+    thread: ResolverThread,
 }
 
 impl Resolvers {
@@ -43,8 +44,9 @@ impl Resolvers {
             .transpose()?;
         Ok(Resolvers {
             names: Arc::default(),
-            upstreams: Arc::new(Upstreams::new(settings.upstreams.clone(), host.as_ref())?),
+            upstreams: Arc::new(Upstreams::new(settings.upstreams.clone())),
             running: tokio::sync::Mutex::default(),
+            thread: ResolverThread::start(host.as_ref())?,
         })
     }
 }
@@ -121,7 +123,7 @@ pub(super) async fn ensure(shared: &Shared, net: &Network) {
             names: dns.names.clone(),
             upstreams: dns.upstreams.clone(),
         };
-        let r = NetworkResolver::start(sockets.udp, sockets.tcp, handler)?;
+        let r = NetworkResolver::start(&dns.thread, sockets.udp, sockets.tcp, handler)?;
         Ok::<_, crate::Error>((r, sockets.netns))
     };
     match started.await {

@@ -10,7 +10,7 @@
 //! never by anything in the query; a query from an address no local container holds is
 //! refused.
 //!
-//! Names are served from one immutable [`names::Directory`] swapped whole when a view changes:
+//! Names are served from one immutable directory (`names::Directory`) swapped whole when a view changes:
 //! an update never reloads a socket (aardvark-dns#389 dropped queries on each reload), and a
 //! container that goes stops resolving with the next query (TTL 0).
 

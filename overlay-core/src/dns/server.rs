@@ -192,6 +192,67 @@ impl RequestHandler for Handler {
     }
 }
 
+/// The thread every resolver of a host runs on: a single-threaded runtime of its own, so that
+/// a query is received, answered and sent on one thread without a hand-off between workers,
+/// and the agent's own work (a resync, a heal) never delays an answer. The thread lives in the
+/// host's namespace, so that forwarded queries leave from there; the resolvers' own sockets
+/// were bound in their sandboxes before they were handed over.
+pub(crate) struct ResolverThread {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ResolverThread {
+    /// Starts the thread in the namespace `host` (the caller's when `None`).
+    pub(crate) fn start(host: Option<&crate::dataplane::Netns>) -> Result<ResolverThread> {
+        let op = "start resolver";
+        let host = host.map(crate::dataplane::Netns::try_clone).transpose()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io(op, "cannot make the resolver's runtime", e))?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, entered) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("overlay-dns".into())
+            .spawn(move || {
+                let inside = host.as_ref().map_or(Ok(()), crate::dataplane::Netns::enter);
+                let failed = inside.is_err();
+                let _ = ready.send(inside);
+                if failed {
+                    return;
+                }
+                // Ends when the owner goes (the sender is sent to or dropped); the runtime's
+                // tasks go with it.
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(|e| Error::io(op, "cannot start the resolver's thread", e))?;
+        entered
+            .recv()
+            .map_err(|_| Error::internal(op, "the resolver's thread died"))??;
+        Ok(ResolverThread {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ResolverThread {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A network's resolver: hickory's server over one UDP socket and one TCP listener. Dropping
 /// it stops both (the sockets close with the server's tasks).
 pub(crate) struct NetworkResolver {
@@ -208,9 +269,10 @@ impl std::fmt::Debug for NetworkResolver {
 }
 
 impl NetworkResolver {
-    /// Serves `handler` on sockets already bound (in the network's sandbox) to one address.
-    /// Must run inside the agent's runtime.
+    /// Serves `handler` on sockets already bound (in the network's sandbox) to one address,
+    /// on `thread`.
     pub(crate) fn start(
+        thread: &ResolverThread,
         udp: std::net::UdpSocket,
         tcp: std::net::TcpListener,
         handler: Handler,
@@ -222,6 +284,8 @@ impl NetworkResolver {
         for r in [udp.set_nonblocking(true), tcp.set_nonblocking(true)] {
             r.map_err(|e| Error::io(op, "cannot make the resolver sockets non-blocking", e))?;
         }
+        // The sockets and the server's tasks belong to the resolver's runtime.
+        let _runtime = thread.handle.enter();
         let udp = tokio::net::UdpSocket::from_std(udp)
             .map_err(|e| Error::io(op, "cannot register the UDP socket", e))?;
         let tcp = tokio::net::TcpListener::from_std(tcp)

@@ -1,20 +1,15 @@
 //! Forwarding the names that are not ours to the host's own resolvers.
 //!
-//! Queries leave from the host namespace (the sandbox a query arrives in has no way out), each
-//! on a fresh socket with a fresh id and source port, so an answer can only be taken for the
+//! Queries leave from the host namespace (the sandbox a query arrives in has no way out: the
+//! resolver's thread entered the host's), each on a fresh socket with a fresh id and source port, so an answer can only be taken for the
 //! query it belongs to. Each upstream gets [`PER_TRY`]; the whole exchange stays under
 //! [`BUDGET`], inside the 5 s a stub resolver waits before it retries, so the client's own retry
 //! still finds us listening rather than busy.
 
 use std::net::SocketAddr;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-
-use crate::dataplane::Netns;
-use crate::error::{Error, Result};
 
 /// How long one upstream has to answer one query.
 pub(crate) const PER_TRY: Duration = Duration::from_millis(1500);
@@ -27,58 +22,6 @@ const MAX_UDP: usize = 4096;
 enum Kind {
     Udp,
     Tcp,
-}
-
-type SocketReply = oneshot::Sender<std::io::Result<socket2::Socket>>;
-
-/// Makes sockets in the host namespace: a thread that entered it once serves every request,
-/// so a query costs a channel hop rather than a thread.
-#[derive(Debug)]
-struct SocketMaker {
-    requests: std::sync::Mutex<mpsc::Sender<(Kind, SocketAddr, SocketReply)>>,
-}
-
-impl SocketMaker {
-    fn start(host: Option<&Netns>) -> Result<SocketMaker> {
-        let host = host.map(Netns::try_clone).transpose()?;
-        let (tx, rx) = mpsc::channel::<(Kind, SocketAddr, SocketReply)>();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("overlay-dns-sockets".into())
-            .spawn(move || {
-                let entered = host.as_ref().map_or(Ok(()), Netns::enter);
-                let failed = entered.is_err();
-                let _ = ready_tx.send(entered);
-                if failed {
-                    return;
-                }
-                // Ends when the maker is dropped (every sender gone).
-                while let Ok((kind, to, reply)) = rx.recv() {
-                    let _ = reply.send(make_socket(kind, to));
-                }
-            })
-            .map_err(|e| Error::io("start resolver", "cannot start the socket thread", e))?;
-        ready_rx
-            .recv()
-            .map_err(|_| Error::internal("start resolver", "the socket thread died"))??;
-        Ok(SocketMaker {
-            requests: std::sync::Mutex::new(tx),
-        })
-    }
-
-    async fn socket(&self, kind: Kind, to: SocketAddr) -> std::io::Result<socket2::Socket> {
-        let (tx, rx) = oneshot::channel();
-        let sent = self
-            .requests
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .send((kind, to, tx));
-        if sent.is_err() {
-            return Err(std::io::Error::other("the socket thread is gone"));
-        }
-        rx.await
-            .unwrap_or_else(|_| Err(std::io::Error::other("the socket thread is gone")))
-    }
 }
 
 fn make_socket(kind: Kind, to: SocketAddr) -> std::io::Result<socket2::Socket> {
@@ -97,20 +40,18 @@ fn make_socket(kind: Kind, to: SocketAddr) -> std::io::Result<socket2::Socket> {
 #[derive(Debug)]
 pub(crate) struct Upstreams {
     servers: Vec<SocketAddr>,
-    maker: SocketMaker,
 }
 
 impl Upstreams {
-    /// Forwards to `servers`, in order, from the namespace `host` (the current one if `None`).
-    pub(crate) fn new(servers: Vec<SocketAddr>, host: Option<&Netns>) -> Result<Upstreams> {
-        Ok(Upstreams {
-            servers,
-            maker: SocketMaker::start(host)?,
-        })
+    /// Forwards to `servers`, in order.
+    pub(crate) fn new(servers: Vec<SocketAddr>) -> Upstreams {
+        Upstreams { servers }
     }
 
     /// Sends `query` (a whole DNS message) to each upstream in turn until one answers; over
     /// TCP when `tcp` or when a UDP answer came truncated. The answer carries the query's id.
+    /// Its sockets live in the calling thread's namespace: the resolver's thread entered the
+    /// host's.
     pub(crate) async fn exchange(&self, query: &[u8], tcp: bool) -> std::io::Result<Vec<u8>> {
         if query.len() < 12 {
             return Err(std::io::Error::other("a DNS query is at least 12 bytes"));
@@ -159,7 +100,7 @@ impl Upstreams {
     }
 
     async fn over_udp(&self, to: SocketAddr, q: &[u8], id: u16) -> std::io::Result<Vec<u8>> {
-        let s = self.maker.socket(Kind::Udp, to).await?;
+        let s = make_socket(Kind::Udp, to)?;
         let s = tokio::net::UdpSocket::from_std(s.into())?;
         // Connected: the kernel drops datagrams from anyone but the upstream.
         s.connect(to).await?;
@@ -176,7 +117,7 @@ impl Upstreams {
     }
 
     async fn over_tcp(&self, to: SocketAddr, q: &[u8]) -> std::io::Result<Vec<u8>> {
-        let s = self.maker.socket(Kind::Tcp, to).await?;
+        let s = make_socket(Kind::Tcp, to)?;
         let std_stream: std::net::TcpStream = s.into();
         let mut stream = tokio::net::TcpSocket::from_std_stream(std_stream)
             .connect(to)
@@ -239,7 +180,7 @@ mod tests {
     async fn the_next_upstream_answers_when_one_is_silent() {
         let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let ok = echo_upstream(Duration::ZERO).await;
-        let up = Upstreams::new(vec![silent.local_addr().unwrap(), ok], None).unwrap();
+        let up = Upstreams::new(vec![silent.local_addr().unwrap(), ok]);
         let start = Instant::now();
         let answer = up.exchange(&query(0xbeef), false).await.unwrap();
         assert_eq!(
@@ -257,7 +198,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_upstream_is_an_error_not_a_hang() {
-        let up = Upstreams::new(vec![], None).unwrap();
+        let up = Upstreams::new(vec![]);
         assert!(up.exchange(&query(1), false).await.is_err());
         assert!(up.exchange(&[0u8; 3], false).await.is_err(), "too short");
     }
