@@ -1,10 +1,10 @@
 //! Forwarding the names that are not ours to the host's own resolvers.
 //!
 //! Queries leave from the host namespace (the sandbox a query arrives in has no way out: the
-//! resolver's thread entered the host's), each on a fresh socket with a fresh id and source port, so an answer can only be taken for the
-//! query it belongs to. Each upstream gets [`PER_TRY`]; the whole exchange stays under
-//! [`BUDGET`], inside the 5 s a stub resolver waits before it retries, so the client's own retry
-//! still finds us listening rather than busy.
+//! resolver's thread entered the host's), each on a fresh socket with a fresh id and source
+//! port, so an answer can only be taken for the query it belongs to. Each upstream gets
+//! [`PER_TRY`]; the whole exchange stays under [`BUDGET`], inside the 5 s a stub resolver waits
+//! before it retries, so the client's own retry still finds us listening rather than busy.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
