@@ -81,18 +81,12 @@ async fn convergence(url: &str, tag: &str) -> Result<Vec<Duration>> {
     let id: NetworkId = net.id.parse()?;
     // Host B needs a local endpoint to watch the network at all.
     let anchor = lab.namespace("anchor").await?;
-    let spec = |i: usize, ns: &overlay::dataplane::Netns| ContainerSpec {
-        id: format!("c{i}"),
-        name: format!("c{i}"),
-        netns: NetnsRef::Path(ns.path().to_path_buf()),
-        aliases: vec![],
-        ipv4: None,
-        ipv6: None,
-        sticky: false,
-        hosts_file: None,
-        resolv_conf: None,
-        ifname: None,
-        publish: Vec::new(),
+    let spec = |i: usize, ns: &overlay::dataplane::Netns| {
+        ContainerSpec::new(
+            format!("c{i}"),
+            format!("c{i}"),
+            NetnsRef::Path(ns.path().to_path_buf()),
+        )
     };
     cb.connect("bench", &spec(100_000, &anchor)).await?;
     let watcher = NetlinkDataplane::in_namespace(&lab.host_id("b"), &b).await?;

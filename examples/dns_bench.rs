@@ -222,18 +222,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     ctl.create_network("my-net", &NetworkOptions::default())
         .await?;
-    let spec = |name: &str, ns: &overlay::dataplane::Netns| ContainerSpec {
-        id: format!("{name}-0123456789ab"),
-        name: name.into(),
-        netns: NetnsRef::Path(ns.path().to_path_buf()),
-        aliases: vec![],
-        ipv4: None,
-        ipv6: None,
-        sticky: false,
-        hosts_file: None,
-        resolv_conf: None,
-        ifname: None,
-        publish: vec![],
+    let spec = |name: &str, ns: &overlay::dataplane::Netns| {
+        ContainerSpec::new(
+            format!("{name}-0123456789ab"),
+            name,
+            NetnsRef::Path(ns.path().to_path_buf()),
+        )
     };
     // aardvark-dns's config: listen address and upstream, then one line per container.
     let mut config = String::from("172.18.0.1 198.51.100.2\n");

@@ -189,17 +189,8 @@ async fn run() -> Result<()> {
             .connect(
                 "my-net",
                 &ContainerSpec {
-                    id: id.clone(),
-                    name: name.into(),
-                    netns: NetnsRef::Path(ns.path().to_path_buf()),
-                    aliases: vec![],
-                    ipv4: None,
-                    ipv6: None,
-                    sticky: false,
                     hosts_file: Some(hosts_file.clone()),
-                    resolv_conf: None,
-                    ifname: None,
-                    publish: Vec::new(),
+                    ..ContainerSpec::new(id.clone(), name, NetnsRef::Path(ns.path().to_path_buf()))
                 },
             )
             .await?;

@@ -20,17 +20,9 @@ const ASK: Duration = Duration::from_secs(1);
 
 fn container(name: &str, ns: &Netns, aliases: &[&str], resolv: Option<PathBuf>) -> ContainerSpec {
     ContainerSpec {
-        id: name.into(),
-        name: name.into(),
-        netns: NetnsRef::Path(ns.path().to_path_buf()),
         aliases: aliases.iter().map(|a| a.to_string()).collect(),
-        ipv4: None,
-        ipv6: None,
-        sticky: false,
-        hosts_file: None,
         resolv_conf: resolv,
-        ifname: None,
-        publish: Vec::new(),
+        ..ContainerSpec::new(name, name, NetnsRef::Path(ns.path().to_path_buf()))
     }
 }
 

@@ -27,17 +27,8 @@ const LIMIT: Duration = Duration::from_secs(15);
 
 fn container(name: &str, ns: &Netns, publish: &[&str]) -> ContainerSpec {
     ContainerSpec {
-        id: name.into(),
-        name: name.into(),
-        netns: NetnsRef::Path(ns.path().to_path_buf()),
-        aliases: vec![],
-        ipv4: None,
-        ipv6: None,
-        sticky: false,
-        hosts_file: None,
-        resolv_conf: None,
-        ifname: None,
         publish: publish.iter().map(|p| p.parse().unwrap()).collect(),
+        ..ContainerSpec::new(name, name, NetnsRef::Path(ns.path().to_path_buf()))
     }
 }
 

@@ -60,19 +60,7 @@ fn host_options(
 
 /// A container `name` in namespace `ns`, with every option left to its default.
 fn container(name: &str, ns: &Netns) -> ContainerSpec {
-    ContainerSpec {
-        id: name.into(),
-        name: name.into(),
-        netns: NetnsRef::Path(ns.path().to_path_buf()),
-        aliases: vec![],
-        ipv4: None,
-        ipv6: None,
-        sticky: false,
-        hosts_file: None,
-        resolv_conf: None,
-        ifname: None,
-        publish: Vec::new(),
-    }
+    ContainerSpec::new(name, name, NetnsRef::Path(ns.path().to_path_buf()))
 }
 
 /// A connected container whose namespace is deleted (`ip netns del`, as when a container dies

@@ -51,23 +51,23 @@ impl Resolvers {
     }
 }
 
-/// The address `net`'s resolver answers on: its IPv4 gateway (a subnet too small for one
-/// has no resolver).
-pub(crate) fn resolver_address(net: &Network) -> Option<IpAddr> {
+/// The address `net`'s resolver answers on, with its subnet's prefix: the IPv4 gateway (a
+/// subnet too small for one has no resolver).
+fn resolver_net(net: &Network) -> Option<IpNet> {
     net.pools
         .iter()
         .filter(|p| p.subnet.addr().is_ipv4())
-        .find_map(|p| p.gateway)
+        .find_map(|p| IpNet::new(p.gateway?, p.subnet.prefix_len()).ok())
 }
 
-/// The addresses of `net`'s sandbox bridge: the resolver's, with its subnet's prefix.
+/// The address `net`'s resolver answers on.
+pub(crate) fn resolver_address(net: &Network) -> Option<IpAddr> {
+    resolver_net(net).map(|n| n.addr())
+}
+
+/// The addresses of `net`'s sandbox bridge: the resolver's.
 pub(super) fn bridge_addresses(net: &Network) -> Vec<IpNet> {
-    net.pools
-        .iter()
-        .filter(|p| p.subnet.addr().is_ipv4())
-        .filter_map(|p| IpNet::new(p.gateway?, p.subnet.prefix_len()).ok())
-        .take(1)
-        .collect()
+    resolver_net(net).into_iter().collect()
 }
 
 /// Makes the names of network `id` (and the list of local containers) current, from the

@@ -267,6 +267,25 @@ pub fn validate_network_name(name: &str) -> Result<()> {
 }
 
 impl ContainerSpec {
+    /// Container `id` named `name` in namespace `netns`, with every other option at its
+    /// default: no alias, addresses from the pool, not sticky, no hosts file or
+    /// `resolv.conf`, the next free interface name, nothing published.
+    pub fn new(id: impl Into<String>, name: impl Into<String>, netns: NetnsRef) -> ContainerSpec {
+        ContainerSpec {
+            id: id.into(),
+            name: name.into(),
+            netns,
+            aliases: Vec::new(),
+            ipv4: None,
+            ipv6: None,
+            sticky: false,
+            hosts_file: None,
+            resolv_conf: None,
+            ifname: None,
+            publish: Vec::new(),
+        }
+    }
+
     /// Checks the fields that do not need the store: id, name, aliases, interface name.
     pub fn validate(&self) -> Result<()> {
         let bad =
