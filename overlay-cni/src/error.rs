@@ -1,0 +1,103 @@
+//! CNI error objects: the spec's codes, and the library's error kinds mapped onto them.
+
+use overlay_core::ErrorKind;
+use serde::Serialize;
+
+/// An error code of the CNI specification (1.1.0, "Error codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// 1: the configuration's `cniVersion` is not one this plugin speaks.
+    IncompatibleVersion = 1,
+    /// 2: a field of the configuration is not supported.
+    UnsupportedField = 2,
+    /// 3: the container is unknown or does not exist.
+    UnknownContainer = 3,
+    /// 4: a `CNI_*` variable is missing or malformed.
+    InvalidEnvironment = 4,
+    /// 5: an I/O failure (reading stdin, the agent's socket).
+    Io = 5,
+    /// 6: the configuration or a reply could not be decoded.
+    Decode = 6,
+    /// 7: the network configuration is invalid.
+    InvalidConfig = 7,
+    /// 11: try again later (the store or the agent cannot be reached now).
+    TryAgainLater = 11,
+    /// 50: STATUS: the plugin cannot serve ADDs now.
+    NotAvailable = 50,
+    /// 999 and up are the plugin's own: everything the library reports otherwise.
+    Plugin = 999,
+}
+
+/// The error object a plugin prints on stdout when it fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CniError {
+    /// The version of the configuration that was being handled.
+    #[serde(rename = "cniVersion")]
+    pub cni_version: String,
+    /// The spec's code.
+    pub code: u32,
+    /// What went wrong.
+    pub msg: String,
+    /// What to do about it, and the library's own error kind.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub details: String,
+}
+
+impl CniError {
+    /// An error with `code`, for a configuration of `version`.
+    pub fn new(
+        version: &str,
+        code: Code,
+        msg: impl Into<String>,
+        details: impl Into<String>,
+    ) -> Self {
+        CniError {
+            cni_version: version.to_string(),
+            code: code as u32,
+            msg: msg.into(),
+            details: details.into(),
+        }
+    }
+
+    /// The library's error as CNI reports it: the message, its hint and kind in `details`.
+    pub fn from_core(version: &str, e: &overlay_core::Error) -> Self {
+        let code = match e.kind() {
+            ErrorKind::InvalidArgument => Code::InvalidConfig,
+            ErrorKind::NotFound => Code::UnknownContainer,
+            ErrorKind::Unavailable | ErrorKind::Timeout => Code::TryAgainLater,
+            ErrorKind::Unsupported => Code::UnsupportedField,
+            _ => Code::Plugin,
+        };
+        CniError::new(
+            version,
+            code,
+            e.to_string(),
+            format!("{} (overlay error kind: {})", e.hint(), e.kind().as_str()),
+        )
+    }
+
+    /// The exit status a plugin ends with after printing this error: non-zero, as the spec
+    /// asks, and the same for every code so that runtimes read the code from the JSON.
+    pub fn exit_status(&self) -> u8 {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_map_onto_the_spec_codes() {
+        let bad = overlay_core::Error::invalid("connect", "no such thing").with_hint("fix it");
+        let e = CniError::from_core("1.0.0", &bad);
+        assert_eq!(e.code, 7);
+        assert!(e.details.starts_with("fix it "), "{}", e.details);
+        assert!(e.details.contains("invalid argument"), "{}", e.details);
+        let down = overlay_core::Error::new(ErrorKind::Unavailable, "connect", "store down");
+        assert_eq!(CniError::from_core("1.0.0", &down).code, 11);
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["cniVersion"], "1.0.0");
+        assert_eq!(json["code"], 7);
+    }
+}

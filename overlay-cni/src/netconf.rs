@@ -1,0 +1,219 @@
+//! The network configuration a runtime feeds on stdin.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use overlay_core::model::PortMapping;
+use serde::Deserialize;
+
+use crate::SUPPORTED_VERSIONS;
+use crate::error::{CniError, Code};
+
+/// Where the host's agent listens unless the configuration says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/overlay/agent.sock";
+
+/// How to create the overlay network when it does not exist yet; honoured by the first ADD
+/// and checked against the network by the others.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOptions {
+    /// Its subnet.
+    pub subnet: Option<IpNet>,
+    /// Its gateway (where its resolver answers).
+    pub gateway: Option<IpAddr>,
+    /// Its VXLAN id.
+    pub vni: Option<u32>,
+    /// Its MTU.
+    pub mtu: Option<u32>,
+}
+
+/// One of `runtimeConfig.portMappings`, as the `portMappings` capability words it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PortMappingDoc {
+    host_port: u16,
+    container_port: u16,
+    #[serde(default)]
+    protocol: Option<String>,
+    #[serde(default, rename = "hostIP")]
+    host_ip: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RuntimeConfigDoc {
+    /// Podman: network name → the container's names on it.
+    #[serde(default)]
+    aliases: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    port_mappings: Vec<PortMappingDoc>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NetConfDoc {
+    cni_version: String,
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    /// The overlay network; default: `name`.
+    #[serde(default)]
+    network: Option<String>,
+    #[serde(default)]
+    socket: Option<PathBuf>,
+    #[serde(default)]
+    create: Option<CreateOptions>,
+    #[serde(default)]
+    runtime_config: RuntimeConfigDoc,
+    #[serde(default)]
+    prev_result: Option<serde_json::Value>,
+}
+
+/// A checked network configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetConf {
+    /// The configuration's version: results and errors are written in it.
+    pub cni_version: String,
+    /// The CNI network's name.
+    pub name: String,
+    /// The overlay network to attach to.
+    pub network: String,
+    /// The agent's socket.
+    pub socket: PathBuf,
+    /// How to create the network if it is missing.
+    pub create: Option<CreateOptions>,
+    /// The container's names on the network (from `runtimeConfig.aliases`).
+    pub aliases: Vec<String>,
+    /// Ports to publish (from `runtimeConfig.portMappings`).
+    pub ports: Vec<PortMapping>,
+    /// The result of the ADD being deleted or checked.
+    pub prev_result: Option<serde_json::Value>,
+}
+
+impl NetConf {
+    /// Parses and checks the configuration `bytes`: a supported `cniVersion` (else code 1),
+    /// a decodable document (else 6), a sane network (else 7).
+    pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
+        // The version first, so that every later error is written in it.
+        let version = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| crate::CURRENT_VERSION.to_string());
+        let doc: NetConfDoc = serde_json::from_slice(bytes).map_err(|e| {
+            CniError::new(
+                &version,
+                Code::Decode,
+                format!("the network configuration does not decode: {e}"),
+                "give a JSON object with cniVersion, name and type",
+            )
+        })?;
+        if !SUPPORTED_VERSIONS.contains(&doc.cni_version.as_str()) {
+            return Err(CniError::new(
+                crate::CURRENT_VERSION,
+                Code::IncompatibleVersion,
+                format!("cniVersion {:?} is not supported", doc.cni_version),
+                format!("use one of {}", SUPPORTED_VERSIONS.join(", ")),
+            ));
+        }
+        let v = doc.cni_version.clone();
+        let invalid =
+            |msg: String, hint: &str| CniError::new(&v, Code::InvalidConfig, msg, hint.to_string());
+        if doc.kind != "overlay-cni" {
+            return Err(invalid(
+                format!("type {:?} is not this plugin's", doc.kind),
+                "set \"type\": \"overlay-cni\"",
+            ));
+        }
+        let network = doc.network.clone().unwrap_or_else(|| doc.name.clone());
+        if network.is_empty() {
+            return Err(invalid(
+                "the network name is empty".into(),
+                "set \"name\" (or \"network\") to the overlay network's name",
+            ));
+        }
+        let aliases = doc
+            .runtime_config
+            .aliases
+            .get(&doc.name)
+            .cloned()
+            .unwrap_or_default();
+        let ports = doc
+            .runtime_config
+            .port_mappings
+            .iter()
+            .map(|p| {
+                let host_ip = p.host_ip.as_deref().filter(|h| !h.is_empty());
+                let proto = p.protocol.as_deref().unwrap_or("tcp");
+                let text = match host_ip {
+                    Some(ip) => format!("{ip}:{}:{}/{proto}", p.host_port, p.container_port),
+                    None => format!("{}:{}/{proto}", p.host_port, p.container_port),
+                };
+                text.parse::<PortMapping>().map_err(|e| {
+                    invalid(
+                        format!("port mapping {text:?}: {e}"),
+                        "give hostPort, containerPort, protocol tcp or udp, an IPv4 hostIP",
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(NetConf {
+            cni_version: doc.cni_version,
+            name: doc.name,
+            network,
+            socket: doc.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
+            create: doc.create,
+            aliases,
+            ports,
+            prev_result: doc.prev_result,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_podman_config() {
+        let c = NetConf::parse(
+            br#"{"cniVersion": "1.0.0", "name": "my-net", "type": "overlay-cni",
+                 "create": {"subnet": "10.0.9.0/24", "vni": 4242},
+                 "runtimeConfig": {
+                   "aliases": {"my-net": ["zookeeper1", "3cfba8da9b6f"]},
+                   "portMappings": [{"hostPort": 2181, "containerPort": 2181, "protocol": "tcp", "hostIP": ""}]
+                 }}"#,
+        )
+        .unwrap();
+        assert_eq!(c.network, "my-net");
+        assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.aliases, ["zookeeper1", "3cfba8da9b6f"]);
+        assert_eq!(c.ports.len(), 1);
+        assert_eq!(c.ports[0].to_string(), "2181:2181/tcp");
+        assert_eq!(c.create.unwrap().vni, Some(4242));
+    }
+
+    #[test]
+    fn versions_and_shapes_are_checked() {
+        let e = NetConf::parse(br#"{"cniVersion": "0.3.1", "name": "n", "type": "overlay-cni"}"#)
+            .unwrap_err();
+        assert_eq!(e.code, 1);
+        let e = NetConf::parse(br#"{"cniVersion": "1.1.0", "name": "n"}"#).unwrap_err();
+        assert_eq!((e.code, e.cni_version.as_str()), (6, "1.1.0"));
+        let e = NetConf::parse(br#"{"cniVersion": "1.1.0", "name": "n", "type": "bridge"}"#)
+            .unwrap_err();
+        assert_eq!(e.code, 7);
+        let e = NetConf::parse(
+            br#"{"cniVersion": "0.4.0", "name": "n", "type": "overlay-cni",
+                 "runtimeConfig": {"portMappings": [{"hostPort": 1, "containerPort": 2, "protocol": "sctp"}]}}"#,
+        )
+        .unwrap_err();
+        assert_eq!((e.code, e.cni_version.as_str()), (7, "0.4.0"));
+        let e = NetConf::parse(
+            br#"{"cniVersion": "1.0.0", "name": "n", "type": "overlay-cni", "create": {"colour": 1}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 6, "unknown create options are refused");
+    }
+}
