@@ -9,6 +9,7 @@
 pub mod env;
 pub mod error;
 pub mod netconf;
+pub mod result;
 
 /// The versions this plugin speaks, oldest first; VERSION answers with all of them.
 pub const SUPPORTED_VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
