@@ -37,9 +37,10 @@ pub struct Invocation {
     pub args: BTreeMap<String, String>,
 }
 
-/// The `CNI_ARGS` keys this plugin reads; any other key is refused unless the runtime says
-/// `IgnoreUnknown=1` (or `true`), as the spec's conventions ask.
-const KNOWN_ARGS: [&str; 1] = ["IgnoreUnknown"];
+/// The `CNI_ARGS` keys this plugin reads (`K8S_POD_NAME` names a container that has no
+/// alias); any other key is refused unless the runtime says `IgnoreUnknown=1` (or `true`), as
+/// the spec's conventions ask.
+const KNOWN_ARGS: [&str; 2] = ["IgnoreUnknown", "K8S_POD_NAME"];
 
 impl Invocation {
     /// Reads an invocation from `var` (the process environment in the plugin, a map in tests),
@@ -220,8 +221,9 @@ mod tests {
             v.push(("CNI_ARGS", args));
             Invocation::from_vars("1.1.0", vars(&v))
         };
-        assert_eq!(with("K8S_POD_NAME=a").unwrap_err().code, 4);
-        assert!(with("IgnoreUnknown=true;K8S_POD_NAME=a").is_ok());
+        assert_eq!(with("K8S_POD_NAMESPACE=a").unwrap_err().code, 4);
+        assert!(with("K8S_POD_NAME=a").is_ok());
+        assert!(with("IgnoreUnknown=true;K8S_POD_NAMESPACE=a").is_ok());
         assert_eq!(with("novalue").unwrap_err().code, 4);
         assert!(with("").is_ok());
     }

@@ -1,6 +1,7 @@
 //! CNI error objects: the spec's codes, and the library's error kinds mapped onto them.
 
 use overlay_core::ErrorKind;
+use overlay_core::controller::rpc::WireError;
 use serde::Serialize;
 
 /// An error code of the CNI specification (1.1.0, "Error codes").
@@ -24,8 +25,26 @@ pub enum Code {
     TryAgainLater = 11,
     /// 50: STATUS: the plugin cannot serve ADDs now.
     NotAvailable = 50,
-    /// 999 and up are the plugin's own: everything the library reports otherwise.
-    Plugin = 999,
+}
+
+/// The code of an error of the library's `kind`: the spec's own where one means the same
+/// (bad config 7, unknown container 3, try again later 11, unsupported field 2), else 100
+/// plus the kind's C status code (already exists 102, conflict 103, permission denied 107,
+/// kernel 109, internal 110), so that every kind stays distinct in CNI too.
+pub fn code_for(kind: ErrorKind) -> u32 {
+    match kind {
+        ErrorKind::InvalidArgument => Code::InvalidConfig as u32,
+        ErrorKind::NotFound => Code::UnknownContainer as u32,
+        ErrorKind::Unavailable | ErrorKind::Timeout => Code::TryAgainLater as u32,
+        ErrorKind::Unsupported => Code::UnsupportedField as u32,
+        other => {
+            let status = ErrorKind::ALL
+                .iter()
+                .position(|k| *k == other)
+                .unwrap_or(ErrorKind::ALL.len() - 1);
+            100 + status as u32 + 1
+        }
+    }
 }
 
 /// The error object a plugin prints on stdout when it fails.
@@ -61,19 +80,27 @@ impl CniError {
 
     /// The library's error as CNI reports it: the message, its hint and kind in `details`.
     pub fn from_core(version: &str, e: &overlay_core::Error) -> Self {
-        let code = match e.kind() {
-            ErrorKind::InvalidArgument => Code::InvalidConfig,
-            ErrorKind::NotFound => Code::UnknownContainer,
-            ErrorKind::Unavailable | ErrorKind::Timeout => Code::TryAgainLater,
-            ErrorKind::Unsupported => Code::UnsupportedField,
-            _ => Code::Plugin,
-        };
-        CniError::new(
-            version,
-            code,
-            e.to_string(),
-            format!("{} (overlay error kind: {})", e.hint(), e.kind().as_str()),
-        )
+        CniError {
+            cni_version: version.to_string(),
+            code: code_for(e.kind()),
+            msg: e.to_string(),
+            details: format!("{} (overlay error kind: {})", e.hint(), e.kind().as_str()),
+        }
+    }
+
+    /// An error the host's agent answered with: its kind (as `ErrorKind::as_str` words it)
+    /// decides the code; its message, which carries its hint, is the message.
+    pub fn from_wire(version: &str, e: &WireError) -> Self {
+        let kind = ErrorKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == e.kind)
+            .unwrap_or(ErrorKind::Internal);
+        CniError {
+            cni_version: version.to_string(),
+            code: code_for(kind),
+            msg: e.message.clone(),
+            details: format!("overlay error kind: {}", kind.as_str()),
+        }
     }
 
     /// The exit status a plugin ends with after printing this error: non-zero, as the spec
@@ -94,10 +121,21 @@ mod tests {
         assert_eq!(e.code, 7);
         assert!(e.details.starts_with("fix it "), "{}", e.details);
         assert!(e.details.contains("invalid argument"), "{}", e.details);
-        let down = overlay_core::Error::new(ErrorKind::Unavailable, "connect", "store down");
-        assert_eq!(CniError::from_core("1.0.0", &down).code, 11);
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["cniVersion"], "1.0.0");
         assert_eq!(json["code"], 7);
+        let down = overlay_core::Error::new(ErrorKind::Unavailable, "connect", "store down");
+        assert_eq!(CniError::from_core("1.0.0", &down).code, 11);
+        let taken = overlay_core::Error::new(ErrorKind::AlreadyExists, "connect", "eth0 exists");
+        assert_eq!(CniError::from_core("1.0.0", &taken).code, 102);
+        let wire = WireError::from(&taken);
+        let e = CniError::from_wire("1.1.0", &wire);
+        assert_eq!((e.code, e.msg.as_str()), (102, wire.message.as_str()));
+        let odd = WireError {
+            kind: "from the future".into(),
+            message: "m".into(),
+            errno: None,
+        };
+        assert_eq!(CniError::from_wire("1.1.0", &odd).code, 110);
     }
 }

@@ -1,14 +1,23 @@
-//! The CNI side of overlay (issue 18, in progress): what a runtime hands a plugin (the `CNI_*`
-//! environment and the network configuration on stdin) and what the plugin answers (a result
-//! or an error object), as the CNI specification 1.1.0 words them, with configurations of
-//! 0.4.0 and 1.0.0 accepted too.
+//! `overlay-cni`, the CNI plugin that gives container runtimes (Podman, containerd, CRI-O,
+//! Nomad, Kubernetes) overlay networks: what a runtime hands a plugin (the `CNI_*`
+//! environment and the network configuration on stdin), what the plugin answers (a result or
+//! an error object), as the CNI specification 1.1.0 words them, with configurations of 0.4.0
+//! and 1.0.0 accepted too, and each operation carried out through the host's agent over its
+//! socket, one request per ADD.
 //!
-//! The plugin binary that drives the host's agent with these types is not written yet; this
-//! crate holds the protocol so that it can be tested on its own.
+//! ```json
+//! {"cniVersion": "1.0.0", "name": "my-net", "type": "overlay-cni",
+//!  "capabilities": {"aliases": true, "portMappings": true},
+//!  "socket": "/run/overlay/agent.sock",
+//!  "create": {"subnet": "10.0.9.0/24", "vni": 4242}}
+//! ```
 
+pub mod check;
+pub mod client;
 pub mod env;
 pub mod error;
 pub mod netconf;
+pub mod plugin;
 pub mod result;
 
 /// The versions this plugin speaks, oldest first; VERSION answers with all of them.

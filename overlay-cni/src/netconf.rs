@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
+use overlay_core::controller::{NetworkOptions, SubnetOptions};
 use overlay_core::model::PortMapping;
 use serde::Deserialize;
 
@@ -29,6 +30,27 @@ pub struct CreateOptions {
     pub mtu: Option<u32>,
 }
 
+impl CreateOptions {
+    /// The options of the overlay network these create.
+    pub fn network_options(&self) -> NetworkOptions {
+        NetworkOptions {
+            subnets: self
+                .subnet
+                .map(|subnet| SubnetOptions {
+                    subnet,
+                    gateway: self.gateway,
+                    ip_range: None,
+                    aux_addresses: Default::default(),
+                })
+                .into_iter()
+                .collect(),
+            vni: self.vni,
+            mtu: self.mtu,
+            ..NetworkOptions::default()
+        }
+    }
+}
+
 /// One of `runtimeConfig.portMappings`, as the `portMappings` capability words it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -51,6 +73,14 @@ struct RuntimeConfigDoc {
     port_mappings: Vec<PortMappingDoc>,
 }
 
+/// One entry of GC's `cni.dev/valid-attachments`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct ValidAttachmentDoc {
+    #[serde(rename = "containerID")]
+    container_id: String,
+    ifname: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct NetConfDoc {
@@ -69,6 +99,8 @@ struct NetConfDoc {
     runtime_config: RuntimeConfigDoc,
     #[serde(default)]
     prev_result: Option<serde_json::Value>,
+    #[serde(default, rename = "cni.dev/valid-attachments")]
+    valid_attachments: Option<Vec<ValidAttachmentDoc>>,
 }
 
 /// A checked network configuration.
@@ -90,6 +122,9 @@ pub struct NetConf {
     pub ports: Vec<PortMapping>,
     /// The result of the ADD being deleted or checked.
     pub prev_result: Option<serde_json::Value>,
+    /// GC's `cni.dev/valid-attachments`: (container id, interface) of every attachment the
+    /// runtime still uses.
+    pub valid_attachments: Option<Vec<(String, String)>>,
 }
 
 impl NetConf {
@@ -133,6 +168,15 @@ impl NetConf {
                 "set \"name\" (or \"network\") to the overlay network's name",
             ));
         }
+        if let Some(c) = &doc.create
+            && c.gateway.is_some()
+            && c.subnet.is_none()
+        {
+            return Err(invalid(
+                "create.gateway is given without create.subnet".into(),
+                "give the subnet the gateway belongs to, or drop the gateway",
+            ));
+        }
         let aliases = doc
             .runtime_config
             .aliases
@@ -167,6 +211,11 @@ impl NetConf {
             aliases,
             ports,
             prev_result: doc.prev_result,
+            valid_attachments: doc.valid_attachments.map(|list| {
+                list.into_iter()
+                    .map(|a| (a.container_id, a.ifname))
+                    .collect()
+            }),
         })
     }
 }
@@ -191,7 +240,18 @@ mod tests {
         assert_eq!(c.aliases, ["zookeeper1", "3cfba8da9b6f"]);
         assert_eq!(c.ports.len(), 1);
         assert_eq!(c.ports[0].to_string(), "2181:2181/tcp");
-        assert_eq!(c.create.unwrap().vni, Some(4242));
+        let opts = c.create.unwrap().network_options();
+        assert_eq!(opts.vni, Some(4242));
+        assert_eq!(opts.subnets[0].subnet.to_string(), "10.0.9.0/24");
+        let gc = NetConf::parse(
+            br#"{"cniVersion": "1.1.0", "name": "my-net", "type": "overlay-cni",
+                 "cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth0"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            gc.valid_attachments,
+            Some(vec![("c1".to_string(), "eth0".to_string())])
+        );
     }
 
     #[test]
@@ -215,5 +275,10 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code, 6, "unknown create options are refused");
+        let e = NetConf::parse(
+            br#"{"cniVersion": "1.0.0", "name": "n", "type": "overlay-cni", "create": {"gateway": "10.0.0.1"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 7);
     }
 }

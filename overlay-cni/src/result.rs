@@ -1,29 +1,8 @@
 //! The result an ADD prints: the container's interfaces, addresses, routes and resolver, in
 //! the configuration's version (0.4.0 adds each address's `version`).
 
-use std::net::IpAddr;
-use std::path::PathBuf;
-
-use ipnet::IpNet;
+use overlay_core::controller::Attachment;
 use serde::Serialize;
-
-/// What an ADD made, as the plugin learnt it from the agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attached {
-    /// The container's namespace, as the runtime gave it.
-    pub netns: PathBuf,
-    /// The overlay interface inside it.
-    pub ifname: String,
-    /// Its MAC, `aa:bb:…`.
-    pub mac: String,
-    /// Its addresses with their prefixes, and the network's gateway of each family.
-    pub addresses: Vec<(IpNet, Option<IpAddr>)>,
-    /// The gateway interface (name, MAC, address), when the network is not internal; the
-    /// default route goes through its gateway.
-    pub uplink: Option<(String, String, IpNet, IpAddr)>,
-    /// The network's resolver, and the search domain (the network's name).
-    pub dns: Option<(IpAddr, String)>,
-}
 
 #[derive(Debug, Serialize)]
 struct Interface {
@@ -65,92 +44,85 @@ struct ResultDoc {
     dns: Dns,
 }
 
-impl Attached {
-    /// The result document in `version`.
-    pub fn to_result(&self, version: &str) -> serde_json::Value {
-        let legacy = version == "0.4.0";
-        let sandbox = self.netns.display().to_string();
-        let mut interfaces = vec![Interface {
-            name: self.ifname.clone(),
-            mac: self.mac.clone(),
-            sandbox: sandbox.clone(),
-        }];
-        let family = |a: &IpNet| legacy.then_some(if a.addr().is_ipv4() { "4" } else { "6" });
-        let mut ips: Vec<Ip> = self
-            .addresses
-            .iter()
-            .map(|(a, gw)| Ip {
-                version: family(a),
-                address: a.to_string(),
-                gateway: gw.map(|g| g.to_string()),
-                interface: 0,
-            })
-            .collect();
-        let mut routes = Vec::new();
-        if let Some((name, mac, addr, gw)) = &self.uplink {
-            interfaces.push(Interface {
-                name: name.clone(),
-                mac: mac.clone(),
-                sandbox,
-            });
-            ips.push(Ip {
-                version: family(addr),
-                address: addr.to_string(),
-                gateway: Some(gw.to_string()),
-                interface: 1,
-            });
-            routes.push(Route {
-                dst: "0.0.0.0/0".into(),
-                gw: Some(gw.to_string()),
-            });
-        }
-        let dns = match &self.dns {
-            Some((server, search)) => Dns {
-                nameservers: vec![server.to_string()],
-                search: vec![search.clone()],
-            },
-            None => Dns {
-                nameservers: vec![],
-                search: vec![],
-            },
-        };
-        serde_json::to_value(ResultDoc {
-            cni_version: version.to_string(),
-            interfaces,
-            ips,
-            routes,
-            dns,
+/// The result document of attachment `a` in `version`.
+pub fn to_result(a: &Attachment, version: &str) -> serde_json::Value {
+    let legacy = version == "0.4.0";
+    let sandbox = a.netns.display().to_string();
+    let mut interfaces = vec![Interface {
+        name: a.ifname.clone(),
+        mac: a.mac.clone(),
+        sandbox: sandbox.clone(),
+    }];
+    let family =
+        |a: &ipnet::IpNet| legacy.then_some(if a.addr().is_ipv4() { "4" } else { "6" });
+    let mut ips: Vec<Ip> = a
+        .addresses
+        .iter()
+        .map(|x| Ip {
+            version: family(&x.address),
+            address: x.address.to_string(),
+            gateway: x.gateway.map(|g| g.to_string()),
+            interface: 0,
         })
-        .unwrap_or_default()
+        .collect();
+    let mut routes = Vec::new();
+    if let Some(up) = &a.uplink {
+        interfaces.push(Interface {
+            name: up.ifname.clone(),
+            mac: up.mac.clone(),
+            sandbox,
+        });
+        ips.push(Ip {
+            version: family(&up.address),
+            address: up.address.to_string(),
+            gateway: Some(up.gateway.to_string()),
+            interface: 1,
+        });
+        routes.push(Route {
+            dst: "0.0.0.0/0".into(),
+            gw: Some(up.gateway.to_string()),
+        });
     }
+    let dns = match a.resolver {
+        Some(server) => Dns {
+            nameservers: vec![server.to_string()],
+            search: vec![a.network.clone()],
+        },
+        None => Dns {
+            nameservers: vec![],
+            search: vec![],
+        },
+    };
+    serde_json::to_value(ResultDoc {
+        cni_version: version.to_string(),
+        interfaces,
+        ips,
+        routes,
+        dns,
+    })
+    .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn seed() -> Attached {
-        Attached {
-            netns: "/run/netns/cni-1234".into(),
-            ifname: "eth0".into(),
-            mac: "02:42:0a:00:00:03".into(),
-            addresses: vec![(
-                "10.0.0.3/24".parse().unwrap(),
-                Some("10.0.0.1".parse().unwrap()),
-            )],
-            uplink: Some((
-                "eth1".into(),
-                "02:42:ac:12:00:02".into(),
-                "172.18.0.2/16".parse().unwrap(),
-                "172.18.0.1".parse().unwrap(),
-            )),
-            dns: Some(("10.0.0.1".parse().unwrap(), "my-net".into())),
-        }
+    fn seed() -> Attachment {
+        serde_json::from_value(serde_json::json!({
+            "network": "my-net", "network_id": "a".repeat(64), "container_id": "c1",
+            "name": "zookeeper1", "endpoint_id": "b".repeat(32),
+            "netns": "/run/netns/cni-1234", "ifname": "eth0", "mac": "02:42:0a:00:00:03",
+            "addresses": [{"address": "10.0.0.3/24", "gateway": "10.0.0.1"}],
+            "uplink": {"ifname": "eth1", "mac": "02:42:ac:12:00:02",
+                       "address": "172.18.0.2/16", "gateway": "172.18.0.1"},
+            "resolver": "10.0.0.1"
+        }))
+        .unwrap()
     }
 
     #[test]
     fn the_seed_container_as_cni_reports_it() {
-        let r = seed().to_result("1.1.0");
+        let r = to_result(&seed(), "1.1.0");
         assert_eq!(r["cniVersion"], "1.1.0");
         assert_eq!(r["interfaces"][0]["name"], "eth0");
         assert_eq!(r["interfaces"][1]["sandbox"], "/run/netns/cni-1234");
@@ -171,7 +143,7 @@ mod tests {
     fn version_0_4_0_and_internal_networks() {
         let mut a = seed();
         a.uplink = None;
-        let r = a.to_result("0.4.0");
+        let r = to_result(&a, "0.4.0");
         assert_eq!(r["ips"][0]["version"], "4");
         assert_eq!(r["interfaces"].as_array().unwrap().len(), 1);
         assert_eq!(

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use crate::error::Error;
@@ -27,31 +27,31 @@ fn now_ms() -> u64 {
 }
 
 /// The state of one background task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskHealth {
     /// The task (`hosts`, `networks`, `sweep`, `network my-net`).
     pub name: String,
     /// `running`, `failing` (it retries a failed store call) or `restarting` (it panicked).
     pub state: String,
     /// The last failure while not `running`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// How often it was restarted after a panic.
     pub restarts: u32,
 }
 
 /// A host's health, as [`Controller::health`](crate::controller::Controller::health) reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     /// The host id.
     pub host: String,
     /// Whether the store answered a read just now.
     pub store_reachable: bool,
     /// Why it did not, if it did not.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_error: Option<String>,
     /// When the last sweep (reclaim, collector, heal) completed, ms since the Unix epoch.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sweep_ms: Option<u64>,
     /// Every background task.
     pub tasks: Vec<TaskHealth>,

@@ -81,6 +81,9 @@ pub struct LocalEndpoint {
     /// `None` on an internal network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<super::gateway::LocalGateway>,
+    /// Who made the attachment ([`ContainerSpec::owner`](crate::controller::ContainerSpec::owner)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl LocalEndpoint {
@@ -323,6 +326,7 @@ pub fn entry_for(
         resolv_conf: None,
         resolv_dir_made: false,
         gateway: None,
+        owner: None,
     })
 }
 

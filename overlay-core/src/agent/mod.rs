@@ -8,7 +8,7 @@
 //! answers name lookups for embedders.
 
 mod claim;
-mod dns;
+pub(crate) mod dns;
 pub mod events;
 pub mod gateway;
 mod heal;

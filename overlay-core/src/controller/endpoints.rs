@@ -358,6 +358,7 @@ impl Controller {
                 entry.resolv_dir_made = make_hosts_dir(r)?;
             }
             entry.gateway = gateway.as_ref().map(|p| p.gateway.clone());
+            entry.owner = c.owner.clone();
             local.insert(entry)
         });
         if let Err(e) = entry {

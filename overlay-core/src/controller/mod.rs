@@ -31,6 +31,7 @@
 //! ```
 
 mod advertise;
+mod attach;
 mod endpoints;
 pub mod inspect;
 mod networks;
@@ -51,6 +52,7 @@ use crate::store::{self, KvStore, StoreUrl};
 
 pub use crate::agent::events::ControllerEvent;
 pub use crate::agent::health::{Health, TaskHealth};
+pub use attach::{AttachedAddress, Attachment, Uplink};
 pub use inspect::{ContainerInspect, NetworkInspect, NetworkSummary};
 pub use networks::Networks;
 pub use spec::{

@@ -48,6 +48,22 @@ pub enum Request {
         /// The container.
         container: ContainerSpec,
     },
+    /// [`Controller::attach`]
+    Attach {
+        /// Name, id or id prefix.
+        network: String,
+        /// How to create the network if it does not exist.
+        #[serde(default)]
+        create: Option<NetworkOptions>,
+        /// The container.
+        container: ContainerSpec,
+    },
+    /// [`Controller::attachments`]
+    Attachments {
+        /// Only this network's (name, id or id prefix).
+        #[serde(default)]
+        network: Option<String>,
+    },
     /// [`Controller::disconnect`]
     Disconnect {
         /// Name, id or id prefix.
@@ -117,6 +133,18 @@ impl Controller {
             }
             Request::Connect { network, container } => self
                 .connect(&network, &container)
+                .await
+                .and_then(|r| to_value(&r)),
+            Request::Attach {
+                network,
+                create,
+                container,
+            } => self
+                .attach(&network, create.as_ref(), &container)
+                .await
+                .and_then(|r| to_value(&r)),
+            Request::Attachments { network } => self
+                .attachments(network.as_deref())
                 .await
                 .and_then(|r| to_value(&r)),
             Request::Disconnect {

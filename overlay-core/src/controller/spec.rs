@@ -211,6 +211,11 @@ pub struct ContainerSpec {
     /// on the host's gateway bridge; refused on an internal network.
     #[serde(default)]
     pub publish: Vec<crate::model::PortMapping>,
+    /// Who makes this attachment (a tool's name, such as `overlay-cni`), kept by this host only
+    /// and listed by [`attachments`](super::Controller::attachments), so that the tool can later
+    /// find, check and collect its own attachments and leave everybody else's alone.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// A type callers may hand over as a JSON document: its [`Document`](Self::Document) is read
@@ -283,6 +288,7 @@ impl ContainerSpec {
             resolv_conf: None,
             ifname: None,
             publish: Vec::new(),
+            owner: None,
         }
     }
 
@@ -306,6 +312,14 @@ impl ContainerSpec {
                     "use letters, digits, '_', '-' or '.', starting with a letter or digit",
                 );
             }
+        }
+        if let Some(owner) = &self.owner
+            && !crate::model::is_plain_name(owner, 64)
+        {
+            return bad(
+                format!("owner {owner:?} is invalid"),
+                "name the tool making the attachment with 1 to 64 letters, digits, '_', '-' or '.'",
+            );
         }
         if let Some(ifname) = &self.ifname
             && (ifname.is_empty()

@@ -26,6 +26,7 @@ mod netlink_dp;
 pub mod netns;
 mod own;
 mod peer;
+mod probe;
 mod sandbox;
 
 use std::net::IpAddr;
@@ -43,6 +44,7 @@ pub use firewall::PublishedPort;
 pub use gateway::{DEFAULT_GATEWAY_BRIDGE, DEFAULT_GATEWAY_POOL, GatewaySpec};
 pub use netlink_dp::NetlinkDataplane;
 pub use netns::{Netns, NetnsId};
+pub use probe::{InterfaceState, NamespaceState, RouteState, inspect_namespace};
 
 /// The IANA VXLAN port, used unless a network says otherwise.
 pub const DEFAULT_VXLAN_PORT: u16 = 4789;

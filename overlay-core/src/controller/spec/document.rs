@@ -134,6 +134,8 @@ pub struct ContainerSpecDoc {
     ifname: Option<String>,
     #[serde(default)]
     publish: Vec<String>,
+    #[serde(default)]
+    owner: Option<String>,
 }
 
 // The conversions. `at` is the path of the enclosing object in the document (`subnets[1].`),
@@ -286,6 +288,7 @@ impl TryFrom<ContainerSpecDoc> for ContainerSpec {
             resolv_conf: d.resolv_conf,
             ifname: d.ifname,
             publish: d.publish.iter().map(|p| p.parse()).collect::<Result<_>>()?,
+            owner: d.owner,
         })
     }
 }

@@ -1,0 +1,32 @@
+//! The `overlay-cni` plugin binary: reads the runtime's environment and the network
+//! configuration on stdin, prints the result (or the error object) on stdout.
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use overlay_cni::error::{CniError, Code};
+
+fn main() -> ExitCode {
+    let mut stdin = Vec::new();
+    let outcome = match std::io::stdin().read_to_end(&mut stdin) {
+        Ok(_) => overlay_cni::plugin::run(|k| std::env::var(k).ok(), &stdin),
+        Err(e) => Err(CniError::new(
+            overlay_cni::CURRENT_VERSION,
+            Code::Io,
+            format!("cannot read the network configuration from stdin: {e}"),
+            "the runtime feeds the configuration on stdin",
+        )),
+    };
+    let (doc, status) = match outcome {
+        Ok(None) => return ExitCode::SUCCESS,
+        Ok(Some(doc)) => (doc, ExitCode::SUCCESS),
+        Err(e) => {
+            let status = ExitCode::from(e.exit_status());
+            (serde_json::to_value(&e).unwrap_or_default(), status)
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    // Nothing to do if the runtime closed stdout: it is not listening any more.
+    let _ = writeln!(out, "{doc}");
+    status
+}
