@@ -87,6 +87,7 @@ pub(crate) async fn run(settings: &Settings, args: RunArgs) -> CliResult<u8> {
         resolv_conf: Some(netns_resolv_conf(&args.name)),
         ifname: None,
         publish: args.publish.clone(),
+        owner: None,
     };
     let connect = Request::Connect {
         network: args.net.clone(),

@@ -343,6 +343,7 @@ async fn connect(settings: &Settings, args: &ConnectArgs) -> CliResult {
         hosts_file: target.hosts_file,
         ifname: None,
         publish: args.publish.clone(),
+        owner: None,
     };
     client::call(
         &settings.socket,

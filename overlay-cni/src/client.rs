@@ -97,7 +97,10 @@ impl Agent {
     }
 
     /// `call`, with the result decoded as `T`.
-    pub fn call_as<T: serde::de::DeserializeOwned>(&self, request: &Request) -> Result<T, CniError> {
+    pub fn call_as<T: serde::de::DeserializeOwned>(
+        &self,
+        request: &Request,
+    ) -> Result<T, CniError> {
         let v = self.call(request)?;
         serde_json::from_value(v).map_err(|e| {
             CniError::new(

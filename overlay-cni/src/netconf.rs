@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
+use overlay_core::controller::spec::parse_text;
 use overlay_core::controller::{NetworkOptions, SubnetOptions};
 use overlay_core::model::PortMapping;
 use serde::Deserialize;
@@ -17,8 +18,7 @@ pub const DEFAULT_SOCKET: &str = "/run/overlay/agent.sock";
 
 /// How to create the overlay network when it does not exist yet; honoured by the first ADD
 /// and checked against the network by the others.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CreateOptions {
     /// Its subnet.
     pub subnet: Option<IpNet>,
@@ -28,6 +28,38 @@ pub struct CreateOptions {
     pub vni: Option<u32>,
     /// Its MTU.
     pub mtu: Option<u32>,
+}
+
+/// `create` as written: addresses as text, so that a bad one is named with its field.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOptionsDoc {
+    #[serde(default)]
+    subnet: Option<String>,
+    #[serde(default)]
+    gateway: Option<String>,
+    #[serde(default)]
+    vni: Option<u32>,
+    #[serde(default)]
+    mtu: Option<u32>,
+}
+
+impl CreateOptionsDoc {
+    fn check(self) -> overlay_core::Result<CreateOptions> {
+        const OP: &str = "read create options";
+        Ok(CreateOptions {
+            subnet: self
+                .subnet
+                .map(|t| parse_text(OP, "create.subnet", &t))
+                .transpose()?,
+            gateway: self
+                .gateway
+                .map(|t| parse_text(OP, "create.gateway", &t))
+                .transpose()?,
+            vni: self.vni,
+            mtu: self.mtu,
+        })
+    }
 }
 
 impl CreateOptions {
@@ -93,8 +125,10 @@ struct NetConfDoc {
     network: Option<String>,
     #[serde(default)]
     socket: Option<PathBuf>,
+    /// Read as a value first, so that a bad subnet is an invalid configuration (7), not a
+    /// document that does not decode (6).
     #[serde(default)]
-    create: Option<CreateOptions>,
+    create: Option<serde_json::Value>,
     #[serde(default)]
     runtime_config: RuntimeConfigDoc,
     #[serde(default)]
@@ -168,7 +202,23 @@ impl NetConf {
                 "set \"name\" (or \"network\") to the overlay network's name",
             ));
         }
-        if let Some(c) = &doc.create
+        let v_for_create = doc.cni_version.clone();
+        let create = match &doc.create {
+            None => None,
+            Some(v) => {
+                let doc = serde_json::from_value::<CreateOptionsDoc>(v.clone()).map_err(|e| {
+                    invalid(
+                        format!("create options: {e}"),
+                        "give create as {\"subnet\": \"10.0.9.0/24\", \"gateway\": \"10.0.9.1\", \"vni\": 4242, \"mtu\": 1450}, each optional",
+                    )
+                })?;
+                Some(
+                    doc.check()
+                        .map_err(|e| CniError::from_core(&v_for_create, &e))?,
+                )
+            }
+        };
+        if let Some(c) = &create
             && c.gateway.is_some()
             && c.subnet.is_none()
         {
@@ -207,7 +257,7 @@ impl NetConf {
             name: doc.name,
             network,
             socket: doc.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
-            create: doc.create,
+            create,
             aliases,
             ports,
             prev_result: doc.prev_result,
@@ -274,7 +324,8 @@ mod tests {
             br#"{"cniVersion": "1.0.0", "name": "n", "type": "overlay-cni", "create": {"colour": 1}}"#,
         )
         .unwrap_err();
-        assert_eq!(e.code, 6, "unknown create options are refused");
+        assert_eq!(e.code, 7, "unknown create options are refused");
+        assert!(e.msg.contains("colour"), "{}", e.msg);
         let e = NetConf::parse(
             br#"{"cniVersion": "1.0.0", "name": "n", "type": "overlay-cni", "create": {"gateway": "10.0.0.1"}}"#,
         )

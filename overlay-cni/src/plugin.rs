@@ -61,8 +61,7 @@ fn names(conf: &NetConf, inv: &Invocation, id: &str) -> (String, Vec<String>) {
 
 fn add(conf: &NetConf, inv: &Invocation, agent: &Agent) -> Result<Value, CniError> {
     let v = &conf.cni_version;
-    let (Some(id), Some(netns), Some(ifname)) = (&inv.container_id, &inv.netns, &inv.ifname)
-    else {
+    let (Some(id), Some(netns), Some(ifname)) = (&inv.container_id, &inv.netns, &inv.ifname) else {
         return unreachable_env(v);
     };
     let (name, aliases) = names(conf, inv, id);
@@ -105,8 +104,7 @@ fn del(conf: &NetConf, inv: &Invocation, agent: &Agent) -> Result<(), CniError> 
 
 fn check(conf: &NetConf, inv: &Invocation, agent: &Agent) -> Result<(), CniError> {
     let v = &conf.cni_version;
-    let (Some(id), Some(netns), Some(ifname)) = (&inv.container_id, &inv.netns, &inv.ifname)
-    else {
+    let (Some(id), Some(netns), Some(ifname)) = (&inv.container_id, &inv.netns, &inv.ifname) else {
         return unreachable_env(v);
     };
     let Some(prev) = &conf.prev_result else {
@@ -168,9 +166,8 @@ fn read_namespace(
 
 fn status(conf: &NetConf, agent: &Agent) -> Result<(), CniError> {
     let v = &conf.cni_version;
-    let unavailable = |msg: String, details: &str| {
-        CniError::new(v, Code::NotAvailable, msg, details.to_string())
-    };
+    let unavailable =
+        |msg: String, details: &str| CniError::new(v, Code::NotAvailable, msg, details.to_string());
     let health: Health = agent.call_as(&Request::Health {}).map_err(|e| {
         unavailable(
             e.msg,
@@ -303,8 +300,9 @@ mod tests {
         let (name, aliases) = names(&conf, &inv(""), "3cfba8da9b6f00");
         assert_eq!(name, "zookeeper1");
         assert_eq!(aliases, ["3cfba8da9b6f"]);
-        let bare = NetConf::parse(br#"{"cniVersion": "1.0.0", "name": "n", "type": "overlay-cni"}"#)
-            .unwrap();
+        let bare =
+            NetConf::parse(br#"{"cniVersion": "1.0.0", "name": "n", "type": "overlay-cni"}"#)
+                .unwrap();
         let (name, _) = names(&bare, &inv("K8S_POD_NAME=web-0"), "3cfba8da9b6f00");
         assert_eq!(name, "web-0");
         let (name, aliases) = names(&bare, &inv(""), "3cfba8da9b6f00");

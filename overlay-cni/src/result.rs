@@ -53,8 +53,7 @@ pub fn to_result(a: &Attachment, version: &str) -> serde_json::Value {
         mac: a.mac.clone(),
         sandbox: sandbox.clone(),
     }];
-    let family =
-        |a: &ipnet::IpNet| legacy.then_some(if a.addr().is_ipv4() { "4" } else { "6" });
+    let family = |a: &ipnet::IpNet| legacy.then_some(if a.addr().is_ipv4() { "4" } else { "6" });
     let mut ips: Vec<Ip> = a
         .addresses
         .iter()

@@ -441,6 +441,7 @@ impl Controller {
             resolv_conf,
             ifname,
             publish,
+            owner: None,
         };
         let core = self.core(py)?;
         let entry = run(py, async move { core.connect(&network, &spec).await })?;

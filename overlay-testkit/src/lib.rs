@@ -24,15 +24,19 @@
 //! question from a namespace, as a container's stub would; [`DnsUpstream`] plays the host's
 //! upstream resolver.
 //!
+//! [`CniRunner`] runs CNI plugins as a container runtime does (upstream's `cnitool`).
+//!
 //! This crate does not depend on `overlay-core`, so both `overlay-core` and the root crate can
 //! use it as a dev-dependency.
 
+mod cni;
 mod dns;
 mod process;
 mod proxy;
 mod servers;
 mod tcp;
 
+pub use cni::{CniEnv, CniOutcome, CniRunner};
 pub use dns::{DnsAnswer, DnsUpstream, dns_query, reverse_name};
 pub use process::{missing, require_root, unique_prefix};
 pub use proxy::TcpProxy;

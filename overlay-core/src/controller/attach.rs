@@ -288,7 +288,10 @@ mod tests {
     fn an_existing_network_must_be_what_the_config_asks_for() {
         let net = network();
         let mut opts = NetworkOptions::default();
-        assert!(agrees(&net, &opts).is_ok(), "nothing asked, nothing to differ");
+        assert!(
+            agrees(&net, &opts).is_ok(),
+            "nothing asked, nothing to differ"
+        );
         opts.subnets = vec![SubnetOptions {
             subnet: "10.0.9.0/24".parse().unwrap(),
             gateway: Some("10.0.9.1".parse().unwrap()),

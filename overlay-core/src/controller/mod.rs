@@ -24,6 +24,7 @@
 //!         resolv_conf: None,
 //!         ifname: None,
 //!         publish: vec!["2181:2181".parse()?],
+//!         owner: None,
 //!     })
 //!     .await?;
 //! println!("zookeeper1 is {}", ep.ipv4_address);

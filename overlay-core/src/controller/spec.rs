@@ -568,6 +568,7 @@ mod tests {
             resolv_conf: None,
             ifname: None,
             publish: Vec::new(),
+            owner: None,
         };
         ok.validate().unwrap();
         for bad in [

@@ -98,8 +98,7 @@ pub async fn inspect_namespace(path: &Path) -> Result<NamespaceState> {
             .await
             .map_err(|e| nl_failure(e, "list routes", "dump routes".into(), &label))?;
         for r in replies {
-            if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.kind != RouteType::Unicast
-            {
+            if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.kind != RouteType::Unicast {
                 continue;
             }
             let mut destination = unspecified;
