@@ -12,106 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use overlay_core::dataplane::Netns;
-use overlay_core::dataplane::lab::Lab;
-use overlay_testkit::{CniEnv, CniRunner, EtcdServer, TcpGreeter};
+use overlay_testkit::{CniEnv, EtcdServer, TcpGreeter};
 use serde_json::{Value, json};
-use support::{Host, NamespaceSweep, Proc, agent};
-
-/// Two hosts with their agents, and the runner that calls the plugin for them.
-struct Rig {
-    lab: Lab,
-    hosts: Vec<Host>,
-    agents: Vec<Proc>,
-    runner: CniRunner,
-    _dir: tempfile::TempDir,
-    _sweep: NamespaceSweep,
-}
-
-impl Rig {
-    async fn new(test: &str, tag: u32, store: Option<String>) -> Rig {
-        overlay_testkit::require_root(test);
-        let prefix = format!("n{:x}", std::process::id() ^ (tag << 24));
-        let sweep = NamespaceSweep(prefix.clone());
-        let lab = Lab::new(&prefix).expect("lab");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("config.toml");
-        std::fs::write(&config, "").unwrap();
-        let url = store.unwrap_or_else(|| format!("file://{}/store.db", dir.path().display()));
-        let a = lab.namespace("host1").await.expect("host1");
-        let b = lab.namespace("host2").await.expect("host2");
-        lab.underlay(
-            &a,
-            "198.51.100.1/24".parse().unwrap(),
-            &b,
-            "198.51.100.2/24".parse().unwrap(),
-        )
-        .await
-        .expect("underlay");
-        let hosts: Vec<Host> = [a, b]
-            .into_iter()
-            .enumerate()
-            .map(|(i, ns)| Host {
-                ns,
-                socket: dir.path().join(format!("host{}.sock", i + 1)),
-                store: url.clone(),
-                config: config.clone(),
-            })
-            .collect();
-        let mut agents = Vec::new();
-        for (i, h) in hosts.iter().enumerate() {
-            let id = lab.host_id(&format!("host{}", i + 1));
-            agents.push(agent(h, &id, &format!("198.51.100.{}", i + 1)).await);
-        }
-        let plugin = PathBuf::from(env!("CARGO_BIN_EXE_overlay-cni"));
-        let runner = CniRunner::new([plugin.parent().unwrap().to_path_buf()]);
-        Rig {
-            lab,
-            hosts,
-            agents,
-            runner,
-            _dir: dir,
-            _sweep: sweep,
-        }
-    }
-
-    /// The network configuration of host `h` (version `version`), with `extra` merged in.
-    fn conf(&self, h: usize, version: &str, extra: Value) -> Value {
-        let mut c = json!({
-            "cniVersion": version,
-            "name": "my-net",
-            "type": "overlay-cni",
-            "socket": self.hosts[h].socket,
-            "create": {"subnet": "10.0.9.0/24", "vni": 4242},
-        });
-        if let (Some(obj), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
-            obj.extend(extra.clone());
-        }
-        c
-    }
-
-    async fn container(&self, name: &str) -> Netns {
-        self.lab.namespace(name).await.expect("container namespace")
-    }
-
-    /// One request to host `h`'s agent, straight on its socket.
-    fn agent_call(&self, h: usize, request: Value) -> Value {
-        use std::io::{BufRead, BufReader, Write};
-        let mut s = std::os::unix::net::UnixStream::connect(&self.hosts[h].socket).unwrap();
-        s.write_all(format!("{request}\n").as_bytes()).unwrap();
-        let mut line = String::new();
-        BufReader::new(&s).read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap()
-    }
-
-    /// This host's attachments of my-net, as the agent lists them.
-    fn attachments(&self, h: usize) -> Vec<Value> {
-        let r = self.agent_call(h, json!({"op": "attachments", "network": "my-net"}));
-        match r.get("ok") {
-            Some(Value::Array(list)) => list.clone(),
-            _ => Vec::new(),
-        }
-    }
-}
+use support::rig::Rig;
 
 /// `ip -j` output inside namespace `ns` (assertions only).
 fn ip_json(ns: &Netns, args: &[&str]) -> Value {
@@ -310,7 +213,7 @@ async fn names_resolve_across_hosts_and_configs_must_agree() {
         })
     };
     let mut env_a = CniEnv::new("aid", a.path(), "eth0");
-    env_a.args = "IgnoreUnknown=1;K8S_POD_NAME=ignored;K8S_POD_NAMESPACE=x".into();
+    env_a.args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=x".into();
     let ra = rig
         .runner
         .add_list(&list(0), &aliases("zookeeper1"), &env_a)

@@ -41,22 +41,27 @@ pub fn run(var: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Option<
     }
 }
 
-/// The container's name on the network: the runtime's first alias (Podman puts the
-/// container's name there), else Kubernetes' pod name, else the container id.
+/// The container's name on the network and its further names. Podman 4.3 passes the
+/// container's name as `K8S_POD_NAME` in `CNI_ARGS` and its short id (plus any
+/// `--network-alias`) in `runtimeConfig.aliases`; Kubernetes passes the pod's name the same
+/// way. So: the pod name if given, else the first alias, else the container id; every alias
+/// stays a name too.
 fn names(conf: &NetConf, inv: &Invocation, id: &str) -> (String, Vec<String>) {
-    let mut all: Vec<String> = conf.aliases.clone();
-    if all.is_empty()
-        && let Some(pod) = inv.args.get("K8S_POD_NAME")
-    {
-        all.push(pod.clone());
-    }
-    if all.is_empty() {
-        all.push(id.to_string());
-    }
-    let name = all.remove(0);
+    let name = inv
+        .args
+        .get("K8S_POD_NAME")
+        .filter(|n| !n.is_empty())
+        .or(conf.aliases.first())
+        .cloned()
+        .unwrap_or_else(|| id.to_string());
     let mut seen = std::collections::BTreeSet::new();
-    all.retain(|a| *a != name && seen.insert(a.clone()));
-    (name, all)
+    let aliases = conf
+        .aliases
+        .iter()
+        .filter(|a| **a != name && seen.insert((*a).clone()))
+        .cloned()
+        .collect();
+    (name, aliases)
 }
 
 fn add(conf: &NetConf, inv: &Invocation, agent: &Agent) -> Result<Value, CniError> {
@@ -278,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn names_come_from_aliases_then_the_pod_then_the_id() {
+    fn names_come_from_the_pod_then_the_aliases_then_the_id() {
         let conf = NetConf::parse(
             br#"{"cniVersion": "1.0.0", "name": "my-net", "type": "overlay-cni",
                  "runtimeConfig": {"aliases": {"my-net": ["zookeeper1", "3cfba8da9b6f", "zookeeper1"]}}}"#,
@@ -300,6 +305,17 @@ mod tests {
         let (name, aliases) = names(&conf, &inv(""), "3cfba8da9b6f00");
         assert_eq!(name, "zookeeper1");
         assert_eq!(aliases, ["3cfba8da9b6f"]);
+        // What Podman 4.3 passes: the name as the pod's, the short id as the alias.
+        let podman = NetConf::parse(
+            br#"{"cniVersion": "1.0.0", "name": "my-net", "type": "overlay-cni",
+                 "runtimeConfig": {"aliases": {"my-net": ["3cfba8da9b6f"]}}}"#,
+        )
+        .unwrap();
+        let (name, aliases) = names(&podman, &inv("IgnoreUnknown=1;K8S_POD_NAME=zk1"), "x");
+        assert_eq!(
+            (name.as_str(), aliases),
+            ("zk1", vec!["3cfba8da9b6f".to_string()])
+        );
         let bare =
             NetConf::parse(br#"{"cniVersion": "1.0.0", "name": "n", "type": "overlay-cni"}"#)
                 .unwrap();

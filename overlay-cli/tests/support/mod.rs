@@ -2,6 +2,8 @@
 //! guards that stop their process (and remove what it made) even when a test fails.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod rig;
+
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
