@@ -76,6 +76,7 @@ impl CniOutcome {
 #[derive(Debug, Clone)]
 pub struct CniRunner {
     path: Vec<PathBuf>,
+    netns: Option<PathBuf>,
 }
 
 impl CniRunner {
@@ -83,7 +84,15 @@ impl CniRunner {
     pub fn new(path: impl IntoIterator<Item = PathBuf>) -> CniRunner {
         CniRunner {
             path: path.into_iter().collect(),
+            netns: None,
         }
+    }
+
+    /// This runner, running plugins inside the network namespace at `netns` (a simulated
+    /// host), as a runtime on that host would.
+    pub fn in_netns(mut self, netns: &Path) -> CniRunner {
+        self.netns = Some(netns.to_path_buf());
+        self
     }
 
     fn binary(&self, kind: &str) -> PathBuf {
@@ -130,9 +139,26 @@ impl CniRunner {
         if let Some(ns) = &env.netns {
             cmd.env("CNI_NETNS", ns);
         }
+        // Opened here and kept open until the child has started: it enters it before exec.
+        let host = self.netns.as_ref().map(|p| {
+            std::fs::File::open(p).unwrap_or_else(|e| panic!("open {}: {e}", p.display()))
+        });
+        if let Some(f) = &host {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(f);
+            // SAFETY: only setns, which is async-signal-safe, runs between fork and exec.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("run {}: {e}", plugin.display()));
+        drop(host);
         if let Some(mut input) = child.stdin.take() {
             // A plugin that exits before reading all is judged by what it printed.
             let _ = input.write_all(stdin);

@@ -89,7 +89,7 @@ pub(crate) fn forward(
     sb: &Sandbox,
     reports: broadcast::Sender<Damage>,
 ) {
-    let (vxlan, own) = (sb.vxlan, sb.own.clone());
+    let (vxlan, own, flag) = (sb.vxlan, sb.own.clone(), sb.damaged.clone());
     tokio::spawn(async move {
         while let Some((msg, _)) = notes.next().await {
             let what: &[Damaged] = match &msg.payload {
@@ -102,6 +102,9 @@ pub(crate) fn forward(
                 NetlinkPayload::Overrun(_) => &[Damaged::Links, Damaged::Peers],
                 _ => &[],
             };
+            if what.contains(&Damaged::Links) {
+                flag.store(true, std::sync::atomic::Ordering::Release);
+            }
             for &what in what {
                 // Nobody listening is not an error.
                 let _ = reports.send(Damage { network, what });

@@ -41,6 +41,12 @@ pub struct NetlinkDataplane {
     damage: tokio::sync::broadcast::Sender<Damage>,
     // Serializes sandbox creation and removal; attaches and peers only read the cache.
     lifecycle: tokio::sync::Mutex<()>,
+    // The gateway as last made (its spec and bridge index) and the firewall rules last
+    // applied: a connect that changes neither costs one link lookup, not a rebuild. Cleared
+    // by a check (the heal's way in: what it finds broken is then made again for real) and
+    // by removal.
+    gateway_made: std::sync::Mutex<Option<(GatewaySpec, u32)>>,
+    rules_applied: tokio::sync::Mutex<Option<firewall::GatewayRules>>,
 }
 
 impl NetlinkDataplane {
@@ -81,7 +87,21 @@ impl NetlinkDataplane {
             sandboxes: tokio::sync::Mutex::new(HashMap::new()),
             damage: tokio::sync::broadcast::channel(damage::BACKLOG).0,
             lifecycle: tokio::sync::Mutex::new(()),
+            gateway_made: std::sync::Mutex::new(None),
+            rules_applied: tokio::sync::Mutex::new(None),
         })
+    }
+
+    fn gateway_made_lock(&self) -> std::sync::MutexGuard<'_, Option<(GatewaySpec, u32)>> {
+        self.gateway_made
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets what the gateway was made to be: the next ensure and publish do their work.
+    async fn forget_gateway(&self) {
+        *self.gateway_made_lock() = None;
+        *self.rules_applied.lock().await = None;
     }
 
     /// The nftables table (family `ip`) of this host's gateway.
@@ -151,6 +171,14 @@ impl NetlinkDataplane {
 impl Dataplane for NetlinkDataplane {
     async fn ensure_sandbox(&self, spec: &SandboxSpec) -> Result<SandboxInfo> {
         let _guard = self.lifecycle.lock().await;
+        // Made with this spec by this process, and nothing of it reported deleted since: as
+        // it was (the dumps of a full check grow with every container on the host).
+        if let Some(sb) = self.sandboxes.lock().await.get(&spec.network)
+            && sb.spec.as_ref() == Some(spec)
+            && !sb.damaged.load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Ok(sb.info(&spec.network, Some(spec.vni)));
+        }
         self.sandboxes.lock().await.remove(&spec.network);
         let (sb, notes) = sandbox::ensure(&self.host, &self.tag, spec).await?;
         damage::forward(notes, spec.network, &sb, self.damage.clone());
@@ -218,9 +246,16 @@ impl Dataplane for NetlinkDataplane {
     }
 
     async fn ensure_gateway(&self, spec: &GatewaySpec) -> Result<()> {
-        gateway::ensure(&self.host, self.host_ns.as_ref(), spec)
-            .await
-            .map(|_| ())
+        let made = self.gateway_made_lock().clone();
+        if let Some((made, index)) = made
+            && made == *spec
+            && gateway::existing(&self.host, &spec.bridge).await.ok() == Some(index)
+        {
+            return Ok(());
+        }
+        let index = gateway::ensure(&self.host, self.host_ns.as_ref(), spec).await?;
+        *self.gateway_made_lock() = Some((spec.clone(), index));
+        Ok(())
     }
 
     async fn attach_gateway(&self, spec: &GatewaySpec, attach: &AttachSpec) -> Result<Attachment> {
@@ -297,6 +332,7 @@ impl Dataplane for NetlinkDataplane {
         attached: &[(NetnsId, String)],
     ) -> Result<SandboxCheck> {
         spec.validate()?;
+        self.forget_gateway().await;
         gateway::check(&self.host, spec, attached).await
     }
 
@@ -308,11 +344,19 @@ impl Dataplane for NetlinkDataplane {
             pool: spec.pool,
             ports: ports.to_vec(),
         };
-        firewall::apply(self.host_ns.as_ref(), &rules).await
+        let mut applied = self.rules_applied.lock().await;
+        if applied.as_ref() == Some(&rules) {
+            return Ok(());
+        }
+        *applied = None;
+        firewall::apply(self.host_ns.as_ref(), &rules).await?;
+        *applied = Some(rules);
+        Ok(())
     }
 
     async fn remove_gateway(&self, spec: &GatewaySpec) -> Result<()> {
         spec.validate()?;
+        self.forget_gateway().await;
         let table = firewall::remove(self.host_ns.as_ref(), &self.firewall_table()).await;
         let bridge = gateway::remove(&self.host, spec).await;
         table.and(bridge)

@@ -42,6 +42,11 @@ pub(crate) struct Sandbox {
     pub(crate) addresses: Vec<IpNet>,
     /// Deletions made here whose reports are not damage (shared with the report forwarder).
     pub(crate) own: Arc<OwnDeletions>,
+    /// What it was last made or checked to be; `None` when opened as found after a restart.
+    pub(crate) spec: Option<SandboxSpec>,
+    /// Set by the report forwarder when the kernel reports a link of it deleted: from then on
+    /// it is checked again, not trusted.
+    pub(crate) damaged: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Sandbox {
@@ -209,6 +214,8 @@ pub(crate) async fn ensure(
         mtu,
         addresses: spec.addresses.clone(),
         own: Arc::default(),
+        spec: Some(spec.clone()),
+        damaged: Arc::default(),
     };
     Ok((sb, notes))
 }
@@ -379,6 +386,8 @@ pub(crate) async fn open_existing(
         mtu,
         addresses,
         own: Arc::default(),
+        spec: None,
+        damaged: Arc::default(),
     };
     Ok(Some((sb, notes)))
 }
