@@ -100,7 +100,10 @@ async fn main() {
         .expect("spawn overlayctl agent");
     let start = Instant::now();
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "the agent did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the agent did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -144,11 +147,17 @@ async fn main() {
     for (p, _) in plugins.iter().enumerate() {
         let mut set = Vec::new();
         for i in 0..=CONTAINERS {
-            set.push(lab.namespace(&format!("p{p}c{i}")).await.expect("container"));
+            set.push(
+                lab.namespace(&format!("p{p}c{i}"))
+                    .await
+                    .expect("container"),
+            );
         }
         containers.push(set);
     }
-    let env = |p: usize, i: usize, set: &[Netns]| CniEnv::new(&format!("p{p}c{i}"), set[i].path(), "eth0");
+    let env = |p: usize, i: usize, set: &[Netns]| {
+        CniEnv::new(&format!("p{p}c{i}"), set[i].path(), "eth0")
+    };
     // Interleaved, so that the machine's state is the same for every plugin.
     for i in 0..=CONTAINERS {
         for (p, plugin) in plugins.iter_mut().enumerate() {

@@ -299,29 +299,50 @@ impl Controller {
                 tracing::warn!(error = %e, "could not remove the sandbox after a failed connect");
             }
         };
-        if let Err(e) = dp.attach(&net.id, &attach).await {
-            undo_kernel().await;
-            return Err(e);
-        }
         // The gateway's addresses and ports are the whole host's: held from choosing them
-        // until this endpoint's entry holds them and the firewall has them.
+        // until this endpoint's entry holds them and the firewall has them. The container's
+        // two interfaces are made at once (each is a veth pair born in its namespace).
         let agent = self.agent()?;
         let _gateway = agent.lock_gateway().await;
-        let gateway = if net.internal {
+        let gw_ifname = if net.internal {
             None
         } else {
-            let gw_ifname = self.next_ifname(&c.id, Some(&ifname))?;
-            match agent
-                .prepare_gateway(&c.id, &c.netns.path(), &gw_ifname, &c.publish)
-                .await
+            Some(self.next_ifname(&c.id, Some(&ifname))?)
+        };
+        let netns = c.netns.path();
+        let (attached, gateway) = tokio::join!(dp.attach(&net.id, &attach), async {
+            match &gw_ifname {
+                Some(gw) => agent
+                    .prepare_gateway(&c.id, &netns, gw, &c.publish)
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        });
+        // Whatever one of the two made goes when the other failed.
+        let undo_both = async |made: Option<crate::agent::gateway::Prepared>| {
+            if let Some(p) = made.filter(|p| p.made)
+                && let Err(e) = dp
+                    .detach_gateway(&agent.config().gateway, &netns, &p.gateway.ifname)
+                    .await
             {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    // A bridge made for this endpoint alone goes with it.
-                    agent.settle_gateway().await;
-                    undo_kernel().await;
-                    return Err(e);
-                }
+                tracing::warn!(error = %e, "could not remove the gateway interface after a failed connect");
+            }
+            if gw_ifname.is_some() {
+                // A bridge made for this endpoint alone goes with it.
+                agent.settle_gateway().await;
+            }
+            undo_kernel().await;
+        };
+        let gateway = match (attached, gateway) {
+            (Ok(_), Ok(g)) => g,
+            (Err(e), made) => {
+                undo_both(made.ok().flatten()).await;
+                return Err(e);
+            }
+            (Ok(_), Err(e)) => {
+                undo_both(None).await;
+                return Err(e);
             }
         };
         let undo_gateway = || async {

@@ -518,6 +518,7 @@ mod tests {
                 "2181:2181".parse().unwrap(),
                 "192.0.2.1:53:53/udp".parse().unwrap(),
             ],
+            owner: Some("overlay-cni".into()),
         };
         fn round_trip<T: Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
             serde_json::from_str(&serde_json::to_string(v).unwrap()).unwrap()
