@@ -10,6 +10,10 @@
 //!
 //! Needs Debian's `containernetworking-plugins` (in /usr/lib/cni) and `iptables` (which the
 //! bridge plugin's ipMasq runs).
+//!
+//! The agent keeps its host state where it does by default, under /run, which is a tmpfs on
+//! a Debian host; where /run is not one (this sandbox), the bench mounts a tmpfs for it, so
+//! that the figure is a host's, not this disk's. The embedded store stays on disk.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -45,6 +49,34 @@ fn timed(runner: &CniRunner, command: &str, conf: &Value, env: &CniEnv) -> Durat
     took
 }
 
+/// A tmpfs on a directory, unmounted when dropped (also when the bench fails).
+struct Tmpfs(std::ffi::CString);
+
+impl Tmpfs {
+    fn mount(dir: &Path) -> Tmpfs {
+        let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                c"mode=0700,size=16m".as_ptr().cast(),
+            )
+        };
+        assert_eq!(rc, 0, "mount a tmpfs on {}", dir.display());
+        Tmpfs(target)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // SAFETY: the path is a NUL-terminated string we own.
+        unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
 struct Plugin {
     label: &'static str,
     conf: Value,
@@ -76,6 +108,9 @@ async fn main() {
     .await
     .expect("underlay");
     let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let _tmpfs = Tmpfs::mount(&state);
     let socket = dir.path().join("agent.sock");
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "").unwrap();
@@ -92,7 +127,7 @@ async fn main() {
         .arg(host.path())
         .arg("agent")
         .arg("--state-dir")
-        .arg(dir.path().join("state"))
+        .arg(state.join("agent"))
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .kill_on_drop(true)
