@@ -61,7 +61,7 @@ fn ip_of(result: &Value) -> IpAddr {
 async fn add_check_and_del_as_the_spec_words_them() {
     let rig = Rig::new("add_check_and_del_as_the_spec_words_them", 1, None).await;
     let c1 = rig.container("c1").await;
-    let conf = rig.conf(0, "1.1.0", json!({}));
+    let conf = rig.conf(0, "1.1.0");
     let env = CniEnv::new("c1id", c1.path(), "eth0");
 
     // VERSION, with no agent needed.
@@ -97,7 +97,7 @@ async fn add_check_and_del_as_the_spec_words_them() {
     assert_eq!(addresses_of(&c1, "eth0"), ["10.0.9.2/24"]);
     let mac = ip_json(&c1, &["link", "show", "eth0"])[0]["address"].clone();
     assert_eq!(mac, r["interfaces"][0]["mac"]);
-    let inspect = rig.agent_call(1, json!({"op": "inspect", "network": "my-net"}));
+    let inspect = rig.agent_call(1, &json!({"op": "inspect", "network": "my-net"}));
     assert_eq!(
         inspect["ok"]["Options"]["com.docker.network.driver.overlay.vxlanid_list"],
         "4242"
@@ -189,7 +189,7 @@ async fn add_check_and_del_as_the_spec_words_them() {
     let c3 = rig.container("c3").await;
     let r3 = rig.agent_call(
         0,
-        json!({"op": "connect", "network": "my-net",
+        &json!({"op": "connect", "network": "my-net",
                "container": {"id": "c3id", "name": "c3", "netns": {"path": c3.path()},
                              "ipv4": "10.0.9.2"}}),
     );
@@ -307,7 +307,7 @@ async fn names_resolve_across_hosts_and_configs_must_agree() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_removes_only_its_own_stale_attachments() {
     let rig = Rig::new("gc_removes_only_its_own_stale_attachments", 3, None).await;
-    let conf = rig.conf(0, "1.1.0", json!({}));
+    let conf = rig.conf(0, "1.1.0");
     let mut names = Vec::new();
     for n in ["keep", "stale"] {
         let ns = rig.container(n).await;
@@ -324,7 +324,7 @@ async fn gc_removes_only_its_own_stale_attachments() {
     let other = rig.container("other").await;
     let r = rig.agent_call(
         0,
-        json!({"op": "connect", "network": "my-net",
+        &json!({"op": "connect", "network": "my-net",
                "container": {"id": "otherid", "name": "other", "netns": {"path": other.path()}}}),
     );
     assert!(r.get("ok").is_some(), "{r}");
@@ -366,7 +366,7 @@ async fn status_and_error_codes() {
     )
     .await;
     let mut rig = rig;
-    let conf = rig.conf(0, "1.0.0", json!({}));
+    let conf = rig.conf(0, "1.0.0");
     let c = rig.container("c").await;
     let env = CniEnv::new("cid", c.path(), "eth0");
     assert!(rig.runner.exec("STATUS", &conf, &CniEnv::default()).success);

@@ -156,11 +156,14 @@ fn limit(resource: libc::__rlimit_resource_t, cap: u64) -> u64 {
 /// A tar of a root filesystem holding Debian's static busybox and the applets the test uses.
 fn busybox_rootfs(dir: &Path) -> PathBuf {
     let busybox = Path::new("/bin/busybox");
-    let is_static = Command::new("file")
-        .arg("-L")
+    // ldd says so of a static binary (and fails on a missing one).
+    let is_static = Command::new("ldd")
         .arg(busybox)
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("statically linked"))
+        .map(|o| {
+            let text = String::from_utf8_lossy(&o.stdout) + String::from_utf8_lossy(&o.stderr);
+            text.contains("not a dynamic executable") || text.contains("statically linked")
+        })
         .unwrap_or(false);
     if !is_static {
         overlay_testkit::missing(
@@ -192,7 +195,7 @@ fn busybox_rootfs(dir: &Path) -> PathBuf {
 }
 
 fn require_podman() {
-    for tool in ["podman", "runc", "nsenter", "file"] {
+    for tool in ["podman", "runc", "nsenter", "ldd"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -280,7 +283,7 @@ async fn podman_containers_on_two_hosts_reach_each_other_by_name() {
     hosts[0].ok(&["rm", "-f", "-t", "0", "zookeeper1"]);
     drop(greeters.remove(0));
     assert!(rig.attachments(0).is_empty(), "no endpoint on host 1");
-    let inspect = rig.agent_call(1, json!({"op": "inspect", "network": "my-net"}));
+    let inspect = rig.agent_call(1, &json!({"op": "inspect", "network": "my-net"}));
     let containers = inspect["ok"]["Containers"]
         .as_object()
         .cloned()
@@ -300,13 +303,13 @@ async fn podman_containers_on_two_hosts_reach_each_other_by_name() {
     let probe = rig.container("probe").await;
     let r = rig.agent_call(
         1,
-        json!({"op": "connect", "network": "my-net",
+        &json!({"op": "connect", "network": "my-net",
                "container": {"id": "probe", "name": "probe", "netns": {"path": probe.path()},
                              "ipv4": ip1}}),
     );
     assert!(r.get("ok").is_some(), "{r}");
     rig.agent_call(
         1,
-        json!({"op": "disconnect", "network": "my-net", "container_id": "probe"}),
+        &json!({"op": "disconnect", "network": "my-net", "container_id": "probe"}),
     );
 }

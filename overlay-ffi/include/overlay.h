@@ -319,10 +319,12 @@ ovl_status ovl_network_remove(ovl_controller *ctl, const char *name_or_id);
  * {"id": "3cfba8da9b6f", "name": "zookeeper1", "netns": {"path": "/run/netns/zk1"},
  *  "aliases": ["zk"], "ipv4": "10.0.9.10", "ipv6": null, "sticky": false,
  *  "hosts_file": "/run/zk1/hosts", "resolv_conf": "/run/zk1/resolv.conf", "ifname": "eth0",
- *  "publish": ["2181:2181"]}
+ *  "publish": ["2181:2181"], "owner": "my-plugin"}
  * ```
  *
- * `resolv_conf` is kept pointing at the resolvers of the container's networks.
+ * `resolv_conf` is kept pointing at the resolvers of the container's networks. `owner` names
+ * the tool making the attachment; this host keeps it, and the agent's `attachments` request
+ * lists it.
  *
  * `publish` takes Docker's `-p` forms (`[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`); a port
  * another container of this host publishes fails with `OVL_ERR_ALREADY_EXISTS`.

@@ -393,6 +393,8 @@ impl Controller {
     /// Connects a container (its network namespace: a path or a pid) to a network; returns its
     /// entry of the inspect document (Name, EndpointID, MacAddress, IPv4Address, ...).
     /// `publish` takes Docker's `-p` forms: `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`.
+    /// `owner` names the tool making the attachment, kept by this host only (what a plugin
+    /// later finds its own attachments by).
     #[pyo3(signature = (
         network,
         *,
@@ -407,6 +409,7 @@ impl Controller {
         resolv_conf = None,
         ifname = None,
         publish = Vec::new(),
+        owner = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn connect<'py>(
@@ -424,6 +427,7 @@ impl Controller {
         resolv_conf: Option<PathBuf>,
         ifname: Option<String>,
         publish: Vec<String>,
+        owner: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let publish = publish
             .into_iter()
@@ -441,7 +445,7 @@ impl Controller {
             resolv_conf,
             ifname,
             publish,
-            owner: None,
+            owner,
         };
         let core = self.core(py)?;
         let entry = run(py, async move { core.connect(&network, &spec).await })?;

@@ -306,8 +306,12 @@ def test_connect_options_reach_the_core(lab: Lab, tmp_path: Path) -> None:
         gw = c.inspect("opts")["IPAM"]["Config"][0]
         assert (gw["Gateway"], gw["IPRange"]) == ("10.0.7.254", "10.0.7.128/25")
         # A static address, an alias and a chosen interface name.
+        with pytest.raises(overlay.InvalidArgumentError) as bad:
+            c.connect("opts", netns=Path(lab.path(box)), container_id="fixed", name="fixed", owner="no spaces")
+        assert "owner" in str(bad.value), bad.value
         fixed = c.connect("opts", netns=Path(lab.path(box)), container_id="fixed", name="fixed",
-                          ip="10.0.7.200", aliases=["db"], ifname="ovl7", resolv_conf=tmp_path / "fixed.resolv")
+                          ip="10.0.7.200", aliases=["db"], ifname="ovl7", resolv_conf=tmp_path / "fixed.resolv",
+                          owner="pytest")
         assert fixed["IPv4Address"] == "10.0.7.200/24"
         # The resolver is at the network's gateway, the network's name its search domain.
         resolv = (tmp_path / "fixed.resolv").read_text().splitlines()

@@ -66,19 +66,15 @@ impl Rig {
         }
     }
 
-    /// The network configuration of host `h` (version `version`), with `extra` merged in.
-    pub fn conf(&self, h: usize, version: &str, extra: Value) -> Value {
-        let mut c = json!({
+    /// The network configuration of host `h` in version `version`.
+    pub fn conf(&self, h: usize, version: &str) -> Value {
+        json!({
             "cniVersion": version,
             "name": "my-net",
             "type": "overlay-cni",
             "socket": self.hosts[h].socket,
             "create": {"subnet": "10.0.9.0/24", "vni": 4242},
-        });
-        if let (Some(obj), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
-            obj.extend(extra.clone());
-        }
-        c
+        })
     }
 
     pub async fn container(&self, name: &str) -> Netns {
@@ -86,7 +82,7 @@ impl Rig {
     }
 
     /// One request to host `h`'s agent, straight on its socket.
-    pub fn agent_call(&self, h: usize, request: Value) -> Value {
+    pub fn agent_call(&self, h: usize, request: &Value) -> Value {
         use std::io::{BufRead, BufReader, Write};
         let mut s = std::os::unix::net::UnixStream::connect(&self.hosts[h].socket).unwrap();
         s.write_all(format!("{request}\n").as_bytes()).unwrap();
@@ -97,7 +93,7 @@ impl Rig {
 
     /// This host's attachments of my-net, as the agent lists them.
     pub fn attachments(&self, h: usize) -> Vec<Value> {
-        let r = self.agent_call(h, json!({"op": "attachments", "network": "my-net"}));
+        let r = self.agent_call(h, &json!({"op": "attachments", "network": "my-net"}));
         match r.get("ok") {
             Some(Value::Array(list)) => list.clone(),
             _ => Vec::new(),
