@@ -78,8 +78,9 @@ impl Controller {
     /// Connects container `c` to `network`, creating the network first with `create` if it
     /// does not exist (on any host: a network another host created at the same moment is
     /// used, not duplicated). When the network exists, what `create` asks for must hold: a
-    /// subnet, gateway, VNI or MTU that differs is an InvalidArgument naming both values, and
-    /// nothing is changed. The answer says everything the container got.
+    /// subnet, gateway, VNI or MTU it gives that differs is an InvalidArgument naming both
+    /// values, and nothing is changed (what it leaves out, or gives only as a flag such as
+    /// `internal`, is not compared). The answer says everything the container got.
     pub async fn attach(
         &self,
         network: &str,
@@ -258,13 +259,6 @@ fn agrees(net: &Network, opts: &NetworkOptions) -> Result<()> {
     if opts.mtu.is_some() && opts.mtu != net.mtu {
         let has = net.mtu.map_or("the default".into(), |m| m.to_string());
         return differs("mtu", opts.mtu.unwrap_or_default().to_string(), has);
-    }
-    if opts.internal != net.internal {
-        return differs(
-            "internal",
-            opts.internal.to_string(),
-            net.internal.to_string(),
-        );
     }
     Ok(())
 }
