@@ -12,10 +12,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use overlay_core::dataplane::Netns;
-use overlay_core::dataplane::lab::Lab;
 use overlay_testkit::{EtcdServer, TcpGreeter, ZooKeeperServer};
 use serde_json::Value;
-use support::{Host, NamespaceSweep, Proc, agent, child_of, ok, output, wait_until};
+use support::rig::Rig;
+use support::{Host, Proc, agent, child_of, ok, output, wait_until};
 use tokio::process::Command;
 
 /// Bounds that only keep a broken build from hanging; convergence takes milliseconds.
@@ -101,37 +101,9 @@ fn hosts_of(pid: i32) -> String {
 async fn walkthrough(test: &str, backend: &str) {
     overlay_testkit::require_root(test);
     let (_server, url) = store(backend);
-    let prefix = format!("c{:x}", std::process::id() ^ (backend.len() as u32) << 20);
-    let _sweep = NamespaceSweep(prefix.clone());
-    let lab = Lab::new(&prefix).expect("lab");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, "").unwrap();
-    let a = lab.namespace("host1").await.expect("host1");
-    let b = lab.namespace("host2").await.expect("host2");
-    lab.underlay(
-        &a,
-        "198.51.100.1/24".parse().unwrap(),
-        &b,
-        "198.51.100.2/24".parse().unwrap(),
-    )
-    .await
-    .expect("underlay");
-    let hosts: Vec<Host> = [a, b]
-        .into_iter()
-        .enumerate()
-        .map(|(i, ns)| Host {
-            ns,
-            socket: dir.path().join(format!("host{}.sock", i + 1)),
-            store: url.clone(),
-            config: config.clone(),
-        })
-        .collect();
-    let mut agents = Vec::new();
-    for (i, h) in hosts.iter().enumerate() {
-        let id = lab.host_id(&format!("host{}", i + 1));
-        agents.push(agent(h, &id, &format!("198.51.100.{}", i + 1)).await);
-    }
+    let mut rig = Rig::new(test, 16 + backend.len() as u32, Some(url)).await;
+    let prefix = rig.prefix.clone();
+    let (lab, hosts, agents) = (&rig.lab, &rig.hosts, &mut rig.agents);
 
     // The socket takes several request lines per connection, one response line each.
     {
@@ -158,7 +130,7 @@ async fn walkthrough(test: &str, backend: &str) {
     let id = ok(hosts[0].run(&["network", "create", "-d", "overlay", "my-net"])).await;
     let id = id.trim().to_string();
     assert_eq!(id.len(), 64, "create prints the full id: {id}");
-    for h in &hosts {
+    for h in hosts {
         let table = ok(h.run(&["network", "ls"])).await;
         let mut lines = table.lines();
         let head: Vec<&str> = lines
@@ -390,7 +362,7 @@ async fn walkthrough(test: &str, backend: &str) {
     assert!(!quiet.contains(&id[..12]), "{quiet}");
 
     // Agents stop cleanly on SIGTERM and take their socket with them.
-    for (agent, h) in agents.iter_mut().zip(&hosts) {
+    for (agent, h) in agents.iter_mut().zip(hosts) {
         let status = agent.stop().await;
         assert!(status.success(), "{}: {status:?}", agent.what);
         assert!(!h.socket.exists(), "socket removed");

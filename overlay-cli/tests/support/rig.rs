@@ -11,6 +11,8 @@ use super::{Host, NamespaceSweep, Proc, agent};
 
 /// Two hosts with their agents, and the runner that calls the plugin for them.
 pub struct Rig {
+    /// The prefix of every namespace the test makes (swept when the rig goes).
+    pub prefix: String,
     pub lab: Lab,
     pub hosts: Vec<Host>,
     pub agents: Vec<Proc>,
@@ -20,6 +22,8 @@ pub struct Rig {
 }
 
 impl Rig {
+    /// Two hosts on `store` (default: an embedded store of the rig's own), with namespace
+    /// names unique to `tag` within this test process.
     pub async fn new(test: &str, tag: u32, store: Option<String>) -> Rig {
         overlay_testkit::require_root(test);
         let prefix = format!("n{:x}", std::process::id() ^ (tag << 24));
@@ -57,6 +61,7 @@ impl Rig {
         let plugin = PathBuf::from(env!("CARGO_BIN_EXE_overlay-cni"));
         let runner = CniRunner::new([plugin.parent().unwrap().to_path_buf()]);
         Rig {
+            prefix,
             lab,
             hosts,
             agents,
