@@ -9,7 +9,19 @@ use overlay_cni::error::{CniError, Code};
 fn main() -> ExitCode {
     let mut stdin = Vec::new();
     let outcome = match std::io::stdin().read_to_end(&mut stdin) {
-        Ok(_) => overlay_cni::plugin::run(|k| std::env::var(k).ok(), &stdin),
+        // A bug is still answered as CNI: an error object (internal, 110), never a bare
+        // panic message the runtime cannot decode.
+        Ok(_) => {
+            std::panic::catch_unwind(|| overlay_cni::plugin::run(|k| std::env::var(k).ok(), &stdin))
+                .unwrap_or_else(|_| {
+                    Err(CniError {
+                        cni_version: overlay_cni::CURRENT_VERSION.to_string(),
+                        code: overlay_cni::error::code_for(overlay_core::ErrorKind::Internal),
+                        msg: "the plugin failed on a bug".into(),
+                        details: "please report it with the message printed on stderr".into(),
+                    })
+                })
+        }
         Err(e) => Err(CniError::new(
             overlay_cni::CURRENT_VERSION,
             Code::Io,
