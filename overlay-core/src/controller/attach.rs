@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use super::Controller;
 use super::spec::{ContainerSpec, NetworkOptions};
+use crate::agent::AgentConfig;
 use crate::agent::local::LocalEndpoint;
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{Endpoint, MacAddr, Network};
+use crate::model::{Endpoint, EndpointId, MacAddr, Network};
 
 /// One address of an attachment, with its network's gateway in the same subnet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,17 +111,11 @@ impl Controller {
         };
         let inspect = self.connect(&net.id.to_string(), c).await?;
         let agent = self.agent()?;
-        let entry = agent
-            .local()
-            .all()
-            .into_iter()
-            .find(|e| e.endpoint.to_string() == inspect.endpoint_id);
-        let record = agent
-            .local_endpoints()
-            .into_iter()
-            .find(|e| e.id.to_string() == inspect.endpoint_id);
+        let id: EndpointId = inspect.endpoint_id.parse()?;
+        let entry = agent.local().get(&id);
+        let record = agent.local_endpoints().into_iter().find(|e| e.id == id);
         match (entry, record) {
-            (Some(entry), Some(record)) => Ok(self.attachment(&net, &entry, &record)),
+            (Some(entry), Some(record)) => Ok(attachment(agent.config(), &net, &entry, &record)),
             // Disconnected by somebody else between the two steps.
             _ => Err(Error::new(
                 ErrorKind::Conflict,
@@ -166,63 +161,65 @@ impl Controller {
                     Err(e) => return Err(e),
                 },
             };
-            out.push(self.attachment(&net, &entry, record));
+            out.push(attachment(agent.config(), &net, &entry, record));
         }
         out.sort_by(|a, b| (&a.network, &a.container_id).cmp(&(&b.network, &b.container_id)));
         Ok(out)
     }
+}
 
-    fn attachment(&self, net: &Network, entry: &LocalEndpoint, ep: &Endpoint) -> Attachment {
-        let cfg = self.agent().map(|a| a.config().clone()).ok();
-        let addresses = ep
-            .ipv4
-            .map(IpNet::V4)
-            .into_iter()
-            .chain(ep.ipv6.map(IpNet::V6))
-            .map(|address| AttachedAddress {
-                address,
-                gateway: net
-                    .pools
-                    .iter()
-                    .find(|p| p.subnet.contains(&address.addr()))
-                    .and_then(|p| p.gateway),
-            })
-            .collect();
-        let uplink = match (&entry.gateway, &cfg) {
-            (Some(g), Some(cfg)) => Some(Uplink {
-                ifname: g.ifname.clone(),
-                mac: MacAddr::from_ipv4(g.ip).to_string(),
-                address: IpNet::V4(
-                    ipnet::Ipv4Net::new(g.ip, cfg.gateway.pool.prefix_len())
-                        .unwrap_or_else(|_| g.ip.into()),
-                ),
-                gateway: cfg.gateway.gateway().into(),
-            }),
-            _ => None,
-        };
-        let resolver = cfg
-            .as_ref()
-            .and_then(|c| c.dns.as_ref())
-            .and_then(|_| crate::agent::dns::resolver_address(net));
-        Attachment {
-            network: net.name.clone(),
-            network_id: net.id.to_string(),
-            container_id: entry.container_id.clone(),
-            name: ep.name.clone(),
-            endpoint_id: ep.id.to_string(),
-            netns: entry.netns.clone(),
-            ifname: entry.ifname.clone(),
-            mac: ep.mac.to_string(),
-            addresses,
-            uplink,
-            resolver,
-            ports: entry
-                .gateway
+/// What this host knows of its endpoint `ep` on `net` (its entry `entry`), as an attachment.
+fn attachment(
+    cfg: &AgentConfig,
+    net: &Network,
+    entry: &LocalEndpoint,
+    ep: &Endpoint,
+) -> Attachment {
+    let addresses = ep
+        .ipv4
+        .map(IpNet::V4)
+        .into_iter()
+        .chain(ep.ipv6.map(IpNet::V6))
+        .map(|address| AttachedAddress {
+            address,
+            gateway: net
+                .pools
                 .iter()
-                .flat_map(|g| g.ports.iter().map(ToString::to_string))
-                .collect(),
-            owner: entry.owner.clone(),
-        }
+                .find(|p| p.subnet.contains(&address.addr()))
+                .and_then(|p| p.gateway),
+        })
+        .collect();
+    let uplink = entry.gateway.as_ref().map(|g| Uplink {
+        ifname: g.ifname.clone(),
+        mac: MacAddr::from_ipv4(g.ip).to_string(),
+        address: IpNet::V4(
+            ipnet::Ipv4Net::new(g.ip, cfg.gateway.pool.prefix_len())
+                .unwrap_or_else(|_| g.ip.into()),
+        ),
+        gateway: cfg.gateway.gateway().into(),
+    });
+    let resolver = cfg
+        .dns
+        .as_ref()
+        .and_then(|_| crate::agent::dns::resolver_address(net));
+    Attachment {
+        network: net.name.clone(),
+        network_id: net.id.to_string(),
+        container_id: entry.container_id.clone(),
+        name: ep.name.clone(),
+        endpoint_id: ep.id.to_string(),
+        netns: entry.netns.clone(),
+        ifname: entry.ifname.clone(),
+        mac: ep.mac.to_string(),
+        addresses,
+        uplink,
+        resolver,
+        ports: entry
+            .gateway
+            .iter()
+            .flat_map(|g| g.ports.iter().map(ToString::to_string))
+            .collect(),
+        owner: entry.owner.clone(),
     }
 }
 
