@@ -16,6 +16,11 @@
 //! Every [`url`](EtcdServer::url) carries a fresh key prefix, so tests can share a server
 //! without seeing each other's keys.
 //!
+//! [`EtcdCluster`] and [`ZooKeeperCluster`] run three (or any number of) members on loopback,
+//! each in a network namespace of its own (so they need root), for fault tests: kill, restart
+//! or partition one member, find the leader. [`EtcdCluster::start_tls`] serves clients over
+//! TLS only, with certificates made for it ([`TlsFiles`]).
+//!
 //! [`TcpProxy`] sits between a client and a server so a test can cut the network between them
 //! while both keep running (sessions and leases then expire on the server).
 //!
@@ -29,16 +34,22 @@
 //! This crate does not depend on `overlay-core`, so both `overlay-core` and the root crate can
 //! use it as a dev-dependency.
 
+mod cluster;
 mod cni;
 mod dns;
+mod netns;
+mod pipe;
 mod process;
 mod proxy;
 mod servers;
 mod tcp;
+mod tls;
 
+pub use cluster::{EtcdCluster, ZooKeeperCluster};
 pub use cni::{CniEnv, CniOutcome, CniRunner};
 pub use dns::{DnsAnswer, DnsUpstream, dns_query, reverse_name};
 pub use process::{missing, require_root, unique_prefix};
 pub use proxy::TcpProxy;
 pub use servers::{EtcdServer, ZooKeeperServer};
 pub use tcp::{TcpGreeter, fetch, in_netns};
+pub use tls::TlsFiles;

@@ -13,26 +13,26 @@ use tempfile::TempDir;
 use crate::process::{clean_at_exit, free_port, missing, spawn_bound, unique_prefix};
 
 /// How long a server may take to answer after it was started.
-const READY_DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const READY_DEADLINE: Duration = Duration::from_secs(60);
 /// ZooKeeper's jar and configuration directory as Debian's `zookeeper` package installs them.
-const ZK_CLASSPATH: &str = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar";
+pub(crate) const ZK_CLASSPATH: &str = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar";
 const ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Etcd,
     ZooKeeper,
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Etcd => "etcd",
             Kind::ZooKeeper => "ZooKeeper",
         }
     }
 
-    fn scheme(self) -> &'static str {
+    pub(crate) fn scheme(self) -> &'static str {
         match self {
             Kind::Etcd => "etcd",
             Kind::ZooKeeper => "zk",
@@ -54,7 +54,7 @@ impl Kind {
     }
 
     /// The program to run, or why it cannot be run.
-    fn program(self) -> Result<PathBuf, String> {
+    pub(crate) fn program(self) -> Result<PathBuf, String> {
         let (bin, extra) = match self {
             Kind::Etcd => ("etcd", None),
             Kind::ZooKeeper => ("java", Some(ZK_JAR)),
@@ -238,27 +238,34 @@ impl Drop for Local {
 
 /// Whether the server at `addr` answers: etcd's `/health`, ZooKeeper's `srvr` command.
 fn probe(kind: Kind, addr: &str) -> bool {
-    let request: &[u8] = match kind {
-        Kind::Etcd => b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n",
-        Kind::ZooKeeper => b"srvr",
-    };
     let Ok(addr) = addr.parse::<SocketAddr>() else {
         return false;
     };
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(request).is_err() {
-        return false;
-    }
-    let mut reply = String::new();
-    let _ = s.read_to_string(&mut reply);
+    let reply = ask(addr, probe_request(kind)).unwrap_or_default();
     match kind {
         Kind::Etcd => reply.contains("\"health\":\"true\""),
         Kind::ZooKeeper => reply.contains("Mode: standalone") || reply.contains("Mode: leader"),
     }
+}
+
+/// What [`probe`] sends: an HTTP request for etcd's `/health`, ZooKeeper's `srvr`.
+pub(crate) fn probe_request(kind: Kind) -> &'static [u8] {
+    match kind {
+        Kind::Etcd => b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n",
+        Kind::ZooKeeper => b"srvr",
+    }
+}
+
+/// Sends `request` to `addr` and reads the reply until the server closes; `None` when it
+/// cannot be reached.
+pub(crate) fn ask(addr: SocketAddr, request: &[u8]) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+    s.write_all(request).ok()?;
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    Some(reply)
 }
 
 #[derive(Debug)]
