@@ -6,6 +6,15 @@
 //! Run: `cargo test -p overlay-core --test ipam_stress` (etcd and ZooKeeper are started by
 //! `overlay-testkit`, or taken from `OVERLAY_TEST_ETCD` / `OVERLAY_TEST_ZK`).
 //!
+//! Then the same stress runs on a 3-member etcd cluster and a 3-node ZooKeeper ensemble (root:
+//! each member has a namespace of its own) whose leader is SIGKILLed once the workers are under
+//! way. There a worker may see `Unavailable` or `Timeout`, and nothing else: it notes each such
+//! operation as undecided (it may or may not have happened), checks that no operation outlived
+//! [`FAULT_OP_LIMIT`], and reports how long it went without a success. The coordinator then
+//! checks that no address is held twice and that the store holds exactly what the workers hold,
+//! give or take the undecided operations, and prints the recovery bound: from the kill to the
+//! last worker's first success after it.
+//!
 //! This is a `harness = false` test: the same binary is the coordinator and, re-executed with
 //! `OVERLAY_IPAM_STRESS_WORKER=<host id>` in its environment, each worker process. A worker
 //! gets its store URL, network id and seed from the environment, prints one `HELD <ip> <owner>`
@@ -22,7 +31,7 @@ use overlay_core::ErrorKind;
 use overlay_core::ipam::{AddressRequest, Family, Ipam, IpamConfig, PoolRequest, StoreIpam};
 use overlay_core::model::{HostId, NetworkId, PoolConfig};
 use overlay_core::store::{self, KvStore};
-use overlay_testkit::{EtcdServer, ZooKeeperServer};
+use overlay_testkit::{EtcdCluster, EtcdServer, ZooKeeperCluster, ZooKeeperServer};
 
 const WORKERS: usize = 4;
 const ALLOCATIONS: usize = 500;
@@ -37,6 +46,15 @@ const ENV_WORKER: &str = "OVERLAY_IPAM_STRESS_WORKER";
 const ENV_URL: &str = "OVERLAY_IPAM_STRESS_URL";
 const ENV_NET: &str = "OVERLAY_IPAM_STRESS_NET";
 const ENV_SEED: &str = "OVERLAY_IPAM_STRESS_SEED";
+const ENV_FAULTS: &str = "OVERLAY_IPAM_STRESS_FAULTS";
+
+/// The store timeout of the runs with a fault.
+const FAULT_TIMEOUT: &str = "timeout=2s";
+/// No IPAM call may take longer than this while the leader dies: the URL's 2 s bound each of
+/// its store calls, and the call makes at most a handful.
+const FAULT_OP_LIMIT: Duration = Duration::from_secs(8);
+/// The kill comes once the store holds this many addresses: the workers are under way.
+const KILL_AFTER: usize = 150;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -54,9 +72,9 @@ fn main() {
     }
     let mut ran = 0;
     let mut failed = Vec::new();
-    for (name, backend) in backends() {
+    for (name, mut backend) in backends() {
         let started = Instant::now();
-        match rt.block_on(coordinate(&backend.url)) {
+        match rt.block_on(coordinate(&backend.url, backend.fault.as_mut())) {
             Ok(summary) => {
                 ran += 1;
                 println!(
@@ -80,7 +98,43 @@ fn main() {
 struct Backend {
     url: String,
     _keep: Box<dyn std::any::Any>,
+    /// The cluster whose leader dies during the run.
+    fault: Option<Box<dyn Faulty>>,
 }
+
+/// A store cluster whose leader a run kills.
+trait Faulty {
+    /// Kills the leader; which member it was.
+    fn kill_leader(&mut self) -> usize;
+    /// Waits for a new leader; how long after the call one led.
+    fn elected_within(&self) -> Option<Duration>;
+    /// Starts member `i` again.
+    fn restart(&mut self, i: usize);
+}
+
+macro_rules! faulty {
+    ($t:ty) => {
+        impl Faulty for $t {
+            fn kill_leader(&mut self) -> usize {
+                let leader = self
+                    .wait_leader(Duration::from_secs(10))
+                    .expect("the cluster has a leader");
+                self.kill(leader);
+                leader
+            }
+            fn elected_within(&self) -> Option<Duration> {
+                let t0 = Instant::now();
+                self.wait_leader(Duration::from_secs(30))
+                    .map(|_| t0.elapsed())
+            }
+            fn restart(&mut self, i: usize) {
+                <$t>::restart(self, i)
+            }
+        }
+    };
+}
+faulty!(EtcdCluster);
+faulty!(ZooKeeperCluster);
 
 fn backends() -> Vec<(&'static str, Backend)> {
     let mut out = Vec::new();
@@ -90,6 +144,7 @@ fn backends() -> Vec<(&'static str, Backend)> {
         Backend {
             url: format!("file://{}/store.db", dir.path().display()),
             _keep: Box::new(dir),
+            fault: None,
         },
     ));
     out.push(("etcd", {
@@ -97,6 +152,7 @@ fn backends() -> Vec<(&'static str, Backend)> {
         Backend {
             url: s.url(),
             _keep: Box::new(s),
+            fault: None,
         }
     }));
     out.push(("zookeeper", {
@@ -104,9 +160,32 @@ fn backends() -> Vec<(&'static str, Backend)> {
         Backend {
             url: s.url(),
             _keep: Box::new(s),
+            fault: None,
+        }
+    }));
+    out.push(("a 3-member etcd cluster, leader killed", {
+        let c = EtcdCluster::start(3);
+        Backend {
+            url: c.url_with(FAULT_TIMEOUT),
+            _keep: Box::new(()),
+            fault: Some(Box::new(c)),
+        }
+    }));
+    out.push(("a 3-node ZooKeeper ensemble, leader killed", {
+        let c = ZooKeeperCluster::start(3);
+        Backend {
+            url: c.url_with(FAULT_TIMEOUT),
+            _keep: Box::new(()),
+            fault: Some(Box::new(c)),
         }
     }));
     out
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }
 
 /// Worker processes, killed if the coordinator gives up on them.
@@ -127,7 +206,7 @@ async fn open(url: &str) -> Result<Arc<dyn KvStore>, String> {
         .map_err(|e| format!("cannot open {url}: {e}"))
 }
 
-async fn coordinate(url: &str) -> Result<String, String> {
+async fn coordinate(url: &str, mut fault: Option<&mut Box<dyn Faulty>>) -> Result<String, String> {
     let store = open(url).await?;
     let setup = StoreIpam::new(
         store.clone(),
@@ -149,6 +228,7 @@ async fn coordinate(url: &str) -> Result<String, String> {
             .env(ENV_URL, url)
             .env(ENV_NET, net.to_string())
             .env(ENV_SEED, (rand::random::<u32>() + i as u32).to_string())
+            .env(ENV_FAULTS, if fault.is_some() { "1" } else { "0" })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -168,6 +248,27 @@ async fn coordinate(url: &str) -> Result<String, String> {
         }));
     }
     let deadline = Instant::now() + TIME_LIMIT;
+    // (member killed, when, how long until a new leader)
+    let mut killed: Option<(usize, u128, Option<Duration>)> = None;
+    if let Some(cluster) = fault.as_mut() {
+        loop {
+            let held = setup
+                .allocations(&net)
+                .await
+                .map_err(|e| e.to_string())?
+                .len();
+            if held >= KILL_AFTER {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("only {held} addresses held after {TIME_LIMIT:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let at = unix_ms();
+        let member = cluster.kill_leader();
+        killed = Some((member, at, cluster.elected_within()));
+    }
     loop {
         let mut running = 0;
         for (i, child) in workers.0.iter_mut().enumerate() {
@@ -191,6 +292,12 @@ async fn coordinate(url: &str) -> Result<String, String> {
     }
     let mut union: BTreeMap<IpAddr, String> = BTreeMap::new();
     let mut stats = Vec::new();
+    // Operations that failed with Unavailable or Timeout: they may or may not have happened.
+    let mut undecided_owners = std::collections::BTreeSet::new();
+    let mut undecided_releases = std::collections::BTreeSet::new();
+    let mut recovered: Vec<u128> = Vec::new();
+    let mut failures = 0usize;
+    let mut slowest = Duration::ZERO;
     for reader in readers {
         let lines = reader
             .join()
@@ -209,6 +316,30 @@ async fn coordinate(url: &str) -> Result<String, String> {
                     }
                 }
                 Some("STATS") => stats.push(parts.collect::<Vec<_>>().join(" ")),
+                Some("UNDECIDED-REQUEST") => {
+                    undecided_owners.insert(parts.next().ok_or(line.clone())?.to_string());
+                }
+                Some("UNDECIDED-RELEASE") => {
+                    let ip: IpAddr = parts
+                        .next()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or(line.clone())?;
+                    let owner = parts.next().ok_or(line.clone())?.to_string();
+                    undecided_releases.insert((ip, owner));
+                }
+                Some("FAULTS") => {
+                    // FAULTS <failures> <slowest op ms> <unix ms of the first success after
+                    // the last failure, or 0>
+                    let n: Vec<u128> = parts.filter_map(|p| p.parse().ok()).collect();
+                    let [f, slow, back] = n[..] else {
+                        return Err(format!("bad line {line:?}"));
+                    };
+                    failures += f as usize;
+                    slowest = slowest.max(Duration::from_millis(slow as u64));
+                    if back > 0 {
+                        recovered.push(back);
+                    }
+                }
                 _ => {}
             }
         }
@@ -220,6 +351,18 @@ async fn coordinate(url: &str) -> Result<String, String> {
         .into_iter()
         .map(|h| (h.ip, h.owner))
         .collect();
+    // Undecided operations excuse exactly the differences they can cause: an address held in
+    // the store for an undecided request's owner, or one an undecided release left held.
+    let excused = |ip: &IpAddr, owner: &String| {
+        undecided_owners.contains(owner) || undecided_releases.contains(&(*ip, owner.clone()))
+    };
+    let view_checked: BTreeMap<IpAddr, String> = view
+        .iter()
+        .filter(|(ip, owner)| union.get(*ip) == Some(*owner) || !excused(ip, owner))
+        .map(|(ip, owner)| (*ip, owner.clone()))
+        .collect();
+    let excused_count = view.len() - view_checked.len();
+    let view = view_checked;
     if view != union {
         let only_store: Vec<_> = view
             .iter()
@@ -240,11 +383,64 @@ async fn coordinate(url: &str) -> Result<String, String> {
     }
     setup.release_pools(&net).await.map_err(|e| e.to_string())?;
     let _ = store.close().await;
+    let mut fault_report = String::new();
+    if let (Some((member, at, elected)), Some(cluster)) = (killed, fault) {
+        if slowest > FAULT_OP_LIMIT {
+            return Err(format!(
+                "an IPAM call took {slowest:?} while the leader died: more than {FAULT_OP_LIMIT:?}"
+            ));
+        }
+        let back = recovered.iter().max().map_or(Duration::ZERO, |b| {
+            Duration::from_millis(b.saturating_sub(at) as u64)
+        });
+        fault_report = format!(
+            "leader (member {member}) killed with {KILL_AFTER}+ addresses held; a new leader \
+             within {elected:?}; {failures} calls failed with Unavailable or Timeout ({} \
+             undecided requests, {} undecided releases, {excused_count} addresses they \
+             explain); slowest call {slowest:?}; every worker succeeding again {back:?} after \
+             the kill; ",
+            undecided_owners.len(),
+            undecided_releases.len()
+        );
+        cluster.restart(member);
+    }
     Ok(format!(
-        "{} addresses held at the end, no duplicate; {}",
+        "{} addresses held at the end, no duplicate; {fault_report}{}",
         union.len(),
         stats.join("; ")
     ))
+}
+
+/// Whether `e` is what a call may answer while the store has no leader.
+fn outage(e: &overlay_core::Error) -> bool {
+    matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout)
+}
+
+/// What a worker saw of a fault: failed calls, the slowest call, and when it succeeded again.
+#[derive(Default)]
+struct FaultLog {
+    failures: usize,
+    slowest: Duration,
+    failing: bool,
+    /// Unix ms of the first success after the last failure; 0 if none failed.
+    recovered_at: u128,
+}
+
+impl FaultLog {
+    fn timed<T>(&mut self, started: Instant, r: &overlay_core::Result<T>) {
+        self.slowest = self.slowest.max(started.elapsed());
+        match r {
+            Err(e) if outage(e) => {
+                self.failures += 1;
+                self.failing = true;
+            }
+            Ok(_) if self.failing => {
+                self.failing = false;
+                self.recovered_at = unix_ms();
+            }
+            _ => {}
+        }
+    }
 }
 
 /// How often a worker retries an operation that lost every bounded race to other workers.
@@ -258,6 +454,8 @@ async fn worker(host: &str) -> Result<(), String> {
         .parse()
         .map_err(|e: overlay_core::Error| e.to_string())?;
     let seed: u64 = var(ENV_SEED)?.parse().map_err(|_| "bad seed".to_string())?;
+    let faults = var(ENV_FAULTS)? == "1";
+    let mut fault = FaultLog::default();
     let store = store::connect_str(&url).await.map_err(|e| e.to_string())?;
     let ipam = StoreIpam::new(
         store.clone(),
@@ -289,10 +487,17 @@ async fn worker(host: &str) -> Result<(), String> {
             // says "retry later"): a caller's choice, not a correctness failure, so retry.
             let mut rounds = 0;
             let released = loop {
-                match ipam.release(&net, victim, &owner).await {
+                let t0 = Instant::now();
+                let r = ipam.release(&net, victim, &owner).await;
+                fault.timed(t0, &r);
+                match r {
                     Err(e) if e.kind() == ErrorKind::Conflict && rounds < CONTENTION_ROUNDS => {
                         rounds += 1;
                         tokio::time::sleep(Duration::from_millis(rnd(50) as u64)).await;
+                    }
+                    Err(e) if faults && outage(&e) => {
+                        println!("UNDECIDED-RELEASE {victim} {owner}");
+                        break true;
                     }
                     r => break r.map_err(|e| e.to_string())?,
                 }
@@ -313,7 +518,10 @@ async fn worker(host: &str) -> Result<(), String> {
         };
         let mut rounds = 0;
         let result = loop {
-            match ipam.request(&net, &request).await {
+            let t0 = Instant::now();
+            let r = ipam.request(&net, &request).await;
+            fault.timed(t0, &r);
+            match r {
                 Err(e)
                     if e.kind() == ErrorKind::Conflict
                         && e.to_string().contains("lost the race")
@@ -342,8 +550,17 @@ async fn worker(host: &str) -> Result<(), String> {
             {
                 specific_refused += 1;
             }
+            Err(e) if faults && outage(&e) => println!("UNDECIDED-REQUEST {owner}"),
             Err(e) => return Err(format!("request {i} for {owner}: {e}")),
         }
+    }
+    if faults {
+        println!(
+            "FAULTS {} {} {}",
+            fault.failures,
+            fault.slowest.as_millis(),
+            fault.recovered_at
+        );
     }
     for (ip, owner) in &held {
         println!("HELD {ip} {owner}");

@@ -39,12 +39,15 @@ struct Member {
     client: u16,
 }
 
-/// Which links a link connects: from the test's namespace (`None`) or a member's, to a member.
+/// A link's ends: from the test's namespace (`None`) or a member's, to a member's `port`.
+/// A dead member's links are closed, so that connecting to it is refused as it would be
+/// without links in between.
 #[derive(Debug)]
 struct Wire {
     from: Option<usize>,
     to: usize,
-    link: Link,
+    port: u16,
+    link: Option<Link>,
 }
 
 #[derive(Debug)]
@@ -54,6 +57,7 @@ struct Cluster {
     dir: TempDir,
     members: Vec<Member>,
     wires: Vec<Wire>,
+    partitioned: Vec<bool>,
     tls: Option<TlsFiles>,
     token: String,
 }
@@ -76,6 +80,7 @@ impl Cluster {
             dir,
             members: Vec::new(),
             wires: Vec::new(),
+            partitioned: vec![false; size],
             tls,
             token: unique_prefix(),
         };
@@ -88,22 +93,23 @@ impl Cluster {
         cluster
     }
 
-    /// Makes the namespaces and every link between them and from the test's namespace.
+    /// Makes the namespaces and the list of links between them and from the test's namespace
+    /// (opened when each member starts).
     fn wire(&mut self, size: usize) {
-        for _ in 0..size {
+        for to in 0..size {
             let ns = Arc::new(
                 PrivateNetns::new().unwrap_or_else(|e| panic!("a member's namespace: {e}")),
             );
             // The client port is picked free in the test's namespace, where its link listens.
-            let listener = TcpListener::bind("127.0.0.1:0").expect("bind a client port");
-            let client = listener.local_addr().expect("client port").port();
-            let to = self.members.len();
-            let link = Link::start(listener, Some(ns.clone()), local(client))
-                .expect("start a client link");
+            let client = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("pick a client port")
+                .port();
             self.wires.push(Wire {
                 from: None,
                 to,
-                link,
+                port: client,
+                link: None,
             });
             self.members.push(Member {
                 ns,
@@ -118,22 +124,40 @@ impl Cluster {
         for from in 0..size {
             for to in (0..size).filter(|&to| to != from) {
                 for base in ports {
-                    let port = base + to as u16;
-                    let listener = self.members[from]
-                        .ns
-                        .run(move || TcpListener::bind(local(port)))
-                        .and_then(|r| r)
-                        .expect("bind a peer link in a member's namespace");
-                    let link =
-                        Link::start(listener, Some(self.members[to].ns.clone()), local(port))
-                            .expect("start a peer link");
                     self.wires.push(Wire {
                         from: Some(from),
                         to,
-                        link,
+                        port: base + to as u16,
+                        link: None,
                     });
                 }
             }
+        }
+    }
+
+    /// Opens (or, `open == false`, closes) every link to member `i`.
+    fn links_to(&mut self, i: usize, open: bool) {
+        for w in self.wires.iter_mut().filter(|w| w.to == i) {
+            if !open {
+                w.link = None;
+                continue;
+            }
+            if w.link.is_some() {
+                continue;
+            }
+            let port = w.port;
+            let bind = move || TcpListener::bind(local(port));
+            let listener = match w.from {
+                None => bind(),
+                Some(from) => self.members[from].ns.run(bind).and_then(|r| r),
+            }
+            .unwrap_or_else(|e| panic!("listen on 127.0.0.1:{port} for member {i}: {e}"));
+            let link = Link::start(listener, Some(self.members[i].ns.clone()), local(port))
+                .expect("start a link");
+            if self.partitioned[i] || w.from.is_some_and(|f| self.partitioned[f]) {
+                link.hold();
+            }
+            w.link = Some(link);
         }
     }
 
@@ -238,6 +262,7 @@ impl Cluster {
         let child = spawn_bound(self.command(i))
             .unwrap_or_else(|e| panic!("spawn {}: {e}", self.program.display()));
         self.members[i].child = Some(child);
+        self.links_to(i, true);
     }
 
     /// What member `i` answers to the readiness probe, asked inside its namespace (a held
@@ -369,6 +394,7 @@ impl Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.links_to(i, false);
     }
 
     fn restart(&mut self, i: usize) {
@@ -378,12 +404,15 @@ impl Cluster {
         self.wait_ready(Some(i), &what);
     }
 
-    fn set_partitioned(&self, i: usize, cut: bool) {
+    fn set_partitioned(&mut self, i: usize, cut: bool) {
+        self.partitioned[i] = cut;
         for w in self.wires.iter().filter(|w| w.to == i || w.from == Some(i)) {
-            if cut {
-                w.link.hold();
-            } else {
-                w.link.release();
+            let other = if w.to == i { w.from } else { Some(w.to) };
+            let held = cut || other.is_some_and(|o| self.partitioned[o]);
+            match &w.link {
+                Some(l) if held => l.hold(),
+                Some(l) => l.release(),
+                None => {}
             }
         }
     }
@@ -465,12 +494,12 @@ macro_rules! cluster_type {
 
             /// Cuts member `i` off from the other members and from clients, both ways: its
             /// connections stop moving bytes and new ones get no answer. It keeps running.
-            pub fn partition(&self, i: usize) {
+            pub fn partition(&mut self, i: usize) {
                 self.0.set_partitioned(i, true)
             }
 
             /// Ends [`partition`](Self::partition): bytes held meanwhile flow again.
-            pub fn heal(&self, i: usize) {
+            pub fn heal(&mut self, i: usize) {
                 self.0.set_partitioned(i, false)
             }
         }
@@ -497,12 +526,18 @@ impl EtcdCluster {
 mod tests {
     use super::*;
 
-    /// A leader is found, a killed leader is replaced, a partitioned member stops serving
+    /// A leader is found, a killed leader is replaced (its port refusing meanwhile), a partitioned member stops serving
     /// clients (its link in the test's namespace gets no answer) and serves again on heal.
     fn check(kind: Kind) {
         let mut c = Cluster::start(kind, 3, false);
         let leader = c.leader().expect("a leader");
         c.kill(leader);
+        let refused = std::net::TcpStream::connect(local(c.members[leader].client));
+        assert_eq!(
+            refused.map_err(|e| e.kind()).err(),
+            Some(std::io::ErrorKind::ConnectionRefused),
+            "a dead member's port refuses, as without a link in between"
+        );
         let next = c
             .wait_leader(Duration::from_secs(30))
             .expect("a new leader");

@@ -29,6 +29,9 @@ struct Flags {
 #[derive(Debug)]
 pub(crate) struct Link {
     flags: Arc<Flags>,
+    /// The accept loop, which owns the listener: joined on drop, so that the port is closed
+    /// (and connections to it refused) when the drop returns.
+    accepting: Option<thread::JoinHandle<()>>,
 }
 
 impl Link {
@@ -42,10 +45,13 @@ impl Link {
         listener.set_nonblocking(true)?;
         let flags = Arc::new(Flags::default());
         let f = flags.clone();
-        thread::Builder::new()
+        let accepting = thread::Builder::new()
             .name("testkit-link".into())
             .spawn(move || accept(&listener, to, target, &f))?;
-        Ok(Link { flags })
+        Ok(Link {
+            flags,
+            accepting: Some(accepting),
+        })
     }
 
     /// Stops moving bytes and accepting connections until [`release`](Self::release).
@@ -62,6 +68,9 @@ impl Link {
 impl Drop for Link {
     fn drop(&mut self) {
         self.flags.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.accepting.take() {
+            let _ = t.join();
+        }
         for c in self
             .flags
             .conns
