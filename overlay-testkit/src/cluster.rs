@@ -21,7 +21,7 @@ use tempfile::TempDir;
 
 use crate::netns::PrivateNetns;
 use crate::pipe::Link;
-use crate::process::{missing, require_root, spawn_bound, unique_prefix};
+use crate::process::{clean_at_exit, missing, require_root, spawn_bound, unique_prefix};
 use crate::servers::{Kind, READY_DEADLINE, ZK_CLASSPATH, ask, probe_request};
 use crate::tls::{self, TlsFiles};
 
@@ -404,6 +404,14 @@ impl Cluster {
         self.wait_ready(Some(i), &what);
     }
 
+    fn register_at_exit(&self) {
+        for m in &self.members {
+            if let Some(child) = &m.child {
+                clean_at_exit(child.id(), self.dir.path().to_path_buf());
+            }
+        }
+    }
+
     fn set_partitioned(&mut self, i: usize, cut: bool) {
         self.partitioned[i] = cut;
         for w in self.wires.iter().filter(|w| w.to == i || w.from == Some(i)) {
@@ -444,6 +452,14 @@ macro_rules! cluster_type {
             /// install) without root or the server package.
             pub fn start(size: usize) -> Self {
                 $name(Cluster::start($kind, size, false))
+            }
+
+            /// Keeps the cluster for the rest of the process, for tests that share it: its
+            /// members are killed and its directory removed when the process exits (statics
+            /// are never dropped).
+            pub fn into_shared(self) -> &'static Self {
+                self.0.register_at_exit();
+                Box::leak(Box::new(self))
             }
 
             /// The number of members.

@@ -31,7 +31,11 @@ pub(crate) fn timeout_error(op: &'static str, url: &StoreUrl) -> Error {
     Error::new(
         ErrorKind::Timeout,
         op,
-        format!("no answer from {url} within {:?}", url.options.timeout),
+        format!(
+            "no answer from {} at {url} within {:?}",
+            url.scheme.server_name(),
+            url.options.timeout
+        ),
     )
     .with_hint(
         "check that the store servers are running and reachable, or raise the URL's timeout= option",

@@ -56,6 +56,16 @@ impl Scheme {
         }
     }
 
+    /// The store's name in messages: `etcd`, `ZooKeeper`, `Consul`, `the embedded store`.
+    pub fn server_name(self) -> &'static str {
+        match self {
+            Scheme::Etcd => "etcd",
+            Scheme::ZooKeeper => "ZooKeeper",
+            Scheme::Consul => "Consul",
+            Scheme::File => "the embedded store",
+        }
+    }
+
     /// The scheme as written in a URL.
     pub fn as_str(self) -> &'static str {
         match self {

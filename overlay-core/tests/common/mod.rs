@@ -150,7 +150,11 @@ macro_rules! conformance_tests {
 }
 
 /// Asserts that `r` failed as an outage should, within the deadline.
-fn assert_outage<T: std::fmt::Debug>(what: &str, r: overlay_core::Result<T>, took: Duration) {
+pub(crate) fn assert_outage<T: std::fmt::Debug>(
+    what: &str,
+    r: overlay_core::Result<T>,
+    took: Duration,
+) {
     let e = r.expect_err(&format!("{what} must fail while the server is down"));
     assert!(
         matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout),

@@ -129,3 +129,60 @@ pub(super) fn map_err(op: &'static str, url: &StoreUrl, e: ec::Error) -> Error {
         .with_hint(hint)
         .with_source(Chained(e))
 }
+
+/// A failed connect whose servers accept TCP connections did not fail for want of a server:
+/// the TLS or gRPC handshake was refused. Says so, and which options to check, instead of
+/// "check that the servers are running".
+pub(super) async fn diagnose_connect(e: Error, url: &StoreUrl) -> Error {
+    if e.kind() != ErrorKind::Unavailable {
+        return e;
+    }
+    let mut answering = false;
+    for server in &url.servers {
+        answering |= accepts_tcp(server).await;
+    }
+    if !answering {
+        return e;
+    }
+    let tls = url.options.tls_ca.is_some() || url.options.tls_cert.is_some();
+    let untrusted =
+        tls_cause(&e).is_some_and(|t| matches!(t, rustls::Error::InvalidCertificate(_)));
+    let hint = if untrusted {
+        "the servers' certificate is not signed by the CA given: fix the ca= option (the CA \
+         that signed the etcd servers' certificates)"
+    } else if tls {
+        "the servers answer but refused the TLS handshake: check ca= (the CA that signed the \
+         servers' certificates), and cert= and key= (a client certificate that CA signed, \
+         which servers started with --client-cert-auth require)"
+    } else {
+        "the servers answer but not to plain gRPC: if they serve TLS, give the ca= option (and \
+         cert= and key= when they require client certificates)"
+    };
+    e.with_hint(hint)
+}
+
+/// Whether `server` accepts a TCP connection within half a second.
+async fn accepts_tcp(server: &crate::store::url::ServerAddr) -> bool {
+    let connect = tokio::net::TcpStream::connect((server.host.as_str(), server.port));
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), connect).await,
+        Ok(Ok(_))
+    )
+}
+
+/// The TLS error somewhere in `e`'s chain of sources.
+fn tls_cause(e: &Error) -> Option<&rustls::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(err) = next {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(t) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return Some(t);
+        }
+        next = err.source();
+    }
+    None
+}

@@ -8,6 +8,7 @@
 
 mod errors;
 mod lease;
+mod members;
 mod watch;
 
 use std::fmt;
@@ -54,6 +55,8 @@ pub(crate) struct Inner {
     /// expired while this client was alive.
     life: Lifecycle,
     lease: Lease,
+    /// Keeps the client's requests on the leader of a cluster ([`members`]).
+    steward: Option<members::Steward>,
 }
 
 impl fmt::Debug for EtcdStore {
@@ -109,12 +112,18 @@ impl EtcdStore {
             }
             opts = opts.with_tls(t);
         }
-        let client = bounded("connect etcd", url, async {
+        let probe_options = opts.clone();
+        let connected = bounded("connect etcd", url, async {
             Client::connect(&endpoints, Some(opts))
                 .await
                 .map_err(|e| map_err("connect etcd", url, e))
         })
-        .await?;
+        .await;
+        let client = match connected {
+            Ok(c) => c,
+            Err(e) => return Err(errors::diagnose_connect(e, url).await),
+        };
+        let steward = members::Steward::start(&client, endpoints, probe_options);
         let store = EtcdStore {
             inner: Arc::new(Inner {
                 url: url.clone(),
@@ -122,17 +131,21 @@ impl EtcdStore {
                 root: format!("{}/", url.prefix),
                 life: Lifecycle::default(),
                 lease: Lease::default(),
+                steward,
             }),
         };
         // The client connects lazily; one read proves the servers answer (and the
         // credentials work) before the caller relies on the store.
         let root = store.inner.root.clone();
-        store
+        let answered = store
             .inner
             .call("connect etcd", |mut c| async move {
                 c.get(root, Some(GetOptions::new().with_count_only())).await
             })
-            .await?;
+            .await;
+        if let Err(e) = answered {
+            return Err(errors::diagnose_connect(e, url).await);
+        }
         Ok(store)
     }
 }
@@ -528,11 +541,26 @@ where
                 Err(e) if s.url.servers.len() > 1 && errors::never_sent(&e) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Err(e) => return Err(map_err(op, &s.url, e)),
+                Err(e) => {
+                    let e = map_err(op, &s.url, e);
+                    if e.kind() == ErrorKind::Unavailable
+                        && let Some(steward) = &s.steward
+                    {
+                        steward.recheck();
+                    }
+                    return Err(e);
+                }
             }
         }
     })
     .await
+    .inspect_err(|e| {
+        if e.kind() == ErrorKind::Timeout
+            && let Some(steward) = &s.steward
+        {
+            steward.recheck();
+        }
+    })
 }
 
 impl fmt::Debug for Inner {
