@@ -298,6 +298,141 @@ async fn store_restart(test: &str, backend: Backend) {
     c.stop().await;
 }
 
+/// Quorum lost (2 of the store's 3 members killed): traffic between existing containers
+/// never drops; a connect fails with Unavailable or Timeout naming the store; once the members
+/// are back, the same agents (never restarted) connect again and the other host learns the
+/// new container: kernel peer, hosts file and traffic.
+async fn quorum_lost(test: &str, backend: Backend) {
+    let mut c = Cluster::on_store_cluster(test, backend).await;
+    c.hosts[0]
+        .ok(json!({"op": "create_network", "name": "my-net"}))
+        .await;
+    let (_, ns_a, _, _) = c.run(0, "a", json!({})).await;
+    let (_, ns_b, hosts_b, ep_b) = c.run(1, "b", json!({})).await;
+    let _server = serve(&ns_b, 2181, "imok");
+    let ip_b = ip_of(&ep_b);
+    wait_until("a reaches b", CONVERGE, async || {
+        fetch(&ns_a, ip_b, 2181).as_deref() == Some("imok")
+    })
+    .await;
+    let leader = c.store.leader();
+    let down = [leader, (leader + 1) % 3];
+    for m in down {
+        c.store.kill_member(m);
+    }
+    for _ in 0..10 {
+        assert_eq!(
+            fetch(&ns_a, ip_b, 2181).as_deref(),
+            Some("imok"),
+            "traffic without a store quorum"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ns_c, hosts_c) = c.container("c").await;
+    let _server_c = serve(&ns_c, 2181, "c here");
+    let req = json!({"op": "connect", "network": "my-net", "container": {
+        "id": "c", "name": "c", "netns": {"path": ns_c.path()}, "hosts_file": hosts_c}});
+    let e = c.hosts[0].call(req.clone()).await.unwrap_err();
+    assert!(
+        e.kind == "unavailable" || e.kind == "timeout",
+        "connect without a store quorum: {e:?}"
+    );
+    let store_name = match backend {
+        Backend::Etcd => "etcd",
+        _ => "ZooKeeper",
+    };
+    assert!(
+        e.message.contains(store_name),
+        "the error names the store: {e:?}"
+    );
+    for m in down {
+        c.store.restart_member(m);
+    }
+    let back = std::time::Instant::now();
+    let mut result = Err(e);
+    for _ in 0..150 {
+        result = c.hosts[0].call(req.clone()).await;
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ep_c = result.expect("connect after the quorum came back");
+    let connected_after = back.elapsed();
+    let ip_c = ip_of(&ep_c);
+    wait_until("host 2 learns c", CONVERGE, async || {
+        lookup(&hosts_b, "c") == Some(ip_c) && fetch(&ns_b, ip_c, 2181).as_deref() == Some("c here")
+    })
+    .await;
+    wait_until("a still reaches b", CONVERGE, async || {
+        fetch(&ns_a, ip_b, 2181).as_deref() == Some("imok")
+    })
+    .await;
+    eprintln!("{test}: a connect succeeded {connected_after:?} after the members restarted");
+    c.stop().await;
+}
+
+/// The store's leader killed: no host is taken for dead (the other host keeps its peer in
+/// the kernel throughout, and traffic flows), and no address of a live host is handed out
+/// again, over three host TTLs.
+async fn leader_lost(test: &str, backend: Backend) {
+    let mut c = Cluster::on_store_cluster(test, backend).await;
+    let net = c.hosts[0]
+        .ok(json!({"op": "create_network", "name": "my-net"}))
+        .await;
+    let id = net["Id"].as_str().unwrap().to_string();
+    let (_, ns_a, _, ep_a) = c.run(0, "a", json!({})).await;
+    let (_, ns_b, _, ep_b) = c.run(1, "b", json!({})).await;
+    let _server = serve(&ns_b, 2181, "imok");
+    let (ip_a, ip_b) = (ip_of(&ep_a), ip_of(&ep_b));
+    wait_until("a reaches b", CONVERGE, async || {
+        fetch(&ns_a, ip_b, 2181).as_deref() == Some("imok")
+    })
+    .await;
+    let has_a = async |c: &Cluster| {
+        c.hosts[1]
+            .peers(&id)
+            .await
+            .iter()
+            .any(|p| p.ip == ip_a && p.vtep.to_string() == "198.51.100.1")
+    };
+    assert!(has_a(&c).await, "host 2 holds a's peer");
+    let leader = c.store.leader();
+    c.store.kill_member(leader);
+    let t0 = std::time::Instant::now();
+    let span = Duration::from_millis(3 * c.host_ttl_ms);
+    while t0.elapsed() < span {
+        assert!(
+            has_a(&c).await,
+            "host 2 dropped a's peer {:?} after the store's leader died",
+            t0.elapsed()
+        );
+        assert_eq!(
+            fetch(&ns_a, ip_b, 2181).as_deref(),
+            Some("imok"),
+            "traffic {:?} after the store's leader died",
+            t0.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (ns_d, hosts_d) = c.container("d").await;
+    let req = json!({"op": "connect", "network": "my-net", "container": {
+        "id": "d", "name": "d", "netns": {"path": ns_d.path()}, "hosts_file": hosts_d}});
+    let mut result = c.hosts[1].call(req.clone()).await;
+    for _ in 0..100 {
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        result = c.hosts[1].call(req.clone()).await;
+    }
+    let ep_d = result.expect("connect after the election");
+    assert_ne!(ip_of(&ep_d), ip_a, "a's address was handed out again");
+    assert_ne!(ip_of(&ep_d), ip_b, "b's address was handed out again");
+    c.store.restart_member(leader);
+    c.stop().await;
+}
+
 /// Corrupt, foreign and newer-schema records written by hand under the prefix are skipped:
 /// no agent stops, and the hosts still converge.
 async fn bad_records_skipped(test: &str, backend: Backend) {
@@ -505,6 +640,14 @@ on_backends!(kernel_state_healed:
 );
 on_backends!(dual_stack:
     dual_stack_embedded => Backend::Embedded,
+);
+on_backends!(quorum_lost:
+    quorum_lost_etcd => Backend::Etcd,
+    quorum_lost_zookeeper => Backend::ZooKeeper,
+);
+on_backends!(leader_lost:
+    leader_lost_etcd => Backend::Etcd,
+    leader_lost_zookeeper => Backend::ZooKeeper,
 );
 on_backends!(store_restart:
     store_restart_etcd => Backend::Etcd,

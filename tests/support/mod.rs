@@ -11,7 +11,7 @@ use overlay::controller::rpc::WireError;
 use overlay::dataplane::lab::Lab;
 use overlay::dataplane::{Dataplane, NetlinkDataplane, Netns, Peer};
 use overlay::model::NetworkId;
-use overlay_testkit::{EtcdServer, ZooKeeperServer};
+use overlay_testkit::{EtcdCluster, EtcdServer, ZooKeeperCluster, ZooKeeperServer};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -34,6 +34,8 @@ enum Server {
     File(tempfile::TempDir),
     Etcd(EtcdServer),
     Zk(ZooKeeperServer),
+    EtcdCluster(EtcdCluster),
+    ZkCluster(ZooKeeperCluster),
 }
 
 impl Store {
@@ -69,8 +71,54 @@ impl Store {
         Store { server, url }
     }
 
+    /// A 3-member cluster of `backend` (etcd or ZooKeeper), the test's own.
+    pub fn cluster(backend: Backend) -> Store {
+        let (server, url) = match backend {
+            Backend::Etcd => {
+                let c = EtcdCluster::start(3);
+                let url = c.url_with("timeout=1s");
+                (Server::EtcdCluster(c), url)
+            }
+            Backend::ZooKeeper => {
+                let c = ZooKeeperCluster::start(3);
+                let url = c.url_with("timeout=1s");
+                (Server::ZkCluster(c), url)
+            }
+            Backend::Embedded => panic!("the embedded store has no cluster"),
+        };
+        Store { server, url }
+    }
+
     pub fn url(&self) -> String {
         self.url.clone()
+    }
+
+    /// The member of a cluster that leads now (waiting up to 30 s for one).
+    pub fn leader(&self) -> usize {
+        let leader = match &self.server {
+            Server::EtcdCluster(c) => c.wait_leader(Duration::from_secs(30)),
+            Server::ZkCluster(c) => c.wait_leader(Duration::from_secs(30)),
+            _ => panic!("only a cluster has a leader"),
+        };
+        leader.expect("the cluster elects a leader")
+    }
+
+    /// Kills member `i` of a cluster.
+    pub fn kill_member(&mut self, i: usize) {
+        match &mut self.server {
+            Server::EtcdCluster(c) => c.kill(i),
+            Server::ZkCluster(c) => c.kill(i),
+            _ => panic!("only a cluster has members"),
+        }
+    }
+
+    /// Starts member `i` of a cluster again.
+    pub fn restart_member(&mut self, i: usize) {
+        match &mut self.server {
+            Server::EtcdCluster(c) => c.restart(i),
+            Server::ZkCluster(c) => c.restart(i),
+            _ => panic!("only a cluster has members"),
+        }
     }
 
     pub fn kill(&mut self) {
@@ -78,6 +126,7 @@ impl Store {
             Server::File(_) => panic!("the embedded store has no server to kill"),
             Server::Etcd(s) => s.kill(),
             Server::Zk(s) => s.kill(),
+            Server::EtcdCluster(_) | Server::ZkCluster(_) => panic!("kill a cluster's members"),
         }
     }
 
@@ -86,6 +135,9 @@ impl Store {
             Server::File(_) => panic!("the embedded store has no server to restart"),
             Server::Etcd(s) => s.restart(),
             Server::Zk(s) => s.restart(),
+            Server::EtcdCluster(_) | Server::ZkCluster(_) => {
+                panic!("restart a cluster's members")
+            }
         }
     }
 }
@@ -187,9 +239,18 @@ impl Cluster {
         Self::build(test, backend, true, 3000).await
     }
 
+    /// Like [`Cluster::new`], on a 3-member store cluster of the test's own.
+    pub async fn on_store_cluster(test: &str, backend: Backend) -> Cluster {
+        overlay_testkit::require_root(test);
+        Self::assemble(Store::cluster(backend), 3000).await
+    }
+
     async fn build(test: &str, backend: Backend, own_server: bool, grace_ms: u64) -> Cluster {
         overlay_testkit::require_root(test);
-        let store = Store::start(backend, own_server);
+        Self::assemble(Store::start(backend, own_server), grace_ms).await
+    }
+
+    async fn assemble(store: Store, grace_ms: u64) -> Cluster {
         let lab = Lab::new(&format!("t{:x}", rand_u32())).expect("lab");
         let mut c = Cluster {
             lab,
