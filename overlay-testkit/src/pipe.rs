@@ -47,7 +47,7 @@ impl Link {
         let f = flags.clone();
         let accepting = thread::Builder::new()
             .name("testkit-link".into())
-            .spawn(move || accept(&listener, to, target, &f))?;
+            .spawn(move || accept(&listener, to.as_ref(), target, &f))?;
         Ok(Link {
             flags,
             accepting: Some(accepting),
@@ -85,7 +85,7 @@ impl Drop for Link {
 
 fn accept(
     listener: &TcpListener,
-    to: Option<Arc<PrivateNetns>>,
+    to: Option<&Arc<PrivateNetns>>,
     target: SocketAddr,
     f: &Arc<Flags>,
 ) {
@@ -104,7 +104,7 @@ fn accept(
             }
             Err(_) => return,
         };
-        let (to, f) = (to.clone(), f.clone());
+        let (to, f) = (to.cloned(), f.clone());
         // Connecting may take a while (a killed member): never in the accept loop.
         thread::spawn(move || {
             let connect = move || TcpStream::connect_timeout(&target, Duration::from_secs(2));

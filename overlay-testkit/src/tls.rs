@@ -51,6 +51,7 @@ struct Ca {
     key: KeyPair,
 }
 
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(tls_error)`
 fn tls_error(e: rcgen::Error) -> io::Error {
     io::Error::other(format!("make a test certificate: {e}"))
 }

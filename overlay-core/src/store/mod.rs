@@ -298,7 +298,8 @@ pub async fn connect_str(url: &str) -> Result<Arc<dyn KvStore>> {
 async fn connect_with(url: &StoreUrl) -> Result<Arc<dyn KvStore>> {
     match url.scheme {
         Scheme::File => Ok(Arc::new(embedded::EmbeddedStore::open(url).await?)),
-        Scheme::Etcd => Ok(Arc::new(etcd::EtcdStore::connect(url).await?)),
+        // Boxed: the etcd client's connect future is large.
+        Scheme::Etcd => Ok(Arc::new(Box::pin(etcd::EtcdStore::connect(url)).await?)),
         Scheme::ZooKeeper => Ok(Arc::new(zookeeper::ZkStore::connect(url).await?)),
         Scheme::Consul => Ok(Arc::new(consul::ConsulStore::connect(url).await?)),
     }
