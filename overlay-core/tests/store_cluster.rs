@@ -93,9 +93,17 @@ where
     }
 }
 
-/// A follower cut off from everybody (both ways, still running) for three TTLs: every call of
-/// two clients succeeds, within its timeout; a watch sees every change; an ephemeral key stays.
+/// A follower cut off from everybody (both ways, still running) for three TTLs, with two
+/// clients putting, getting and watching, and an ephemeral key.
+///
+/// etcd (requests kept on the leader): every call succeeds, none waits on the follower.
+/// ZooKeeper: a client's session lives on one server, and a client whose server is the
+/// partitioned one cannot know whether its call in flight was applied: such calls fail with
+/// `Unavailable` or `Timeout`, within the timeout, until the client has moved to another
+/// server (within [`MOVE_WINDOW`]); after that every call succeeds. On both, the watch sees
+/// every put that succeeded, in order, and the ephemeral key stays.
 async fn follower_partitioned(c: &mut impl TestCluster) {
+    let strict = c.name() == "etcd";
     let url = c.url_with(OPTS);
     let (a, b) = (common::open(&url).await, common::open(&url).await);
     let p = scratch("partition");
@@ -107,44 +115,81 @@ async fn follower_partitioned(c: &mut impl TestCluster) {
     c.partition(follower);
     let t0 = Instant::now();
     let mut slowest = Duration::ZERO;
-    let mut i = 0;
-    while t0.elapsed() < 3 * TTL {
-        let key = format!("{p}/k/{i}");
-        let t = Instant::now();
-        let v = a
-            .put(&key, format!("v{i}").as_bytes())
-            .await
-            .unwrap_or_else(|e| panic!("put {i} with a follower partitioned: {e}"));
-        let got = b
-            .get(&key)
-            .await
-            .unwrap_or_else(|e| panic!("get {i} with a follower partitioned: {e}"));
-        slowest = slowest.max(t.elapsed());
-        assert_eq!(got.map(|kv| kv.version), Some(v), "b reads a's put {i}");
-        match next_event(&mut w, "the watch with a follower partitioned").await {
-            WatchEvent::Put(kv) => assert_eq!((kv.key, kv.version), (key, v)),
-            other => panic!("the watch with a follower partitioned: {other:?}"),
-        }
+    let (mut rounds, mut failed) = (0, 0);
+    let mut undecided = std::collections::BTreeSet::new();
+    let tolerate = |what: &str, e: overlay_core::Error, took: Duration| {
         assert!(
-            b.get(&eph).await.unwrap().is_some(),
-            "the ephemeral key is gone {:?} into the partition",
+            !strict && t0.elapsed() < MOVE_WINDOW,
+            "{what} {:?} into the partition: {e}",
             t0.elapsed()
         );
-        i += 1;
+        common::assert_outage(what, Err::<(), _>(e), took);
+    };
+    while t0.elapsed() < 3 * TTL {
+        let key = format!("{p}/k/{rounds}");
+        rounds += 1;
+        let t = Instant::now();
+        let v = match a.put(&key, b"v").await {
+            Ok(v) => v,
+            Err(e) => {
+                tolerate("a put", e, t.elapsed());
+                undecided.insert(key);
+                failed += 1;
+                continue;
+            }
+        };
+        let got = match b.get(&key).await {
+            Ok(got) => got,
+            Err(e) => {
+                tolerate("a get", e, t.elapsed());
+                // Its put is not awaited from the watch.
+                undecided.insert(key);
+                failed += 1;
+                continue;
+            }
+        };
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(got.map(|kv| kv.version), Some(v), "b reads a's put {key}");
+        loop {
+            match next_event(&mut w, "the watch with a follower partitioned").await {
+                WatchEvent::Put(kv) if kv.key == key => {
+                    assert_eq!(kv.version, v);
+                    break;
+                }
+                WatchEvent::Put(kv) if undecided.contains(&kv.key) => {}
+                WatchEvent::Resync { .. } if !strict => {}
+                other => panic!("the watch with a follower partitioned, awaiting {key}: {other:?}"),
+            }
+        }
+        match b.get(&eph).await {
+            Ok(found) => assert!(
+                found.is_some(),
+                "the ephemeral key is gone {:?} into the partition",
+                t0.elapsed()
+            ),
+            Err(e) => tolerate("a get of the ephemeral key", e, t.elapsed()),
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     c.heal(follower);
-    assert!(
-        slowest < Duration::from_secs(2),
-        "a put and a get took {slowest:?} with a follower partitioned: the client waited on it"
-    );
+    if strict {
+        assert!(
+            slowest < Duration::from_secs(2),
+            "a put and a get took {slowest:?} with a follower partitioned: the client waited on it"
+        );
+    }
     eprintln!(
-        "{}: {i} rounds of put, get and watch with a follower partitioned; slowest round {slowest:?}",
+        "{}: {rounds} rounds of put, get and watch with a follower partitioned, {failed} with a \
+         call failed; slowest round that succeeded {slowest:?}",
         c.name()
     );
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+/// How long a ZooKeeper client on a partitioned server may take to move to another: its
+/// session's ping goes unanswered for a fraction of the TTL, then it reconnects elsewhere.
+const MOVE_WINDOW: Duration = Duration::from_secs(4);
 
 /// Two members of three killed: calls fail with Unavailable or Timeout within the timeout,
 /// naming the store; once they are back, the same clients work again without being reopened,

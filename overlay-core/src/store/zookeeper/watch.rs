@@ -338,7 +338,17 @@ impl Watcher {
                 },
                 st = states.changed() => match st {
                     SessionState::Disconnected => was_disconnected = true,
-                    SessionState::SyncConnected | SessionState::ConnectedReadOnly => pending = true,
+                    SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
+                        pending = true;
+                        // The session moved to another server, which may not carry the
+                        // persistent watches over: add them again (an idempotent request),
+                        // before the catch-up reads the journal, so nothing falls between.
+                        if was_disconnected
+                            && let Ok(w) = bounded(OP, &self.s.url.clone(), self.arm()).await
+                        {
+                            watchers = w;
+                        }
+                    }
                     st => expired = st.is_terminated(),
                 },
             }
