@@ -276,15 +276,10 @@ async fn store_restart(test: &str, backend: Backend) {
         "connect while the store is down: {e:?}"
     );
     c.store.restart();
-    let mut result = Err(e);
-    for _ in 0..100 {
-        result = c.hosts[0].call(req.clone()).await;
-        if result.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    result.expect("connect after the store came back");
+    c.hosts[0]
+        .call_until_ok(&req, Duration::from_secs(20))
+        .await
+        .expect("connect after the store came back");
     // An outage longer than the hosts' TTL (2 s here) may expire their sessions, and the other
     // host then drops their peers until the records are back: traffic resumes, bounded.
     wait_until("traffic after the restart", CONVERGE, async || {
@@ -349,15 +344,10 @@ async fn quorum_lost(test: &str, backend: Backend) {
         c.store.restart_member(m);
     }
     let back = std::time::Instant::now();
-    let mut result = Err(e);
-    for _ in 0..150 {
-        result = c.hosts[0].call(req.clone()).await;
-        if result.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let ep_c = result.expect("connect after the quorum came back");
+    let ep_c = c.hosts[0]
+        .call_until_ok(&req, Duration::from_secs(30))
+        .await
+        .expect("connect after the quorum came back");
     let connected_after = back.elapsed();
     let ip_c = ip_of(&ep_c);
     wait_until("host 2 learns c", CONVERGE, async || {
@@ -418,15 +408,10 @@ async fn leader_lost(test: &str, backend: Backend) {
     let (ns_d, hosts_d) = c.container("d").await;
     let req = json!({"op": "connect", "network": "my-net", "container": {
         "id": "d", "name": "d", "netns": {"path": ns_d.path()}, "hosts_file": hosts_d}});
-    let mut result = c.hosts[1].call(req.clone()).await;
-    for _ in 0..100 {
-        if result.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        result = c.hosts[1].call(req.clone()).await;
-    }
-    let ep_d = result.expect("connect after the election");
+    let ep_d = c.hosts[1]
+        .call_until_ok(&req, Duration::from_secs(20))
+        .await
+        .expect("connect after the election");
     assert_ne!(ip_of(&ep_d), ip_a, "a's address was handed out again");
     assert_ne!(ip_of(&ep_d), ip_b, "b's address was handed out again");
     c.store.restart_member(leader);

@@ -98,10 +98,10 @@ where
 ///
 /// etcd (requests kept on the leader): every call succeeds, none waits on the follower.
 /// ZooKeeper: a client's session lives on one server, and a client whose server is the
-/// partitioned one cannot know whether its call in flight was applied: such calls fail with
-/// `Unavailable` or `Timeout`, within the timeout, until the client has moved to another
-/// server (within [`MOVE_WINDOW`]); after that every call succeeds. On both, the watch sees
-/// every put that succeeded, in order, and the ephemeral key stays.
+/// partitioned one moves to another (within [`MOVE_WINDOW`]). Its reads wait for the move
+/// and succeed; a write in flight meanwhile cannot be known applied or not, and fails with
+/// `Unavailable` or `Timeout` within the timeout. After the move every call succeeds. On
+/// both, the watch sees every put that succeeded, in order, and the ephemeral key stays.
 async fn follower_partitioned(c: &mut impl TestCluster) {
     let strict = c.name() == "etcd";
     let url = c.url_with(OPTS);
@@ -115,7 +115,7 @@ async fn follower_partitioned(c: &mut impl TestCluster) {
     c.partition(follower);
     let t0 = Instant::now();
     let mut slowest = Duration::ZERO;
-    let (mut rounds, mut failed) = (0, 0);
+    let (mut rounds, mut failed_puts, mut failed_reads) = (0, 0, 0);
     let mut undecided = std::collections::BTreeSet::new();
     let tolerate = |what: &str, e: overlay_core::Error, took: Duration| {
         assert!(
@@ -134,7 +134,7 @@ async fn follower_partitioned(c: &mut impl TestCluster) {
             Err(e) => {
                 tolerate("a put", e, t.elapsed());
                 undecided.insert(key);
-                failed += 1;
+                failed_puts += 1;
                 continue;
             }
         };
@@ -144,7 +144,7 @@ async fn follower_partitioned(c: &mut impl TestCluster) {
                 tolerate("a get", e, t.elapsed());
                 // Its put is not awaited from the watch.
                 undecided.insert(key);
-                failed += 1;
+                failed_reads += 1;
                 continue;
             }
         };
@@ -167,7 +167,10 @@ async fn follower_partitioned(c: &mut impl TestCluster) {
                 "the ephemeral key is gone {:?} into the partition",
                 t0.elapsed()
             ),
-            Err(e) => tolerate("a get of the ephemeral key", e, t.elapsed()),
+            Err(e) => {
+                tolerate("a get of the ephemeral key", e, t.elapsed());
+                failed_reads += 1;
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -179,8 +182,8 @@ async fn follower_partitioned(c: &mut impl TestCluster) {
         );
     }
     eprintln!(
-        "{}: {rounds} rounds of put, get and watch with a follower partitioned, {failed} with a \
-         call failed; slowest round that succeeded {slowest:?}",
+        "{}: {rounds} rounds of put, get and watch with a follower partitioned; {failed_puts} \
+         puts and {failed_reads} reads failed; slowest round that succeeded {slowest:?}",
         c.name()
     );
     a.close().await.unwrap();

@@ -22,7 +22,7 @@ use tempfile::TempDir;
 use crate::netns::PrivateNetns;
 use crate::pipe::Link;
 use crate::process::{clean_at_exit, missing, require_root, spawn_bound, unique_prefix};
-use crate::servers::{Kind, READY_DEADLINE, ZK_CLASSPATH, ask, probe_request};
+use crate::servers::{Kind, READY_DEADLINE, ZK_CLASSPATH, ask, probe_request, store_url};
 use crate::tls::{self, TlsFiles};
 
 /// Ports inside the members' namespaces (nothing else listens there): member `i` has
@@ -359,17 +359,7 @@ impl Cluster {
     }
 
     fn url_with(&self, options: &str) -> String {
-        let mut url = format!(
-            "{}://{}/{}",
-            self.kind.scheme(),
-            self.endpoints(),
-            unique_prefix()
-        );
-        if !options.is_empty() {
-            url.push('?');
-            url.push_str(options.trim_start_matches('?'));
-        }
-        url
+        store_url(self.kind, &self.endpoints(), options)
     }
 
     fn leader(&self) -> Option<usize> {

@@ -248,6 +248,16 @@ fn probe(kind: Kind, addr: &str) -> bool {
     }
 }
 
+/// `scheme://endpoints/<fresh prefix>[?options]`.
+pub(crate) fn store_url(kind: Kind, endpoints: &str, options: &str) -> String {
+    let mut url = format!("{}://{endpoints}/{}", kind.scheme(), unique_prefix());
+    if !options.is_empty() {
+        url.push('?');
+        url.push_str(options.trim_start_matches('?'));
+    }
+    url
+}
+
 /// What [`probe`] sends: an HTTP request for etcd's `/health`, ZooKeeper's `srvr`.
 pub(crate) fn probe_request(kind: Kind) -> &'static [u8] {
     match kind {
@@ -306,17 +316,7 @@ impl Handle {
     }
 
     fn url_with(&self, options: &str) -> String {
-        let mut url = format!(
-            "{}://{}/{}",
-            self.kind.scheme(),
-            self.endpoints(),
-            unique_prefix()
-        );
-        if !options.is_empty() {
-            url.push('?');
-            url.push_str(options.trim_start_matches('?'));
-        }
-        url
+        store_url(self.kind, &self.endpoints(), options)
     }
 
     fn local(&mut self) -> &mut Local {

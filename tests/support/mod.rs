@@ -174,6 +174,22 @@ impl HostProc {
         Err(serde_json::from_value(v["error"].clone()).expect("error response"))
     }
 
+    /// Sends `request` every 200 ms until it succeeds or `limit` passes; the last answer.
+    pub async fn call_until_ok(
+        &mut self,
+        request: &Value,
+        limit: Duration,
+    ) -> Result<Value, WireError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let result = self.call(request.clone()).await;
+            if result.is_ok() || Instant::now() > deadline {
+                return result;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Like [`HostProc::call`], failing the test on an error.
     pub async fn ok(&mut self, request: Value) -> Value {
         let what = request.to_string();

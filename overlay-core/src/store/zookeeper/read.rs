@@ -21,17 +21,43 @@ pub(super) async fn get(s: &Inner, key: &str) -> Result<Option<KeyValue>> {
     const OP: &str = "store get";
     let c = s.client(OP)?;
     bounded(OP, &s.url, async {
-        match c.get_data(&node(key)).await {
-            Ok((data, stat)) => Ok(decode_value(&data).map(|v| KeyValue {
-                key: key.to_string(),
-                value: v.to_vec(),
-                version: version(&stat),
-            })),
-            Err(zk::Error::NoNode) => Ok(None),
-            Err(e) => Err(map_err(OP, &s.url, e)),
+        loop {
+            match c.get_data(&node(key)).await {
+                Ok((data, stat)) => {
+                    return Ok(decode_value(&data).map(|v| KeyValue {
+                        key: key.to_string(),
+                        value: v.to_vec(),
+                        version: version(&stat),
+                    }));
+                }
+                Err(zk::Error::NoNode) => return Ok(None),
+                Err(e) if lost(&e) => moving().await,
+                Err(e) => return Err(map_err(OP, &s.url, e)),
+            }
         }
     })
     .await
+}
+
+/// A read that lost its connection is asked again, within the store's deadline: the session
+/// lives on and the client is moving to another server (its own was cut off or died), and a
+/// read is safe to repeat. A write is not (it may have been applied), so it fails instead.
+async fn moving() {
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}
+
+/// Whether the client lost the connection a request was on: `ConnectionLoss`, or the
+/// transport's own error (a reset, an unanswered ping) that zookeeper-client hands every
+/// request in flight when it drops a connection.
+fn lost(e: &zk::Error) -> bool {
+    matches!(e, zk::Error::ConnectionLoss | zk::Error::Custom(_))
+}
+
+/// [`lost`], for an error already mapped.
+fn connection_lost(e: &crate::error::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<zk::Error>())
+        .is_some_and(lost)
 }
 
 /// The journal's pzxid: the zxid of its newest entry (or of a later pruning), so at least
@@ -51,9 +77,20 @@ pub(super) async fn list(s: &Inner, prefix: &str) -> Result<Listing> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let before = head(s, &c, OP).await?;
-            let kvs = walk(s, &c, prefix).await?;
-            let after = head(s, &c, OP).await?;
+            let read = async {
+                let before = head(s, &c, OP).await?;
+                let kvs = walk(s, &c, prefix).await?;
+                Ok::<_, crate::error::Error>((before, kvs, head(s, &c, OP).await?))
+            };
+            let (before, kvs, after) = match read.await {
+                Ok(r) => r,
+                Err(e) if connection_lost(&e) => {
+                    attempt -= 1;
+                    moving().await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             // Unchanged journal: the walk saw one state, and a watch from `before` misses
             // nothing. Under constant writes, give the older revision: a watch from it may
             // repeat a change, but never misses one.

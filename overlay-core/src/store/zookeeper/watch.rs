@@ -340,9 +340,14 @@ impl Watcher {
                     SessionState::Disconnected => was_disconnected = true,
                     SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
                         pending = true;
-                        // The session moved to another server, which may not carry the
-                        // persistent watches over: add them again (an idempotent request),
-                        // before the catch-up reads the journal, so nothing falls between.
+                        // The session came back, maybe on another server, which then holds
+                        // none of its watches: zookeeper-client 0.11 re-sends only one-shot
+                        // watches on a reconnect (its SetWatches request never reaches the
+                        // persistent lists), and a partitioned follower's clients otherwise
+                        // lose every later change. Add them again (the server takes a repeat
+                        // as a no-op), before the catch-up reads the journal, so nothing
+                        // falls between; the old receivers' drop removes nothing on the
+                        // server while the new ones watch the same paths.
                         if was_disconnected
                             && let Ok(w) = bounded(OP, &self.s.url.clone(), self.arm()).await
                         {
