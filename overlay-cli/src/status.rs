@@ -44,6 +44,24 @@ fn render(h: &Value, now_ms: u64) -> String {
         None => "none yet".to_string(),
     };
     out.push_str(&format!("last sweep  {sweep}\n"));
+    let r = &h["store_requests"];
+    if r.is_object() {
+        let n = |k: &str| r[k].as_u64().unwrap_or(0);
+        let kinds = ["get", "list", "txn", "put", "create", "watch"];
+        let sent: u64 = r
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str() != "watch_events")
+            .filter_map(|(_, v)| v.as_u64())
+            .sum();
+        let each: Vec<String> = kinds.iter().map(|k| format!("{k} {}", n(k))).collect();
+        out.push_str(&format!(
+            "requests    {sent} sent ({}, ...), {} watch events\n",
+            each.join(", "),
+            n("watch_events")
+        ));
+    }
     out.push_str(&format!(
         "{:<24} {:<11} {:>8}  ERROR\n",
         "TASK", "STATE", "RESTARTS"
@@ -73,12 +91,18 @@ mod tests {
         let h = serde_json::json!({
             "host": "host1", "store_reachable": false, "store_error": "cannot reach etcd",
             "last_sweep_ms": 10_000, "healthy": false,
+            "store_requests": {"get": 3, "list": 2, "txn": 1, "watch": 2, "watch_events": 9,
+                               "put": 0, "create": 0, "put_ephemeral": 1},
             "tasks": [{"name": "hosts", "state": "failing", "restarts": 0, "error": "x"},
                       {"name": "sweep", "state": "running", "restarts": 1}],
         });
         let t = render(&h, 12_500);
         assert!(t.contains("UNREACHABLE: cannot reach etcd"), "{t}");
         assert!(t.contains("2.5 s ago"), "{t}");
+        assert!(
+            t.contains("requests    9 sent (get 3, list 2, txn 1, put 0, create 0, watch 2, ...), 9 watch events"),
+            "{t}"
+        );
         assert!(
             t.lines()
                 .any(|l| l.starts_with("hosts") && l.contains("failing") && l.ends_with('x')),

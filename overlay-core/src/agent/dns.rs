@@ -156,20 +156,16 @@ pub(super) async fn stop(shared: &Shared, id: &NetworkId) {
     }
 }
 
-/// The resolver addresses and search domains for a local container's `resolv.conf`: those of
-/// every network it joined on this host that has a resolver.
-pub(super) fn resolv_conf_of(shared: &Shared, st: &State, container: &str) -> Option<String> {
+/// The `resolv.conf` of a local container that joined `nets` on this host: the resolver
+/// address and search domain of each that has a resolver; `None` when resolvers are off.
+pub(super) fn resolv_conf_for(shared: &Shared, nets: &[&Network]) -> Option<String> {
     shared.dns.as_ref()?;
     let mut servers = Vec::new();
     let mut search = Vec::new();
-    for ns in st.nets.values() {
-        let joined = ns
-            .view
-            .endpoints()
-            .any(|e| e.container_id == container && shared.is_local(e));
-        if let (true, Some(ip)) = (joined, resolver_address(&ns.network)) {
+    for net in nets {
+        if let Some(ip) = resolver_address(net) {
             servers.push(ip);
-            search.push(ns.network.name.clone());
+            search.push(net.name.clone());
         }
     }
     Some(crate::dns::resolv::render(&servers, &search))

@@ -55,6 +55,10 @@ pub struct Health {
     pub last_sweep_ms: Option<u64>,
     /// Every background task.
     pub tasks: Vec<TaskHealth>,
+    /// The requests this host's store client made since it was opened, by kind (this health
+    /// call's own read among them); absent for a store that does not count them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_requests: Option<crate::store::RequestCounts>,
     /// Whether the store answers and every task is running.
     pub healthy: bool,
 }

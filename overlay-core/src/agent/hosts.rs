@@ -41,22 +41,125 @@ impl HostsEntry {
     }
 }
 
-/// Renders a hosts file: the container's own address and hostname, the standard localhost
-/// lines, then every peer name sorted by address and name, each once.
-pub fn render(own: &[(IpAddr, String)], peers: &BTreeSet<HostsEntry>) -> String {
+/// One network's names as hosts-file lines, sorted by address and name, each once: made once
+/// per update of the network and shared by the file of every local container on it, so a
+/// pass over a full host costs one render per network and a copy per file, not one render of
+/// every name per file.
+#[derive(Debug, Clone, Default)]
+pub struct Block {
+    /// Every line, concatenated.
+    text: String,
+    /// Each line's address and where it starts in `text` (sorted as the lines are).
+    lines: Vec<(IpAddr, usize)>,
+    /// A fingerprint of `text`.
+    fingerprint: u64,
+}
+
+impl Block {
+    /// The lines of `entries`.
+    pub fn new(entries: &BTreeSet<HostsEntry>) -> Block {
+        let mut text = String::new();
+        let mut lines = Vec::with_capacity(entries.len());
+        for e in entries {
+            lines.push((e.ip, text.len()));
+            let _ = writeln!(text, "{}\t{}", e.ip, e.name);
+        }
+        let fingerprint = fingerprint(text.as_bytes());
+        Block {
+            text,
+            lines,
+            fingerprint,
+        }
+    }
+
+    /// A fingerprint of the lines: equal blocks have equal fingerprints.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// The byte range of the lines with address `ip` (empty if none). The lines are sorted by
+    /// address, so they are one run.
+    fn run_of(&self, ip: IpAddr) -> std::ops::Range<usize> {
+        let first = self.lines.partition_point(|(a, _)| *a < ip);
+        let end = first + self.lines[first..].partition_point(|(a, _)| *a == ip);
+        self.offset(first)..self.offset(end)
+    }
+
+    fn offset(&self, line: usize) -> usize {
+        self.lines.get(line).map_or(self.text.len(), |(_, at)| *at)
+    }
+
+    /// Appends the lines whose address is not one of `skip`: a copy of the text around each
+    /// skipped run.
+    fn push_except(&self, out: &mut String, skip: &[IpAddr]) {
+        let mut runs: Vec<_> = skip.iter().map(|ip| self.run_of(*ip)).collect();
+        runs.sort_by_key(|r| r.start);
+        let mut at = 0;
+        for r in runs {
+            if r.start >= at {
+                out.push_str(&self.text[at..r.start]);
+            }
+            at = at.max(r.end);
+        }
+        out.push_str(&self.text[at..]);
+    }
+
+    /// The lines whose address is not one of `skip`, with their addresses.
+    fn lines_except<'a>(&'a self, skip: &'a [IpAddr]) -> impl Iterator<Item = (IpAddr, &'a str)> {
+        self.lines
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, (ip, at))| {
+                (!skip.contains(ip)).then(|| (*ip, &self.text[*at..self.offset(i + 1)]))
+            })
+    }
+}
+
+/// A fingerprint of `bytes`, to tell without keeping a file's text whether it would change.
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// Renders a hosts file: the container's own addresses and hostname, the standard localhost
+/// lines, then the names of every network it joined, each network's `block` without the lines
+/// of the container's own addresses on it (`skip`), sorted by address and name, each once.
+pub fn render(own: &[(IpAddr, String)], blocks: &[(&Block, Vec<IpAddr>)]) -> String {
     let mut out = String::new();
     for (ip, hostname) in own {
         let _ = writeln!(out, "{ip}\t{hostname}");
     }
     out.push_str(STANDARD_LINES);
-    for e in peers {
-        let _ = writeln!(out, "{}\t{}", e.ip, e.name);
+    match blocks {
+        [] => {}
+        [(block, skip)] => {
+            out.reserve(block.text.len());
+            block.push_except(&mut out, skip);
+        }
+        // A container on several networks: their lines merged (rare, so not precomputed).
+        _ => {
+            let mut lines: Vec<(IpAddr, &str)> = blocks
+                .iter()
+                .flat_map(|(b, skip)| b.lines_except(skip))
+                .collect();
+            lines.sort_unstable();
+            lines.dedup();
+            for (_, line) in lines {
+                out.push_str(line);
+            }
+        }
     }
     out
 }
 
-/// Replaces `path` with `content` atomically (temporary file in the same directory, fsync,
-/// rename). The file is left world-readable, as `/etc/hosts` is.
+/// Replaces `path` with `content` atomically (temporary file in the same directory, renamed
+/// over it). The file is left world-readable, as `/etc/hosts` is.
+///
+/// No fsync: a reader needs only the rename's atomicity, and after a crash the agent writes
+/// every file again from the store when it starts. An fsync per file made every connect on a
+/// full host wait for a thousand disk flushes.
 pub fn write_atomic(path: &Path, content: &str) -> Result<()> {
     let op = "write hosts file";
     let dir = path
@@ -79,7 +182,6 @@ pub fn write_atomic(path: &Path, content: &str) -> Result<()> {
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(content.as_bytes())?;
-        f.sync_all()?;
         std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
         std::fs::rename(&tmp, path)
     })();
@@ -105,7 +207,11 @@ mod tests {
         ] {
             peers.extend(HostsEntry::for_container(ip(addr), name, &[], "my-net"));
         }
-        let text = render(&[(ip("10.0.0.3"), "3cfba8da9b6f".into())], &peers);
+        let block = Block::new(&peers);
+        let text = render(
+            &[(ip("10.0.0.3"), "3cfba8da9b6f".into())],
+            &[(&block, vec![])],
+        );
         let want = "10.0.0.3\t3cfba8da9b6f\n\
 127.0.0.1\tlocalhost\n\
 ::1\tlocalhost ip6-localhost ip6-loopback\n\
@@ -120,6 +226,54 @@ ff02::2\tip6-allrouters\n\
 10.0.0.5\tzookeeper4\n\
 10.0.0.5\tzookeeper4.my-net\n";
         assert_eq!(text, want);
+        // The container's own lines, were they in the block, are left out.
+        peers.extend(HostsEntry::for_container(
+            ip("10.0.0.3"),
+            "me",
+            &[],
+            "my-net",
+        ));
+        let block = Block::new(&peers);
+        let own = [(ip("10.0.0.3"), "3cfba8da9b6f".into())];
+        assert_eq!(render(&own, &[(&block, vec![ip("10.0.0.3")])]), want);
+    }
+
+    #[test]
+    fn several_networks_merge_sorted_and_once() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let block = |entries: &[(&str, &str, &str)]| {
+            let mut set = BTreeSet::new();
+            for (addr, name, net) in entries {
+                set.extend(HostsEntry::for_container(ip(addr), name, &[], net));
+            }
+            Block::new(&set)
+        };
+        let a = block(&[("10.0.0.2", "x", "a"), ("10.0.0.9", "me", "a")]);
+        let b = block(&[
+            ("10.0.1.2", "y", "b"),
+            ("10.0.1.7", "me", "b"),
+            ("10.0.0.2", "x", "a"),
+        ]);
+        let own = [(ip("10.0.0.9"), "c".into()), (ip("10.0.1.7"), "c".into())];
+        let text = render(
+            &own,
+            &[(&a, vec![ip("10.0.0.9")]), (&b, vec![ip("10.0.1.7")])],
+        );
+        let peers: Vec<&str> = text.lines().skip(own.len() + 6).collect();
+        assert_eq!(
+            peers,
+            [
+                "10.0.0.2\tx",
+                "10.0.0.2\tx.a",
+                "10.0.1.2\ty",
+                "10.0.1.2\ty.b"
+            ]
+        );
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(
+            a.fingerprint(),
+            block(&[("10.0.0.2", "x", "a"), ("10.0.0.9", "me", "a")]).fingerprint()
+        );
     }
 
     #[test]

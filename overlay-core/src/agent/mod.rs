@@ -10,6 +10,7 @@
 mod claim;
 pub(crate) mod dns;
 pub mod events;
+mod files;
 pub mod gateway;
 mod heal;
 pub mod health;
@@ -24,7 +25,6 @@ pub use dns::DnsSettings;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -90,8 +90,6 @@ struct NetState {
 #[derive(Default)]
 struct State {
     nets: BTreeMap<NetworkId, NetState>,
-    /// Content last written to each hosts file, so unchanged files are not rewritten.
-    hosts_files: BTreeMap<PathBuf, String>,
 }
 
 pub(crate) struct Shared {
@@ -113,6 +111,8 @@ pub(crate) struct Shared {
     gateway_lock: Arc<tokio::sync::Mutex<()>>,
     /// The networks' resolvers, unless turned off.
     dns: Option<dns::Resolvers>,
+    /// The local containers' hosts files and `resolv.conf`s, and their writer's queue.
+    files: files::Files,
 }
 
 impl Shared {
@@ -186,14 +186,9 @@ impl Shared {
             None => network::reconcile(self, network, false).await,
         }
         // The container's other networks stay in its files; this one leaves them.
-        let files = {
-            let st = self.state();
-            containers
-                .iter()
-                .flat_map(|c| network::files_of(self, &st, c))
-                .collect()
-        };
-        network::write_hosts_files(self, files).await;
+        for c in &containers {
+            self.files.container_changed(c);
+        }
     }
 
     fn emit(&self, ev: ControllerEvent) {
@@ -268,6 +263,7 @@ impl Agent {
             events,
             gateway_lock: Arc::default(),
             dns,
+            files: files::Files::default(),
         });
         let board = shared.board.clone();
         let task = |name: &str, run: fn(Arc<Shared>) -> _| {
@@ -290,6 +286,7 @@ impl Agent {
                 })
             },
             task("sweep", |s| Box::pin(sweep::run(s)) as Background),
+            task("files", |s| Box::pin(files::run(s)) as Background),
             task("heal", |s| Box::pin(heal::run(s)) as Background),
         ];
         Ok(Agent {
@@ -466,6 +463,7 @@ impl Agent {
             store_error,
             last_sweep_ms,
             tasks,
+            store_requests: self.shared.store.request_counts(),
             healthy,
         }
     }

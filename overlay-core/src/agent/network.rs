@@ -1,15 +1,11 @@
 //! One network with containers on this host: follow its endpoints (list, then watch deltas),
-//! program the difference into the sandbox, and rewrite the hosts files that depend on it.
+//! program the difference into the sandbox, and tell the file writer which names changed.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::Shared;
 use super::events::ControllerEvent;
 use super::health::Trouble;
-use super::hosts::{self, HostsEntry};
 use super::view::Change;
 use crate::dataplane::Peer;
 use crate::model::{NetworkId, keys};
@@ -156,118 +152,13 @@ pub(super) async fn reconcile(shared: &Shared, id: &NetworkId, full: bool) {
         tracing::warn!(error = %e, "adding peers failed");
         ok = false;
     }
-    let files = {
+    {
         let mut st = shared.state();
         if let Some(ns) = st.nets.get_mut(id) {
             ns.programmed = desired;
             ns.dirty = !ok;
         }
         super::dns::refresh(shared, &st, id);
-        hosts_files_for(shared, &st, id)
-    };
-    write_hosts_files(shared, files).await;
-}
-
-/// The hosts files and `resolv.conf`s of local containers on network `id`, rendered from
-/// every network each of those containers joined. The paths come from this host's local
-/// state only.
-fn hosts_files_for(
-    shared: &Shared,
-    st: &super::State,
-    id: &NetworkId,
-) -> BTreeMap<PathBuf, String> {
-    let Some(ns) = st.nets.get(id) else {
-        return BTreeMap::new();
-    };
-    let containers: BTreeSet<&str> = ns
-        .view
-        .endpoints()
-        .filter(|e| shared.is_local(e))
-        .map(|e| e.container_id.as_str())
-        .collect();
-    containers
-        .into_iter()
-        .flat_map(|c| files_of(shared, st, c))
-        .collect()
-}
-
-/// The files the agent keeps for local container `container`: its hosts file and its
-/// `resolv.conf`, where its entries name them.
-pub(super) fn files_of(
-    shared: &Shared,
-    st: &super::State,
-    container: &str,
-) -> Vec<(PathBuf, String)> {
-    let entries: Vec<_> = st
-        .nets
-        .values()
-        .flat_map(|n| n.view.endpoints())
-        .filter(|e| e.container_id == container && shared.is_local(e))
-        .filter_map(|e| shared.local.get(&e.id))
-        .collect();
-    let mut out = Vec::new();
-    if let Some(path) = entries.iter().find_map(|l| l.hosts_file.clone()) {
-        out.push((path, hosts_file_of(shared, st, container)));
     }
-    if let Some(path) = entries.iter().find_map(|l| l.resolv_conf.clone())
-        && let Some(text) = super::dns::resolv_conf_of(shared, st, container)
-    {
-        out.push((path, text));
-    }
-    out
-}
-
-fn hosts_file_of(shared: &Shared, st: &super::State, container: &str) -> String {
-    let live = shared.live.borrow();
-    let mut own: Vec<(IpAddr, String)> = Vec::new();
-    let mut peers = BTreeSet::new();
-    let hostname: String = container.chars().take(12).collect();
-    for net in st.nets.values() {
-        let mine = net
-            .view
-            .endpoints()
-            .find(|e| e.container_id == container && shared.is_local(e));
-        let Some(mine) = mine else { continue };
-        own.extend(mine.addresses().map(|ip| (ip, hostname.clone())));
-        for ep in net.view.endpoints() {
-            if ep.container_id == container || !live.contains(&ep.host) {
-                continue;
-            }
-            for ip in ep.addresses() {
-                peers.extend(HostsEntry::for_container(
-                    ip,
-                    &ep.name,
-                    &ep.aliases,
-                    &net.network.name,
-                ));
-            }
-        }
-    }
-    hosts::render(&own, &peers)
-}
-
-/// Writes the files whose content changed, off the async workers (each write ends in fsync).
-pub(super) async fn write_hosts_files(shared: &Shared, mut files: BTreeMap<PathBuf, String>) {
-    {
-        let st = shared.state();
-        files.retain(|path, content| st.hosts_files.get(path) != Some(content));
-    }
-    if files.is_empty() {
-        return;
-    }
-    let written = tokio::task::spawn_blocking(move || {
-        files
-            .into_iter()
-            .filter(|(path, content)| match hosts::write_atomic(path, content) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "hosts file not updated");
-                    false
-                }
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
-    shared.state().hosts_files.extend(written);
+    shared.files.network_changed(*id);
 }

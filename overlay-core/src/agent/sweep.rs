@@ -162,10 +162,7 @@ fn remove_files(shared: &Shared, entry: &LocalEndpoint) {
         if others.iter().any(|o| of(o).as_ref() == Some(path)) {
             continue;
         }
-        if shared.state().hosts_files.remove(path).is_some()
-            && let Err(e) = std::fs::remove_file(path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
+        if let Err(e) = shared.files.remove(path) {
             tracing::warn!(file = %path.display(), error = %e, "could not remove a collected container's file");
         }
         if dir_made && let Some(dir) = path.parent() {

@@ -8,6 +8,7 @@
 //! A key may have keys below it (`endpoints/<net>` and `endpoints/<net>/<ep>` can both exist);
 //! intermediate path segments are not keys of their own.
 
+mod counted;
 mod key;
 mod remote;
 mod url;
@@ -28,6 +29,7 @@ use tokio::sync::mpsc;
 
 use crate::error::Result;
 
+pub use counted::RequestCounts;
 pub use key::{MAX_KEY_LEN, validate_key, validate_prefix};
 pub use url::{DEFAULT_PREFIX, Scheme, ServerAddr, StoreOptions, StoreUrl};
 
@@ -168,6 +170,7 @@ pub enum WatchEvent {
 pub struct Watch {
     rx: mpsc::Receiver<Result<WatchEvent>>,
     _guard: Option<Box<dyn Send + Sync>>,
+    counter: Option<counted::EventCounter>,
 }
 
 impl Watch {
@@ -176,12 +179,26 @@ impl Watch {
         rx: mpsc::Receiver<Result<WatchEvent>>,
         guard: Option<Box<dyn Send + Sync>>,
     ) -> Self {
-        Watch { rx, _guard: guard }
+        Watch {
+            rx,
+            _guard: guard,
+            counter: None,
+        }
+    }
+
+    /// This watch, counting its events into `counter`.
+    fn counted(mut self, counter: counted::EventCounter) -> Watch {
+        self.counter = Some(counter);
+        self
     }
 
     /// The next event, waiting as long as it takes.
     pub async fn next(&mut self) -> Option<Result<WatchEvent>> {
-        self.rx.recv().await
+        let ev = self.rx.recv().await;
+        if let (Some(Ok(_)), Some(c)) = (&ev, &self.counter) {
+            c.delivered();
+        }
+        ev
     }
 }
 
@@ -230,6 +247,12 @@ pub trait KvStore: Send + Sync + fmt::Debug {
 
     /// What it can do.
     fn capabilities(&self) -> Capabilities;
+
+    /// The requests made of this client so far, by kind, where it counts them: every store
+    /// [`connect`] opens does; a backend value made directly does not.
+    fn request_counts(&self) -> Option<RequestCounts> {
+        None
+    }
 
     /// The value and version at `key`, or `None`.
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
@@ -285,9 +308,9 @@ pub trait KvStore: Send + Sync + fmt::Debug {
 }
 
 /// Opens the store a URL names. `file://` opens the embedded store; other schemes need their
-/// backend compiled in.
+/// backend compiled in. The client counts its requests ([`KvStore::request_counts`]).
 pub async fn connect(url: &StoreUrl) -> Result<Arc<dyn KvStore>> {
-    connect_with(url).await
+    Ok(Arc::new(counted::Counted::new(connect_with(url).await?)))
 }
 
 /// Parses `url` and opens the store; a convenience over [`StoreUrl::parse`] and [`connect`].
