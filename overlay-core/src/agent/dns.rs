@@ -76,12 +76,21 @@ pub(super) fn bridge_addresses(net: &Network) -> Vec<IpNet> {
 pub(super) fn refresh(shared: &Shared, st: &State, id: &NetworkId) {
     let Some(dns) = &shared.dns else { return };
     let live = shared.live.borrow();
-    let names = st.nets.get(id).map(|ns| {
-        NetNames::new(
-            &ns.network,
-            ns.view.endpoints().filter(|e| live.contains(&e.host)),
-        )
-    });
+    // A network already served is brought up to date in place; only a new or gone one makes
+    // a new directory.
+    let known = dns.names.current().network(id);
+    let names = match (st.nets.get(id), known) {
+        (Some(ns), Some(names)) => {
+            let living = ns.view.endpoints().filter(|e| live.contains(&e.host));
+            names.sync(&ns.network, living);
+            Some(names)
+        }
+        (Some(ns), None) => {
+            let living = ns.view.endpoints().filter(|e| live.contains(&e.host));
+            Some(Arc::new(NetNames::new(&ns.network, living)))
+        }
+        (None, _) => None,
+    };
     let local: Vec<(&str, NetworkId, Vec<IpAddr>)> = st
         .nets
         .values()

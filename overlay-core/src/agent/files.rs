@@ -5,9 +5,14 @@
 //! files (each gains the new names). Written on the connect path, every connect cost more than
 //! the last. Here a change only marks what changed; the writer's next pass renders each
 //! changed network's names once, gives each file a copy, and writes only files whose inputs
-//! changed. Changes that arrive while a pass runs are coalesced into the next, and the writer
-//! rests twice as long as its last pass took, so on a full host it takes at most a third of
-//! one core from connects however fast they come.
+//! changed. Changes that arrive while a pass runs (or while the writer rests) are coalesced
+//! into the next pass.
+//!
+//! The writer rests after each pass twice as long as the pass took, so that it takes at most
+//! a third of a core from connects however fast they come. A file is replaced at most once a
+//! second ([`hosts::write_atomic`] reuses the file it swapped out, once that has rested, so
+//! rewriting makes and frees no inodes); a change that comes sooner waits for the next pass
+//! after that second. Names reach the resolver at once, from the views.
 //!
 //! Nothing of a file's text is kept: each file's record is a fingerprint of what it was made
 //! from (8 bytes), enough to skip an unchanged one.
@@ -16,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Shared;
 use super::hosts::{self, Block, HostsEntry};
@@ -65,17 +70,14 @@ impl Files {
         self.wake.notify_one();
     }
 
-    /// Removes `path`, if this agent wrote it, and forgets it; returns whether it did.
+    /// Removes `path` (and its spare), if this agent wrote it, and forgets it; returns
+    /// whether it did.
     pub(super) fn remove(&self, path: &std::path::Path) -> std::io::Result<bool> {
         let mut written = self.written();
         if written.remove(path).is_none() {
             return Ok(false);
         }
-        match std::fs::remove_file(path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-            Err(e) => Err(e),
-        }
+        hosts::remove(path).map(|()| true)
     }
 }
 
@@ -84,14 +86,21 @@ pub(super) async fn run(shared: Arc<Shared>) {
     loop {
         shared.files.wake.notified().await;
         let started = Instant::now();
-        pass(&shared).await;
-        tokio::time::sleep(started.elapsed() * 2).await;
+        let mut rest = started.elapsed();
+        if let Some(again) = pass(&shared).await {
+            // Files replaced too recently wait (their containers are pending again).
+            rest = rest.max(again);
+            shared.files.wake.notify_one();
+        }
+        rest = rest.max(started.elapsed() * 2);
+        tokio::time::sleep(rest).await;
     }
 }
 
 /// One file to write: its path, what it is made from, and the endpoints that name it (it is
 /// written only while one of them is still this host's).
 struct Job {
+    container: String,
     path: PathBuf,
     key: u64,
     owners: Vec<EndpointId>,
@@ -113,17 +122,22 @@ struct Membership {
     addresses: Vec<IpAddr>,
 }
 
-async fn pass(shared: &Arc<Shared>) {
+/// Writes what changed since the last pass; returns when to try again the files that were
+/// replaced too recently to be replaced now, if any.
+async fn pass(shared: &Arc<Shared>) -> Option<Duration> {
     let pending = std::mem::take(&mut *shared.files.pending());
     let (jobs, blocks) = plan(shared, &pending);
     if jobs.is_empty() {
-        return;
+        return None;
     }
     let shared = shared.clone();
     // The writes block: off the async workers.
-    let done = tokio::task::spawn_blocking(move || write(&shared, jobs, &blocks)).await;
-    if let Err(e) = done {
-        tracing::warn!(error = %e, "the hosts file writer failed");
+    match tokio::task::spawn_blocking(move || write(&shared, jobs, &blocks)).await {
+        Ok(again) => again,
+        Err(e) => {
+            tracing::warn!(error = %e, "the hosts file writer failed");
+            None
+        }
     }
 }
 
@@ -197,6 +211,7 @@ fn plan(shared: &Shared, pending: &Pending) -> (Vec<Job>, BTreeMap<NetworkId, Bl
                 key.push_str(&format!(" {net}:{f:x}"));
             }
             jobs.push(Job {
+                container: container.to_string(),
                 path,
                 key: hosts::fingerprint(key.as_bytes()),
                 owners: owners.clone(),
@@ -210,6 +225,7 @@ fn plan(shared: &Shared, pending: &Pending) -> (Vec<Job>, BTreeMap<NetworkId, Bl
                 .collect();
             if let Some(text) = super::dns::resolv_conf_for(shared, &nets) {
                 jobs.push(Job {
+                    container: container.to_string(),
                     path,
                     key: hosts::fingerprint(text.as_bytes()),
                     owners,
@@ -221,9 +237,12 @@ fn plan(shared: &Shared, pending: &Pending) -> (Vec<Job>, BTreeMap<NetworkId, Bl
     (jobs, blocks)
 }
 
-/// Writes each job whose file changed, if its container is still this host's.
-fn write(shared: &Shared, jobs: Vec<Job>, blocks: &BTreeMap<NetworkId, Block>) {
+/// Writes each job whose file changed, if its container is still this host's. A file replaced
+/// too recently is left for later: its container is pending again, and the least wait is
+/// returned.
+fn write(shared: &Shared, jobs: Vec<Job>, blocks: &BTreeMap<NetworkId, Block>) -> Option<Duration> {
     let mut written = shared.files.written();
+    let mut again: Option<Duration> = None;
     for job in jobs {
         if written.get(&job.path) == Some(&job.key)
             || !job.owners.iter().any(|e| shared.local.contains(e))
@@ -241,10 +260,15 @@ fn write(shared: &Shared, jobs: Vec<Job>, blocks: &BTreeMap<NetworkId, Block>) {
             }
         };
         match hosts::write_atomic(&job.path, &text) {
-            Ok(()) => {
+            Ok(hosts::Written::Done) => {
                 written.insert(job.path, job.key);
+            }
+            Ok(hosts::Written::NotYet(wait)) => {
+                shared.files.pending().containers.insert(job.container);
+                again = Some(again.map_or(wait, |a| a.min(wait)));
             }
             Err(e) => tracing::warn!(error = %e, "hosts file not updated"),
         }
     }
+    again
 }

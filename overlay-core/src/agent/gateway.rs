@@ -50,26 +50,33 @@ pub(crate) async fn prepare(
     ifname: &str,
     ports: &[PortMapping],
 ) -> Result<Prepared> {
-    let entries = shared.local.all();
-    for p in ports {
-        for e in &entries {
-            let Some(g) = &e.gateway else { continue };
-            if let Some(q) = g.ports.iter().find(|q| p.clashes_with(q)) {
-                return Err(Error::new(
-                    ErrorKind::AlreadyExists,
-                    "publish port",
-                    format!(
-                        "port {} is already published on this host by container {:?} ({q})",
-                        p.host_port, e.container_id
-                    ),
+    let clash = shared.local.scan(|mut entries| {
+        entries.find_map(|e| {
+            let g = e.gateway.as_ref()?;
+            ports.iter().find_map(|p| {
+                let q = g.ports.iter().find(|q| p.clashes_with(q))?;
+                Some(
+                    Error::new(
+                        ErrorKind::AlreadyExists,
+                        "publish port",
+                        format!(
+                            "port {} is already published on this host by container {:?} ({q})",
+                            p.host_port, e.container_id
+                        ),
+                    )
+                    .with_hint("publish another host port, or disconnect that container first"),
                 )
-                .with_hint("publish another host port, or disconnect that container first"));
-            }
-        }
+            })
+        })
+    });
+    if let Some(e) = clash {
+        return Err(e);
     }
-    if let Some(g) = entries
+    if let Some(g) = shared
+        .local
+        .of_container(container_id)
         .iter()
-        .filter(|e| e.container_id == container_id && e.namespace_alive())
+        .filter(|e| e.namespace_alive())
         .find_map(|e| e.gateway.as_ref())
     {
         return Ok(Prepared {
@@ -82,7 +89,9 @@ pub(crate) async fn prepare(
         });
     }
     let spec = &shared.cfg.gateway;
-    let ip = free_address(spec.pool, spec.gateway(), &entries)?;
+    let ip = shared
+        .local
+        .scan(|entries| free_address(spec.pool, spec.gateway(), entries))?;
     let dp = &shared.dataplane;
     dp.ensure_gateway(spec).await?;
     let prefix = spec.pool.prefix_len();
@@ -109,9 +118,12 @@ pub(crate) async fn prepare(
 
 /// The pool's lowest address that is neither the bridge's, the network's, the broadcast, nor
 /// held by one of `entries`.
-fn free_address(pool: Ipv4Net, gateway: Ipv4Addr, entries: &[LocalEndpoint]) -> Result<Ipv4Addr> {
+fn free_address<'a>(
+    pool: Ipv4Net,
+    gateway: Ipv4Addr,
+    entries: impl Iterator<Item = &'a LocalEndpoint>,
+) -> Result<Ipv4Addr> {
     let used: BTreeSet<Ipv4Addr> = entries
-        .iter()
         .filter_map(|e| e.gateway.as_ref().map(|g| g.ip))
         .chain([gateway])
         .collect();
@@ -127,23 +139,22 @@ fn free_address(pool: Ipv4Net, gateway: Ipv4Addr, entries: &[LocalEndpoint]) -> 
 
 /// Makes the firewall hold exactly the published ports of this host's entries.
 pub(crate) async fn publish_all(shared: &Shared) -> Result<()> {
-    let entries = shared.local.all();
-    if entries.iter().all(|e| e.gateway.is_none()) {
-        return Ok(());
-    }
-    let ports: Vec<PublishedPort> = entries
-        .iter()
-        .filter_map(|e| e.gateway.as_ref())
-        .flat_map(|g| {
-            g.ports.iter().map(|p| PublishedPort {
+    let ports = shared.local.scan(|entries| {
+        let mut used = false;
+        let mut ports: Vec<PublishedPort> = Vec::new();
+        for g in entries.filter_map(|e| e.gateway.as_ref()) {
+            used = true;
+            ports.extend(g.ports.iter().map(|p| PublishedPort {
                 proto: p.proto,
                 host_ip: p.host_ip,
                 host_port: p.host_port,
                 container_ip: g.ip,
                 container_port: p.container_port,
-            })
-        })
-        .collect();
+            }));
+        }
+        used.then_some(ports)
+    });
+    let Some(ports) = ports else { return Ok(()) };
     shared.dataplane.publish(&shared.cfg.gateway, &ports).await
 }
 
@@ -152,12 +163,13 @@ pub(crate) async fn publish_all(shared: &Shared) -> Result<()> {
 /// when no endpoint uses the gateway any more.
 pub(crate) async fn release(shared: &Shared, entry: &LocalEndpoint) {
     let Some(g) = &entry.gateway else { return };
-    let entries = shared.local.all();
     let spec = &shared.cfg.gateway;
     let dp = &shared.dataplane;
-    let shared_by_another = entries
+    let shared_by_another = shared
+        .local
+        .of_container(&entry.container_id)
         .iter()
-        .any(|e| e.container_id == entry.container_id && e.gateway.is_some());
+        .any(|e| e.gateway.is_some());
     if !shared_by_another
         && entry.namespace_alive()
         && let Err(e) = dp.detach_gateway(spec, &entry.netns, &g.ifname).await
@@ -170,7 +182,10 @@ pub(crate) async fn release(shared: &Shared, entry: &LocalEndpoint) {
 /// Makes the firewall match the entries, or removes the table and the bridge when no entry
 /// uses the gateway any more.
 pub(crate) async fn settle(shared: &Shared) {
-    let result = if shared.local.all().iter().any(|e| e.gateway.is_some()) {
+    let used = shared
+        .local
+        .scan(|mut entries| entries.any(|e| e.gateway.is_some()));
+    let result = if used {
         publish_all(shared).await
     } else {
         shared.dataplane.remove_gateway(&shared.cfg.gateway).await

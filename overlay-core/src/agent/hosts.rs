@@ -154,42 +154,150 @@ pub fn render(own: &[(IpAddr, String)], blocks: &[(&Block, Vec<IpAddr>)]) -> Str
     out
 }
 
-/// Replaces `path` with `content` atomically (temporary file in the same directory, renamed
-/// over it). The file is left world-readable, as `/etc/hosts` is.
+/// Replaces `path` with `content` atomically: a reader sees the old file or the new one. The
+/// file is left world-readable, as `/etc/hosts` is.
+///
+/// The new text goes into the file's spare (`.NAME.spare` beside it), which is then swapped
+/// with the file in one `rename(RENAME_EXCHANGE)`, so the old file becomes the next spare. A
+/// file rewritten a thousand times costs two inodes, not a thousand made and freed: on ext4
+/// without a journal (this project's CI machine) every later file creation steps over each
+/// inode freed in the last minutes, so a writer replacing a full host's files slowed every
+/// connect. A spare swapped out less than [`SPARE_MIN_AGE`] ago may still be open in a slow
+/// reader, so it is not written: the call returns [`Written::NotYet`] and changes nothing. A
+/// file is thus replaced at most once per [`SPARE_MIN_AGE`] (its first two writes aside).
 ///
 /// No fsync: a reader needs only the rename's atomicity, and after a crash the agent writes
 /// every file again from the store when it starts. An fsync per file made every connect on a
 /// full host wait for a thousand disk flushes.
-pub fn write_atomic(path: &Path, content: &str) -> Result<()> {
+pub fn write_atomic(path: &Path, content: &str) -> Result<Written> {
+    replace(path, content, SPARE_MIN_AGE)
+}
+
+/// What [`write_atomic`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The file holds the new content.
+    Done,
+    /// The file was replaced too recently; nothing changed. Try again after this long.
+    NotYet(std::time::Duration),
+}
+
+/// How long a file swapped out must rest as the spare before it is written again.
+pub const SPARE_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The spare of hosts file `path`.
+pub fn spare_of(path: &Path) -> Option<std::path::PathBuf> {
+    let name = path.file_name()?;
+    Some(path.with_file_name(format!(".{}.spare", name.to_string_lossy())))
+}
+
+fn replace(path: &Path, content: &str, min_age: std::time::Duration) -> Result<Written> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let op = "write hosts file";
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| {
+    let fail = |e: std::io::Error| {
+        Error::io(op, format!("cannot replace {}", path.display()), e)
+            .with_hint("check that the directory exists and is writable")
+    };
+    let spare = spare_of(path).ok_or_else(|| {
         Error::invalid(
             op,
             format!("hosts file path {} names no file", path.display()),
         )
         .with_hint("give a file path such as /etc/netns/NAME/hosts")
     })?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{:08x}",
-        name.to_string_lossy(),
+    let exists = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
+    if exists {
+        // The spare, if it has rested long enough (its ctime is when it was swapped out), or
+        // a new one: written, then swapped in. Something else at its name is left alone.
+        let usable = match std::fs::symlink_metadata(&spare) {
+            Ok(m) if m.file_type().is_file() => {
+                let ctime = std::time::UNIX_EPOCH
+                    + std::time::Duration::new(m.ctime().max(0) as u64, m.ctime_nsec() as u32);
+                let age = std::time::SystemTime::now()
+                    .duration_since(ctime)
+                    .unwrap_or_default();
+                if age < min_age {
+                    return Ok(Written::NotYet(min_age - age));
+                }
+                true
+            }
+            Ok(_) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
+        if usable {
+            let wrote = (|| {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o644)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&spare)?;
+                f.write_all(content.as_bytes())?;
+                f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+                exchange(&spare, path)
+            })();
+            match wrote {
+                Ok(()) => return Ok(Written::Done),
+                // A file system without the exchange: the plain rename below.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+    }
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(
+        ".{name}.tmp-{}-{:08x}",
         std::process::id(),
         rand::random::<u32>()
     ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(content.as_bytes())?;
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
         std::fs::rename(&tmp, path)
     })();
-    result.map_err(|e| {
+    result.map(|()| Written::Done).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        Error::io(op, format!("cannot replace {}", path.display()), e)
-            .with_hint("check that the directory exists and is writable")
+        fail(e)
     })
+}
+
+/// Swaps the files at `a` and `b` in one step.
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Removes hosts file `path` and its spare; a file already gone is not an error.
+pub fn remove(path: &Path) -> std::io::Result<()> {
+    for p in std::iter::once(path.to_path_buf()).chain(spare_of(path)) {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -288,7 +396,15 @@ ff02::2\tip6-allrouters\n\
     fn atomic_replace_never_shows_a_partial_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hosts");
-        write_atomic(&path, "old\n").unwrap();
+        // Spares rest 50 ms here, not a second, to keep the test short.
+        let rest = std::time::Duration::from_millis(50);
+        let write = |content: &str| loop {
+            match replace(&path, content, rest).unwrap() {
+                Written::Done => break,
+                Written::NotYet(d) => std::thread::sleep(d),
+            }
+        };
+        write("old\n");
         let big = "x".repeat(1 << 20);
         let reader = {
             let path = path.clone();
@@ -305,12 +421,57 @@ ff02::2\tip6-allrouters\n\
             })
         };
         for i in 0..20 {
-            write_atomic(&path, if i % 2 == 0 { &big } else { "old\n" }).unwrap();
+            write(if i % 2 == 0 { &big } else { "old\n" });
         }
         reader.join().unwrap();
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "temporary files were left behind");
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [".hosts.spare", "hosts"],
+            "temporary files were left behind"
+        );
+        remove(&path).unwrap();
+        remove(&path).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         let e = write_atomic(&dir.path().join("missing/hosts"), "x").unwrap_err();
+        assert_eq!(
+            write_atomic(&path, "n\n").unwrap(),
+            Written::Done,
+            "no spare yet"
+        );
         assert!(e.to_string().contains("missing/hosts"), "{e}");
+    }
+
+    #[test]
+    fn a_rested_spare_is_reused_so_no_inode_is_freed() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts");
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        replace(&path, "1\n", std::time::Duration::ZERO).unwrap();
+        replace(&path, "2\n", std::time::Duration::ZERO).unwrap();
+        let (live, spare) = (ino(&path), ino(&spare_of(&path).unwrap()));
+        for i in 3..10 {
+            replace(&path, &format!("{i}\n"), std::time::Duration::ZERO).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{i}\n"));
+            let now = (ino(&path), ino(&spare_of(&path).unwrap()));
+            assert!(
+                now == (live, spare) || now == (spare, live),
+                "a new inode: {now:?}"
+            );
+        }
+        let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        // A spare swapped out just now is left alone, and so is the file.
+        let r = replace(&path, "x\n", std::time::Duration::from_secs(60)).unwrap();
+        assert!(
+            matches!(r, Written::NotYet(d) if d > std::time::Duration::from_secs(50)),
+            "{r:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "9\n");
     }
 }

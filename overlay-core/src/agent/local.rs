@@ -212,6 +212,24 @@ impl LocalState {
         self.lock().values().cloned().collect()
     }
 
+    /// The entries of container `container_id`.
+    pub fn of_container(&self, container_id: &str) -> Vec<LocalEndpoint> {
+        self.lock()
+            .values()
+            .filter(|e| e.container_id == container_id)
+            .cloned()
+            .collect()
+    }
+
+    /// What `f` makes of every entry, read in place: on a full host, copying a thousand
+    /// entries to answer one question would cost every connect more than the last.
+    pub(crate) fn scan<T>(
+        &self,
+        f: impl FnOnce(std::collections::btree_map::Values<'_, EndpointId, LocalEndpoint>) -> T,
+    ) -> T {
+        f(self.lock().values())
+    }
+
     fn path_of(&self, endpoint: &EndpointId) -> PathBuf {
         self.dir.join("endpoints").join(format!("{endpoint}.json"))
     }

@@ -62,24 +62,15 @@ impl Controller {
         Ok(self.agent()?.config().sandbox_spec(net))
     }
 
-    /// The first `ethN` the container does not use on another network.
+    /// The first `ethN` the container does not use on another network (its interfaces, on
+    /// the overlay and the gateway, are in this host's own record of it).
     fn next_ifname(&self, container_id: &str, taken: Option<&str>) -> Result<String> {
         let agent = self.agent()?;
-        let mut used: BTreeSet<String> = agent
-            .local_endpoints()
-            .into_iter()
-            .filter(|e| e.container_id == container_id)
-            .map(|e| e.ifname)
-            .collect();
-        // The gateway interface is the container's too.
-        used.extend(
-            agent
-                .local()
-                .all()
-                .into_iter()
-                .filter(|e| e.container_id == container_id)
-                .filter_map(|e| e.gateway.map(|g| g.ifname)),
-        );
+        let mut used: BTreeSet<String> = BTreeSet::new();
+        for e in agent.local().of_container(container_id) {
+            used.insert(e.ifname);
+            used.extend(e.gateway.map(|g| g.ifname));
+        }
         used.extend(taken.map(str::to_string));
         Ok((0..)
             .map(|i| format!("eth{i}"))

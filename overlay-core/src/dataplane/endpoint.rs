@@ -133,7 +133,16 @@ pub(crate) async fn attach(
             });
         }
     };
-    let link = get_link(&cconn, &spec.ifname).await?.ok_or_else(|| {
+    // The host end is a bridge port: it needs no IPv6 address at all, and gets no link-local
+    // (set before the container end comes up, when the kernel would make one).
+    let (link, host_quiet) = tokio::join!(
+        get_link(&cconn, &spec.ifname),
+        quiet_port(sb.conn, &host_name)
+    );
+    if let Err(e) = host_quiet {
+        tracing::debug!(port = %host_name, error = %e, "the port keeps its IPv6 link-local address");
+    }
+    let link = link?.ok_or_else(|| {
         Error::internal(
             "attach endpoint",
             format!("{} vanished from {label} after its creation", spec.ifname),
@@ -149,9 +158,27 @@ pub(crate) async fn attach(
         up: true,
         ..LinkChange::default()
     };
+    // An interface without IPv6 gets no link-local address either: with one, it sends
+    // duplicate address detection and router solicitations as it comes up, multicasts the
+    // bridge floods to every other port, so each connect cost the host in proportion to the
+    // containers already on it.
+    let if_up = LinkChange {
+        up: true,
+        no_link_local: spec.ipv6.is_none(),
+        ..LinkChange::default()
+    };
+    let bring_up = async {
+        match set_link(&cconn, link.index, &if_up).await {
+            // A kernel without IPv6 has no link-local address to refuse.
+            Err(e) if if_up.no_link_local && e.errno() == Some(libc::EAFNOSUPPORT) => {
+                set_link(&cconn, link.index, &up).await
+            }
+            r => r,
+        }
+    };
     let (lo_up, if_up, added) = tokio::join!(
         set_link(&cconn, LOOPBACK_INDEX, &up),
-        set_link(&cconn, link.index, &up),
+        bring_up,
         futures::future::join_all(
             addresses
                 .iter()
@@ -177,6 +204,19 @@ pub(crate) async fn attach(
     })
 }
 
+/// Turns off IPv6 address generation on bridge port `name`.
+async fn quiet_port(conn: &NlConn, name: &str) -> Result<()> {
+    super::link::set_link_by_name(
+        conn,
+        name,
+        &LinkChange {
+            no_link_local: true,
+            ..LinkChange::default()
+        },
+    )
+    .await
+}
+
 /// The pair (or one of its names) already exists: keep it when both ends are there, replace a
 /// lone host end, refuse a foreign interface in the container.
 async fn reconcile(sb: &Bridge<'_>, cconn: &NlConn, p: &VethParams) -> Result<()> {
@@ -189,6 +229,7 @@ async fn reconcile(sb: &Bridge<'_>, cconn: &NlConn, p: &VethParams) -> Result<()
                 up: true,
                 controller: Some(p.bridge),
                 mac: None,
+                ..LinkChange::default()
             };
             set_link(sb.conn, h.index, &host_change).await?;
             let peer_change = LinkChange {
@@ -196,6 +237,7 @@ async fn reconcile(sb: &Bridge<'_>, cconn: &NlConn, p: &VethParams) -> Result<()
                 up: true,
                 controller: None,
                 mac: Some(p.peer_mac),
+                ..LinkChange::default()
             };
             set_link(cconn, c.index, &peer_change).await
         }

@@ -133,6 +133,66 @@ impl Lab {
         Ok(())
     }
 
+    /// Joins `hosts` on one LAN, for more hosts than [`Lab::underlay`]'s two: a bridge `lan`
+    /// in namespace `<prefix>-lan`, and for each host a veth pair, `underlay0` in the host
+    /// (born there, with its address) and `lanN` on the bridge. Returns the LAN's namespace.
+    pub async fn lan(&self, hosts: &[(&Netns, Ipv4Net)]) -> Result<Netns> {
+        let op = "create LAN";
+        let lan = self.namespace("lan").await?;
+        let conn = NlConn::open(Some(&lan), &lan.path().display().to_string()).await?;
+        let bridge = "lan";
+        conn.add_link(link::bridge_msg(bridge, 1500))
+            .await
+            .map_err(|e| nl_failure(e, op, format!("bridge {bridge}"), conn.label()))?;
+        let bridge = link::get_link(&conn, bridge).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Kernel,
+                op,
+                format!("{bridge} vanished after creation"),
+            )
+        })?;
+        for (i, (host, addr)) in hosts.iter().enumerate() {
+            let name = "underlay0";
+            let port = format!("lan{i}");
+            let peer = LinkUnspec::new_with_name(name)
+                .setns_by_fd(host.raw_fd())
+                .build();
+            let m = LinkVeth::new(&port, name)
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                .controller(bridge.index)
+                .up()
+                .build();
+            conn.add_link(m).await.map_err(|e| {
+                nl_failure(
+                    e,
+                    op,
+                    format!("veth {port} to {}", host.path().display()),
+                    conn.label(),
+                )
+            })?;
+            // The host's end comes up from inside its namespace (see `underlay`).
+            let hc = NlConn::open(Some(host), &host.path().display().to_string()).await?;
+            let l = link::get_link(&hc, name).await?.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Kernel,
+                    op,
+                    format!("{name} vanished after creation"),
+                )
+            })?;
+            link::add_address(&hc, l.index, (*addr).into()).await?;
+            link::set_link(
+                &hc,
+                l.index,
+                &LinkChange {
+                    up: true,
+                    ..LinkChange::default()
+                },
+            )
+            .await?;
+        }
+        Ok(lan)
+    }
+
     /// Removes everything the lab made, and the sandboxes of hosts named with its prefix.
     /// Keeps going after a failure and reports all of them.
     pub fn cleanup(&self) -> Result<()> {

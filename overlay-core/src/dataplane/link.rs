@@ -7,7 +7,8 @@ use std::os::fd::RawFd;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, InfoVxlan,
+    LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::{LinkBridge, LinkUnspec, LinkVeth, LinkVxlan};
 
@@ -137,13 +138,41 @@ pub(crate) async fn del_link(conn: &NlConn, index: u32, name: &str) -> Result<()
 pub(crate) struct LinkChange {
     pub(crate) mtu: Option<u32>,
     pub(crate) up: bool,
+    /// Give the link no IPv6 link-local address (set in the same request as `up`, so none
+    /// is made when it comes up).
+    pub(crate) no_link_local: bool,
     pub(crate) controller: Option<u32>,
     pub(crate) mac: Option<MacAddr>,
 }
 
 /// Applies `change` to link `index`.
 pub(crate) async fn set_link(conn: &NlConn, index: u32, change: &LinkChange) -> Result<()> {
-    let mut b = LinkUnspec::new_with_index(index);
+    apply(
+        conn,
+        LinkUnspec::new_with_index(index),
+        change,
+        &format!("link {index}"),
+    )
+    .await
+}
+
+/// Applies `change` to the link named `name` (one request, no lookup first).
+pub(crate) async fn set_link_by_name(conn: &NlConn, name: &str, change: &LinkChange) -> Result<()> {
+    apply(
+        conn,
+        LinkUnspec::new_with_name(name),
+        change,
+        &format!("link {name}"),
+    )
+    .await
+}
+
+async fn apply(
+    conn: &NlConn,
+    mut b: rtnetlink::LinkMessageBuilder<LinkUnspec>,
+    change: &LinkChange,
+    what: &str,
+) -> Result<()> {
     if change.up {
         b = b.up();
     }
@@ -156,9 +185,14 @@ pub(crate) async fn set_link(conn: &NlConn, index: u32, change: &LinkChange) -> 
     if let Some(mac) = change.mac {
         b = b.address(mac.0.to_vec());
     }
+    if change.no_link_local {
+        b = b.append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )]));
+    }
     NlConn::done(conn.handle().link().set(b.build()).execute())
         .await
-        .map_err(|e| nl_failure(e, "configure link", format!("link {index}"), conn.label()))
+        .map_err(|e| nl_failure(e, "configure link", what.to_string(), conn.label()))
 }
 
 /// A bridge named `name`, up, with `mtu`.

@@ -199,6 +199,7 @@ pub(crate) async fn ensure(
             up: true,
             controller: Some(bridge),
             mac: None,
+            ..LinkChange::default()
         };
         set_link(&conn, vxlan.index, &change).await?;
     }

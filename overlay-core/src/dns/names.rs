@@ -5,24 +5,42 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use ipnet::IpNet;
 
-use crate::model::{Endpoint, Network, NetworkId};
+use crate::model::{Endpoint, EndpointId, Network, NetworkId};
 
-/// The names of one network's living endpoints.
+/// The names of one network's living endpoints, kept current in place: a change of one
+/// endpoint changes its names only, so that a connect on a host with a thousand containers
+/// does not rebuild a thousand containers' names. Queries read under a lock held only for the
+/// lookup; an update holds it for one pass over the network's endpoints that compares, and
+/// allocates only for what changed.
 #[derive(Debug, Default)]
-pub(crate) struct NetNames {
+pub(crate) struct NetNames(RwLock<Zone>);
+
+#[derive(Debug, Default)]
+struct Zone {
     /// The network's name, lowercased: the zone `NAME.network` names live in.
     zone: String,
     /// No query arriving on this network is forwarded.
     internal: bool,
     subnets: Vec<IpNet>,
-    /// `name`, `name.network`, and each alias in both forms (lowercased) → addresses.
+    /// `name`, `name.network`, and each alias in both forms (lowercased) → addresses, sorted.
     forward: HashMap<String, Vec<IpAddr>>,
     /// Address → `name.network`.
     reverse: HashMap<IpAddr, String>,
+    /// What each endpoint put in, to take it out again, and the pass that last saw it.
+    held: HashMap<EndpointId, Held>,
+    pass: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Held {
+    name: String,
+    aliases: Vec<String>,
+    ips: Vec<IpAddr>,
+    pass: u64,
 }
 
 impl NetNames {
@@ -31,29 +49,125 @@ impl NetNames {
         network: &Network,
         endpoints: impl Iterator<Item = &'a Endpoint>,
     ) -> Self {
+        let names = NetNames::default();
+        names.sync(network, endpoints);
+        names
+    }
+
+    /// Makes the names those of `endpoints` of `network`, changing only what differs.
+    pub(crate) fn sync<'a>(
+        &self,
+        network: &Network,
+        endpoints: impl Iterator<Item = &'a Endpoint>,
+    ) {
+        let mut z = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let zone = network.name.to_ascii_lowercase();
-        let mut names = NetNames {
-            internal: network.internal,
-            subnets: network.pools.iter().map(|p| p.subnet).collect(),
-            ..NetNames::default()
-        };
+        if z.zone != zone {
+            // Every `name.network` changes with the zone: start again.
+            *z = Zone {
+                zone,
+                ..Zone::default()
+            };
+        }
+        z.internal = network.internal;
+        if z.subnets.len() != network.pools.len()
+            || z.subnets
+                .iter()
+                .zip(&network.pools)
+                .any(|(s, p)| *s != p.subnet)
+        {
+            z.subnets = network.pools.iter().map(|p| p.subnet).collect();
+        }
+        z.pass += 1;
+        let pass = z.pass;
         for ep in endpoints {
-            let own = ep.name.to_ascii_lowercase();
-            for ip in ep.addresses() {
-                names.reverse.insert(ip, format!("{own}.{zone}"));
-                for n in std::iter::once(&ep.name).chain(&ep.aliases) {
-                    let n = n.to_ascii_lowercase();
-                    for key in [format!("{n}.{zone}"), n] {
-                        let ips = names.forward.entry(key).or_default();
-                        if !ips.contains(&ip) {
-                            ips.push(ip);
-                        }
+            let same = z.held.get_mut(&ep.id).filter(|h| {
+                h.name == ep.name
+                    && h.aliases == ep.aliases
+                    && h.ips.iter().copied().eq(ep.addresses())
+            });
+            if let Some(h) = same {
+                h.pass = pass;
+                continue;
+            }
+            if let Some(old) = z.held.remove(&ep.id) {
+                z.take_out(&old);
+            }
+            let held = Held {
+                name: ep.name.clone(),
+                aliases: ep.aliases.clone(),
+                ips: ep.addresses().collect(),
+                pass,
+            };
+            z.put_in(&held);
+            z.held.insert(ep.id, held);
+        }
+        let gone: Vec<EndpointId> = z
+            .held
+            .iter()
+            .filter(|(_, h)| h.pass != pass)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(old) = z.held.remove(&id) {
+                z.take_out(&old);
+            }
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Zone> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Zone {
+    /// Every key an endpoint's names make, with the name `PTR` answers.
+    fn keys(&self, h: &Held) -> (Vec<String>, String) {
+        let zone = &self.zone;
+        let own = format!("{}.{zone}", h.name.to_ascii_lowercase());
+        let keys = std::iter::once(&h.name)
+            .chain(&h.aliases)
+            .flat_map(|n| {
+                let n = n.to_ascii_lowercase();
+                [format!("{n}.{zone}"), n]
+            })
+            .collect();
+        (keys, own)
+    }
+
+    fn put_in(&mut self, h: &Held) {
+        let (keys, own) = self.keys(h);
+        for ip in &h.ips {
+            self.reverse.insert(*ip, own.clone());
+            for key in &keys {
+                let ips = self.forward.entry(key.clone()).or_default();
+                if let Err(at) = ips.binary_search(ip) {
+                    ips.insert(at, *ip);
+                }
+            }
+        }
+    }
+
+    fn take_out(&mut self, h: &Held) {
+        let (keys, own) = self.keys(h);
+        for ip in &h.ips {
+            if self.reverse.get(ip) == Some(&own) {
+                self.reverse.remove(ip);
+            }
+            for key in &keys {
+                if let Some(ips) = self.forward.get_mut(key) {
+                    ips.retain(|x| x != ip);
+                    if ips.is_empty() {
+                        self.forward.remove(key);
                     }
                 }
             }
         }
-        names.zone = zone;
-        names
     }
 }
 
@@ -88,18 +202,27 @@ pub(crate) struct Directory {
 
 impl Directory {
     /// This directory with `id`'s names replaced (or removed, when `names` is `None`).
-    pub(crate) fn with_network(&self, id: NetworkId, names: Option<NetNames>) -> Directory {
+    pub(crate) fn with_network(
+        &self,
+        id: NetworkId,
+        names: Option<impl Into<Arc<NetNames>>>,
+    ) -> Directory {
         let mut next = self.clone();
         match names {
-            Some(n) => next.nets.insert(id, Arc::new(n)),
+            Some(n) => next.nets.insert(id, n.into()),
             None => next.nets.remove(&id),
         };
         next
     }
 
+    /// The names of network `id`, to bring up to date in place ([`NetNames::sync`]).
+    pub(crate) fn network(&self, id: &NetworkId) -> Option<Arc<NetNames>> {
+        self.nets.get(id).cloned()
+    }
+
     /// This directory without network `id`: its names and the containers asking on it.
     pub(crate) fn without_network(&self, id: &NetworkId) -> Directory {
-        let mut next = self.with_network(*id, None);
+        let mut next = self.with_network(*id, None::<Arc<NetNames>>);
         next.clients.retain(|(net, _), _| net != id);
         next
     }
@@ -147,7 +270,10 @@ impl Directory {
         let Some(order) = self.clients.get(&(*network, source)) else {
             return Lookup::Refused;
         };
-        let joined = order.iter().filter_map(|id| self.nets.get(id));
+        let joined = order
+            .iter()
+            .filter_map(|id| self.nets.get(id))
+            .map(|n| n.read());
         if let Some(ip) = reverse {
             let mut ours = false;
             for n in joined {
@@ -179,7 +305,7 @@ impl Directory {
     }
 
     fn elsewhere(&self, network: &NetworkId) -> Lookup {
-        let forward = self.nets.get(network).is_some_and(|n| !n.internal);
+        let forward = self.nets.get(network).is_some_and(|n| !n.read().internal);
         Lookup::Elsewhere { forward }
     }
 }
@@ -234,6 +360,42 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn names_synced_in_place_match_a_fresh_build() {
+        let net = network("Front", "10.0.0.0/24", false);
+        let mut eps = vec![
+            endpoint(&net, "a", "web", "10.0.0.2/24", &["www", "kv"]),
+            endpoint(&net, "b", "cache", "10.0.0.3/24", &["kv"]),
+            endpoint(&net, "c", "db", "10.0.0.4/24", &[]),
+        ];
+        let names = NetNames::new(&net, eps.iter());
+        let same = |names: &NetNames, eps: &[Endpoint]| {
+            let fresh = NetNames::new(&net, eps.iter());
+            let (a, b) = (names.read(), fresh.read());
+            assert_eq!(a.forward, b.forward);
+            assert_eq!(a.reverse, b.reverse);
+            assert_eq!(a.held.len(), eps.len());
+        };
+        same(&names, &eps);
+        assert_eq!(names.read().forward["kv"], [ip("10.0.0.2"), ip("10.0.0.3")]);
+        // An alias dropped, an endpoint gone, one added.
+        eps[0].aliases = vec!["www".into()];
+        eps.remove(1);
+        eps.push(endpoint(&net, "d", "queue", "10.0.0.5/24", &["kv"]));
+        names.sync(&net, eps.iter());
+        same(&names, &eps);
+        assert_eq!(names.read().forward["kv"], [ip("10.0.0.5")]);
+        assert!(!names.read().reverse.contains_key(&ip("10.0.0.3")));
+        // A renamed network renames every `name.network`.
+        let mut renamed = net.clone();
+        renamed.name = "back".into();
+        names.sync(&renamed, eps.iter());
+        assert!(names.read().forward.contains_key("web.back"));
+        assert!(!names.read().forward.contains_key("web.front"));
+        names.sync(&renamed, std::iter::empty());
+        assert!(names.read().forward.is_empty() && names.read().reverse.is_empty());
     }
 
     /// Two networks; `a` is on both, `b` only on `front`, `c` only on the internal `back`.

@@ -81,6 +81,28 @@ impl RequestCounts {
     }
 }
 
+/// Sums the counts of several clients (the hosts of a cluster, say).
+impl std::ops::Add for RequestCounts {
+    type Output = RequestCounts;
+
+    fn add(self, o: RequestCounts) -> RequestCounts {
+        RequestCounts {
+            get: self.get + o.get,
+            list: self.list + o.list,
+            put: self.put + o.put,
+            create: self.create + o.create,
+            compare_and_swap: self.compare_and_swap + o.compare_and_swap,
+            delete: self.delete + o.delete,
+            compare_and_delete: self.compare_and_delete + o.compare_and_delete,
+            txn: self.txn + o.txn,
+            put_ephemeral: self.put_ephemeral + o.put_ephemeral,
+            create_ephemeral: self.create_ephemeral + o.create_ephemeral,
+            watch: self.watch + o.watch,
+            watch_events: self.watch_events + o.watch_events,
+        }
+    }
+}
+
 /// The kinds counted, as indexes into [`Counters`].
 #[derive(Clone, Copy)]
 enum Kind {
