@@ -30,10 +30,13 @@
 //! All hosts share the machine's two cores, so each convergence is the time 29 agents take to
 //! handle one event one after another, not in parallel as on 29 machines.
 //!
-//! **Fill.** One host alone connects `SCALE_FILL` containers, each with a hosts file and a
+//! **Fill.** In a child process of its own (so its resident memory is its own), one host
+//! alone connects `SCALE_FILL` containers, each with a hosts file and a
 //! `resolv.conf` (as `overlayctl container run` gives one), and reports the connect p50 around
 //! 10, 100 and `SCALE_FILL` local endpoints (the 20 connects ending there) as ratios to the
-//! first, and the process's resident memory growth per endpoint over the fill.
+//! first, and the process's resident memory growth per endpoint over the fill. The kernel's
+//! share is measured after it the same way: the two veth pairs a connect makes, onto two
+//! bridges filling up alike.
 
 use std::collections::HashMap;
 use std::io::BufRead as _;
@@ -676,7 +679,7 @@ async fn kernel_baseline(lab: &Lab, containers: &[PathBuf]) -> Result<Vec<Durati
 }
 
 async fn veth_pairs(containers: &[PathBuf]) -> Result<Vec<Duration>> {
-    use rtnetlink::packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute};
+    use rtnetlink::packet_route::link::{InfoData, InfoVeth};
     use rtnetlink::{LinkBridge, LinkUnspec, LinkVeth};
     let (conn, handle, _) =
         rtnetlink::new_connection().map_err(|e| Error::io("bench", "netlink socket", e))?;
@@ -736,7 +739,67 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let Ok(plan) = std::env::var("SCALE_FILL_RUN") {
+        return match runtime.block_on(fill_main(&plan)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                println!("failed {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     runtime.block_on(bench())
+}
+
+/// The fill, run by this program's child process (`SCALE_FILL_RUN`: its store URL, lab tag
+/// and count), so that its resident memory is its own and not what earlier phases left in the
+/// allocator. Prints one line: `fill` and the figures as JSON.
+async fn fill_main(plan: &str) -> Result<()> {
+    let plan: serde_json::Value =
+        serde_json::from_str(plan).map_err(|e| bench_err(format!("bad fill plan: {e}")))?;
+    let f = fill(
+        plan["url"].as_str().unwrap_or_default(),
+        plan["tag"].as_str().unwrap_or_default(),
+        plan["count"].as_u64().unwrap_or(1000) as usize,
+    )
+    .await?;
+    let us = |d: &[Duration; 3]| d.map(|d| d.as_micros() as u64);
+    let out =
+        serde_json::json!({"p50": us(&f.p50), "kernel": us(&f.kernel), "rss": f.rss_per_endpoint});
+    println!("fill {out}");
+    Ok(())
+}
+
+/// Runs the fill in a child process ([`fill_main`]).
+async fn fill_apart(url: &str, tag: &str, count: usize) -> Result<Fill> {
+    let plan = serde_json::json!({"url": url, "tag": tag, "count": count});
+    let exe = std::env::current_exe().map_err(|e| Error::io("bench", "own path", e))?;
+    let out = tokio::process::Command::new(exe)
+        .env("SCALE_FILL_RUN", plan.to_string())
+        .env_remove("SCALE_VICTIM")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .map_err(|e| Error::io("bench", "run the fill", e))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("fill "))
+        .ok_or_else(|| bench_err(format!("the fill said {:?}", text.trim())))?;
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| bench_err(format!("fill output: {e}")))?;
+    let three = |k: &str| -> [Duration; 3] {
+        let mut d = [Duration::ZERO; 3];
+        for (i, x) in d.iter_mut().enumerate() {
+            *x = Duration::from_micros(v[k][i].as_u64().unwrap_or(0));
+        }
+        d
+    };
+    Ok(Fill {
+        p50: three("p50"),
+        kernel: three("kernel"),
+        rss_per_endpoint: v["rss"].as_f64().unwrap_or(0.0),
+    })
 }
 
 async fn bench() -> std::process::ExitCode {
@@ -794,7 +857,7 @@ async fn bench() -> std::process::ExitCode {
         };
         let pid = std::process::id() % 100_000;
         let s = Box::pin(spread(spread_url, &format!("sb{i}{pid}"), hosts, per_host)).await;
-        let f = Box::pin(fill(fill_url, &format!("fb{i}{pid}"), fill_to)).await;
+        let f = fill_apart(fill_url, &format!("fb{i}{pid}"), fill_to).await;
         match (s, f) {
             (Ok(s), Ok(f)) => {
                 let ratio =

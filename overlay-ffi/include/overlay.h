@@ -393,13 +393,15 @@ ovl_status ovl_resolve_all(ovl_controller *ctl, const char *name, char **out_jso
  * This host's health as JSON in `*out_json` (freed with `ovl_string_free`):
  * `{"host": …, "store_reachable": bool, "store_error"?: …, "last_sweep_ms"?: ms since the
  * epoch, "tasks": [{"name", "state": "running"|"failing"|"restarting", "error"?, "restarts"}],
- * "healthy": bool}`. A store that does not answer is reported here, not as an error; the call
+ * "store_requests": {"get", "list", "txn", …, "watch", "watch_events": counts since the store
+ * client opened}, "healthy": bool}`. A store that does not answer is reported here, not as an error; the call
  * takes at most the store's timeout.
  *
  * # Safety
  * `ctl` is NULL or a live handle; `out_json` NULL or writable.
  */
-ovl_status ovl_health(ovl_controller *ctl, char **out_json);
+ovl_status ovl_health(ovl_controller *ctl,
+                      char **out_json);
 
 /**
  * Frees a string returned through a `char **` out-parameter (JSON documents, addresses).

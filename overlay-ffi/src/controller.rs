@@ -401,7 +401,8 @@ pub unsafe extern "C" fn ovl_resolve_all(
 /// This host's health as JSON in `*out_json` (freed with `ovl_string_free`):
 /// `{"host": …, "store_reachable": bool, "store_error"?: …, "last_sweep_ms"?: ms since the
 /// epoch, "tasks": [{"name", "state": "running"|"failing"|"restarting", "error"?, "restarts"}],
-/// "healthy": bool}`. A store that does not answer is reported here, not as an error; the call
+/// "store_requests": {"get", "list", "txn", …, "watch", "watch_events": counts since the store
+/// client opened}, "healthy": bool}`. A store that does not answer is reported here, not as an error; the call
 /// takes at most the store's timeout.
 ///
 /// # Safety

@@ -470,7 +470,8 @@ impl Controller {
     }
 
     /// This host's health as a dict: "host", "store_reachable", "store_error" (when not),
-    /// "last_sweep_ms", "tasks" (each with "name", "state", "restarts", "error") and "healthy".
+    /// "last_sweep_ms", "tasks" (each with "name", "state", "restarts", "error"),
+    /// "store_requests" (the store client's calls by kind, and "watch_events") and "healthy".
     fn health<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let core = self.core(py)?;
         let health = run(py, async move { core.health().await })?;

@@ -347,7 +347,9 @@ def test_a_live_host_id_is_refused_and_paths_stay_local(lab: Lab, tmp_path: Path
         assert f"one-{lab.tag}" in str(info.value) and "127.0.0.1" in str(info.value)
         health = c.health()
         assert health["store_reachable"] is True and health["host"] == f"one-{lab.tag}"
-        assert {"hosts", "networks", "sweep"} <= {t["name"] for t in health["tasks"]}
+        assert {"hosts", "networks", "sweep", "files"} <= {t["name"] for t in health["tasks"]}
+        sent = health["store_requests"]
+        assert sent["get"] >= 1 and sent["watch"] >= 1 and sent["create_ephemeral"] >= 1, sent
         assert not (tmp_path / "other").exists(), "the refused controller kept no state"
         c.create_network("local", subnet="10.0.8.0/24")
         hosts = tmp_path / "box.hosts"

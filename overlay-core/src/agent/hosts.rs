@@ -109,9 +109,8 @@ impl Block {
         self.lines
             .iter()
             .enumerate()
-            .filter_map(move |(i, (ip, at))| {
-                (!skip.contains(ip)).then(|| (*ip, &self.text[*at..self.offset(i + 1)]))
-            })
+            .filter(|(_, (ip, _))| !skip.contains(ip))
+            .map(move |(i, (ip, at))| (*ip, &self.text[*at..self.offset(i + 1)]))
     }
 }
 
