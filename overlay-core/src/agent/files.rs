@@ -86,7 +86,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
     loop {
         shared.files.wake.notified().await;
         let started = Instant::now();
-        let mut rest = started.elapsed();
+        let mut rest = Duration::ZERO;
         if let Some(again) = pass(&shared).await {
             // Files replaced too recently wait (their containers are pending again).
             rest = rest.max(again);

@@ -128,10 +128,12 @@ async fn collect_container(shared: &Shared, entry: &LocalEndpoint) -> bool {
         tracing::info!(container = %ep.name, network = %ep.network.short(), "collected the endpoint of a container that went away");
     }
     shared.leave(&entry.network, &entry.endpoint).await;
-    remove_files(shared, entry);
+    // The entry goes first: the file writer writes only for containers this host still has,
+    // so once it is gone no pass brings the files back after they are removed.
     if let Err(e) = shared.local.remove(&entry.endpoint) {
         tracing::warn!(container = %entry.container_id, error = %e, "could not remove the host state of a collected container");
     }
+    remove_files(shared, entry);
     let _gateway = shared.gateway_lock.clone().lock_owned().await;
     super::gateway::release(shared, entry).await;
     true
