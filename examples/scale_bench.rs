@@ -730,23 +730,22 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("runtime");
-    if let Ok(plan) = std::env::var("SCALE_VICTIM") {
-        return match runtime.block_on(victim_main(&plan)) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                println!("failed {e}");
-                std::process::ExitCode::FAILURE
-            }
-        };
-    }
-    if let Ok(plan) = std::env::var("SCALE_FILL_RUN") {
-        return match runtime.block_on(fill_main(&plan)) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                println!("failed {e}");
-                std::process::ExitCode::FAILURE
-            }
-        };
+    // This program is also its own child processes: the victim host and the fill.
+    let child = match (
+        std::env::var("SCALE_VICTIM"),
+        std::env::var("SCALE_FILL_RUN"),
+    ) {
+        (Ok(plan), _) => Some(runtime.block_on(victim_main(&plan))),
+        (_, Ok(plan)) => Some(runtime.block_on(fill_main(&plan))),
+        _ => None,
+    };
+    match child {
+        Some(Ok(())) => return std::process::ExitCode::SUCCESS,
+        Some(Err(e)) => {
+            println!("failed {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+        None => {}
     }
     runtime.block_on(bench())
 }

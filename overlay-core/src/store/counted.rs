@@ -48,36 +48,67 @@ pub struct RequestCounts {
 impl RequestCounts {
     /// Every request this client sent: all but the watch events.
     pub fn unary(&self) -> u64 {
-        self.get
-            + self.list
-            + self.put
-            + self.create
-            + self.compare_and_swap
-            + self.delete
-            + self.compare_and_delete
-            + self.txn
-            + self.put_ephemeral
-            + self.create_ephemeral
-            + self.watch
+        self.to_array().iter().sum::<u64>() - self.watch_events
     }
 
     /// What was counted after `earlier`, a reading of the same client.
     pub fn since(&self, earlier: &RequestCounts) -> RequestCounts {
-        let d = |a: u64, b: u64| a.saturating_sub(b);
+        self.zip(earlier, u64::saturating_sub)
+    }
+
+    /// Each count, in the order of [`Kind`].
+    fn to_array(self) -> [u64; KINDS] {
+        [
+            self.get,
+            self.list,
+            self.put,
+            self.create,
+            self.compare_and_swap,
+            self.delete,
+            self.compare_and_delete,
+            self.txn,
+            self.put_ephemeral,
+            self.create_ephemeral,
+            self.watch,
+            self.watch_events,
+        ]
+    }
+
+    fn from_array(n: [u64; KINDS]) -> RequestCounts {
+        let [
+            get,
+            list,
+            put,
+            create,
+            compare_and_swap,
+            delete,
+            compare_and_delete,
+            txn,
+            put_ephemeral,
+            create_ephemeral,
+            watch,
+            watch_events,
+        ] = n;
         RequestCounts {
-            get: d(self.get, earlier.get),
-            list: d(self.list, earlier.list),
-            put: d(self.put, earlier.put),
-            create: d(self.create, earlier.create),
-            compare_and_swap: d(self.compare_and_swap, earlier.compare_and_swap),
-            delete: d(self.delete, earlier.delete),
-            compare_and_delete: d(self.compare_and_delete, earlier.compare_and_delete),
-            txn: d(self.txn, earlier.txn),
-            put_ephemeral: d(self.put_ephemeral, earlier.put_ephemeral),
-            create_ephemeral: d(self.create_ephemeral, earlier.create_ephemeral),
-            watch: d(self.watch, earlier.watch),
-            watch_events: d(self.watch_events, earlier.watch_events),
+            get,
+            list,
+            put,
+            create,
+            compare_and_swap,
+            delete,
+            compare_and_delete,
+            txn,
+            put_ephemeral,
+            create_ephemeral,
+            watch,
+            watch_events,
         }
+    }
+
+    /// `f` of each pair of counts.
+    fn zip(&self, o: &RequestCounts, f: impl Fn(u64, u64) -> u64) -> RequestCounts {
+        let (a, b) = (self.to_array(), o.to_array());
+        RequestCounts::from_array(std::array::from_fn(|i| f(a[i], b[i])))
     }
 }
 
@@ -86,20 +117,7 @@ impl std::ops::Add for RequestCounts {
     type Output = RequestCounts;
 
     fn add(self, o: RequestCounts) -> RequestCounts {
-        RequestCounts {
-            get: self.get + o.get,
-            list: self.list + o.list,
-            put: self.put + o.put,
-            create: self.create + o.create,
-            compare_and_swap: self.compare_and_swap + o.compare_and_swap,
-            delete: self.delete + o.delete,
-            compare_and_delete: self.compare_and_delete + o.compare_and_delete,
-            txn: self.txn + o.txn,
-            put_ephemeral: self.put_ephemeral + o.put_ephemeral,
-            create_ephemeral: self.create_ephemeral + o.create_ephemeral,
-            watch: self.watch + o.watch,
-            watch_events: self.watch_events + o.watch_events,
-        }
+        self.zip(&o, |a, b| a + b)
     }
 }
 
@@ -131,21 +149,7 @@ impl Counters {
     }
 
     fn read(&self) -> RequestCounts {
-        let n = |k: Kind| self.0[k as usize].load(Ordering::Relaxed);
-        RequestCounts {
-            get: n(Kind::Get),
-            list: n(Kind::List),
-            put: n(Kind::Put),
-            create: n(Kind::Create),
-            compare_and_swap: n(Kind::CompareAndSwap),
-            delete: n(Kind::Delete),
-            compare_and_delete: n(Kind::CompareAndDelete),
-            txn: n(Kind::Txn),
-            put_ephemeral: n(Kind::PutEphemeral),
-            create_ephemeral: n(Kind::CreateEphemeral),
-            watch: n(Kind::Watch),
-            watch_events: n(Kind::WatchEvent),
-        }
+        RequestCounts::from_array(std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed)))
     }
 }
 
