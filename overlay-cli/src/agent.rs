@@ -17,7 +17,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 
-use crate::cli::AgentArgs;
+use overlay_docker::{Engine, Plugin, Scope, ScopeSetting};
+
+use crate::cli::{AgentArgs, DockerScope};
 use crate::failure::{CliResult, Failure};
 use crate::settings::Settings;
 
@@ -53,6 +55,14 @@ pub(crate) async fn run(settings: &Settings, args: &AgentArgs) -> CliResult {
             return Err(e);
         }
     };
+    let docker = match docker_plugin(&ctl, args).await {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = std::fs::remove_file(&socket);
+            let _ = ctl.close().await;
+            return Err(e);
+        }
+    };
     tracing::info!(host = %ctl.host_id(), advertise = %ctl.advertise(),
         socket = %socket.display(), store = %settings.store, "agent ready");
     let mut tasks = JoinSet::new();
@@ -69,6 +79,10 @@ pub(crate) async fn run(settings: &Settings, args: &AgentArgs) -> CliResult {
     }
     drop(listener);
     let _ = std::fs::remove_file(&socket);
+    if let Some((task, path)) = docker {
+        task.abort();
+        let _ = std::fs::remove_file(&path);
+    }
     if tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} })
         .await
         .is_err()
@@ -78,6 +92,37 @@ pub(crate) async fn run(settings: &Settings, args: &AgentArgs) -> CliResult {
     ctl.close().await?;
     tracing::info!("agent stopped; connected containers keep their network");
     Ok(())
+}
+
+/// The Docker driver, if asked for: its socket bound and served by a task of its own.
+async fn docker_plugin(
+    ctl: &Controller,
+    args: &AgentArgs,
+) -> CliResult<Option<(tokio::task::JoinHandle<()>, std::path::PathBuf)>> {
+    let Some(path) = &args.docker_plugin else {
+        return Ok(None);
+    };
+    let engine_socket = args.docker_host.strip_prefix("unix://").ok_or_else(|| {
+        Failure::usage(format!(
+            "agent: --docker-host {} is not a unix socket (give unix:///PATH)",
+            args.docker_host
+        ))
+    })?;
+    prepare_socket_path(path).await?;
+    let listener = bind(path)?;
+    let scope = match args.docker_scope {
+        DockerScope::Auto => ScopeSetting::Auto,
+        DockerScope::Global => ScopeSetting::Fixed(Scope::Global),
+        DockerScope::Local => ScopeSetting::Fixed(Scope::Local),
+    };
+    let plugin = Plugin::new(
+        ctl.clone(),
+        Engine::new(std::path::Path::new(engine_socket)),
+        scope,
+    );
+    tracing::info!(socket = %path.display(), engine = engine_socket, "docker driver ready");
+    let task = tokio::spawn(overlay_docker::server::serve(plugin, listener));
+    Ok(Some((task, path.clone())))
 }
 
 fn signal_failure(e: &std::io::Error) -> Failure {

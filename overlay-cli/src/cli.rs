@@ -97,6 +97,36 @@ pub(crate) struct AgentArgs {
     /// which never go into the cluster store [default: /run/overlay/HOST_ID-STOREHASH]
     #[arg(long, env = "OVERLAY_STATE_DIR", value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
+    /// Also be Docker's network and IPAM driver on this socket: the engine finds NAME.sock in
+    /// /run/docker/plugins as driver NAME (`docker network create -d ovl --ipam-driver ovl`)
+    #[arg(long, value_name = "SOCKET", num_args = 0..=1,
+          default_missing_value = "/run/docker/plugins/ovl.sock")]
+    pub(crate) docker_plugin: Option<PathBuf>,
+    /// The Docker engine's API socket, asked for what its driver calls leave out (network
+    /// names, the scope)
+    #[arg(
+        long,
+        value_name = "unix://PATH",
+        default_value = "unix:///run/docker.sock",
+        env = "DOCKER_HOST",
+        requires = "docker_plugin"
+    )]
+    pub(crate) docker_host: String,
+    /// The driver's scope: global for engines sharing a cluster store (--cluster-store,
+    /// Docker 20.10 and earlier), local for engines without one; auto asks the engine
+    #[arg(long, value_enum, default_value_t = DockerScope::Auto, requires = "docker_plugin")]
+    pub(crate) docker_scope: DockerScope,
+}
+
+/// `--docker-scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DockerScope {
+    /// Global if the engine has a cluster store, else local
+    Auto,
+    /// One `docker network create` is seen by every engine
+    Global,
+    /// Each engine creates the network; the name is the cluster network's
+    Local,
 }
 
 /// `overlayctl agent …`.

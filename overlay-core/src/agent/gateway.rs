@@ -104,6 +104,7 @@ pub(crate) async fn prepare(
         ipv6: None,
         mac: Some(MacAddr::from_ipv4(ip)),
         mtu: None,
+        handoff: false,
     };
     dp.attach_gateway(spec, &attach).await?;
     Ok(Prepared {
@@ -264,6 +265,7 @@ async fn repair(shared: &Shared, check: bool) {
             ipv6: None,
             mac: Some(MacAddr::from_ipv4(g.ip)),
             mtu: None,
+            handoff: false,
         };
         match dp.attach_gateway(spec, &attach).await {
             Ok(a) if a.created => {

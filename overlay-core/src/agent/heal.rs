@@ -155,6 +155,12 @@ async fn network(shared: &Shared, id: &NetworkId, scope: Scope) {
         };
         for i in detached {
             let (ep, entry) = &entries[i];
+            if entry.handoff {
+                // Its runtime moved the interface into the container: with the port gone, the
+                // container's end went too, and only the runtime can give it a new one.
+                tracing::warn!(container = %ep.name, network = %net.name, "a handed-off interface is gone; its runtime must reconnect the container");
+                continue;
+            }
             match dp.attach(id, &entry.attach_spec(ep)).await {
                 Ok(_) => {
                     tracing::info!(container = %ep.name, network = %net.name, "interface restored")

@@ -84,6 +84,13 @@ pub struct LocalEndpoint {
     /// Who made the attachment ([`ContainerSpec::owner`](crate::controller::ContainerSpec::owner)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The interface was made in this host's namespace (`netns`, named `ifname` there) for
+    /// a runtime that moves it into the container itself
+    /// ([`Controller::connect_handoff`](crate::controller::Controller::connect_handoff)): the
+    /// runtime owns it from then on, so the agent never makes it again, and the endpoint's
+    /// addresses are the runtime's to release.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handoff: bool,
 }
 
 impl LocalEndpoint {
@@ -102,6 +109,7 @@ impl LocalEndpoint {
             ipv6: ep.ipv6,
             mac: Some(ep.mac),
             mtu: None,
+            handoff: self.handoff,
         }
     }
 }
@@ -345,6 +353,7 @@ pub fn entry_for(
         resolv_dir_made: false,
         gateway: None,
         owner: None,
+        handoff: false,
     })
 }
 

@@ -90,24 +90,9 @@ impl Controller {
     ) -> Result<Attachment> {
         let op = "attach";
         c.validate()?;
-        let net = match (self.lookup(network).await, create) {
-            (Ok((net, _)), Some(opts)) => {
-                agrees(&net, opts)?;
-                net
-            }
-            (Ok((net, _)), None) => net,
-            (Err(e), Some(opts)) if e.kind() == ErrorKind::NotFound => {
-                match self.create_network(network, opts).await {
-                    Ok(_) => {}
-                    // Made elsewhere meanwhile: it must be what this caller asked for too.
-                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(e.with_op(op)),
-                }
-                let (net, _) = self.lookup(network).await?;
-                agrees(&net, opts)?;
-                net
-            }
-            (Err(e), _) => return Err(e),
+        let net = match create {
+            Some(opts) => self.find_or_create(network, opts).await?,
+            None => self.lookup(network).await?.0,
         };
         let inspect = self.connect(&net.id.to_string(), c).await?;
         let agent = self.agent()?;
@@ -126,6 +111,41 @@ impl Controller {
                 ),
             )
             .with_hint("retry the attach")),
+        }
+    }
+
+    /// Finds network `name`, or creates it with `opts` if it does not exist (on any host: a
+    /// network another host created at the same moment is used, not duplicated). When it
+    /// exists, what `opts` asks for must hold, as for [`attach`](Self::attach): a subnet,
+    /// gateway, VNI or MTU that differs is an InvalidArgument naming both values, and nothing
+    /// is changed.
+    pub async fn ensure_network(
+        &self,
+        name: &str,
+        opts: &NetworkOptions,
+    ) -> Result<super::NetworkInspect> {
+        let net = self.find_or_create(name, opts).await?;
+        self.inspect(&net.id.to_string()).await
+    }
+
+    async fn find_or_create(&self, network: &str, opts: &NetworkOptions) -> Result<Network> {
+        match self.lookup(network).await {
+            Ok((net, _)) => {
+                agrees(&net, opts)?;
+                Ok(net)
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                match self.create_network(network, opts).await {
+                    Ok(_) => {}
+                    // Made elsewhere meanwhile: it must be what this caller asked for too.
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+                let (net, _) = self.lookup(network).await?;
+                agrees(&net, opts)?;
+                Ok(net)
+            }
+            Err(e) => Err(e),
         }
     }
 

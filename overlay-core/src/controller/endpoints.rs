@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::Controller;
 use super::inspect::ContainerInspect;
@@ -94,6 +94,42 @@ impl Controller {
         Ok(alloc.address)
     }
 
+    /// The endpoint's addresses from the global IPAM: the asked ones or any, IPv6 too when
+    /// the network has it (the same ones again for a sticky name).
+    async fn allocate_all(
+        &self,
+        net: &Network,
+        c: &ContainerSpec,
+        held: &mut Held<'_>,
+    ) -> Result<(Option<Ipv4Net>, Option<Ipv6Net>)> {
+        let sticky = c.sticky.then_some(c.name.as_str());
+        let v4 = self
+            .allocate(
+                held,
+                c.ipv4
+                    .map_or(Want::Any(Family::V4), |ip| Want::Specific(ip.into())),
+                sticky,
+            )
+            .await?;
+        let v6 = if net.ipv6 {
+            let want = c
+                .ipv6
+                .map_or(Want::Any(Family::V6), |ip| Want::Specific(ip.into()));
+            Some(self.allocate(held, want, sticky).await?)
+        } else {
+            None
+        };
+        let ipv4 = match v4 {
+            IpNet::V4(a) => Some(a),
+            IpNet::V6(_) => None,
+        };
+        let ipv6 = match v6 {
+            Some(IpNet::V6(a)) => Some(a),
+            _ => None,
+        };
+        Ok((ipv4, ipv6))
+    }
+
     /// Connects a container to a network: an address from the global IPAM (the same one again
     /// for a sticky name), the host's sandbox if absent, a veth born in the container's
     /// namespace, and the endpoint record other hosts converge on.
@@ -103,15 +139,14 @@ impl Controller {
     /// [`Controller::close`] waits for it. Never half a connect.
     pub async fn connect(&self, network: &str, c: &ContainerSpec) -> Result<ContainerInspect> {
         let (this, network, c) = (self.clone(), network.to_string(), c.clone());
-        self.detached(
-            "connect",
-            async move { this.connect_now(&network, &c).await },
-        )
+        self.detached("connect", async move {
+            this.connect_now(&network, &c, None).await
+        })
         .await
     }
 
     /// Runs a mutation to its end in a task of its own, counted as in flight until then.
-    async fn detached<T: Send + 'static>(
+    pub(super) async fn detached<T: Send + 'static>(
         &self,
         op: &'static str,
         work: impl std::future::Future<Output = Result<T>> + Send + 'static,
@@ -127,7 +162,15 @@ impl Controller {
         })?
     }
 
-    async fn connect_now(&self, network: &str, c: &ContainerSpec) -> Result<ContainerInspect> {
+    /// Connects `c` to `network`. With `handoff`, its addresses are already held by that
+    /// owner, which becomes the endpoint's id, and the interface is left in this host's
+    /// namespace for the runtime to move ([`Controller::connect_handoff`]).
+    pub(super) async fn connect_now(
+        &self,
+        network: &str,
+        c: &ContainerSpec,
+        handoff: Option<super::handoff::Plan>,
+    ) -> Result<ContainerInspect> {
         let op = "connect";
         c.validate()?;
         let (net, net_version) = self.lookup(network).await?;
@@ -196,7 +239,7 @@ impl Controller {
             Some(n) => n.clone(),
             None => self.next_ifname(&c.id, None)?,
         };
-        let id = EndpointId::random();
+        let id = handoff.map_or_else(EndpointId::random, |p| p.owner);
         let mut held = Held {
             ctl: self,
             network: net.id,
@@ -210,7 +253,7 @@ impl Controller {
         let agent = self.agent()?;
         let _network = agent.lock_network(&net.id).await;
         let result = self
-            .connect_steps(&net, net_version, c, ifname, &mut held)
+            .connect_steps(&net, net_version, c, ifname, &mut held, handoff)
             .await;
         match result {
             Ok(ep) => {
@@ -236,36 +279,18 @@ impl Controller {
         c: &ContainerSpec,
         ifname: String,
         held: &mut Held<'_>,
+        plan: Option<super::handoff::Plan>,
     ) -> Result<Endpoint> {
         let id = held.id;
-        let sticky = c.sticky.then_some(c.name.as_str());
-        let v4 = self
-            .allocate(
-                held,
-                c.ipv4
-                    .map_or(Want::Any(Family::V4), |ip| Want::Specific(ip.into())),
-                sticky,
-            )
-            .await?;
-        let v6 = if net.ipv6 {
-            let want = c
-                .ipv6
-                .map_or(Want::Any(Family::V6), |ip| Want::Specific(ip.into()));
-            Some(self.allocate(held, want, sticky).await?)
-        } else {
-            None
+        let handoff = plan.is_some();
+        let (ipv4, ipv6) = match plan {
+            Some(_) => super::handoff::held_addresses(net, c)?,
+            None => self.allocate_all(net, c, held).await?,
         };
-        let ipv4 = match v4 {
-            IpNet::V4(a) => Some(a),
-            IpNet::V6(_) => None,
-        };
-        let ipv6: Option<Ipv6Net> = match v6 {
-            Some(IpNet::V6(a)) => Some(a),
-            _ => None,
-        };
-        let mac = match ipv4 {
-            Some(a) => MacAddr::from_ipv4(a.addr()),
-            None => MacAddr::from_hash(id.as_bytes()),
+        let mac = match (plan.and_then(|p| p.mac), ipv4) {
+            (Some(mac), _) => mac,
+            (None, Some(a)) => MacAddr::from_ipv4(a.addr()),
+            (None, None) => MacAddr::from_hash(id.as_bytes()),
         };
         let dp = &self.inner.dataplane;
         dp.ensure_sandbox(&self.sandbox_spec(net)?).await?;
@@ -276,6 +301,7 @@ impl Controller {
             ipv6,
             mac: Some(mac),
             mtu: None,
+            handoff,
         };
         let undo_kernel = || async {
             if let Err(e) = dp.detach(&net.id, &c.netns.path(), &ifname).await {
@@ -295,7 +321,8 @@ impl Controller {
         // two interfaces are made at once (each is a veth pair born in its namespace).
         let agent = self.agent()?;
         let _gateway = agent.lock_gateway().await;
-        let gw_ifname = if net.internal {
+        // A runtime that moves the interface itself gives the container its way out too.
+        let gw_ifname = if net.internal || handoff {
             None
         } else {
             Some(self.next_ifname(&c.id, Some(&ifname))?)
@@ -371,6 +398,7 @@ impl Controller {
             }
             entry.gateway = gateway.as_ref().map(|p| p.gateway.clone());
             entry.owner = c.owner.clone();
+            entry.handoff = handoff;
             local.insert(entry)
         });
         if let Err(e) = entry {
@@ -526,7 +554,9 @@ impl Controller {
         if let Some(entry) = &local {
             self.detach_entry(entry).await;
         }
-        for ip in ep.addresses() {
+        // A handed-off endpoint's addresses are its runtime's, released through the IPAM face.
+        let runtime_held = local.as_ref().is_some_and(|e| e.handoff);
+        for ip in ep.addresses().filter(|_| !runtime_held) {
             if let Err(e) = self
                 .inner
                 .ipam
@@ -614,6 +644,11 @@ impl Controller {
                 continue;
             }
             let Some(entry) = entry else { continue };
+            if entry.handoff {
+                // The runtime moved its interface into the container; nothing to make again.
+                agent.join(&net, ep).await;
+                continue;
+            }
             let attach = entry.attach_spec(&ep);
             let dp = &self.inner.dataplane;
             if let Err(e) = async {

@@ -34,6 +34,7 @@
 mod advertise;
 mod attach;
 mod endpoints;
+mod handoff;
 pub mod inspect;
 mod networks;
 pub mod rpc;
@@ -54,6 +55,7 @@ use crate::store::{self, KvStore, StoreUrl};
 pub use crate::agent::events::ControllerEvent;
 pub use crate::agent::health::{Health, TaskHealth};
 pub use attach::{AttachedAddress, Attachment, Uplink};
+pub use handoff::{AddressWant, Handoff, HandoffSpec, HeldAddress, address_owner};
 pub use inspect::{ContainerInspect, NetworkInspect, NetworkSummary};
 pub use networks::Networks;
 pub use spec::{
@@ -68,6 +70,8 @@ pub(crate) struct Inner {
     dataplane: Arc<dyn Dataplane>,
     host: Host,
     opts: ControllerOptions,
+    /// Where this host keeps what only it may act on.
+    state_dir: std::path::PathBuf,
     events: broadcast::Sender<ControllerEvent>,
     agent: Mutex<Option<Arc<Agent>>>,
     /// Held for reading by every connect and disconnect until it is done; `close` takes it
@@ -223,6 +227,7 @@ impl Controller {
                 dataplane,
                 host,
                 opts,
+                state_dir,
                 events,
                 agent: Mutex::new(Some(Arc::new(agent))),
                 in_flight: Arc::default(),
@@ -240,6 +245,13 @@ impl Controller {
     /// This host's VTEP address.
     pub fn advertise(&self) -> IpAddr {
         self.inner.host.advertise
+    }
+
+    /// The directory of this host's own state (mode 0700): what only this host may act on,
+    /// never in the cluster store. A face that keeps host-local facts of its own (the Docker
+    /// driver's network bindings) keeps them here.
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.inner.state_dir
     }
 
     /// The options the controller was opened with.

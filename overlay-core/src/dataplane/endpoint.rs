@@ -133,6 +133,20 @@ pub(crate) async fn attach(
             });
         }
     };
+    if spec.handoff {
+        // The runtime moves the container end and configures it; the port stays quiet.
+        if let Err(e) = quiet_port(sb.conn, &host_name).await {
+            tracing::debug!(port = %host_name, error = %e, "the port keeps its IPv6 link-local address");
+        }
+        return Ok(Attachment {
+            host_ifname: host_name,
+            container_ifname: spec.ifname.clone(),
+            mac,
+            mtu,
+            addresses: Vec::new(),
+            created,
+        });
+    }
     // The host end is a bridge port: it needs no IPv6 address at all, and gets no link-local
     // (set before the container end comes up, when the kernel would make one).
     let (link, host_quiet) = tokio::join!(

@@ -119,6 +119,9 @@ pub struct AttachSpec {
     pub mac: Option<MacAddr>,
     /// MTU; `None` means the sandbox's.
     pub mtu: Option<u32>,
+    /// Leave the container end in `netns` down and without addresses, for a runtime that
+    /// moves it into the container and configures it itself (Docker's remote drivers).
+    pub handoff: bool,
 }
 
 impl AttachSpec {
@@ -131,6 +134,7 @@ impl AttachSpec {
             ipv6: None,
             mac: None,
             mtu: None,
+            handoff: false,
         }
     }
 
