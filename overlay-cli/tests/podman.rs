@@ -153,47 +153,6 @@ fn limit(resource: libc::__rlimit_resource_t, cap: u64) -> u64 {
     l.rlim_cur.min(cap)
 }
 
-/// A tar of a root filesystem holding Debian's static busybox and the applets the test uses.
-fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let busybox = Path::new("/bin/busybox");
-    // ldd says so of a static binary (and fails on a missing one).
-    let is_static = Command::new("ldd")
-        .arg(busybox)
-        .output()
-        .map(|o| {
-            let text = String::from_utf8_lossy(&o.stdout) + String::from_utf8_lossy(&o.stderr);
-            text.contains("not a dynamic executable") || text.contains("statically linked")
-        })
-        .unwrap_or(false);
-    if !is_static {
-        overlay_testkit::missing(
-            "a static /bin/busybox",
-            "the busybox-static package is not installed",
-        );
-    }
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    for d in ["etc", "tmp", "proc", "sys", "dev"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep", "nc", "cat", "nslookup"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    let tar = dir.join("rootfs.tar");
-    let ok = Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .expect("tar")
-        .success();
-    assert!(ok, "tar the rootfs");
-    tar
-}
-
 fn require_podman() {
     for tool in ["podman", "runc", "nsenter", "ldd"] {
         let found = Command::new("sh")
@@ -231,7 +190,7 @@ async fn podman_containers_on_two_hosts_reach_each_other_by_name() {
         None,
     )
     .await;
-    let tar = busybox_rootfs(rig.dir.path());
+    let tar = overlay_testkit::busybox_rootfs(rig.dir.path());
     let hosts = [Podman::new(&rig, 0), Podman::new(&rig, 1)];
     for p in &hosts {
         p.ok(&["import", tar.to_str().unwrap(), "localhost/busybox"]);

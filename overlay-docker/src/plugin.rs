@@ -184,7 +184,14 @@ impl Plugin {
                 .await
                 .map(|r| json!(r)),
             "NetworkDriver.DeleteEndpoint" => v(self.delete_endpoint(decode(method, body)?).await),
-            "NetworkDriver.Join" => self.join(decode(method, body)?).await.map(|r| json!(r)),
+            "NetworkDriver.Join" => {
+                let req: Join = decode(method, body)?;
+                let reply = self.join(&req).await?;
+                // The engine knows the container behind the endpoint once the join is done.
+                let this = self.clone();
+                tokio::spawn(async move { this.learn_name(&req.network_id, &req.endpoint_id).await });
+                Ok(json!(reply))
+            }
             // Docker moves the interface back out and the endpoint's deletion removes it.
             "NetworkDriver.Leave"
             // Hosts come from the cluster store, not from the engine's discovery.
@@ -581,7 +588,7 @@ impl Plugin {
         })
     }
 
-    async fn join(&self, req: Join) -> DriverResult<JoinReply> {
+    async fn join(&self, req: &Join) -> DriverResult<JoinReply> {
         let known = self.state().waiting.get(&req.endpoint_id).cloned();
         let ifname = match known {
             Some(n) => n,
@@ -609,6 +616,57 @@ impl Plugin {
             },
             disable_gateway_service: false,
         })
+    }
+
+    /// Gives endpoint `endpoint_id` its container's name and aliases, as soon as the engine
+    /// shows them (right after the join that made the endpoint the container's).
+    async fn learn_name(&self, network_id: &str, endpoint_id: &str) {
+        let deadline = tokio::time::Instant::now() + NAME_WAIT;
+        loop {
+            let found = match self.engine.network(network_id).await {
+                Ok(Some(net)) => net
+                    .containers
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|(_, c)| c.endpoint_id == endpoint_id)
+                    .map(|(id, c)| (id, c.name, net.name)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(endpoint = endpoint_id, error = %e, "cannot ask the engine for the container's name");
+                    return;
+                }
+            };
+            if let Some((container, name, engine_network)) = found {
+                let aliases: Vec<String> =
+                    match self.engine.aliases(&container, &engine_network).await {
+                        Ok(a) => a.into_iter().filter(|a| *a != name).collect(),
+                        Err(_) => Vec::new(),
+                    };
+                let outcome = match self.network_of(network_id).await {
+                    Ok(cluster) => self
+                        .ctl
+                        .rename(&cluster, endpoint_id, &name, &aliases)
+                        .await
+                        .map_err(DriverError::from),
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(()) => tracing::debug!(container = %name, ?aliases, "endpoint named"),
+                    Err(e) => {
+                        tracing::warn!(container = %name, error = %e.err, "the endpoint keeps its engine id as its name")
+                    }
+                }
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    endpoint = endpoint_id,
+                    "the engine showed no container for the endpoint; it keeps its engine id as its name"
+                );
+                return;
+            }
+            tokio::time::sleep(NAME_POLL).await;
+        }
     }
 
     async fn oper_info(&self, req: EndpointRef) -> DriverResult<OperInfo> {

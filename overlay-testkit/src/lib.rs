@@ -29,6 +29,10 @@
 //! question from a namespace, as a container's stub would; [`DnsUpstream`] plays the host's
 //! upstream resolver.
 //!
+//! [`DockerEngine`] runs a real Docker engine (Debian's 20.10) for a simulated host, and
+//! [`NetnsEtcd`] an etcd the engines share as their cluster store; [`busybox_rootfs`] makes
+//! the image both container runtimes' tests import.
+//!
 //! [`CniRunner`] runs CNI plugins as a container runtime does (upstream's `cnitool`).
 //!
 //! This crate does not depend on `overlay-core`, so both `overlay-core` and the root crate can
@@ -37,6 +41,7 @@
 mod cluster;
 mod cni;
 mod dns;
+mod docker;
 mod netns;
 mod pipe;
 mod process;
@@ -48,6 +53,10 @@ mod tls;
 pub use cluster::{EtcdCluster, ZooKeeperCluster};
 pub use cni::{CniEnv, CniOutcome, CniRunner};
 pub use dns::{DnsAnswer, DnsUpstream, dns_query, reverse_name};
+pub use docker::{
+    DOCKER, DOCKERD, DockerEngine, EngineSpec, NetnsEtcd, busybox_rootfs, kill_in_netns,
+    require_docker,
+};
 pub use process::{missing, require_root, unique_prefix};
 pub use proxy::TcpProxy;
 pub use servers::{EtcdServer, ZooKeeperServer};

@@ -22,7 +22,8 @@ use super::Controller;
 use super::spec::{ContainerSpec, NetnsRef};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ipam::{AddressRequest, Family, Want};
-use crate::model::{EndpointId, MacAddr, Network, NetworkId};
+use crate::model::{EndpointId, MacAddr, Network, NetworkId, Record, keys};
+use crate::store::TxnOp;
 
 /// How a handed-off connect differs from a plain one.
 #[derive(Debug, Clone, Copy)]
@@ -276,6 +277,90 @@ impl Controller {
             mac: inspect.mac_address,
             addresses,
         })
+    }
+
+    /// Gives a container of this host on `network` its name and aliases there, for a runtime
+    /// that learns them only after connecting (Docker tells its drivers neither): one
+    /// transaction moves the name's uniqueness key and updates the record, so every host's
+    /// resolver and hosts files follow. The same name and aliases again change nothing.
+    pub async fn rename(
+        &self,
+        network: &str,
+        container_id: &str,
+        name: &str,
+        aliases: &[String],
+    ) -> Result<()> {
+        let op = "rename";
+        let (net, _) = self.lookup(network).await?;
+        let store = &self.inner.store;
+        let missing = || {
+            Error::new(
+                ErrorKind::NotFound,
+                op,
+                format!(
+                    "container {container_id:?} is not connected to network {:?}",
+                    net.name
+                ),
+            )
+        };
+        let ckey = keys::container(&net.id, container_id);
+        crate::store::validate_key(&ckey)
+            .map_err(|_| Error::invalid(op, format!("container id {container_id:?} is invalid")))?;
+        let kv = store.get(&ckey).await?.ok_or_else(missing)?;
+        let id: EndpointId = String::from_utf8_lossy(&kv.value).parse()?;
+        let ekey = keys::endpoint(&net.id, &id);
+        let ekv = store.get(&ekey).await?.ok_or_else(missing)?;
+        let mut ep = crate::model::Endpoint::decode(&ekey, &ekv.value)?;
+        if ep.host != self.inner.host.id {
+            return Err(Error::invalid(
+                op,
+                format!("container {container_id:?} runs on host {}", ep.host),
+            )
+            .with_hint("rename it on the host it runs on"));
+        }
+        if ep.name == name && ep.aliases == aliases {
+            return Ok(());
+        }
+        let mut check = ContainerSpec::new(container_id, name, self.host_netns_ref());
+        check.aliases = aliases.to_vec();
+        check.validate().map_err(|e| e.with_op(op))?;
+        let own = id.to_string().into_bytes();
+        let mut ops = Vec::new();
+        if ep.name != name {
+            let old = keys::endpoint_name(&net.id, &ep.name);
+            if let Some(kv) = store.get(&old).await?
+                && kv.value == own
+            {
+                ops.push(TxnOp::DeleteIf {
+                    key: old,
+                    version: kv.version,
+                });
+            }
+            ops.push(TxnOp::Create {
+                key: keys::endpoint_name(&net.id, name),
+                value: own,
+            });
+        }
+        ep.name = name.to_string();
+        ep.aliases = aliases.to_vec();
+        ops.push(TxnOp::Update {
+            key: ekey,
+            value: ep.encode(),
+            version: ekv.version,
+        });
+        store.txn(&ops).await.map_err(|e| match e.kind() {
+            ErrorKind::AlreadyExists => Error::new(
+                ErrorKind::AlreadyExists,
+                op,
+                format!(
+                    "another container named {name:?} is on network {:?}",
+                    net.name
+                ),
+            )
+            .with_hint("container names must be unique on a network; pick another name"),
+            _ => e.with_op(op),
+        })?;
+        Ok(())
     }
 
     /// This host's namespace as a path that stays valid for the agent's life and names the
