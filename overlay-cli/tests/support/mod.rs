@@ -2,6 +2,7 @@
 //! guards that stop their process (and remove what it made) even when a test fails.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod docker;
 pub mod rig;
 
 use std::path::{Path, PathBuf};
