@@ -115,13 +115,24 @@ async fn docker_plugin(
         DockerScope::Global => ScopeSetting::Fixed(Scope::Global),
         DockerScope::Local => ScopeSetting::Fixed(Scope::Local),
     };
+    // The engine knows a plugin by its socket's name.
+    let driver = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
     let plugin = Plugin::new(
         ctl.clone(),
         Engine::new(std::path::Path::new(engine_socket)),
+        &driver,
         scope,
     );
-    tracing::info!(socket = %path.display(), engine = engine_socket, "docker driver ready");
-    let task = tokio::spawn(overlay_docker::server::serve(plugin, listener));
+    tracing::info!(socket = %path.display(), %driver, engine = engine_socket, "docker driver ready");
+    let naming = plugin.follow_engine();
+    let serving = overlay_docker::server::serve(plugin, listener);
+    let task = tokio::spawn(async move {
+        serving.await;
+        naming.abort();
+    });
     Ok(Some((task, path.clone())))
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use overlay_core::{Error, ErrorKind, Result};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 /// The API version asked for: Docker 20.10's, which later engines still serve.
@@ -30,17 +30,6 @@ pub struct Engine {
     socket: PathBuf,
 }
 
-/// What `GET /networks/ID` says of one container on the network.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct NetworkContainer {
-    /// The container's name.
-    pub name: String,
-    /// Its endpoint's id.
-    #[serde(rename = "EndpointID")]
-    pub endpoint_id: String,
-}
-
 /// What `GET /networks/ID` says of a network.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -50,9 +39,57 @@ pub struct EngineNetwork {
     /// Its labels (`--label`).
     #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
-    /// Its containers on this engine, by container id.
-    #[serde(default)]
-    pub containers: Option<BTreeMap<String, NetworkContainer>>,
+}
+
+/// A container connected to a network, as the engine's event stream tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connect {
+    /// The engine's network id.
+    pub network_id: String,
+    /// The network's driver (`ovl`).
+    pub driver: String,
+    /// The container's id.
+    pub container_id: String,
+}
+
+/// The engine's `network connect` events, in order, until the engine goes away.
+#[derive(Debug)]
+pub struct ConnectEvents {
+    lines: tokio::io::Lines<tokio::io::BufReader<UnixStream>>,
+}
+
+impl ConnectEvents {
+    /// The next event; `None` when the stream ends.
+    pub async fn next(&mut self) -> Option<Connect> {
+        loop {
+            let line = self.lines.next_line().await.ok()??;
+            let Ok(ev) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            let attrs = &ev["Actor"]["Attributes"];
+            let (Some(network_id), Some(container_id)) =
+                (ev["Actor"]["ID"].as_str(), attrs["container"].as_str())
+            else {
+                continue;
+            };
+            return Some(Connect {
+                network_id: network_id.to_string(),
+                driver: attrs["type"].as_str().unwrap_or_default().to_string(),
+                container_id: container_id.to_string(),
+            });
+        }
+    }
+}
+
+/// What `GET /containers/ID/json` says of a container on one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    /// The container's name, without the engine's leading `/`.
+    pub name: String,
+    /// Its endpoint's id on the network.
+    pub endpoint_id: String,
+    /// Its aliases there (`--network-alias`), without its name and short id.
+    pub aliases: Vec<String>,
 }
 
 impl Engine {
@@ -127,22 +164,78 @@ impl Engine {
         }
     }
 
-    /// The aliases container `id` has on network `network` (`--network-alias`), without the
-    /// short id the engine adds.
-    pub async fn aliases(&self, id: &str, network: &str) -> Result<Vec<String>> {
+    /// Container `id` on engine network `network_id`, or `None` when it is not (or no
+    /// longer) there.
+    pub async fn attached(&self, id: &str, network_id: &str) -> Result<Option<Attached>> {
         let (status, body) = self.get(&format!("/containers/{id}/json")).await?;
         if status != 200 {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        let list = &body["NetworkSettings"]["Networks"][network]["Aliases"];
-        Ok(list
+        let name = body["Name"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches('/');
+        let nets = body["NetworkSettings"]["Networks"].as_object();
+        let Some(net) = nets
+            .into_iter()
+            .flatten()
+            .map(|(_, n)| n)
+            .find(|n| n["NetworkID"] == network_id)
+        else {
+            return Ok(None);
+        };
+        let aliases = net["Aliases"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
-            .filter(|a| !id.starts_with(a))
+            .filter(|a| *a != name && !id.starts_with(a))
             .map(str::to_string)
-            .collect())
+            .collect();
+        Ok(Some(Attached {
+            name: name.to_string(),
+            endpoint_id: net["EndpointID"].as_str().unwrap_or_default().to_string(),
+            aliases,
+        }))
+    }
+
+    /// Follows the engine's `network connect` events from now on (one long-lived request:
+    /// no polling).
+    pub async fn connect_events(&self) -> Result<ConnectEvents> {
+        let op = "follow the Docker engine's events";
+        let fail = |e: std::io::Error| {
+            Error::new(
+                ErrorKind::Unavailable,
+                op,
+                format!(
+                    "the engine at {} does not answer: {e}",
+                    self.socket.display()
+                ),
+            )
+            .with_hint("start the engine, or pass its API socket with --docker-host")
+        };
+        let mut s = UnixStream::connect(&self.socket).await.map_err(fail)?;
+        // filters={"type":["network"],"event":["connect"]}
+        let filters = "%7B%22type%22%3A%5B%22network%22%5D%2C%22event%22%3A%5B%22connect%22%5D%7D";
+        let request =
+            format!("GET /{API}/events?filters={filters} HTTP/1.0\r\nHost: docker\r\n\r\n");
+        s.write_all(request.as_bytes()).await.map_err(fail)?;
+        let mut lines = tokio::io::BufReader::new(s).lines();
+        // The status line, then headers up to the blank line.
+        let status = lines.next_line().await.map_err(fail)?.unwrap_or_default();
+        if status.split_whitespace().nth(1) != Some("200") {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                op,
+                format!("GET /events answered {status:?}"),
+            ));
+        }
+        while let Some(h) = lines.next_line().await.map_err(fail)? {
+            if h.trim().is_empty() {
+                break;
+            }
+        }
+        Ok(ConnectEvents { lines })
     }
 
     /// Whether the engine runs with a cluster store (`--cluster-store`, Docker 20.10 and

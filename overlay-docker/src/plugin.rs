@@ -91,6 +91,8 @@ struct State {
 pub struct Plugin {
     ctl: Controller,
     engine: Engine,
+    /// The driver's name on the engine (its socket's name: `ovl`).
+    driver: String,
     /// The scope once known.
     detected: Mutex<Option<Scope>>,
     state: Mutex<State>,
@@ -99,9 +101,10 @@ pub struct Plugin {
 }
 
 impl Plugin {
-    /// The driver of `ctl`'s host, for `engine` in `scope`. Which engine network is which
-    /// cluster network is kept in the controller's state directory across restarts.
-    pub fn new(ctl: Controller, engine: Engine, scope: ScopeSetting) -> Arc<Plugin> {
+    /// The driver `driver` (the engine's name for it) of `ctl`'s host, for `engine` in
+    /// `scope`. Which engine network is which cluster network is kept in the controller's
+    /// state directory across restarts.
+    pub fn new(ctl: Controller, engine: Engine, driver: &str, scope: ScopeSetting) -> Arc<Plugin> {
         let bindings_file = Some(ctl.state_dir().join("docker-networks.json"));
         let mut state = State::default();
         if let Some(f) = &bindings_file
@@ -113,6 +116,7 @@ impl Plugin {
         Arc::new(Plugin {
             ctl,
             engine,
+            driver: driver.to_string(),
             detected: Mutex::new(match scope {
                 ScopeSetting::Fixed(s) => Some(s),
                 ScopeSetting::Auto => None,
@@ -184,14 +188,7 @@ impl Plugin {
                 .await
                 .map(|r| json!(r)),
             "NetworkDriver.DeleteEndpoint" => v(self.delete_endpoint(decode(method, body)?).await),
-            "NetworkDriver.Join" => {
-                let req: Join = decode(method, body)?;
-                let reply = self.join(&req).await?;
-                // The engine knows the container behind the endpoint once the join is done.
-                let this = self.clone();
-                tokio::spawn(async move { this.learn_name(&req.network_id, &req.endpoint_id).await });
-                Ok(json!(reply))
-            }
+            "NetworkDriver.Join" => self.join(decode(method, body)?).await.map(|r| json!(r)),
             // Docker moves the interface back out and the endpoint's deletion removes it.
             "NetworkDriver.Leave"
             // Hosts come from the cluster store, not from the engine's discovery.
@@ -588,7 +585,7 @@ impl Plugin {
         })
     }
 
-    async fn join(&self, req: &Join) -> DriverResult<JoinReply> {
+    async fn join(&self, req: Join) -> DriverResult<JoinReply> {
         let known = self.state().waiting.get(&req.endpoint_id).cloned();
         let ifname = match known {
             Some(n) => n,
@@ -618,54 +615,64 @@ impl Plugin {
         })
     }
 
-    /// Gives endpoint `endpoint_id` its container's name and aliases, as soon as the engine
-    /// shows them (right after the join that made the endpoint the container's).
-    async fn learn_name(&self, network_id: &str, endpoint_id: &str) {
-        let deadline = tokio::time::Instant::now() + NAME_WAIT;
-        loop {
-            let found = match self.engine.network(network_id).await {
-                Ok(Some(net)) => net
-                    .containers
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find(|(_, c)| c.endpoint_id == endpoint_id)
-                    .map(|(id, c)| (id, c.name, net.name)),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::warn!(endpoint = endpoint_id, error = %e, "cannot ask the engine for the container's name");
-                    return;
-                }
-            };
-            if let Some((container, name, engine_network)) = found {
-                let aliases: Vec<String> =
-                    match self.engine.aliases(&container, &engine_network).await {
-                        Ok(a) => a.into_iter().filter(|a| *a != name).collect(),
-                        Err(_) => Vec::new(),
-                    };
-                let outcome = match self.network_of(network_id).await {
-                    Ok(cluster) => self
-                        .ctl
-                        .rename(&cluster, endpoint_id, &name, &aliases)
-                        .await
-                        .map_err(DriverError::from),
-                    Err(e) => Err(e),
-                };
-                match outcome {
-                    Ok(()) => tracing::debug!(container = %name, ?aliases, "endpoint named"),
-                    Err(e) => {
-                        tracing::warn!(container = %name, error = %e.err, "the endpoint keeps its engine id as its name")
+    /// Names this driver's endpoints after their containers, as the engine connects them:
+    /// the protocol tells a driver neither the container's name nor its aliases, and the
+    /// engine's `network connect` event, right after the join, names the container. Runs
+    /// until the task is dropped, following the engine again after it restarts.
+    pub fn follow_engine(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(100);
+            loop {
+                match this.engine.connect_events().await {
+                    Ok(mut events) => {
+                        pause = Duration::from_millis(100);
+                        while let Some(ev) = events.next().await {
+                            if ev.driver == this.driver {
+                                this.name_endpoint(&ev).await;
+                            }
+                        }
+                        tracing::info!(engine = %this.engine.socket().display(), "the engine's event stream ended; following it again");
                     }
+                    Err(e) => tracing::debug!(error = %e, "cannot follow the engine's events yet"),
                 }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        })
+    }
+
+    /// Gives the endpoint of connection `ev` its container's name and aliases.
+    async fn name_endpoint(&self, ev: &crate::engine::Connect) {
+        let attached = match self.engine.attached(&ev.container_id, &ev.network_id).await {
+            Ok(Some(a)) => a,
+            // Gone again already.
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(container = %ev.container_id, error = %e, "cannot ask the engine for the container's name");
                 return;
             }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    endpoint = endpoint_id,
-                    "the engine showed no container for the endpoint; it keeps its engine id as its name"
-                );
-                return;
+        };
+        let outcome = match self.network_of(&ev.network_id).await {
+            Ok(cluster) => self
+                .ctl
+                .rename(
+                    &cluster,
+                    &attached.endpoint_id,
+                    &attached.name,
+                    &attached.aliases,
+                )
+                .await
+                .map_err(DriverError::from),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::debug!(container = %attached.name, aliases = ?attached.aliases, "endpoint named")
             }
-            tokio::time::sleep(NAME_POLL).await;
+            Err(e) => {
+                tracing::warn!(container = %attached.name, error = %e.err, "the endpoint keeps its engine id as its name")
+            }
         }
     }
 
