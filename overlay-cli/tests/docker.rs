@@ -160,6 +160,49 @@ async fn walkthrough(lab: &DockerLab, global: bool) {
     let net = lab.agent_call(1, &json!({"op": "inspect", "network": "my-net"}));
     assert_eq!(net["ok"]["Labels"]["app"], "zookeeper", "{net}");
 
+    // A second network, IPv6 and internal, connected and disconnected while zookeeper1 runs.
+    e1.ok(&[
+        "network",
+        "create",
+        "--driver",
+        "ovl",
+        "--ipam-driver",
+        "ovl",
+        "--internal",
+        "--ipv6",
+        "--subnet",
+        "10.0.10.0/24",
+        "--subnet",
+        "fd00:10::/64",
+        "back",
+    ]);
+    e1.ok(&[
+        "network",
+        "connect",
+        "--alias",
+        "zk-back",
+        "--ip6",
+        "fd00:10::99",
+        "back",
+        "zookeeper1",
+    ]);
+    let addrs = e1.ok(&["exec", "zookeeper1", "ip", "-o", "addr", "show"]);
+    assert!(
+        addrs.contains("inet 10.0.10.") && addrs.contains("inet6 fd00:10::99/64"),
+        "{addrs}"
+    );
+    wait_until("the alias resolves", Duration::from_secs(10), async || {
+        let r = lab.agent_call(1, &json!({"op": "resolve", "name": "zk-back.back"}));
+        r["ok"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|ip| ip == "fd00:10::99"))
+    })
+    .await;
+    e1.ok(&["network", "disconnect", "back", "zookeeper1"]);
+    let addrs = e1.ok(&["exec", "zookeeper1", "ip", "-o", "addr", "show"]);
+    assert!(!addrs.contains("10.0.10."), "{addrs}");
+    e1.ok(&["network", "rm", "back"]);
+
     // Nothing left behind.
     for (h, name) in placement {
         lab.engines[h].ok(&["rm", "-f", name]);
@@ -168,6 +211,40 @@ async fn walkthrough(lab: &DockerLab, global: bool) {
     if !global {
         e2.ok(&["network", "rm", "my-net"]);
     }
+    wait_until(
+        "the cluster has no network",
+        Duration::from_secs(10),
+        async || lab.agent_call(0, &json!({"op": "networks"}))["ok"] == json!([]),
+    )
+    .await;
+    let keys = lab.store_keys();
+    assert!(
+        keys.iter().any(|k| k.contains("/hosts/")),
+        "the store is read: the hosts' records are there: {keys:?}"
+    );
+    // The IPAM's registry is one key for every network's subnets; what it claimed for my-net
+    // is given back (my-net's subnet can be claimed again, below).
+    let left: Vec<&String> = keys
+        .iter()
+        .filter(|k| !k.contains("/hosts/") && !k.ends_with("/ipam/registry"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the store holds only the hosts' own records: {keys:?}"
+    );
+    let again = [
+        "network",
+        "create",
+        "--driver",
+        "ovl",
+        "--ipam-driver",
+        "ovl",
+        "--subnet",
+        SUBNET,
+        "again",
+    ];
+    e2.ok(&again);
+    e2.ok(&["network", "rm", "again"]);
     wait_until(
         "the cluster has no network",
         Duration::from_secs(10),

@@ -77,8 +77,11 @@ struct State {
     bound: HashMap<String, String>,
     /// Networks being made, by engine id.
     making: HashMap<String, Making>,
-    /// Pool id (subnet) → the engine network being made with it, until it is.
+    /// Pool id (subnet) → the engine network being made with it, until it is (or that
+    /// failed).
     making_pools: HashMap<IpNet, String>,
+    /// Engine networks that could not be made, and why, until the engine removes them.
+    failed: HashMap<String, DriverError>,
     /// `--ip-range` of each subnet, from `RequestPool` until `CreateNetwork`.
     ranges: BTreeMap<IpNet, IpNet>,
     /// Pool id → cluster network name, once found.
@@ -419,9 +422,15 @@ impl Plugin {
             {
                 let mut st = this.state();
                 st.making.remove(&id);
-                st.making_pools.retain(|_, v| *v != id);
-                if let Ok(name) = &outcome {
-                    st.bound.insert(id.clone(), name.clone());
+                match &outcome {
+                    Ok(name) => {
+                        st.bound.insert(id.clone(), name.clone());
+                        st.making_pools.retain(|_, v| *v != id);
+                    }
+                    // Every later call on it says why, until the engine removes it.
+                    Err(e) => {
+                        st.failed.insert(id.clone(), e.clone());
+                    }
                 }
             }
             this.save_bindings();
@@ -468,22 +477,26 @@ impl Plugin {
 
     /// The cluster network of engine network `id`.
     async fn network_of(&self, id: &str) -> DriverResult<String> {
-        let (bound, making) = {
+        let (bound, making, failed) = {
             let st = self.state();
-            (st.bound.get(id).cloned(), st.making.get(id).cloned())
+            (
+                st.bound.get(id).cloned(),
+                st.making.get(id).cloned(),
+                st.failed.get(id).cloned(),
+            )
         };
         if let Some(name) = bound {
             return Ok(name);
+        }
+        if let Some(e) = failed {
+            return Err(made_failed(e));
         }
         if let Some(mut rx) = making {
             let done = tokio::time::timeout(NAME_WAIT * 2, rx.wait_for(Option::is_some)).await;
             if let Ok(Ok(outcome)) = done
                 && let Some(result) = outcome.clone()
             {
-                return result.map_err(|e| DriverError {
-                    err: format!("the network could not be made: {}", e.err),
-                    ..e
-                });
+                return result.map_err(made_failed);
             }
         }
         // Made on another engine (global scope), or before this agent started.
@@ -516,6 +529,13 @@ impl Plugin {
     }
 
     async fn delete_network(&self, req: NetworkRef) -> DriverResult<()> {
+        {
+            let mut st = self.state();
+            if st.failed.remove(&req.network_id).is_some() {
+                st.making_pools.retain(|_, v| *v != req.network_id);
+                return Ok(());
+            }
+        }
         let name = match self.network_of(&req.network_id).await {
             Ok(n) => n,
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(()),
@@ -710,6 +730,18 @@ impl Plugin {
     }
 }
 
+/// The error of a call on a network that could not be made.
+fn made_failed(e: DriverError) -> DriverError {
+    DriverError {
+        err: format!(
+            "the network could not be made (remove it with docker network rm and create it \
+             again): {}",
+            e.err
+        ),
+        ..e
+    }
+}
+
 /// The subnet a pool id names.
 fn pool_of(id: &str) -> DriverResult<IpNet> {
     id.parse().map_err(|_| {
@@ -721,11 +753,21 @@ fn pool_of(id: &str) -> DriverResult<IpNet> {
     })
 }
 
-/// The first host address of `pool`: its default gateway.
+/// The first address after `pool`'s network address: its default gateway (IPv6's first
+/// address is the subnet-router anycast address, not a host's).
 fn first_host(pool: &IpNet) -> DriverResult<IpAddr> {
-    pool.hosts().next().ok_or_else(|| {
-        Error::invalid("request address", format!("{pool} has no host addresses")).into()
-    })
+    let none = || Error::invalid("request address", format!("{pool} has no host addresses"));
+    match pool {
+        IpNet::V4(p) => p
+            .hosts()
+            .next()
+            .map(IpAddr::V4)
+            .ok_or_else(|| none().into()),
+        IpNet::V6(p) if p.prefix_len() < 128 => {
+            Ok(IpAddr::V6((u128::from(p.network()) + 1).into()))
+        }
+        IpNet::V6(_) => Err(none().into()),
+    }
 }
 
 /// A MAC as the engine writes it: `02:42:0a:00:09:02`, or base64 of its six bytes (the
@@ -760,6 +802,10 @@ mod tests {
         assert_eq!(
             first_host(&"10.0.9.0/24".parse().unwrap()).unwrap(),
             "10.0.9.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            first_host(&"fd00:9::/64".parse().unwrap()).unwrap(),
+            "fd00:9::1".parse::<IpAddr>().unwrap()
         );
     }
 }

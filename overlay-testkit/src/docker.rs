@@ -376,6 +376,50 @@ impl NetnsEtcd {
     }
 }
 
+impl NetnsEtcd {
+    /// The keys under `prefix` (v3, through etcd's JSON gateway, from inside `netns`).
+    pub fn keys(&self, netns: &Path, prefix: &str) -> Vec<String> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let body = serde_json::json!({
+            "key": b64.encode(prefix),
+            "range_end": b64.encode(&end),
+            "keys_only": true,
+        })
+        .to_string();
+        let addr = std::net::SocketAddr::new(self.ip, 2379);
+        let text = crate::tcp::in_netns(netns, move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).ok()?;
+            let req = format!(
+                "POST /v3/kv/range HTTP/1.0\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).ok()?;
+            let mut text = String::new();
+            s.read_to_string(&mut text).ok()?;
+            Some(text)
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        let json = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let doc: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+        doc["kvs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| b64.decode(kv["key"].as_str()?).ok())
+            .map(|k| String::from_utf8_lossy(&k).into_owned())
+            .collect()
+    }
+}
+
 impl Drop for NetnsEtcd {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -127,6 +127,12 @@ impl DockerLab {
         }
     }
 
+    /// Every key the agents' store holds (under the lab's prefix).
+    pub fn store_keys(&self) -> Vec<String> {
+        self.etcd
+            .keys(self.store_ns.path(), &format!("{}/", self.prefix))
+    }
+
     /// One request to host `h`'s agent on its socket.
     pub fn agent_call(&self, h: usize, request: &Value) -> Value {
         use std::io::{BufRead, BufReader, Write};
