@@ -295,3 +295,135 @@ async fn connect_never_loses_a_race_with_the_last_disconnect() {
     ca.close().await.unwrap();
     cb.close().await.unwrap();
 }
+
+/// The ip tool in namespace `ns`: here it plays the runtime's part of a handoff (Docker moves
+/// and configures the interface itself), and reads kernel state for the assertions.
+fn ip_in(ns: &Netns, args: &[&str]) -> String {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", ns.path().display()))
+        .arg("ip")
+        .args(args)
+        .output()
+        .expect("ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An endpoint for a runtime that moves the interface itself (Docker's remote drivers): its
+/// addresses are held first, for its MAC; its interface waits in the host, down and without
+/// addresses, until the runtime moves it into the container; it then carries traffic to
+/// another host, takes the name the runtime learns later, and goes with its disconnect,
+/// leaving its addresses held until the runtime releases them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handed_off_endpoint_waits_in_the_host_and_carries_traffic() {
+    use overlay::controller::{AddressWant, HandoffSpec};
+    use overlay::ipam::Family;
+
+    overlay_testkit::require_root("handed_off_endpoint_waits_in_the_host_and_carries_traffic");
+    let (lab, a, b) = two_hosts('h', "a", "b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Controller::open(host_options(&lab, dir.path(), "a", &a, "198.51.100.1"))
+        .await
+        .unwrap();
+    let cb = Controller::open(host_options(&lab, dir.path(), "b", &b, "198.51.100.2"))
+        .await
+        .unwrap();
+    ca.create_network("my-net", &Default::default())
+        .await
+        .unwrap();
+    let z = lab.namespace("z").await.unwrap();
+    let ep_z = cb.connect("my-net", &container("z", &z)).await.unwrap();
+    let ip_z = ip_of(&serde_json::to_value(&ep_z).unwrap());
+    let _server = support::serve(&z, 2181, "imok z");
+
+    let mac: overlay::model::MacAddr = "02:42:aa:bb:cc:01".parse().unwrap();
+    let want = AddressWant::Any(Family::V4);
+    let held = ca.request_address("my-net", want, Some(mac)).await.unwrap();
+    let again = ca.request_address("my-net", want, Some(mac)).await.unwrap();
+    assert_eq!(
+        held, again,
+        "one owner per MAC: asked again, the same address"
+    );
+    let IpAddr::V4(v4) = held.address.addr() else {
+        panic!("{held:?}")
+    };
+    let spec = HandoffSpec {
+        id: "ep1".into(),
+        name: "ep-1".into(),
+        aliases: vec![],
+        ipv4: Some(v4),
+        ipv6: None,
+        mac: Some(mac),
+        owner: Some("test".into()),
+    };
+    let made = ca.connect_handoff("my-net", &spec).await.unwrap();
+    assert_eq!(made.mac, mac.to_string());
+    let waiting = ip_in(&a, &["-o", "addr", "show", "dev", &made.ifname]);
+    assert!(!waiting.contains("inet "), "no address yet: {waiting}");
+    let link = ip_in(&a, &["-o", "link", "show", "dev", &made.ifname]);
+    assert!(
+        link.contains(&mac.to_string()) && link.contains("state DOWN"),
+        "{link}"
+    );
+    let e = ca
+        .release_address("my-net", held.address.addr())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), overlay::ErrorKind::Conflict, "{e}");
+
+    // The runtime's part: into the container, named eth0, addressed, up.
+    let c = lab.namespace("c").await.unwrap();
+    ip_in(
+        &a,
+        &[
+            "link",
+            "set",
+            &made.ifname,
+            "netns",
+            &c.path().display().to_string(),
+        ],
+    );
+    ip_in(&c, &["link", "set", &made.ifname, "name", "eth0"]);
+    ip_in(
+        &c,
+        &["addr", "add", &held.address.to_string(), "dev", "eth0"],
+    );
+    ip_in(&c, &["link", "set", "eth0", "up"]);
+    wait_until("the container reaches host b", LIMIT, async || {
+        support::fetch(&c, ip_z, 2181).as_deref() == Some("imok z")
+    })
+    .await;
+
+    // The name the runtime learns after the join reaches the other host's resolver.
+    ca.rename("my-net", "ep1", "zookeeper1", &["zk".to_string()])
+        .await
+        .unwrap();
+    wait_until("host b resolves the new name", LIMIT, async || {
+        cb.resolve("zk.my-net").await.ok() == Some(vec![IpAddr::V4(v4)])
+    })
+    .await;
+
+    // Disconnect takes the interface wherever the runtime put it; the address stays held
+    // until the runtime releases it.
+    ca.disconnect("my-net", "ep1").await.unwrap();
+    let left = ip_in(&c, &["-o", "link", "show"]);
+    assert!(!left.contains("eth0"), "{left}");
+    ca.release_address("my-net", held.address.addr())
+        .await
+        .unwrap();
+    let other = ca
+        .request_address("my-net", AddressWant::Specific(v4.into()), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        other.address, held.address,
+        "released: free for another owner"
+    );
+    cb.disconnect("my-net", "z").await.unwrap();
+    ca.close().await.unwrap();
+    cb.close().await.unwrap();
+}

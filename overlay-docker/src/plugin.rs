@@ -489,14 +489,14 @@ impl Plugin {
             return Ok(name);
         }
         if let Some(e) = failed {
-            return Err(made_failed(e));
+            return Err(made_failed(&e));
         }
         if let Some(mut rx) = making {
             let done = tokio::time::timeout(NAME_WAIT * 2, rx.wait_for(Option::is_some)).await;
             if let Ok(Ok(outcome)) = done
                 && let Some(result) = outcome.clone()
             {
-                return result.map_err(made_failed);
+                return result.map_err(|e| made_failed(&e));
             }
         }
         // Made on another engine (global scope), or before this agent started.
@@ -731,14 +731,15 @@ impl Plugin {
 }
 
 /// The error of a call on a network that could not be made.
-fn made_failed(e: DriverError) -> DriverError {
+fn made_failed(e: &DriverError) -> DriverError {
     DriverError {
+        kind: e.kind,
+        status: e.status,
         err: format!(
             "the network could not be made (remove it with docker network rm and create it \
              again): {}",
             e.err
         ),
-        ..e
     }
 }
 

@@ -141,16 +141,16 @@ pub(super) fn held_addresses(
     };
     let v4 = c
         .ipv4
-        .map(|ip| prefix(ip.into()).and_then(|p| Ipv4Net::new(ip, p).map_err(bad_prefix)))
+        .map(|ip| prefix(ip.into()).and_then(|p| Ipv4Net::new(ip, p).map_err(|e| bad_prefix(&e))))
         .transpose()?;
     let v6 = c
         .ipv6
-        .map(|ip| prefix(ip.into()).and_then(|p| Ipv6Net::new(ip, p).map_err(bad_prefix)))
+        .map(|ip| prefix(ip.into()).and_then(|p| Ipv6Net::new(ip, p).map_err(|e| bad_prefix(&e))))
         .transpose()?;
     Ok((v4, v6))
 }
 
-fn bad_prefix(e: ipnet::PrefixLenError) -> Error {
+fn bad_prefix(e: &ipnet::PrefixLenError) -> Error {
     Error::internal("connect", e.to_string())
 }
 
