@@ -341,7 +341,16 @@ impl Plugin {
         let mac = opts
             .get("com.docker.network.endpoint.macaddress")
             .and_then(|m| parse_mac(m));
-        let held = self.ctl.request_address(&name, want, mac).await?;
+        let held = match self.ctl.request_address(&name, want, mac).await {
+            // Removed through another engine (global scope tells only that one), and maybe
+            // made again under another name: find the subnet's network afresh, once.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.state().pools.remove(&pool);
+                let name = self.network_of_pool(pool).await?;
+                self.ctl.request_address(&name, want, mac).await?
+            }
+            r => r?,
+        };
         Ok(AddressReply {
             address: held.address.to_string(),
             data: BTreeMap::new(),
