@@ -300,6 +300,26 @@ async fn docker_walkthrough_in_global_scope() {
         !out.status.success() && err.contains("--ipam-driver"),
         "{err}"
     );
+    // Without --subnet, a free /24 of the default pools.
+    e1.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ovl",
+        "--ipam-driver",
+        "ovl",
+        "auto",
+    ]);
+    let doc: Value = serde_json::from_str(&e1.ok(&["network", "inspect", "auto"])).unwrap();
+    let subnet = doc[0]["IPAM"]["Config"][0]["Subnet"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        subnet.starts_with("10.") && subnet.ends_with("/24"),
+        "{doc}"
+    );
+    e1.ok(&["network", "rm", "auto"]);
     walkthrough(&lab, true).await;
 }
 
@@ -308,4 +328,38 @@ async fn docker_walkthrough_in_local_scope() {
     let test = "docker_walkthrough_in_local_scope";
     let lab = DockerLab::new(test, 2, false).await;
     walkthrough(&lab, false).await;
+    // A later create of the same name with another subnet: the engine records it before the
+    // driver can know its name, so it is refused at its first use, naming both subnets.
+    let (e1, e2) = (&lab.engines[0], &lab.engines[1]);
+    let create = |subnet: &str| {
+        vec![
+            "network",
+            "create",
+            "-d",
+            "ovl",
+            "--ipam-driver",
+            "ovl",
+            "--subnet",
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .chain([subnet.to_string(), "conf".to_string()])
+        .collect::<Vec<String>>()
+    };
+    let args = create("10.0.11.0/24");
+    e1.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let args = create("10.0.12.0/24");
+    e2.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = e2.run(&[
+        "run", "-d", "--net", "conf", "--name", "late", "busybox", "sleep", "60",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("10.0.11.0/24") && err.contains("10.0.12.0/24"),
+        "the error names both subnets: {err}"
+    );
+    let _ = e2.run(&["rm", "-f", "late"]);
+    e2.ok(&["network", "rm", "conf"]);
+    e1.ok(&["network", "rm", "conf"]);
 }

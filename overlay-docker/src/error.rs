@@ -19,7 +19,8 @@ pub struct DriverError {
 }
 
 /// The HTTP status of an error of `kind`. Never 404: the engine takes a 404 for "this
-/// plugin does not implement the call" and ignores it for some calls.
+/// plugin does not implement the call" and ignores it for some calls, so only a call this
+/// plugin does not know is answered with it.
 pub fn status_for(kind: ErrorKind) -> u16 {
     match kind {
         ErrorKind::InvalidArgument | ErrorKind::Unsupported => 400,

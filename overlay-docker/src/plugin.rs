@@ -228,28 +228,31 @@ impl Plugin {
                 .await
                 .map(|r| json!(r)),
             "IpamDriver.ReleaseAddress" => v(self.release_address(decode(method, body)?).await),
-            other => Err(DriverError::new(
-                ErrorKind::Unsupported,
-                format!("{other}: not a call of Docker's network or IPAM driver protocol"),
-            )),
+            // 404: how the engine learns that a plugin lacks a call it may do without.
+            other => Err(DriverError {
+                status: 404,
+                ..DriverError::new(
+                    ErrorKind::Unsupported,
+                    format!("{other}: not a call of Docker's network or IPAM driver protocol"),
+                )
+            }),
         }
     }
 
     async fn request_pool(&self, req: RequestPool) -> DriverResult<PoolReply> {
         let op = "request pool";
-        if req.pool.is_empty() {
-            return Err(Error::invalid(op, "the network has no subnet")
-                .with_hint(if req.v6 {
-                    "give the IPv6 subnet with --subnet (e.g. --subnet fd00:9::/64)"
-                } else {
-                    "give the subnet with --subnet (e.g. --subnet 10.0.9.0/24)"
-                })
-                .into());
-        }
-        let pool: IpNet = req
-            .pool
-            .parse()
-            .map_err(|_| Error::invalid(op, format!("{:?} is not a subnet", req.pool)))?;
+        let pool: IpNet = match req.pool.as_str() {
+            "" if req.v6 => {
+                return Err(Error::invalid(op, "the network's IPv6 pool has no subnet")
+                    .with_hint("give the IPv6 subnet with --subnet (e.g. --subnet fd00:9::/64)")
+                    .into());
+            }
+            // A free /24 of the default pools (Docker's overlay default, 10.0.0.0/8).
+            "" => self.ctl.free_subnet(Family::V4).await?,
+            p => p
+                .parse()
+                .map_err(|_| Error::invalid(op, format!("{p:?} is not a subnet")))?,
+        };
         if pool.trunc() != pool {
             return Err(Error::invalid(op, format!("{pool} has host bits set"))
                 .with_hint(format!("use {}", pool.trunc()))
@@ -360,6 +363,16 @@ impl Plugin {
     async fn release_address(&self, req: ReleaseAddress) -> DriverResult<()> {
         let pool = pool_of(&req.pool_id)?;
         let ip = address(&req.address)?;
+        let never_made = {
+            let st = self.state();
+            st.making_pools
+                .get(&pool)
+                .is_some_and(|id| st.failed.contains_key(id))
+        };
+        if never_made {
+            // Nothing was handed out on a network that could not be made.
+            return Ok(());
+        }
         let name = match self.network_of_pool(pool).await {
             Ok(n) => n,
             // The network went first (its pools with it): nothing left to release.

@@ -155,6 +155,13 @@ fn bad_prefix(e: &ipnet::PrefixLenError) -> Error {
 }
 
 impl Controller {
+    /// A default subnet of `family` no network uses now (from the controller's default pools),
+    /// for a runtime whose IPAM asks for a pool before it creates the network. Nothing is
+    /// claimed until a network is created with it.
+    pub async fn free_subnet(&self, family: Family) -> Result<IpNet> {
+        self.inner.ipam.suggest_subnet(family).await
+    }
+
     /// Holds an address of `network` for a runtime's endpoint whose MAC is `mac` (see the
     /// module's text on owners). Idempotent for one owner and family: asked again, the same
     /// address comes back.

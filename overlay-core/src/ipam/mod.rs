@@ -317,6 +317,12 @@ pub trait Ipam: Send + Sync + std::fmt::Debug {
     /// Every sticky reservation of the network.
     async fn reservations(&self, network: &NetworkId) -> Result<Vec<Reservation>>;
 
+    /// A default subnet of `family` that no network's pool overlaps now, for a caller that
+    /// must name the subnet before the network exists (Docker's IPAM protocol asks for the
+    /// pool first). Nothing is claimed: [`add_pools`](Self::add_pools) claims it, and fails
+    /// if another network took it meanwhile.
+    async fn suggest_subnet(&self, family: Family) -> Result<IpNet>;
+
     /// Frees allocations whose owner is not in `live_owners` and is older than the owner
     /// grace (a sticky one becomes a reservation), drops expired reservations, and removes
     /// state left by released networks. Safe to run from several hosts at once.
@@ -362,6 +368,10 @@ impl Ipam for StoreIpam {
 
     async fn allocations(&self, network: &NetworkId) -> Result<Vec<Holding>> {
         self.allocations_impl(network).await
+    }
+
+    async fn suggest_subnet(&self, family: Family) -> Result<IpNet> {
+        self.suggest_subnet_impl(family).await
     }
 
     async fn reservations(&self, network: &NetworkId) -> Result<Vec<Reservation>> {

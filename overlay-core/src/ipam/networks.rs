@@ -186,6 +186,20 @@ impl StoreIpam {
         .with_hint("release the network's pools first, or use them as they are")
     }
 
+    /// A default subnet of `family` that overlaps no network's pool now.
+    pub(super) async fn suggest_subnet_impl(&self, family: Family) -> Result<ipnet::IpNet> {
+        let registry = match self.store.get(REGISTRY_KEY).await? {
+            Some(kv) => records::decode::<Registry>(REGISTRY_KEY, &kv.value)?,
+            None => Registry {
+                schema: SCHEMA,
+                pools: Vec::new(),
+            },
+        };
+        Ok(self
+            .pick_default_pool(family, "the new network", &registry)?
+            .subnet())
+    }
+
     fn pick_default_pool(&self, family: Family, name: &str, registry: &Registry) -> Result<Pool> {
         let list = &self.config.default_pools;
         if !list.iter().any(|d| Family::of_net(&d.base) == family) {
