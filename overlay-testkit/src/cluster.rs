@@ -48,6 +48,24 @@ struct Wire {
     to: usize,
     port: u16,
     link: Option<Link>,
+    /// The listener that picked a client port, held until the link opens on it: a port
+    /// merely known to be free may meanwhile become the source port of another test's
+    /// connection.
+    reserved: Option<TcpListener>,
+}
+
+/// Binds `addr`, waiting out (for up to 10 s) a port that another test's connection holds
+/// for a moment as its source port, as can happen when a link opens again after a restart.
+fn bind_retrying(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -101,15 +119,14 @@ impl Cluster {
                 PrivateNetns::new().unwrap_or_else(|e| panic!("a member's namespace: {e}")),
             );
             // The client port is picked free in the test's namespace, where its link listens.
-            let client = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("pick a client port")
-                .port();
+            let listener = TcpListener::bind("127.0.0.1:0").expect("pick a client port");
+            let client = listener.local_addr().expect("pick a client port").port();
             self.wires.push(Wire {
                 from: None,
                 to,
                 port: client,
                 link: None,
+                reserved: Some(listener),
             });
             self.members.push(Member {
                 ns,
@@ -129,6 +146,7 @@ impl Cluster {
                         to,
                         port: base + to as u16,
                         link: None,
+                        reserved: None,
                     });
                 }
             }
@@ -146,10 +164,11 @@ impl Cluster {
                 continue;
             }
             let port = w.port;
-            let bind = move || TcpListener::bind(local(port));
-            let listener = match w.from {
-                None => bind(),
-                Some(from) => self.members[from].ns.run(bind).and_then(|r| r),
+            let bind = move || bind_retrying(local(port));
+            let listener = match (w.reserved.take(), w.from) {
+                (Some(l), _) => Ok(l),
+                (None, None) => bind(),
+                (None, Some(from)) => self.members[from].ns.run(bind).and_then(|r| r),
             }
             .unwrap_or_else(|e| panic!("listen on 127.0.0.1:{port} for member {i}: {e}"));
             let link = Link::start(listener, Some(self.members[i].ns.clone()), local(port))
