@@ -19,7 +19,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::docker::{DockerLab, SUBNET};
+use support::docker::{DockerLab, SUBNET, ovl_create};
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -113,19 +113,9 @@ async fn main() {
     let lab = DockerLab::new("docker_bench", 3, true).await;
     let e1 = &lab.engines[0];
     // Its own VNI: Docker's overlay numbers its networks from 256, as this agent does.
-    e1.ok(&[
-        "network",
-        "create",
-        "-d",
-        "ovl",
-        "--ipam-driver",
-        "ovl",
-        "--subnet",
-        SUBNET,
-        "-o",
-        "vni=4242",
-        "ovl-net",
-    ]);
+    e1.ok(&ovl_create(&[
+        "--subnet", SUBNET, "-o", "vni=4242", "ovl-net",
+    ]));
     e1.ok(&[
         "network",
         "create",

@@ -9,30 +9,13 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use overlay_core::dataplane::Netns;
 use overlay_testkit::DockerEngine;
 use serde_json::{Value, json};
-use support::docker::{DockerLab, RESOLVER, SUBNET};
-use support::wait_until;
-
-/// The names of the links in namespace `ns` (assertions only).
-fn links(ns: &Path) -> Vec<String> {
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", ns.display()))
-        .args(["ip", "-j", "link", "show"])
-        .output()
-        .expect("ip link");
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    doc.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-        .collect()
-}
+use support::docker::{DockerLab, RESOLVER, SUBNET, ovl_create};
+use support::{links, wait_until};
 
 /// `docker run -d --net my-net --name NAME` of a server greeting every connection to 2181
 /// with `imok NAME`.
@@ -55,19 +38,7 @@ fn fetch(e: &DockerEngine, from: &str, target: &str) -> String {
 /// `docker network rm`.
 async fn walkthrough(lab: &DockerLab, global: bool) {
     let (e1, e2) = (&lab.engines[0], &lab.engines[1]);
-    let create = [
-        "network",
-        "create",
-        "--driver",
-        "ovl",
-        "--ipam-driver",
-        "ovl",
-        "--subnet",
-        SUBNET,
-        "--label",
-        "app=zookeeper",
-        "my-net",
-    ];
+    let create = ovl_create(&["--subnet", SUBNET, "--label", "app=zookeeper", "my-net"]);
     let id1 = e1.ok(&create);
     if global {
         // Seen on host 2 with the same id, without a create there.
@@ -161,13 +132,7 @@ async fn walkthrough(lab: &DockerLab, global: bool) {
     assert_eq!(net["ok"]["Labels"]["app"], "zookeeper", "{net}");
 
     // A second network, IPv6 and internal, connected and disconnected while zookeeper1 runs.
-    e1.ok(&[
-        "network",
-        "create",
-        "--driver",
-        "ovl",
-        "--ipam-driver",
-        "ovl",
+    e1.ok(&ovl_create(&[
         "--internal",
         "--ipv6",
         "--subnet",
@@ -175,7 +140,7 @@ async fn walkthrough(lab: &DockerLab, global: bool) {
         "--subnet",
         "fd00:10::/64",
         "back",
-    ]);
+    ]));
     e1.ok(&[
         "network",
         "connect",
@@ -232,17 +197,7 @@ async fn walkthrough(lab: &DockerLab, global: bool) {
         left.is_empty(),
         "the store holds only the hosts' own records: {keys:?}"
     );
-    let again = [
-        "network",
-        "create",
-        "--driver",
-        "ovl",
-        "--ipam-driver",
-        "ovl",
-        "--subnet",
-        SUBNET,
-        "again",
-    ];
+    let again = ovl_create(&["--subnet", SUBNET, "again"]);
     e2.ok(&again);
     e2.ok(&["network", "rm", "again"]);
     wait_until(
@@ -258,15 +213,8 @@ async fn walkthrough(lab: &DockerLab, global: bool) {
             .collect();
         assert!(ours.is_empty(), "no interface waits in the host: {ours:?}");
     }
-    let left: Vec<String> = Netns::list_named(&lab.prefix)
-        .unwrap()
-        .into_iter()
-        .filter(|n| {
-            !["host1", "host2", "store", "lan"]
-                .iter()
-                .any(|s| n.ends_with(&format!("-{s}")))
-        })
-        .collect();
+    // The hosts' sandboxes are named `ovl-<host id>-<network>`, the host ids `<prefix>_hostN`.
+    let left = Netns::list_named(&format!("ovl-{}_", lab.prefix)).unwrap();
     assert!(left.is_empty(), "no sandbox is left: {left:?}");
 }
 
@@ -276,19 +224,7 @@ async fn docker_walkthrough_in_global_scope() {
     let lab = DockerLab::new(test, 1, true).await;
     let e1 = &lab.engines[0];
     // Errors come back with our message and what to do, as the docker CLI prints them.
-    let out = e1.run(&[
-        "network",
-        "create",
-        "-d",
-        "ovl",
-        "--ipam-driver",
-        "ovl",
-        "--subnet",
-        SUBNET,
-        "-o",
-        "color=red",
-        "bad",
-    ]);
+    let out = e1.run(&ovl_create(&["--subnet", SUBNET, "-o", "color=red", "bad"]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("no option \"color\""),
@@ -301,15 +237,7 @@ async fn docker_walkthrough_in_global_scope() {
         "{err}"
     );
     // Without --subnet, a free /24 of the default pools.
-    e1.ok(&[
-        "network",
-        "create",
-        "-d",
-        "ovl",
-        "--ipam-driver",
-        "ovl",
-        "auto",
-    ]);
+    e1.ok(&ovl_create(&["auto"]));
     let doc: Value = serde_json::from_str(&e1.ok(&["network", "inspect", "auto"])).unwrap();
     let subnet = doc[0]["IPAM"]["Config"][0]["Subnet"]
         .as_str()
@@ -331,25 +259,8 @@ async fn docker_walkthrough_in_local_scope() {
     // A later create of the same name with another subnet: the engine records it before the
     // driver can know its name, so it is refused at its first use, naming both subnets.
     let (e1, e2) = (&lab.engines[0], &lab.engines[1]);
-    let create = |subnet: &str| {
-        vec![
-            "network",
-            "create",
-            "-d",
-            "ovl",
-            "--ipam-driver",
-            "ovl",
-            "--subnet",
-        ]
-        .into_iter()
-        .map(str::to_string)
-        .chain([subnet.to_string(), "conf".to_string()])
-        .collect::<Vec<String>>()
-    };
-    let args = create("10.0.11.0/24");
-    e1.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let args = create("10.0.12.0/24");
-    e2.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    e1.ok(&ovl_create(&["--subnet", "10.0.11.0/24", "conf"]));
+    e2.ok(&ovl_create(&["--subnet", "10.0.12.0/24", "conf"]));
     let out = e2.run(&[
         "run", "-d", "--net", "conf", "--name", "late", "busybox", "sleep", "60",
     ]);

@@ -13,7 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use overlay_testkit::TcpGreeter;
-use serde_json::{Value, json};
+use serde_json::json;
+use support::links;
 use support::rig::Rig;
 
 /// Podman for one simulated host: its own storage, run directory and CNI configuration, run
@@ -163,21 +164,6 @@ fn require_podman() {
             overlay_testkit::missing(tool, "it is not installed");
         }
     }
-}
-
-/// The names of the links in namespace `ns` (assertions only).
-fn links(ns: &Path) -> Vec<String> {
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", ns.display()))
-        .args(["ip", "-j", "link", "show"])
-        .output()
-        .expect("ip link");
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    doc.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

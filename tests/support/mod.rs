@@ -222,9 +222,11 @@ impl HostProc {
 
 /// Hosts, containers and the store of one test.
 pub struct Cluster {
+    /// First to drop: a host still running while the lab sweeps would heal its sandboxes
+    /// back, and they would outlive the test.
+    pub hosts: Vec<HostProc>,
     pub lab: Lab,
     pub store: Store,
-    pub hosts: Vec<HostProc>,
     pub dir: tempfile::TempDir,
     pub host_ttl_ms: u64,
     pub reclaim_grace_ms: u64,

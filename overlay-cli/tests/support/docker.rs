@@ -143,3 +143,17 @@ impl DockerLab {
         serde_json::from_str(&line).unwrap()
     }
 }
+
+/// `docker network create --driver ovl --ipam-driver ovl` and then `args` (options, the name).
+pub fn ovl_create<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "network",
+        "create",
+        "--driver",
+        "ovl",
+        "--ipam-driver",
+        "ovl",
+    ];
+    v.extend_from_slice(args);
+    v
+}

@@ -11,11 +11,13 @@ use super::{Host, NamespaceSweep, Proc, agent};
 
 /// Two hosts with their agents, and the runner that calls the plugin for them.
 pub struct Rig {
+    /// First to drop: an agent still running while the lab sweeps would heal its sandboxes
+    /// back, and they would outlive the test.
+    pub agents: Vec<Proc>,
     /// The prefix of every namespace the test makes (swept when the rig goes).
     pub prefix: String,
     pub lab: Lab,
     pub hosts: Vec<Host>,
-    pub agents: Vec<Proc>,
     pub runner: CniRunner,
     pub dir: tempfile::TempDir,
     _sweep: NamespaceSweep,
