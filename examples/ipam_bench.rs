@@ -56,6 +56,9 @@ impl KvStore for Counting {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
+    async fn sync(&self) -> Result<()> {
+        self.inner.sync().await
+    }
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         self.hit();
         self.inner.get(key).await

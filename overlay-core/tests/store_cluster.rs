@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use overlay_core::ErrorKind;
-use overlay_core::store::conformance::{next_event, scratch};
+use overlay_core::store::conformance::{next_event, reads_follow_acknowledged_writes, scratch};
 use overlay_core::store::{KvStore, WatchEvent};
 use overlay_testkit::{EtcdCluster, ZooKeeperCluster};
 
@@ -30,6 +30,7 @@ const TTL: Duration = Duration::from_secs(2);
 /// What the fault tests do to a cluster.
 trait TestCluster {
     fn url_with(&self, options: &str) -> String;
+    fn member_urls(&self, options: &str) -> Vec<String>;
     fn wait_leader(&self, timeout: Duration) -> Option<usize>;
     fn kill(&mut self, i: usize);
     fn restart(&mut self, i: usize);
@@ -43,6 +44,9 @@ macro_rules! test_cluster {
         impl TestCluster for $t {
             fn url_with(&self, options: &str) -> String {
                 <$t>::url_with(self, options)
+            }
+            fn member_urls(&self, options: &str) -> Vec<String> {
+                <$t>::member_urls(self, options)
             }
             fn wait_leader(&self, timeout: Duration) -> Option<usize> {
                 <$t>::wait_leader(self, timeout)
@@ -138,7 +142,16 @@ async fn follower_partitioned(c: &mut impl TestCluster) {
                 continue;
             }
         };
-        let got = match b.get(&key).await {
+        // The read contract: current, or (where reads may lag: ZooKeeper's leader) after a sync.
+        let read = async {
+            let got = b.get(&key).await?;
+            if got.as_ref().map(|kv| kv.version) == Some(v) || b.capabilities().current_reads {
+                return Ok(got);
+            }
+            b.sync().await?;
+            b.get(&key).await
+        };
+        let got = match read.await {
             Ok(got) => got,
             Err(e) => {
                 tolerate("a get", e, t.elapsed());
@@ -189,6 +202,50 @@ async fn follower_partitioned(c: &mut impl TestCluster) {
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+/// The store's read contract where it can break: two clients, each on one member, one writing
+/// and the other reading at once: leader to follower (a follower that was not in the write's
+/// quorum may not have applied it yet), follower to leader (ZooKeeper's leader applies a
+/// commit after sending it to the followers, so a follower's client can be answered first),
+/// and follower to follower.
+async fn reads_across_servers(c: &impl TestCluster) {
+    let leader = leader_of(c);
+    let urls = c.member_urls(OPTS);
+    let mut clients = Vec::new();
+    for url in &urls {
+        clients.push(common::open(url).await);
+    }
+    let (f1, f2) = ((leader + 1) % 3, (leader + 2) % 3);
+    let role = |m: usize| if m == leader { "leader" } else { "follower" };
+    for (w, r) in [(leader, f1), (f1, leader), (f1, f2)] {
+        let lagged = reads_follow_acknowledged_writes(&*clients[w], &*clients[r], ROUNDS).await;
+        eprintln!(
+            "{}: member {w} ({}) writes, member {r} ({}) reads: of the reads without a sync, \
+             {} of the writer's {ROUNDS} and {} of the reader's {} came from before the write",
+            c.name(),
+            role(w),
+            role(r),
+            lagged.0,
+            lagged.1,
+            2 * ROUNDS
+        );
+        // Every read on ZooKeeper is preceded by its `sync`, which makes a follower current:
+        // only the leader's reads may lag.
+        for (member, n) in [(w, lagged.0), (r, lagged.1)] {
+            assert!(
+                member == leader || n == 0,
+                "{}: {n} reads of follower {member} came from before a write",
+                c.name()
+            );
+        }
+    }
+    for client in clients {
+        client.close().await.unwrap();
+    }
+}
+
+/// Rounds of [`reads_across_servers`] per pair.
+const ROUNDS: usize = 150;
 
 /// How long a ZooKeeper client on a partitioned server may take to move to another: its
 /// session's ping goes unanswered for a fraction of the TTL, then it reconnects elsewhere.
@@ -323,6 +380,12 @@ macro_rules! fault_tests {
         async fn follower_partitioned_changes_nothing() {
             let mut c = <$cluster>::start(3);
             follower_partitioned(&mut c).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn reads_follow_writes_across_servers() {
+            let c = <$cluster>::start(3);
+            reads_across_servers(&c).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

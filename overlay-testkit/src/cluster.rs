@@ -381,6 +381,14 @@ impl Cluster {
         store_url(self.kind, &self.endpoints(), options)
     }
 
+    fn member_urls(&self, options: &str) -> Vec<String> {
+        let whole = self.url_with(options);
+        let everyone = self.endpoints();
+        (0..self.members.len())
+            .map(|i| whole.replacen(&everyone, &format!("127.0.0.1:{}", self.members[i].client), 1))
+            .collect()
+    }
+
     fn leader(&self) -> Option<usize> {
         (0..self.members.len()).find(|&i| self.role(i) == Some(true))
     }
@@ -480,6 +488,13 @@ macro_rules! cluster_type {
             /// string such as `timeout=1s&ttl=2s`).
             pub fn url_with(&self, options: &str) -> String {
                 self.0.url_with(options)
+            }
+
+            /// One store URL per member, each naming only that member, all with one fresh key
+            /// prefix and `options`: clients that share the data but talk to different
+            /// servers.
+            pub fn member_urls(&self, options: &str) -> Vec<String> {
+                self.0.member_urls(options)
             }
 
             /// `127.0.0.1:PORT` of every member, comma-separated.

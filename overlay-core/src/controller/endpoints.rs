@@ -524,10 +524,12 @@ impl Controller {
                 ),
             )
         };
-        let kv = store.get(&ckey).await?.ok_or_else(not_connected)?;
+        let kv = crate::store::get_confirmed(store.as_ref(), &ckey)
+            .await?
+            .ok_or_else(not_connected)?;
         let id: EndpointId = String::from_utf8_lossy(&kv.value).parse()?;
         let ekey = keys::endpoint(&net.id, &id);
-        let Some(ekv) = store.get(&ekey).await? else {
+        let Some(ekv) = crate::store::get_confirmed(store.as_ref(), &ekey).await? else {
             // A uniqueness key without its endpoint: a leftover; clear it.
             let _ = store.compare_and_delete(&ckey, kv.version).await;
             return Err(not_connected());

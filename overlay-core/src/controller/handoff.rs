@@ -313,10 +313,14 @@ impl Controller {
         let ckey = keys::container(&net.id, container_id);
         crate::store::validate_key(&ckey)
             .map_err(|_| Error::invalid(op, format!("container id {container_id:?} is invalid")))?;
-        let kv = store.get(&ckey).await?.ok_or_else(missing)?;
+        let kv = crate::store::get_confirmed(store.as_ref(), &ckey)
+            .await?
+            .ok_or_else(missing)?;
         let id: EndpointId = String::from_utf8_lossy(&kv.value).parse()?;
         let ekey = keys::endpoint(&net.id, &id);
-        let ekv = store.get(&ekey).await?.ok_or_else(missing)?;
+        let ekv = crate::store::get_confirmed(store.as_ref(), &ekey)
+            .await?
+            .ok_or_else(missing)?;
         let mut ep = crate::model::Endpoint::decode(&ekey, &ekv.value)?;
         if ep.host != self.inner.host.id {
             return Err(Error::invalid(

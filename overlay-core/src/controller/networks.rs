@@ -313,8 +313,13 @@ impl Networks {
         }
     }
 
-    /// Every network of the cluster, as `docker network ls` shows them, sorted by name.
+    /// Every network of the cluster, as `docker network ls` shows them, sorted by name. Current
+    /// on every backend: a network another host created a moment ago is listed (the seed's
+    /// `network ls` on host 2), so a store whose reads may lag is synced first.
     pub async fn networks(&self) -> Result<Vec<NetworkSummary>> {
+        if !self.store.capabilities().current_reads {
+            self.store.sync().await?;
+        }
         let listing = self.store.list(keys::NETWORKS).await?;
         let mut rows: Vec<_> = decode_all::<Network>(&listing.kvs)
             .iter()
@@ -325,8 +330,20 @@ impl Networks {
         Ok(rows)
     }
 
-    /// Finds a network by name, full id, or unique id prefix, with its record's version.
+    /// Finds a network by name, full id, or unique id prefix, with its record's version. A
+    /// network another host created a moment ago is found on every backend: on a store whose
+    /// reads may lag, "not found" is asked again after a sync (the store's read contract).
     pub(crate) async fn lookup(&self, name_or_id: &str) -> Result<(Network, Version)> {
+        match self.lookup_once(name_or_id).await {
+            Err(e) if e.kind() == ErrorKind::NotFound && !self.store.capabilities().current_reads => {
+                self.store.sync().await?;
+                self.lookup_once(name_or_id).await
+            }
+            found => found,
+        }
+    }
+
+    async fn lookup_once(&self, name_or_id: &str) -> Result<(Network, Version)> {
         let op = "find network";
         let store = &self.store;
         let not_found = || {

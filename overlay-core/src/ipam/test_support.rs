@@ -67,6 +67,9 @@ impl KvStore for Counting {
     fn capabilities(&self) -> crate::store::Capabilities {
         self.inner.capabilities()
     }
+    async fn sync(&self) -> Result<()> {
+        self.inner.sync().await
+    }
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         self.hit(false);
         self.inner.get(key).await

@@ -39,6 +39,9 @@ pub struct RequestCounts {
     pub put_ephemeral: u64,
     /// [`KvStore::create_ephemeral`] calls.
     pub create_ephemeral: u64,
+    /// [`KvStore::sync`] calls.
+    #[serde(default)]
+    pub sync: u64,
     /// Watches opened.
     pub watch: u64,
     /// Events the watches delivered (not requests: the store pushes them).
@@ -69,6 +72,7 @@ impl RequestCounts {
             self.txn,
             self.put_ephemeral,
             self.create_ephemeral,
+            self.sync,
             self.watch,
             self.watch_events,
         ]
@@ -86,6 +90,7 @@ impl RequestCounts {
             txn,
             put_ephemeral,
             create_ephemeral,
+            sync,
             watch,
             watch_events,
         ] = n;
@@ -100,6 +105,7 @@ impl RequestCounts {
             txn,
             put_ephemeral,
             create_ephemeral,
+            sync,
             watch,
             watch_events,
         }
@@ -134,6 +140,7 @@ enum Kind {
     Txn,
     PutEphemeral,
     CreateEphemeral,
+    Sync,
     Watch,
     WatchEvent,
 }
@@ -231,6 +238,11 @@ impl KvStore for Counted {
     async fn txn(&self, ops: &[TxnOp]) -> Result<TxnResult> {
         self.counters.count(Kind::Txn);
         self.inner.txn(ops).await
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.counters.count(Kind::Sync);
+        self.inner.sync().await
     }
 
     async fn watch(&self, prefix: &str, from: Option<Version>) -> Result<Watch> {

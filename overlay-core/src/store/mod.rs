@@ -231,6 +231,9 @@ pub struct Capabilities {
     pub max_value_len: usize,
     /// Most operations in one [`KvStore::txn`].
     pub max_txn_ops: usize,
+    /// Every read reflects every write acknowledged (to any client) before it began, without a
+    /// [`KvStore::sync`] first (linearizable reads).
+    pub current_reads: bool,
 }
 
 /// The cluster store contract every backend implements (DESIGN.md §3).
@@ -240,6 +243,25 @@ pub struct Capabilities {
 /// conditional writes change nothing. Transient store outages give
 /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) or
 /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) within the configured timeout, never a hang.
+///
+/// **Reads after another client's write.** A [`get`](KvStore::get) or [`list`](KvStore::list)
+/// that begins after a write was acknowledged, to this client or to any other client on any
+/// server of the cluster, returns that write or a later one wherever
+/// [`Capabilities::current_reads`] holds: etcd (a follower asks the leader for its read index),
+/// Consul (`?consistent`) and the embedded store (one database). ZooKeeper answers reads from
+/// the state of the client's own server; this backend sends a ZooKeeper `sync` ahead of every
+/// read in the same flight (one round trip to the leader), which makes a follower current, but
+/// a client whose server is the leader can still, for the moment between a follower applying a
+/// write and the leader applying it itself, read from before that write (the leader's `sync`
+/// is not ordered behind its own commits). [`sync`](KvStore::sync) closes that gap on every
+/// backend. The seed's own flow depends on this: `network create` on host 1, then `network ls`
+/// and `connect` on host 2, whose client may talk to another server.
+///
+/// So callers stay correct when a read lags: every read-modify-write is a compare-and-swap (a
+/// read that lagged makes it fail with `Conflict`, and it is retried), a listing is followed
+/// by a watch from its revision (which replays what the listing missed), and a read whose
+/// absence would fail a request ("no such network") is confirmed after a `sync`
+/// ([`get_confirmed`]). A [`Watch`] is not a read: its events arrive some time after the write.
 #[async_trait]
 pub trait KvStore: Send + Sync + fmt::Debug {
     /// Which backend this is.
@@ -302,9 +324,30 @@ pub trait KvStore: Send + Sync + fmt::Debug {
     /// puts the key back only if nobody else took it meanwhile; a key taken is theirs.
     async fn create_ephemeral(&self, key: &str, value: &[u8]) -> Result<Version>;
 
+    /// Waits until this client's later reads reflect every write acknowledged, to any client,
+    /// before the call. Where [`Capabilities::current_reads`] holds, that is already so and this
+    /// returns at once; on ZooKeeper it is a write to a barrier node outside the keys (a
+    /// quorum round trip), which the server orders behind every earlier commit, the leader's
+    /// own included. (Required, not defaulted: a wrapper must pass it on.)
+    async fn sync(&self) -> Result<()>;
+
     /// Ends the session (removing this client's ephemeral keys) and stops background tasks.
     /// Later calls fail with [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable).
     async fn close(&self) -> Result<()>;
+}
+
+/// The value at `key`, where an absence is confirmed: on a backend whose reads may lag
+/// ([`Capabilities::current_reads`] false) an absent key is read once more after a
+/// [`KvStore::sync`], so a key another host's client has had acknowledged is found. For reads
+/// whose absence fails a request; a present value is returned at once, whatever its age.
+pub async fn get_confirmed(store: &dyn KvStore, key: &str) -> Result<Option<KeyValue>> {
+    match store.get(key).await? {
+        None if !store.capabilities().current_reads => {
+            store.sync().await?;
+            store.get(key).await
+        }
+        found => Ok(found),
+    }
 }
 
 /// Opens the store a URL names. `file://` opens the embedded store; other schemes need their

@@ -625,6 +625,91 @@ pub async fn ephemeral_removed_on_close(observer: &dyn KvStore, owner: Arc<dyn K
     );
 }
 
+/// The read contract ([`KvStore`]'s "reads after another client's write") across two
+/// clients, for `rounds` rounds of a put by `writer`, a compare-and-swap by `reader` and a
+/// delete by `writer`, each read by the other client at once. Where
+/// [`Capabilities::current_reads`](super::Capabilities::current_reads) holds, the very next
+/// `get` and `list` see each write; elsewhere a read may come from before it (never from
+/// after), and after [`KvStore::sync`] it sees it. Returns how many of each client's reads
+/// without a sync came from before the write (`writer`'s, `reader`'s). Meant for two clients on different servers of a cluster (on one
+/// server, or the embedded store, it holds trivially).
+pub async fn reads_follow_acknowledged_writes(
+    writer: &dyn KvStore,
+    reader: &dyn KvStore,
+    rounds: usize,
+) -> (usize, usize) {
+    assert!(rounds > 0, "a check of no rounds checks nothing");
+    let p = scratch("reads_follow_writes");
+    let (mut writer_lagged, mut reader_lagged) = (0, 0);
+    for round in 0..rounds {
+        let key = format!("{p}/k/{round}");
+        let what = |step: &str| format!("round {round}: {step} of {key}");
+        let v = writer.put(&key, b"one").await.unwrap();
+        reader_lagged +=
+            read_after(reader, &key, Some(v), &what("a read after another client's put")).await;
+        let listed = reader.list(&format!("{p}/k")).await.unwrap();
+        assert_eq!(
+            listed
+                .kvs
+                .iter()
+                .find(|kv| kv.key == key)
+                .map(|kv| kv.version),
+            Some(v),
+            "{}",
+            what("a list after a synced read of another client's put")
+        );
+        let mine = reader.compare_and_swap(&key, b"two", v).await.unwrap();
+        writer_lagged += read_after(
+            writer,
+            &key,
+            Some(mine),
+            &what("a read after another client's compare-and-swap"),
+        )
+        .await;
+        assert_eq!(
+            writer.get(&key).await.unwrap().map(|kv| kv.value),
+            Some(b"two".to_vec()),
+            "{}",
+            what("the value of another client's compare-and-swap")
+        );
+        assert!(writer.delete(&key).await.unwrap(), "{}", what("delete"));
+        reader_lagged +=
+            read_after(reader, &key, None, &what("a read after another client's delete")).await;
+    }
+    let left = reader.list(&p).await.unwrap();
+    assert!(left.kvs.is_empty(), "every key was deleted: {:?}", left.kvs);
+    (writer_lagged, reader_lagged)
+}
+
+/// Reads `key` from `store` right after another client's acknowledged write left it at
+/// `expected` (`None`: deleted): at once where reads are current, else first as it comes
+/// (before the write, or at it) and again after a sync (at it). Whether the first read lagged.
+async fn read_after(
+    store: &dyn KvStore,
+    key: &str,
+    expected: Option<Version>,
+    what: &str,
+) -> usize {
+    let version = |kv: Option<KeyValue>| kv.map(|kv| kv.version);
+    let first = version(store.get(key).await.unwrap());
+    if store.capabilities().current_reads {
+        assert_eq!(first, expected, "{what}");
+        return 0;
+    }
+    let lagged = first != expected;
+    if lagged {
+        // From before the write: the key's older version, or absent before a put.
+        match (first, expected) {
+            (Some(old), Some(new)) => assert!(old < new, "{what}: read {old}, newer than {new}"),
+            (None, Some(_)) | (Some(_), None) => {}
+            (None, None) => unreachable!("equal"),
+        }
+    }
+    store.sync().await.unwrap();
+    assert_eq!(version(store.get(key).await.unwrap()), expected, "{what}, after a sync");
+    usize::from(lagged)
+}
+
 /// Increments the decimal counter at `key` with compare-and-swap (creating it at 1), retrying
 /// lost races; returns the new count. Shared with the `overlay-kv incr` command so both sides
 /// of [`cas_race_across_processes`] count the same way.

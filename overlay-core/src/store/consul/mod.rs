@@ -175,8 +175,13 @@ impl Inner {
             self.full(prefix)
         };
         let mut q = format!("/v1/kv/{}?recurse=true", Http::encode(&base));
-        if let Some((index, wait)) = blocking {
-            q.push_str(&format!("&index={index}&wait={}ms", wait.as_millis()));
+        match blocking {
+            Some((index, wait)) => {
+                q.push_str(&format!("&index={index}&wait={}ms", wait.as_millis()))
+            }
+            // A listing is current, as `get` is (the store's read contract); a blocking query
+            // only needs to return once the index passes, which any server's state tells.
+            None => q.push_str("&consistent"),
         }
         let reply = self
             .http
@@ -263,7 +268,13 @@ impl KvStore for ConsulStore {
             watch_replay: false,
             max_value_len: LIMIT.bytes(&self.inner.url),
             max_txn_ops: MAX_TXN_OPS,
+            current_reads: true,
         }
+    }
+
+    /// Reads are current already (`current_reads`).
+    async fn sync(&self) -> Result<()> {
+        Ok(())
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
@@ -271,7 +282,9 @@ impl KvStore for ConsulStore {
         validate_key(key)?;
         let s = &self.inner;
         s.life.check_open(OP, &s.url)?;
-        let path = format!("/v1/kv/{}", Http::encode(&s.full(key)));
+        // `consistent`: the store's read contract (a leader that lost its lease to a new one
+        // could otherwise answer from its old state).
+        let path = format!("/v1/kv/{}?consistent", Http::encode(&s.full(key)));
         let reply = bounded(OP, &s.url, s.http.call(OP, Method::GET, &path, None, None)).await?;
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(None);

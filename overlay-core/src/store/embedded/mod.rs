@@ -277,7 +277,13 @@ impl KvStore for EmbeddedStore {
             watch_replay: true,
             max_value_len: MAX_VALUE_LEN,
             max_txn_ops: MAX_TXN_OPS,
+            current_reads: true,
         }
+    }
+
+    /// Reads are current already (`current_reads`).
+    async fn sync(&self) -> Result<()> {
+        Ok(())
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {

@@ -241,7 +241,13 @@ impl KvStore for EtcdStore {
             watch_replay: true,
             max_value_len: LIMIT.bytes(&self.inner.url),
             max_txn_ops: MAX_TXN_OPS,
+            current_reads: true,
         }
+    }
+
+    /// Reads are current already (`current_reads`).
+    async fn sync(&self) -> Result<()> {
+        Ok(())
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {

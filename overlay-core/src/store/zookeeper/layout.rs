@@ -10,6 +10,9 @@
 //!                  the same `multi` as the write, holding the operation, key and value.
 //!                  Its czxid is the write's zxid.
 //! /log (data)      the zxid up to which old journal entries were pruned.
+//! /barrier         written (data: nothing) by [`KvStore::sync`](crate::store::KvStore::sync):
+//!                  a write the leader orders behind every earlier commit, so the reads
+//!                  that follow it on this session see them. Not a key; no journal entry.
 //! ```
 //!
 //! A key's version is the `mzxid` of its node: ZooKeeper's global, monotonic transaction id,
@@ -29,6 +32,8 @@ pub(super) const VALUE_MARK: u8 = b'v';
 pub(super) const KV: &str = "/kv";
 /// The journal node, below the chroot.
 pub(super) const LOG: &str = "/log";
+/// The node [`KvStore::sync`](crate::store::KvStore::sync) writes, below the chroot.
+pub(super) const BARRIER: &str = "/barrier";
 /// Name prefix of journal entries.
 pub(super) const ENTRY: &str = "/log/e-";
 

@@ -174,7 +174,12 @@ impl KvStore for ZkStore {
             watch_replay: true,
             max_value_len: LIMIT.bytes(&self.inner.url),
             max_txn_ops: MAX_TXN_OPS,
+            current_reads: false,
         }
+    }
+
+    async fn sync(&self) -> Result<()> {
+        write::barrier(&self.inner).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {

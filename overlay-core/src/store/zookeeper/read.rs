@@ -1,4 +1,12 @@
 //! Reads: get, list (a breadth-first walk batched with multi-reads) and journal pruning.
+//!
+//! Every read is current (the store's read contract, [`KvStore`](crate::store::KvStore)): a
+//! ZooKeeper server answers reads from its own state, which on a follower may lag behind
+//! writes the leader has already acknowledged to another client. So each read is preceded by
+//! a `sync`, which the server orders before this session's later requests: the read then sees
+//! every write committed before the sync reached the leader. The sync is sent in the same
+//! flight as the read (the client writes requests in call order, the server answers a
+//! session's requests in order), so it costs one round trip to the leader rather than two.
 
 use zookeeper_client as zk;
 use zookeeper_client::{Client, MultiReadResult};
@@ -22,7 +30,9 @@ pub(super) async fn get(s: &Inner, key: &str) -> Result<Option<KeyValue>> {
     let c = s.client(OP)?;
     bounded(OP, &s.url, async {
         loop {
-            match c.get_data(&node(key)).await {
+            // Both requests leave before either answer is awaited.
+            let (synced, got) = tokio::join!(c.sync("/"), c.get_data(&node(key)));
+            match synced.and(got) {
                 Ok((data, stat)) => {
                     return Ok(decode_value(&data).map(|v| KeyValue {
                         key: key.to_string(),
@@ -42,14 +52,14 @@ pub(super) async fn get(s: &Inner, key: &str) -> Result<Option<KeyValue>> {
 /// A read that lost its connection is asked again, within the store's deadline: the session
 /// lives on and the client is moving to another server (its own was cut off or died), and a
 /// read is safe to repeat. A write is not (it may have been applied), so it fails instead.
-async fn moving() {
+pub(super) async fn moving() {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
 /// Whether the client lost the connection a request was on: `ConnectionLoss`, or the
 /// transport's own error (a reset, an unanswered ping) that zookeeper-client hands every
 /// request in flight when it drops a connection.
-fn lost(e: &zk::Error) -> bool {
+pub(super) fn lost(e: &zk::Error) -> bool {
     matches!(e, zk::Error::ConnectionLoss | zk::Error::Custom(_))
 }
 
@@ -78,7 +88,10 @@ pub(super) async fn list(s: &Inner, prefix: &str) -> Result<Listing> {
         loop {
             attempt += 1;
             let read = async {
-                let before = head(s, &c, OP).await?;
+                // The sync goes out with the first read of the journal (see the module docs).
+                let (synced, before) = tokio::join!(c.sync("/"), head(s, &c, OP));
+                synced.map_err(|e| map_err(OP, &s.url, e))?;
+                let before = before?;
                 let kvs = walk(s, &c, prefix).await?;
                 Ok::<_, crate::error::Error>((before, kvs, head(s, &c, OP).await?))
             };

@@ -6,7 +6,7 @@ use std::time::Duration;
 use zookeeper_client as zk;
 use zookeeper_client::{Acls, Client, CreateMode};
 
-use super::layout::{KV, LOG};
+use super::layout::{BARRIER, KV, LOG};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::StoreUrl;
 use crate::store::remote::{bounded, cause, server_error};
@@ -21,7 +21,7 @@ pub(super) fn acls(url: &StoreUrl) -> Acls<'static> {
     }
 }
 
-/// Opens a session, creates the chroot (the URL prefix) with its `kv` and `log` nodes if
+/// Opens a session, creates the chroot (the URL prefix) with its `kv`, `log` and `barrier` nodes if
 /// missing, and returns a client rooted there.
 pub(super) async fn open(url: &StoreUrl) -> Result<Client> {
     const OP: &str = "connect ZooKeeper";
@@ -41,7 +41,7 @@ pub(super) async fn open(url: &StoreUrl) -> Result<Client> {
     .await?;
     let base = format!("/{}", url.prefix);
     let dir = CreateMode::Persistent.with_acls(acls(url));
-    for sub in [KV, LOG] {
+    for sub in [KV, LOG, BARRIER] {
         let path = format!("{base}{sub}");
         bounded(OP, url, async {
             root.mkdir(&path, &dir)

@@ -6,7 +6,7 @@ use zookeeper_client as zk;
 use zookeeper_client::{Client, CreateMode, MultiWriteError, MultiWriteResult, Stat};
 
 use super::Inner;
-use super::layout::{ENTRY, Entry, encode_value, entry_seq, holds_value, node, version};
+use super::layout::{BARRIER, ENTRY, Entry, encode_value, entry_seq, holds_value, node, version};
 use super::session::{acls, map_err};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::remote::{bounded, check_txn, conflict_error, exists_error};
@@ -552,6 +552,34 @@ pub(super) async fn txn(s: &Inner, ops: &[TxnOp], max_ops: usize) -> Result<TxnR
             OP,
             format!("the keys kept changing; gave up after {RETRIES} tries"),
         ))
+    })
+    .await
+}
+
+/// The barrier of [`KvStore::sync`](crate::store::KvStore::sync): a write of the barrier node.
+/// The leader commits it after every write acknowledged before it was sent, and this
+/// session's later reads wait for it on whichever server the session is. It changes no key,
+/// so a request that lost its connection is sent again within the deadline.
+pub(super) async fn barrier(s: &Inner) -> Result<()> {
+    const OP: &str = "store sync";
+    let c = s.client(OP)?;
+    bounded(OP, &s.url, async {
+        loop {
+            match c.set_data(BARRIER, &[], None).await {
+                Ok(_) => return Ok(()),
+                // A prefix made before the barrier existed, or the node deleted by hand.
+                Err(zk::Error::NoNode) => {
+                    let mode = CreateMode::Persistent.with_acls(acls(&s.url));
+                    match c.create(BARRIER, &[], &mode).await {
+                        Ok(_) | Err(zk::Error::NodeExists) => {}
+                        Err(e) if super::read::lost(&e) => super::read::moving().await,
+                        Err(e) => return Err(map_err(OP, &s.url, e)),
+                    }
+                }
+                Err(e) if super::read::lost(&e) => super::read::moving().await,
+                Err(e) => return Err(map_err(OP, &s.url, e)),
+            }
+        }
     })
     .await
 }
