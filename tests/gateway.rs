@@ -17,7 +17,7 @@ use overlay::controller::{
 };
 use overlay::dataplane::Netns;
 use overlay::dataplane::lab::Lab;
-use overlay_testkit::{TcpGreeter, fetch};
+use overlay_testkit::{TcpGreeter, fetch, look};
 use serde_json::json;
 use support::{Backend, Cluster, wait_until};
 
@@ -32,16 +32,6 @@ fn container(name: &str, ns: &Netns, publish: &[&str]) -> ContainerSpec {
     }
 }
 
-/// Output of `ip` or `nft` in host namespace `ns` (assertions only).
-fn look(ns: &Netns, tool: &str, args: &[&str]) -> String {
-    let name = ns.path().file_name().unwrap().to_str().unwrap();
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", name, tool])
-        .args(args)
-        .output()
-        .expect("run a tool in the namespace");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn containers_reach_out_and_published_ports_reach_in() {
@@ -95,7 +85,7 @@ async fn containers_reach_out_and_published_ports_reach_in() {
         inspect.containers["zookeeper1"], shown,
         "network inspect shows the same"
     );
-    let links = look(&zk1, "ip", &["-o", "-4", "addr", "show"]);
+    let links = look(zk1.path(), "ip", &["-o", "-4", "addr", "show"]);
     assert!(
         links.contains("eth0") && links.contains("eth1") && links.contains("172.18.0.2/16"),
         "eth0 on the overlay, eth1 on the gateway: {links}"
@@ -151,7 +141,7 @@ async fn containers_reach_out_and_published_ports_reach_in() {
         "names the holder: {e}"
     );
     assert!(
-        !look(&zk2, "ip", &["-o", "link", "show"]).contains("eth"),
+        !look(zk2.path(), "ip", &["-o", "link", "show"]).contains("eth"),
         "a refused connect leaves nothing in the container"
     );
     let e = ctl
@@ -162,7 +152,7 @@ async fn containers_reach_out_and_published_ports_reach_in() {
     ctl.connect("secret", &container("zookeeper2", &zk2, &[]))
         .await
         .unwrap();
-    assert!(!look(&zk2, "ip", &["-o", "link", "show"]).contains("eth1"));
+    assert!(!look(zk2.path(), "ip", &["-o", "link", "show"]).contains("eth1"));
     assert_eq!(fetch(zk2.path(), world, WAIT), None, "internal: no way out");
 
     // The gateway pool is this host's: no network of its own takes a subnet in it, and one
@@ -187,7 +177,7 @@ async fn containers_reach_out_and_published_ports_reach_in() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
     assert!(e.to_string().contains("172.18.0.0/16"), "{e}");
-    assert!(!look(&zk3, "ip", &["-o", "link", "show"]).contains("eth"));
+    assert!(!look(zk3.path(), "ip", &["-o", "link", "show"]).contains("eth"));
     admin.remove_network("over").await.unwrap();
     admin.close().await.unwrap();
 
@@ -197,7 +187,7 @@ async fn containers_reach_out_and_published_ports_reach_in() {
     assert_eq!(fetch(lan.path(), published, WAIT).as_deref(), Some("imok"));
 
     // Removed behind the agent's back: the container's gateway interface and the whole table.
-    let table = look(&host, "nft", &["list", "tables"]);
+    let table = look(host.path(), "nft", &["list", "tables"]);
     let table = table
         .split_whitespace()
         .find(|w| w.starts_with("overlay-"))
@@ -207,7 +197,7 @@ async fn containers_reach_out_and_published_ports_reach_in() {
         (&zk1, "ip", vec!["link", "del", "eth1"]),
         (&host, "nft", vec!["delete", "table", "ip", table.as_str()]),
     ] {
-        let out = look(ns, tool, &args);
+        let out = look(ns.path(), tool, &args);
         assert!(out.trim().is_empty(), "{tool} {args:?}: {out}");
     }
     let healed = std::time::Instant::now();
@@ -226,20 +216,29 @@ async fn containers_reach_out_and_published_ports_reach_in() {
     ctl.disconnect("secret", "zookeeper2").await.unwrap();
     ctl.disconnect("my-net", "zookeeper1").await.unwrap();
     assert_eq!(fetch(lan.path(), published, WAIT), None, "unpublished");
-    let links = look(&host, "ip", &["-o", "link", "show"]);
+    let links = look(host.path(), "ip", &["-o", "link", "show"]);
     assert!(
         !links.contains("ovl_gwbridge") && !links.contains("ve-"),
         "{links}"
     );
-    let tables = look(&host, "nft", &["list", "tables"]);
+    let tables = look(host.path(), "nft", &["list", "tables"]);
     assert!(!tables.contains("overlay-"), "{tables}");
     ctl.close().await.unwrap();
 }
 
 /// What a host namespace holds that an agent may leave behind: its whole nftables ruleset, its
 /// links (name and bridge) and its IPv4 addresses, as `nft` and `ip` print them.
+/// The gateway bridge's fixed MAC: Docker's scheme for its address, 172.18.0.1.
+const GATEWAY_MAC: &str = "02:42:ac:12:00:01";
+
+/// The MAC of the gateway bridge in host namespace `ns`.
+fn bridge_mac(ns: &Netns) -> String {
+    let link = overlay_testkit::link(ns.path(), "ovl_gwbridge").expect("the gateway bridge");
+    link["address"].as_str().expect("a MAC").to_string()
+}
+
 fn kernel_state(ns: &Netns) -> (String, Vec<String>, Vec<String>) {
-    let links = look(ns, "ip", &["-o", "link", "show"])
+    let links = look(ns.path(), "ip", &["-o", "link", "show"])
         .lines()
         .map(|l| {
             let words: Vec<&str> = l.split_whitespace().collect();
@@ -253,14 +252,14 @@ fn kernel_state(ns: &Netns) -> (String, Vec<String>, Vec<String>) {
             format!("{name} {master}")
         })
         .collect();
-    let addrs = look(ns, "ip", &["-o", "-4", "addr", "show"])
+    let addrs = look(ns.path(), "ip", &["-o", "-4", "addr", "show"])
         .lines()
         .map(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();
             w.get(1..4).map(|w| w.join(" ")).unwrap_or_default()
         })
         .collect();
-    (look(ns, "nft", &["list", "ruleset"]), links, addrs)
+    (look(ns.path(), "nft", &["list", "ruleset"]), links, addrs)
 }
 
 /// A SIGKILLed agent leaves its gateway in the kernel. The agent started after it takes the
@@ -307,6 +306,7 @@ async fn a_killed_agent_leaves_nothing_behind() {
         "a bridge port per container: {:?}",
         running.1
     );
+    assert_eq!(bridge_mac(&host), GATEWAY_MAC, "the gateway bridge's MAC is its own");
 
     // Killed and started again: the kernel state is taken over as it is.
     c.hosts[0].kill().await;
@@ -350,8 +350,19 @@ async fn a_killed_agent_leaves_nothing_behind() {
     .await;
     assert_eq!(support::fetch(&lan, host1, 2181).as_deref(), Some("imok"));
     assert_eq!(support::fetch(&lan, host1, 9092), None);
-    let now = kernel_state(&host);
-    assert_eq!(ports(&now.1), 1, "kafka's bridge port went: {:?}", now.1);
+    // The kernel removes a deleted namespace's devices (kafka's end of its veth, and with it
+    // the bridge port) in a work queue of its own, some time after the namespace went.
+    let mut now = kernel_state(&host);
+    wait_until("kafka's bridge port goes with its namespace", LIMIT, async || {
+        now = kernel_state(&host);
+        ports(&now.1) == 1
+    })
+    .await;
+    // The bridge kept its MAC through the port's leaving: zookeeper1's neighbour entry of its
+    // gateway still points at it (a bridge left to the kernel takes its lowest port's MAC,
+    // and changes it when that port goes; zookeeper1's replies then went nowhere).
+    assert_eq!(bridge_mac(&host), GATEWAY_MAC);
+    assert_eq!(support::fetch(&lan, host1, 2181).as_deref(), Some("imok"));
     assert_eq!(
         now.1.len() + 1,
         running.1.len(),

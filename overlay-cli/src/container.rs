@@ -4,17 +4,12 @@
 //! `/etc/hosts` and `/etc/netns/NAME/resolv.conf` (pointing at the network's resolver) over
 //! `/etc/resolv.conf`, as `ip netns exec` does.
 //!
-//! The agent replaces the hosts file atomically (a new inode each time), which a bind mount
-//! does not follow, so while the command runs this process watches the file and mounts each
-//! new version over `/etc/hosts` in the command's mount namespace. The switch is not atomic:
-//! for the microseconds between detaching the old mount and binding the new one, the command
-//! sees the machine's own `/etc/hosts` (the kernel mounts nothing over a deleted file, so the
-//! new file cannot go on top of the old one).
+//! The agent rewrites both files on their own inodes, so the bind mounts made once at the
+//! start show every later update.
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,8 +26,6 @@ use crate::failure::{CliResult, Failure};
 use crate::network::{Target, hosts_dir, netns_hosts_file, netns_resolv_conf};
 use crate::settings::Settings;
 
-/// How often the hosts file is checked for a new version.
-const HOSTS_POLL: Duration = Duration::from_millis(200);
 /// How long the command may take to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -183,13 +176,10 @@ async fn run_command(
         ))
     })?;
     let pid = child.id().unwrap_or_default();
-    let mut watcher = HostsWatcher::new(pid, hosts_file);
-    let mut ticker = tokio::time::interval(HOSTS_POLL);
     let mut stopping = false;
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
-            _ = ticker.tick() => watcher.refresh().await,
             Some(()) = term.recv(), if !stopping => { stopping = true; stop(&mut child, pid).await }
             Some(()) = int.recv(), if !stopping => { stopping = true; stop(&mut child, pid).await }
         }
@@ -241,93 +231,4 @@ fn bind_hosts(source: &CStr, target: &CStr) -> std::io::Result<()> {
         None::<&CStr>,
     )?;
     Ok(())
-}
-
-/// Mounts each new version of the hosts file over `/etc/hosts` in the command's namespace.
-struct HostsWatcher {
-    mnt_ns: Option<OwnedFd>,
-    source: Option<CString>,
-    path: PathBuf,
-    inode: Option<u64>,
-}
-
-impl HostsWatcher {
-    fn new(pid: u32, path: &Path) -> Self {
-        let mnt_ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
-            .ok()
-            .map(OwnedFd::from);
-        HostsWatcher {
-            mnt_ns,
-            source: cstring(path).ok(),
-            path: path.to_path_buf(),
-            inode: std::fs::metadata(path).ok().map(|m| m.ino()),
-        }
-    }
-
-    async fn refresh(&mut self) {
-        let Ok(meta) = std::fs::metadata(&self.path) else {
-            return;
-        };
-        if Some(meta.ino()) == self.inode {
-            return;
-        }
-        let (Some(ns), Some(source)) = (&self.mnt_ns, &self.source) else {
-            return;
-        };
-        let ns_fd = ns.as_fd().as_raw_fd();
-        let source = source.clone();
-        // setns into a mount namespace needs a single-threaded process: a forked child.
-        let done = tokio::task::spawn_blocking(move || remount_in(ns_fd, &source)).await;
-        match done {
-            Ok(Ok(())) => self.inode = Some(meta.ino()),
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot refresh the container's /etc/hosts"),
-            Err(e) => tracing::warn!(error = %e, "hosts refresh task failed"),
-        }
-    }
-}
-
-/// Forks a child that enters the mount namespace `ns_fd` and mounts `source` over
-/// `/etc/hosts`; waits for it.
-fn remount_in(ns_fd: RawFd, source: &CString) -> std::io::Result<()> {
-    use nix::sys::wait::{WaitStatus, waitpid};
-    use nix::unistd::{ForkResult, fork};
-    let target = c"/etc/hosts";
-    // SAFETY: the child only makes system calls on data prepared before the fork and leaves
-    // with _exit, never returning into the (multi-threaded) parent's code.
-    match unsafe { fork() }? {
-        ForkResult::Child => {
-            // SAFETY: the fd is owned by the parent's watcher and open across the fork.
-            let fd = unsafe { BorrowedFd::borrow_raw(ns_fd) };
-            // The exit code says which step failed and why: errno, plus 100 for the mount.
-            let code = match setns(fd, CloneFlags::CLONE_NEWNS) {
-                Err(e) => e as i32,
-                // The kernel mounts nothing over a deleted file, and the file under the
-                // old bind mount was replaced: detach it first. Until the new bind is in
-                // place (microseconds) the command sees the machine's own /etc/hosts.
-                Ok(()) => match nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| bind_hosts(source, target))
-                {
-                    Err(e) => 100 + e.raw_os_error().unwrap_or(0),
-                    Ok(()) => 0,
-                },
-            };
-            // SAFETY: _exit is async-signal-safe and ends the child at once.
-            unsafe { libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => match waitpid(child, None)? {
-            WaitStatus::Exited(_, 0) => Ok(()),
-            WaitStatus::Exited(_, code) if code > 100 => Err(std::io::Error::other(format!(
-                "mount over /etc/hosts: {}",
-                std::io::Error::from_raw_os_error(code - 100)
-            ))),
-            WaitStatus::Exited(_, code) => Err(std::io::Error::other(format!(
-                "enter the mount namespace: {}",
-                std::io::Error::from_raw_os_error(code)
-            ))),
-            other => Err(std::io::Error::other(format!(
-                "remount helper ended with {other:?}"
-            ))),
-        },
-    }
 }

@@ -16,16 +16,6 @@ use overlay_testkit::{CniEnv, EtcdServer, TcpGreeter};
 use serde_json::{Value, json};
 use support::rig::Rig;
 
-/// `ip -j` output inside namespace `ns` (assertions only).
-fn ip_json(ns: &Netns, args: &[&str]) -> Value {
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net={}", ns.path().display()))
-        .args(["ip", "-j"])
-        .args(args)
-        .output()
-        .expect("run ip");
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
 
 /// `ip` in namespace `ns`, for a test's own fault injection.
 fn ip(ns: &Netns, args: &[&str]) {
@@ -41,7 +31,7 @@ fn ip(ns: &Netns, args: &[&str]) {
 
 /// The IPv4 addresses of `ifname` in `ns`.
 fn addresses_of(ns: &Netns, ifname: &str) -> Vec<String> {
-    let doc = ip_json(ns, &["-4", "addr", "show", "dev", ifname]);
+    let doc = overlay_testkit::ip_json(ns.path(), &["-4", "addr", "show", "dev", ifname]);
     doc.as_array()
         .into_iter()
         .flatten()
@@ -95,7 +85,7 @@ async fn add_check_and_del_as_the_spec_words_them() {
     assert_eq!(r["dns"]["search"], json!(["my-net"]));
     // ... and the kernel agrees.
     assert_eq!(addresses_of(&c1, "eth0"), ["10.0.9.2/24"]);
-    let mac = ip_json(&c1, &["link", "show", "eth0"])[0]["address"].clone();
+    let mac = overlay_testkit::ip_json(c1.path(), &["link", "show", "eth0"])[0]["address"].clone();
     assert_eq!(mac, r["interfaces"][0]["mac"]);
     let inspect = rig.agent_call(1, &json!({"op": "inspect", "network": "my-net"}));
     assert_eq!(
@@ -165,7 +155,7 @@ async fn add_check_and_del_as_the_spec_words_them() {
     );
     assert_eq!(rig.attachments(0).len(), 1, "only c1 is attached");
     assert!(
-        ip_json(&c2, &["link", "show", "eth1"]).is_null(),
+        overlay_testkit::link(c2.path(), "eth1").is_none(),
         "no gateway interface left"
     );
 
@@ -173,7 +163,7 @@ async fn add_check_and_del_as_the_spec_words_them() {
     assert!(rig.runner.exec("DEL", &with_prev(&conf, &r), &env).success);
     assert!(rig.attachments(0).is_empty());
     assert!(
-        ip_json(&c1, &["link", "show", "eth0"]).is_null(),
+        overlay_testkit::link(c1.path(), "eth0").is_none(),
         "eth0 is gone"
     );
     assert!(rig.runner.exec("DEL", &conf, &env).success, "a second DEL");
@@ -339,7 +329,7 @@ async fn gc_removes_only_its_own_stale_attachments() {
         .collect();
     assert_eq!(left, ["keepid", "otherid"]);
     assert!(
-        ip_json(&names[1], &["link", "show", "eth0"]).is_null(),
+        overlay_testkit::link(names[1].path(), "eth0").is_none(),
         "stale's eth0 went"
     );
     assert!(

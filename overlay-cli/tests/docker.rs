@@ -15,7 +15,8 @@ use overlay_core::dataplane::Netns;
 use overlay_testkit::DockerEngine;
 use serde_json::{Value, json};
 use support::docker::{DockerLab, RESOLVER, SUBNET, ovl_create};
-use support::{links, wait_until};
+use overlay_testkit::links;
+use support::wait_until;
 
 /// `docker run -d --net my-net --name NAME` of a server greeting every connection to 2181
 /// with `imok NAME`.

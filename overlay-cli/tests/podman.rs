@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use overlay_testkit::TcpGreeter;
 use serde_json::json;
-use support::links;
+use overlay_testkit::links;
 use support::rig::Rig;
 
 /// Podman for one simulated host: its own storage, run directory and CNI configuration, run

@@ -244,6 +244,42 @@ async fn walkthrough(test: &str, backend: &str) {
     })
     .await;
 
+    // zookeeper1's command, whose /etc/hosts is the agent's file bind-mounted once when the
+    // command started, sees each later container within a second of its connect (a hang
+    // guard: the latency is the scale bench's figure), from both hosts.
+    let cmd_pid = child_of(containers[0].pid()).expect("zookeeper1's command");
+    let mut later = Vec::new();
+    for i in 0..5 {
+        let name = format!("{prefix}-later{i}");
+        let ns = lab.namespace(&format!("later{i}")).await.expect("namespace");
+        ok(hosts[i % 2].run(&["network", "connect", "my-net", &name])).await;
+        let line = format!("\t{name}.my-net\n");
+        wait_until(
+            &format!("zookeeper1's bind-mounted /etc/hosts shows {name}"),
+            Duration::from_secs(1),
+            async || hosts_of(cmd_pid).contains(&line),
+        )
+        .await;
+        later.push((i % 2, name, ns));
+    }
+    // iproute2 bind-mounts every file of /etc/netns/NAME over /etc: nothing there lacks a
+    // counterpart in /etc, so `ip netns exec` into a connected container says nothing.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &later[0].1, "true"])
+        .output()
+        .await
+        .expect("run ip netns exec");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ip netns exec {} true: {:?} {}",
+        later[0].1,
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (h, name, _) in &later {
+        ok(hosts[*h].run(&["network", "disconnect", "my-net", name])).await;
+    }
+
     // The agent of host 2 stops cleanly and comes back: its containers stay connected.
     let status = agents[1].stop().await;
     assert!(status.success(), "agent 2: {status:?}");
@@ -269,7 +305,6 @@ async fn walkthrough(test: &str, backend: &str) {
     .await;
 
     // The command of zookeeper1, started first, sees zookeeper4 in its /etc/hosts.
-    let cmd_pid = child_of(containers[0].pid()).expect("zookeeper1's command");
     wait_until(
         "zookeeper1's /etc/hosts follows the agent",
         CONVERGE,

@@ -10,7 +10,8 @@ use std::time::Duration;
 use overlay_core::ErrorKind;
 use overlay_core::dataplane::{AttachSpec, Dataplane, NetlinkDataplane, Netns, Peer, SandboxSpec};
 use overlay_core::model::{MacAddr, NetworkId, Vni};
-use support::{World, in_ns, ip_counter, look, tcp_roundtrip, udp_df};
+use overlay_testkit::look;
+use support::{World, in_ns, ip_counter, tcp_roundtrip, udp_df};
 
 fn net(n: u8) -> (NetworkId, Vni) {
     let mut id = [0u8; 32];
@@ -78,7 +79,7 @@ async fn containers_on_two_hosts_talk_over_vxlan_and_networks_stay_isolated() {
     w.hosts[1].dp.add_peer(&n2, &p2).await.unwrap();
 
     // The container side is as asked: name, MAC, MTU, address, up; lo up.
-    let shown = look("ip", &c1, &["-d", "addr", "show", "eth0"]);
+    let shown = look(c1.path(), "ip", &["-d", "addr", "show", "eth0"]);
     assert!(
         shown.contains("mtu 1450") && shown.contains("02:42:0a:01:00:0b"),
         "{shown}"
@@ -87,7 +88,7 @@ async fn containers_on_two_hosts_talk_over_vxlan_and_networks_stay_isolated() {
         shown.contains("10.1.0.11/24") && shown.contains("UP"),
         "{shown}"
     );
-    assert!(look("ip", &c1, &["link", "show", "lo"]).contains("UP"));
+    assert!(look(c1.path(), "ip", &["link", "show", "lo"]).contains("UP"));
 
     // TCP and UDP across hosts.
     let echoed = tcp_roundtrip(&c3, v4("10.1.0.13"), &c1, Duration::from_secs(5)).unwrap();
@@ -120,7 +121,7 @@ async fn containers_on_two_hosts_talk_over_vxlan_and_networks_stay_isolated() {
     // Isolation: c1 (network 1) gets no ARP answer for c4 (network 2, same subnet) and no TCP.
     let blocked = tcp_roundtrip(&c4, v4("10.1.0.14"), &c1, Duration::from_millis(1500));
     assert!(blocked.is_err(), "network 1 reached network 2: {blocked:?}");
-    let neigh = look("ip", &c1, &["neigh", "show", "10.1.0.14"]);
+    let neigh = look(c1.path(), "ip", &["neigh", "show", "10.1.0.14"]);
     assert!(
         !neigh.contains("lladdr"),
         "an ARP answer crossed networks: {neigh}"
@@ -149,7 +150,7 @@ async fn containers_on_two_hosts_talk_over_vxlan_and_networks_stay_isolated() {
     for (h, n, c) in all {
         w.hosts[h].dp.detach(&n, c.path(), "eth0").await.unwrap();
         w.hosts[h].dp.detach(&n, c.path(), "eth0").await.unwrap();
-        assert!(!look("ip", c, &["link"]).contains("eth0"));
+        assert!(!look(c.path(), "ip", &["link"]).contains("eth0"));
     }
     w.hosts[0].dp.remove_peer(&n1, &p3).await.unwrap();
     w.hosts[0].dp.remove_peer(&n1, &p6).await.unwrap();
@@ -161,15 +162,15 @@ async fn containers_on_two_hosts_talk_over_vxlan_and_networks_stay_isolated() {
             h.dp.remove_sandbox(&n).await.unwrap();
         }
         assert!(h.dp.list_sandboxes().await.unwrap().is_empty());
-        let links = look("ip", &h.ns, &["-o", "link"]);
+        let links = look(h.ns.path(), "ip", &["-o", "link"]);
         assert_eq!(
             links.lines().count(),
             2,
             "only lo and the underlay remain: {links}"
         );
-        let fdb = look("bridge", &h.ns, &["fdb", "show"]);
+        let fdb = look(h.ns.path(), "bridge", &["fdb", "show"]);
         assert!(!fdb.contains("02:42:0a:01"), "{fdb}");
-        let neigh = look("ip", &h.ns, &["neigh", "show"]);
+        let neigh = look(h.ns.path(), "ip", &["neigh", "show"]);
         assert!(!neigh.contains("10.1.0."), "{neigh}");
     }
     let left: Vec<String> = w
@@ -190,11 +191,7 @@ async fn everything_is_idempotent_and_peers_converge() {
     let mut spec = SandboxSpec::new(n, vni, h.vtep);
     let first = h.dp.ensure_sandbox(&spec).await.unwrap();
     assert_eq!(h.dp.ensure_sandbox(&spec).await.unwrap(), first);
-    let shown = look(
-        "ip",
-        &Netns::open_path(&first.netns_path).unwrap(),
-        &["-d", "link", "show", "vxlan0"],
-    );
+    let shown = look(&first.netns_path, "ip", &["-d", "link", "show", "vxlan0"]);
     for want in [
         format!("vxlan id {}", vni.get()).as_str(),
         "dstport 4789",
@@ -222,7 +219,7 @@ async fn everything_is_idempotent_and_peers_converge() {
     let info = h.dp.ensure_sandbox(&spec).await.unwrap();
     assert_eq!(info.mtu, Some(1400));
     let sb = Netns::open_path(&info.netns_path).unwrap();
-    let shown = look("ip", &sb, &["-d", "link", "show", "vxlan0"]);
+    let shown = look(sb.path(), "ip", &["-d", "link", "show", "vxlan0"]);
     assert!(
         shown.contains("dstport 4790") && shown.contains("mtu 1400"),
         "{shown}"
@@ -236,14 +233,14 @@ async fn everything_is_idempotent_and_peers_converge() {
     let again = h.dp.attach(&n, &a).await.unwrap();
     assert!(made.created && !again.created);
     assert_eq!(made.host_ifname, again.host_ifname);
-    let addrs = look("ip", &c, &["addr", "show", "eth0"]);
+    let addrs = look(c.path(), "ip", &["addr", "show", "eth0"]);
     assert!(
         addrs.contains("10.3.0.5/24")
             && addrs.contains("fd00:3::5/64")
             && addrs.contains("mtu 1400"),
         "{addrs}"
     );
-    assert!(look("ip", &sb, &["link", "show", &made.host_ifname]).contains("master br0"));
+    assert!(look(sb.path(), "ip", &["link", "show", &made.host_ifname]).contains("master br0"));
     // Another network's interface under the same name is refused, not clobbered.
     let (other, other_vni) = net(4);
     h.dp.ensure_sandbox(&SandboxSpec::new(other, other_vni, h.vtep))
@@ -280,7 +277,7 @@ async fn everything_is_idempotent_and_peers_converge() {
     p.mac = MacAddr([0x02, 0x42, 1, 2, 3, 4]);
     h.dp.add_peer(&n, &p).await.unwrap();
     assert_eq!(h.dp.list_peers(&n).await.unwrap(), vec![p]);
-    let fdb = look("bridge", &sb, &["fdb", "show", "dev", "vxlan0"]);
+    let fdb = look(sb.path(), "bridge", &["fdb", "show", "dev", "vxlan0"]);
     assert!(
         !fdb.contains("02:42:0a:03:00:09"),
         "old MAC's FDB entry kept: {fdb}"
@@ -370,15 +367,15 @@ async fn ensure_over_leftovers_of_a_crashed_run_succeeds() {
             .await
             .unwrap();
     assert_eq!((info.vni, info.mtu), (Some(vni), Some(1450)));
-    let shown = look("ip", &half, &["-d", "link", "show", "vxlan0"]);
+    let shown = look(half.path(), "ip", &["-d", "link", "show", "vxlan0"]);
     assert!(
         shown.contains(&format!("vxlan id {}", vni.get())) && shown.contains("master br0"),
         "{shown}"
     );
-    assert!(look("ip", &half, &["link", "show", "br0"]).contains("state UP"));
+    assert!(look(half.path(), "ip", &["link", "show", "br0"]).contains("state UP"));
     let old_sb = Netns::open_named(&h.dp.sandbox_netns_name(&old)).unwrap();
     assert!(
-        !look("ip", &old_sb, &["link"]).contains("vxlan0"),
+        !look(old_sb.path(), "ip", &["link"]).contains("vxlan0"),
         "the stale vxlan should be gone"
     );
 
@@ -468,7 +465,7 @@ async fn own_deletions_are_not_damage() {
     };
 
     h.dp.remove_peer(&n, &peer(1)).await.unwrap();
-    look("ip", &c2, &["link", "del", "eth0"]);
+    look(c2.path(), "ip", &["link", "del", "eth0"]);
     let d = first("a peer removed, then a container's interface deleted").await;
     assert_eq!(
         d,
@@ -481,9 +478,7 @@ async fn own_deletions_are_not_damage() {
 
     h.dp.detach(&n, c1.path(), "eth0").await.unwrap();
     let mac = peer(2).mac.to_string();
-    let out = look(
-        "bridge",
-        &sandbox,
+    let out = look(sandbox.path(), "bridge",
         &["fdb", "del", &mac, "dev", "vxlan0", "dst", "192.0.2.2"],
     );
     assert!(out.trim().is_empty(), "bridge fdb del: {out}");
@@ -554,11 +549,11 @@ async fn gateway_masquerades_publishes_and_isolates() {
         across, None,
         "containers cannot talk over the gateway bridge"
     );
-    let routes = look("ip", &c1, &["route", "show", "default"]);
+    let routes = look(c1.path(), "ip", &["route", "show", "default"]);
     assert!(routes.contains("via 172.18.0.1 dev eth1"), "{routes}");
 
     let table = w.hosts[0].dp.firewall_table();
-    let listed = support::look_nft(&a.ns, &["list", "table", "ip", &table]);
+    let listed = look(a.ns.path(), "nft", &["list", "table", "ip", &table]);
     assert!(
         listed.contains("masquerade") && listed.contains("dnat to 172.18.0.2:2181"),
         "{listed}"
@@ -569,12 +564,12 @@ async fn gateway_masquerades_publishes_and_isolates() {
     }
     a.dp.remove_gateway(&spec).await.unwrap();
     a.dp.remove_gateway(&spec).await.unwrap();
-    let links = look("ip", &a.ns, &["-o", "link", "show"]);
+    let links = look(a.ns.path(), "ip", &["-o", "link", "show"]);
     assert!(
         !links.contains("ovl_gwbridge") && !links.contains("ve-"),
         "{links}"
     );
-    let tables = support::look_nft(&a.ns, &["list", "tables"]);
+    let tables = look(a.ns.path(), "nft", &["list", "tables"]);
     assert!(!tables.contains(&table), "{tables}");
     assert_eq!(
         fetch(b.ns.path(), ([192, 0, 2, 1], 2181).into(), limit),

@@ -33,6 +33,9 @@
 //! [`NetnsEtcd`] an etcd the engines share as their cluster store; [`busybox_rootfs`] makes
 //! the image both container runtimes' tests import.
 //!
+//! [`look`] and its kin ([`links`], [`link`], [`ip_json`]) read kernel state with the system's
+//! own tools inside a namespace, failing loudly when the tool fails.
+//!
 //! [`CniRunner`] runs CNI plugins as a container runtime does (upstream's `cnitool`).
 //!
 //! This crate does not depend on `overlay-core`, so both `overlay-core` and the root crate can
@@ -42,6 +45,7 @@ mod cluster;
 mod cni;
 mod dns;
 mod docker;
+mod look;
 mod netns;
 mod pipe;
 mod process;
@@ -57,6 +61,7 @@ pub use docker::{
     DOCKER, DOCKERD, DockerEngine, EngineSpec, NetnsEtcd, busybox_rootfs, kill_in_netns,
     require_docker,
 };
+pub use look::{ip_json, link, links, look, try_look};
 pub use process::{missing, require_root, unique_prefix};
 pub use proxy::TcpProxy;
 pub use servers::{EtcdServer, ZooKeeperServer};

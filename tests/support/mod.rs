@@ -210,13 +210,16 @@ impl HostProc {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
 
-    /// The peers the kernel holds in this host's sandbox of `network`.
+    /// The peers the kernel holds in this host's sandbox of `network`. Panics when they cannot
+    /// be listed (no sandbox among them): "no such peer" is only read from a listing.
     pub async fn peers(&self, network: &str) -> Vec<Peer> {
         let id: NetworkId = network.parse().expect("network id");
         let dp = NetlinkDataplane::in_namespace(&self.tag, &self.ns)
             .await
             .expect("dataplane");
-        dp.list_peers(&id).await.unwrap_or_default()
+        dp.list_peers(&id)
+            .await
+            .unwrap_or_else(|e| panic!("the peers of {network} on host {}: {e}", self.tag))
     }
 }
 

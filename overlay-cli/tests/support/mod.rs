@@ -229,17 +229,3 @@ pub async fn agent(host: &Host, id: &str, vtep: &str) -> Proc {
     p
 }
 
-/// The names of the links in namespace `ns` (assertions only).
-pub fn links(ns: &Path) -> Vec<String> {
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net={}", ns.display()))
-        .args(["ip", "-j", "link", "show"])
-        .output()
-        .expect("ip link");
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    doc.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-        .collect()
-}

@@ -98,12 +98,13 @@ impl Rig {
         serde_json::from_str(&line).unwrap()
     }
 
-    /// This host's attachments of my-net, as the agent lists them.
+    /// This host's attachments of my-net, as the agent lists them. Panics on an error answer:
+    /// "none attached" is only read from a listing.
     pub fn attachments(&self, h: usize) -> Vec<Value> {
         let r = self.agent_call(h, &json!({"op": "attachments", "network": "my-net"}));
         match r.get("ok") {
             Some(Value::Array(list)) => list.clone(),
-            _ => Vec::new(),
+            _ => panic!("the attachments of my-net on host {h}: {r}"),
         }
     }
 }

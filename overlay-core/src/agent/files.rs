@@ -9,22 +9,26 @@
 //! into the next pass.
 //!
 //! The writer rests after each pass twice as long as the pass took, so that it takes at most
-//! a third of a core from connects however fast they come. A file is replaced at most once a
-//! second ([`hosts::write_atomic`] reuses the file it swapped out, once that has rested, so
-//! rewriting makes and frees no inodes); a change that comes sooner waits for the next pass
-//! after that second. Names reach the resolver at once, from the views.
+//! a third of a core from connects however fast they come; a burst is coalesced by that rest,
+//! milliseconds, not more. Files are rewritten on their own inodes, so a bind mount of one
+//! sees every update ([`rewrite`](super::rewrite)), and a file made from a network's previous
+//! block is rewritten only from the first byte that changed: a container joining a network of
+//! a thousand costs each other container's file a line or two written, not its whole text.
+//! Names reach the resolver at once, from the views.
 //!
 //! Nothing of a file's text is kept: each file's record is a fingerprint of what it was made
-//! from (8 bytes), enough to skip an unchanged one.
+//! from (8 bytes), enough to skip an unchanged one and to know which block it holds; each
+//! network's last block is kept once, for the next pass's difference.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Shared;
 use super::hosts::{self, Block, HostsEntry};
+use super::rewrite::{self, Change};
 use crate::model::{EndpointId, Network, NetworkId};
 
 /// What changed since the writer's last pass, and what it wrote.
@@ -32,9 +36,17 @@ use crate::model::{EndpointId, Network, NetworkId};
 pub(super) struct Files {
     pending: Mutex<Pending>,
     wake: tokio::sync::Notify,
-    /// Each written file's fingerprint. Held while a pass writes, so a file removed with its
-    /// container ([`Files::remove`]) is never written again after.
-    written: Mutex<HashMap<PathBuf, u64>>,
+    /// What the files hold. Held while a pass writes, so a file removed with its container
+    /// ([`Files::remove`]) is never written again after.
+    written: Mutex<Written>,
+}
+
+#[derive(Debug, Default)]
+struct Written {
+    /// Each written file's fingerprint: of what it was made from.
+    files: HashMap<PathBuf, u64>,
+    /// Each network's block as the last pass wrote it.
+    blocks: BTreeMap<NetworkId, Block>,
 }
 
 #[derive(Debug, Default)]
@@ -52,7 +64,7 @@ impl Files {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn written(&self) -> MutexGuard<'_, HashMap<PathBuf, u64>> {
+    fn written(&self) -> MutexGuard<'_, Written> {
         self.written
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -70,11 +82,10 @@ impl Files {
         self.wake.notify_one();
     }
 
-    /// Removes `path` (and its spare), if this agent wrote it, and forgets it; returns
-    /// whether it did.
+    /// Removes `path`, if this agent wrote it, and forgets it; returns whether it did.
     pub(super) fn remove(&self, path: &std::path::Path) -> std::io::Result<bool> {
         let mut written = self.written();
-        if written.remove(path).is_none() {
+        if written.files.remove(path).is_none() {
             return Ok(false);
         }
         hosts::remove(path).map(|()| true)
@@ -86,21 +97,14 @@ pub(super) async fn run(shared: Arc<Shared>) {
     loop {
         shared.files.wake.notified().await;
         let started = Instant::now();
-        let mut rest = Duration::ZERO;
-        if let Some(again) = pass(&shared).await {
-            // Files replaced too recently wait (their containers are pending again).
-            rest = rest.max(again);
-            shared.files.wake.notify_one();
-        }
-        rest = rest.max(started.elapsed() * 2);
-        tokio::time::sleep(rest).await;
+        pass(&shared).await;
+        tokio::time::sleep(started.elapsed() * 2).await;
     }
 }
 
 /// One file to write: its path, what it is made from, and the endpoints that name it (it is
 /// written only while one of them is still this host's).
 struct Job {
-    container: String,
     path: PathBuf,
     key: u64,
     owners: Vec<EndpointId>,
@@ -122,23 +126,35 @@ struct Membership {
     addresses: Vec<IpAddr>,
 }
 
-/// Writes what changed since the last pass; returns when to try again the files that were
-/// replaced too recently to be replaced now, if any.
-async fn pass(shared: &Arc<Shared>) -> Option<Duration> {
+/// Writes what changed since the last pass.
+async fn pass(shared: &Arc<Shared>) {
     let pending = std::mem::take(&mut *shared.files.pending());
     let (jobs, blocks) = plan(shared, &pending);
     if jobs.is_empty() {
-        return None;
+        return;
     }
+    // The blocks of networks this host left are no longer needed.
+    let joined: BTreeSet<NetworkId> = shared.state().nets.keys().copied().collect();
+    shared
+        .files
+        .written()
+        .blocks
+        .retain(|net, _| joined.contains(net));
     let shared = shared.clone();
     // The writes block: off the async workers.
-    match tokio::task::spawn_blocking(move || write(&shared, jobs, &blocks)).await {
-        Ok(again) => again,
-        Err(e) => {
-            tracing::warn!(error = %e, "the hosts file writer failed");
-            None
-        }
+    if let Err(e) = tokio::task::spawn_blocking(move || write(&shared, jobs, blocks)).await {
+        tracing::warn!(error = %e, "the hosts file writer failed");
     }
+}
+
+/// The fingerprint of a hosts file made from `own` lines and the blocks of `parts`
+/// (network, block fingerprint).
+fn hosts_key(own: &[(IpAddr, String)], parts: impl Iterator<Item = (NetworkId, u64)>) -> u64 {
+    let mut key = format!("{own:?}");
+    for (net, f) in parts {
+        key.push_str(&format!(" {net}:{f:x}"));
+    }
+    hosts::fingerprint(key.as_bytes())
 }
 
 /// What the pass must write, from one look at the agent's state: the changed containers'
@@ -205,15 +221,15 @@ fn plan(shared: &Shared, pending: &Pending) -> (Vec<Job>, BTreeMap<NetworkId, Bl
                 .iter()
                 .map(|m| (m.network, m.addresses.clone()))
                 .collect();
-            let mut key = format!("{own:?}");
-            for (net, _) in &parts {
-                let f = blocks.get(net).map_or(0, Block::fingerprint);
-                key.push_str(&format!(" {net}:{f:x}"));
-            }
+            let key = hosts_key(
+                &own,
+                parts
+                    .iter()
+                    .map(|(net, _)| (*net, blocks.get(net).map_or(0, Block::fingerprint))),
+            );
             jobs.push(Job {
-                container: container.to_string(),
                 path,
-                key: hosts::fingerprint(key.as_bytes()),
+                key,
                 owners: owners.clone(),
                 render: Render::Hosts { own, blocks: parts },
             });
@@ -225,7 +241,6 @@ fn plan(shared: &Shared, pending: &Pending) -> (Vec<Job>, BTreeMap<NetworkId, Bl
                 .collect();
             if let Some(text) = super::dns::resolv_conf_for(shared, &nets) {
                 jobs.push(Job {
-                    container: container.to_string(),
                     path,
                     key: hosts::fingerprint(text.as_bytes()),
                     owners,
@@ -237,38 +252,159 @@ fn plan(shared: &Shared, pending: &Pending) -> (Vec<Job>, BTreeMap<NetworkId, Bl
     (jobs, blocks)
 }
 
-/// Writes each job whose file changed, if its container is still this host's. A file replaced
-/// too recently is left for later: its container is pending again, and the least wait is
-/// returned.
-fn write(shared: &Shared, jobs: Vec<Job>, blocks: &BTreeMap<NetworkId, Block>) -> Option<Duration> {
-    let mut written = shared.files.written();
-    let mut again: Option<Duration> = None;
+/// Writes each job whose file changed, if its container is still this host's, then keeps
+/// this pass's blocks for the next one's differences.
+fn write(shared: &Shared, jobs: Vec<Job>, blocks: BTreeMap<NetworkId, Block>) {
+    let mut guard = shared.files.written();
+    let written = &mut *guard;
     for job in jobs {
-        if written.get(&job.path) == Some(&job.key)
+        if written.files.get(&job.path) == Some(&job.key)
             || !job.owners.iter().any(|e| shared.local.contains(e))
         {
             continue;
         }
-        let text = match job.render {
-            Render::Text(t) => t,
+        let done = match &job.render {
+            Render::Text(t) => rewrite::rewrite_whole(&job.path, t),
             Render::Hosts { own, blocks: parts } => {
-                let parts: Vec<(&Block, Vec<IpAddr>)> = parts
-                    .into_iter()
-                    .filter_map(|(net, skip)| blocks.get(&net).map(|b| (b, skip)))
-                    .collect();
-                hosts::render(&own, &parts)
+                write_hosts(&job.path, own, parts, &blocks, written)
             }
         };
-        match hosts::write_atomic(&job.path, &text) {
-            Ok(hosts::Written::Done) => {
-                written.insert(job.path, job.key);
+        match done {
+            Ok(()) => {
+                written.files.insert(job.path, job.key);
             }
-            Ok(hosts::Written::NotYet(wait)) => {
-                shared.files.pending().containers.insert(job.container);
-                again = Some(again.map_or(wait, |a| a.min(wait)));
+            Err(e) => {
+                // Forgotten, so the next pass writes it whole.
+                written.files.remove(&job.path);
+                tracing::warn!(file = %job.path.display(), error = %e, "a container's file was not updated");
             }
-            Err(e) => tracing::warn!(error = %e, "hosts file not updated"),
         }
     }
-    again
+    written.blocks.extend(blocks);
+}
+
+/// Writes one hosts file: from the first changed byte when it holds what it was made from
+/// the network's previous block (the file of a container on one network), whole otherwise.
+fn write_hosts(
+    path: &std::path::Path,
+    own: &[(IpAddr, String)],
+    parts: &[(NetworkId, Vec<IpAddr>)],
+    blocks: &BTreeMap<NetworkId, Block>,
+    written: &Written,
+) -> std::io::Result<()> {
+    if let [(net, skip)] = parts
+        && let (Some(old), Some(new)) = (written.blocks.get(net), blocks.get(net))
+        && written.files.get(path) == Some(&hosts_key(own, [(*net, old.fingerprint())].into_iter()))
+    {
+        let Some((from, tail)) = hosts::render_tail(own, old, new, skip) else {
+            return Ok(());
+        };
+        let change = Change {
+            from: from as u64,
+            tail: tail.as_bytes(),
+        };
+        if rewrite::rewrite(path, change)? {
+            return Ok(());
+        }
+    }
+    let parts: Vec<(&Block, Vec<IpAddr>)> = parts
+        .iter()
+        .filter_map(|(net, skip)| blocks.get(net).map(|b| (b, skip.clone())))
+        .collect();
+    rewrite::rewrite_whole(path, &hosts::render(own, &parts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Whether `text` is a whole hosts file: not empty, ending with a newline, every line an
+    /// address with names, a comment or blank.
+    fn well_formed(text: &str) -> bool {
+        !text.is_empty()
+            && text.ends_with('\n')
+            && text.lines().all(|l| {
+                let mut words = l.split_whitespace();
+                match words.next() {
+                    None => true,
+                    Some(w) if w.starts_with('#') => true,
+                    Some(ip) => ip.parse::<IpAddr>().is_ok() && words.next().is_some(),
+                }
+            })
+    }
+
+    /// The network's block with containers `members` (numbers: `c<n>` at 10.0.<n/250>.<n%250+2>).
+    fn block(members: &BTreeSet<u32>) -> Block {
+        let mut set = BTreeSet::new();
+        for n in members {
+            let ip: IpAddr = format!("10.0.{}.{}", n / 250, n % 250 + 2).parse().unwrap();
+            set.extend(HostsEntry::for_container(ip, &format!("c{n}"), &[], "net"));
+        }
+        Block::new(&set)
+    }
+
+    #[test]
+    fn a_reader_during_a_burst_of_updates_never_sees_an_empty_or_malformed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts");
+        let net: NetworkId = "a".repeat(64).parse().unwrap();
+        let me: IpAddr = "10.0.0.2".parse().unwrap();
+        let own = vec![(me, "c0".to_string())];
+        let mut members: BTreeSet<u32> = [0].into();
+        let mut written = Written::default();
+        let mut update = |members: &BTreeSet<u32>, written: &mut Written| {
+            let blocks: BTreeMap<NetworkId, Block> = [(net, block(members))].into();
+            let parts = vec![(net, vec![me])];
+            write_hosts(&path, &own, &parts, &blocks, written).unwrap();
+            let key = hosts_key(&own, [(net, blocks[&net].fingerprint())].into_iter());
+            written.files.insert(path.clone(), key);
+            written.blocks.extend(blocks);
+        };
+        update(&members, &mut written);
+        let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    assert!(well_formed(&text), "read {reads}: {text:?}");
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        // 200 updates: containers join (at the end, as new addresses do, and in the middle),
+        // and leave.
+        for i in 1..=200u32 {
+            match i % 5 {
+                0 => {
+                    let gone = *members.iter().nth(members.len() / 2).unwrap();
+                    if gone != 0 {
+                        members.remove(&gone);
+                    }
+                }
+                1 => {
+                    members.insert(1000 - i);
+                }
+                _ => {
+                    members.insert(i);
+                }
+            }
+            update(&members, &mut written);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let reads = reader.join().unwrap();
+        assert!(reads > 0, "the reader read nothing");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let whole = hosts::render(&own, &[(&block(&members), vec![me])]);
+        assert_eq!(text, whole, "after the burst the file is exactly the last text");
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap()),
+            ino,
+            "on the same inode"
+        );
+    }
 }

@@ -1,16 +1,17 @@
-//! Container hosts files, in the seed's layout, replaced atomically.
+//! Container hosts files, in the seed's layout: the container's own lines, the standard
+//! localhost lines, then the names of every network it joined.
 //!
-//! Docker 1.9 rewrote `/etc/hosts` in place, so a reader racing the writer could see an empty or
-//! half-written file. Here a file is written beside the target, flushed to disk, and renamed over
-//! it: a reader sees the old file or the new one, never a mix.
+//! Each network's names are rendered once per change into a [`Block`] that every local
+//! container's file copies from; when a block changes, a file that was made from the previous
+//! block is rewritten only from the first byte that differs ([`render_tail`]), on its own inode
+//! ([`rewrite`](super::rewrite)): Docker 1.9 truncated `/etc/hosts` and wrote it again, so a
+//! reader racing it saw an empty file.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
 
-use crate::error::{Error, Result};
 
 /// The fixed lines every container's hosts file carries after its own entry.
 const STANDARD_LINES: &str = "127.0.0.1\tlocalhost\n\
@@ -89,13 +90,23 @@ impl Block {
         self.lines.get(line).map_or(self.text.len(), |(_, at)| *at)
     }
 
+    /// The byte ranges of the lines with an address of `skip`, sorted.
+    fn skipped_runs(&self, skip: &[IpAddr]) -> Vec<std::ops::Range<usize>> {
+        let mut runs: Vec<_> = skip.iter().map(|ip| self.run_of(*ip)).collect();
+        runs.sort_by_key(|r| r.start);
+        runs
+    }
+
     /// Appends the lines whose address is not one of `skip`: a copy of the text around each
     /// skipped run.
     fn push_except(&self, out: &mut String, skip: &[IpAddr]) {
-        let mut runs: Vec<_> = skip.iter().map(|ip| self.run_of(*ip)).collect();
-        runs.sort_by_key(|r| r.start);
-        let mut at = 0;
-        for r in runs {
+        self.push_except_from(out, &self.skipped_runs(skip), 0);
+    }
+
+    /// Appends the text from byte `from` on, but for the (sorted) `runs`.
+    fn push_except_from(&self, out: &mut String, runs: &[std::ops::Range<usize>], from: usize) {
+        let mut at = from;
+        for r in runs.iter().filter(|r| r.end > from) {
             if r.start >= at {
                 out.push_str(&self.text[at..r.start]);
             }
@@ -120,6 +131,48 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
     h.finish()
+}
+
+/// The part of a one-network hosts file that differs between the file rendered from `old`
+/// and from `new` (same `own` lines, same `skip`): where it starts in the file, and the new
+/// text from there. `None` when nothing differs. The start is moved back to a line's start,
+/// so whole lines are written.
+pub fn render_tail(
+    own: &[(IpAddr, String)],
+    old: &Block,
+    new: &Block,
+    skip: &[IpAddr],
+) -> Option<(usize, String)> {
+    let (a, b) = (old.text.as_bytes(), new.text.as_bytes());
+    let same = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    if same == a.len() && same == b.len() {
+        return None;
+    }
+    // Back to the start of the line, and out of a skipped run (the runs before are the same
+    // in both blocks, as everything before `same` is).
+    let mut from = new.text[..same].rfind('\n').map_or(0, |i| i + 1);
+    let runs = new.skipped_runs(skip);
+    if let Some(r) = runs.iter().find(|r| r.start < from && from < r.end) {
+        from = r.start;
+    }
+    let dropped: usize = runs
+        .iter()
+        .filter(|r| r.end <= from)
+        .map(|r| r.end - r.start)
+        .sum();
+    let header = header_len(own);
+    let mut tail = String::with_capacity(new.text.len() - from);
+    new.push_except_from(&mut tail, &runs, from);
+    Some((header + from - dropped, tail))
+}
+
+/// The length of the lines before the names: the container's own and the standard ones.
+fn header_len(own: &[(IpAddr, String)]) -> usize {
+    let mut n = STANDARD_LINES.len();
+    for (ip, hostname) in own {
+        n += format!("{ip}\t{hostname}\n").len();
+    }
+    n
 }
 
 /// Renders a hosts file: the container's own addresses and hostname, the standard localhost
@@ -153,150 +206,12 @@ pub fn render(own: &[(IpAddr, String)], blocks: &[(&Block, Vec<IpAddr>)]) -> Str
     out
 }
 
-/// Replaces `path` with `content` atomically: a reader sees the old file or the new one. The
-/// file is left world-readable, as `/etc/hosts` is.
-///
-/// The new text goes into the file's spare (`.NAME.spare` beside it), which is then swapped
-/// with the file in one `rename(RENAME_EXCHANGE)`, so the old file becomes the next spare. A
-/// file rewritten a thousand times costs two inodes, not a thousand made and freed: on ext4
-/// without a journal (this project's CI machine) every later file creation steps over each
-/// inode freed in the last minutes, so a writer replacing a full host's files slowed every
-/// connect. A spare swapped out less than [`SPARE_MIN_AGE`] ago may still be open in a slow
-/// reader, so it is not written: the call returns [`Written::NotYet`] and changes nothing. A
-/// file is thus replaced at most once per [`SPARE_MIN_AGE`] (its first two writes aside).
-///
-/// No fsync: a reader needs only the rename's atomicity, and after a crash the agent writes
-/// every file again from the store when it starts. An fsync per file made every connect on a
-/// full host wait for a thousand disk flushes.
-pub fn write_atomic(path: &Path, content: &str) -> Result<Written> {
-    replace(path, content, SPARE_MIN_AGE)
-}
-
-/// What [`write_atomic`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Written {
-    /// The file holds the new content.
-    Done,
-    /// The file was replaced too recently; nothing changed. Try again after this long.
-    NotYet(std::time::Duration),
-}
-
-/// How long a file swapped out must rest as the spare before it is written again.
-pub const SPARE_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The spare of hosts file `path`.
-pub fn spare_of(path: &Path) -> Option<std::path::PathBuf> {
-    let name = path.file_name()?;
-    Some(path.with_file_name(format!(".{}.spare", name.to_string_lossy())))
-}
-
-fn replace(path: &Path, content: &str, min_age: std::time::Duration) -> Result<Written> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-    let op = "write hosts file";
-    let fail = |e: std::io::Error| {
-        Error::io(op, format!("cannot replace {}", path.display()), e)
-            .with_hint("check that the directory exists and is writable")
-    };
-    let spare = spare_of(path).ok_or_else(|| {
-        Error::invalid(
-            op,
-            format!("hosts file path {} names no file", path.display()),
-        )
-        .with_hint("give a file path such as /etc/netns/NAME/hosts")
-    })?;
-    let exists = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
-    if exists {
-        // The spare, if it has rested long enough (its ctime is when it was swapped out), or
-        // a new one: written, then swapped in. Something else at its name is left alone.
-        let usable = match std::fs::symlink_metadata(&spare) {
-            Ok(m) if m.file_type().is_file() => {
-                let ctime = std::time::UNIX_EPOCH
-                    + std::time::Duration::new(m.ctime().max(0) as u64, m.ctime_nsec() as u32);
-                let age = std::time::SystemTime::now()
-                    .duration_since(ctime)
-                    .unwrap_or_default();
-                if age < min_age {
-                    return Ok(Written::NotYet(min_age - age));
-                }
-                true
-            }
-            Ok(_) => false,
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        };
-        if usable {
-            let wrote = (|| {
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o644)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&spare)?;
-                f.write_all(content.as_bytes())?;
-                f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-                exchange(&spare, path)
-            })();
-            match wrote {
-                Ok(()) => return Ok(Written::Done),
-                // A file system without the exchange: the plain rename below.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                Err(e) => return Err(fail(e)),
-            }
-        }
-    }
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(
-        ".{name}.tmp-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(content.as_bytes())?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map(|()| Written::Done).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        fail(e)
-    })
-}
-
-/// Swaps the files at `a` and `b` in one step.
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
-    };
-    let (a, b) = (c(a)?, c(b)?);
-    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Removes hosts file `path` and its spare; a file already gone is not an error.
+/// Removes hosts file `path`; a file already gone is not an error.
 pub fn remove(path: &Path) -> std::io::Result<()> {
-    for p in std::iter::once(path.to_path_buf()).chain(spare_of(path)) {
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -392,85 +307,29 @@ ff02::2\tip6-allrouters\n\
     }
 
     #[test]
-    fn atomic_replace_never_shows_a_partial_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hosts");
-        // Spares rest 50 ms here, not a second, to keep the test short.
-        let rest = std::time::Duration::from_millis(50);
-        let write = |content: &str| loop {
-            match replace(&path, content, rest).unwrap() {
-                Written::Done => break,
-                Written::NotYet(d) => std::thread::sleep(d),
+    fn a_tail_rendered_from_the_first_change_completes_the_old_file() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let block = |n: usize| {
+            let mut set = BTreeSet::new();
+            for i in 0..n {
+                let addr = ip(&format!("10.0.0.{}", i + 2));
+                set.extend(HostsEntry::for_container(addr, &format!("c{i}"), &[], "net"));
             }
+            Block::new(&set)
         };
-        write("old\n");
-        let big = "x".repeat(1 << 20);
-        let reader = {
-            let path = path.clone();
-            let big = big.clone();
-            std::thread::spawn(move || {
-                for _ in 0..2000 {
-                    let text = std::fs::read_to_string(&path).unwrap();
-                    assert!(
-                        text == "old\n" || text == big,
-                        "saw a partial file of {} bytes",
-                        text.len()
-                    );
-                }
-            })
-        };
-        for i in 0..20 {
-            write(if i % 2 == 0 { &big } else { "old\n" });
+        let me = ip("10.0.0.4");
+        let own = [(me, "c2".to_string())];
+        // Joins after the container (the common case), before it, and leaves.
+        for (old_n, new_n) in [(5, 6), (2, 5), (6, 3), (6, 1), (1, 6)] {
+            let (old, new) = (block(old_n), block(new_n));
+            let before = render(&own, &[(&old, vec![me])]);
+            let after = render(&own, &[(&new, vec![me])]);
+            let (at, tail) = render_tail(&own, &old, &new, &[me]).unwrap();
+            assert_eq!(before[..at], after[..at], "{old_n} to {new_n}: the kept part");
+            assert_eq!(tail, after[at..], "{old_n} to {new_n}: the tail");
+            assert!(at == 0 || after.as_bytes()[at - 1] == b'\n', "starts a line");
         }
-        reader.join().unwrap();
-        let mut left: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
-        assert_eq!(
-            left,
-            [".hosts.spare", "hosts"],
-            "temporary files were left behind"
-        );
-        remove(&path).unwrap();
-        remove(&path).unwrap();
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        let e = write_atomic(&dir.path().join("missing/hosts"), "x").unwrap_err();
-        assert_eq!(
-            write_atomic(&path, "n\n").unwrap(),
-            Written::Done,
-            "no spare yet"
-        );
-        assert!(e.to_string().contains("missing/hosts"), "{e}");
+        assert_eq!(render_tail(&own, &block(4), &block(4), &[me]), None);
     }
 
-    #[test]
-    fn a_rested_spare_is_reused_so_no_inode_is_freed() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hosts");
-        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
-        replace(&path, "1\n", std::time::Duration::ZERO).unwrap();
-        replace(&path, "2\n", std::time::Duration::ZERO).unwrap();
-        let (live, spare) = (ino(&path), ino(&spare_of(&path).unwrap()));
-        for i in 3..10 {
-            replace(&path, &format!("{i}\n"), std::time::Duration::ZERO).unwrap();
-            assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{i}\n"));
-            let now = (ino(&path), ino(&spare_of(&path).unwrap()));
-            assert!(
-                now == (live, spare) || now == (spare, live),
-                "a new inode: {now:?}"
-            );
-        }
-        let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
-        assert_eq!(mode, 0o644);
-        // A spare swapped out just now is left alone, and so is the file.
-        let r = replace(&path, "x\n", std::time::Duration::from_secs(60)).unwrap();
-        assert!(
-            matches!(r, Written::NotYet(d) if d > std::time::Duration::from_secs(50)),
-            "{r:?}"
-        );
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "9\n");
-    }
 }

@@ -11,6 +11,7 @@ mod claim;
 pub(crate) mod dns;
 pub mod events;
 mod files;
+mod rewrite;
 pub mod gateway;
 mod heal;
 pub mod health;

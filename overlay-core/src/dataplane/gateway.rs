@@ -19,6 +19,7 @@ use super::link::{
 use super::netns::{Netns, NetnsId, run_on_thread};
 use super::sandbox::{blocking, missing_ports};
 use crate::error::{Error, ErrorKind, Result};
+use crate::model::MacAddr;
 
 /// The gateway bridge's name unless the host configures another (`docker_gwbridge` is
 /// Docker's; this one must not collide with it on a host that runs both).
@@ -53,6 +54,11 @@ impl GatewaySpec {
         Ipv4Addr::from(u32::from(self.pool.network()) + 1)
     }
 
+    /// The bridge's MAC, fixed (see [`bridge_msg`]): Docker's scheme for its address.
+    fn mac(&self) -> MacAddr {
+        MacAddr::from_ipv4(self.gateway())
+    }
+
     /// Checks the spec before any I/O.
     pub(crate) fn validate(&self) -> Result<()> {
         validate_ifname(&self.bridge, "ensure gateway")?;
@@ -75,8 +81,20 @@ pub(crate) async fn ensure(
     spec: &GatewaySpec,
 ) -> Result<u32> {
     spec.validate()?;
+    let mac = spec.mac();
     let index = match get_link(host, &spec.bridge).await? {
-        Some(l) if l.kind == Some(InfoKind::Bridge) => l.index,
+        Some(l) if l.kind == Some(InfoKind::Bridge) => {
+            // A bridge made before its MAC was fixed, or changed behind the agent's back.
+            if l.mac.as_deref() != Some(&mac.0[..]) {
+                let fixed = LinkChange {
+                    mac: Some(mac),
+                    up: true,
+                    ..LinkChange::default()
+                };
+                set_link(host, l.index, &fixed).await?;
+            }
+            l.index
+        }
         Some(_) => {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
@@ -90,7 +108,7 @@ pub(crate) async fn ensure(
             .with_hint("configure another gateway bridge name, or remove that interface"));
         }
         None => {
-            host.add_link(bridge_msg(&spec.bridge, GATEWAY_MTU))
+            host.add_link(bridge_msg(&spec.bridge, GATEWAY_MTU, mac))
                 .await
                 .map_err(|e| {
                     nl_failure(

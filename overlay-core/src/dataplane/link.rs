@@ -196,8 +196,16 @@ async fn apply(
 }
 
 /// A bridge named `name`, up, with `mtu`.
-pub(crate) fn bridge_msg(name: &str, mtu: u32) -> LinkMessage {
-    LinkBridge::new(name).mtu(mtu).up().build()
+/// A bridge, up, with its own MAC address. Set, not left to the kernel: a bridge without one
+/// takes the lowest MAC of its ports and changes it when that port leaves, and every
+/// neighbour entry of the bridge's addresses (the containers' gateway, the network's
+/// resolver) then points at a MAC nobody answers to until it expires: replies are lost.
+pub(crate) fn bridge_msg(name: &str, mtu: u32, mac: MacAddr) -> LinkMessage {
+    LinkBridge::new(name)
+        .mtu(mtu)
+        .address(mac.0.to_vec())
+        .up()
+        .build()
 }
 
 /// Parameters of a sandbox's vxlan device.

@@ -21,7 +21,7 @@ use super::netns::{Netns, NetnsId};
 use super::own::OwnDeletions;
 use super::{SANDBOX_BRIDGE, SANDBOX_VXLAN, SandboxInfo, SandboxSpec};
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{NetworkId, Vni};
+use crate::model::{MacAddr, NetworkId, Vni};
 
 /// VXLAN encapsulation overhead over an IPv4 underlay: outer IPv4 (20) + UDP (8) + VXLAN (8) +
 /// inner Ethernet (14).
@@ -152,12 +152,16 @@ pub(crate) async fn ensure(
     let (conn, notes) = NlConn::open_watching(Some(&ns), &name).await?;
     let links = dump_links(&conn).await?;
 
+    // Fixed (see `bridge_msg`): the network's resolver answers on the bridge's addresses.
+    let mac = MacAddr::from_hash(format!("{SANDBOX_BRIDGE} {name}").as_bytes());
     let bridge = match links.iter().find(|l| l.name == SANDBOX_BRIDGE) {
         Some(l) if l.kind == Some(InfoKind::Bridge) => {
-            if l.mtu != Some(mtu) || !l.up {
+            let mac_wrong = l.mac.as_deref() != Some(&mac.0[..]);
+            if l.mtu != Some(mtu) || !l.up || mac_wrong {
                 let change = LinkChange {
                     mtu: Some(mtu),
                     up: true,
+                    mac: mac_wrong.then_some(mac),
                     ..LinkChange::default()
                 };
                 set_link(&conn, l.index, &change).await?;
@@ -168,7 +172,7 @@ pub(crate) async fn ensure(
             if let Some(l) = other {
                 del_link(&conn, l.index, &l.name).await?;
             }
-            conn.add_link(bridge_msg(SANDBOX_BRIDGE, mtu))
+            conn.add_link(bridge_msg(SANDBOX_BRIDGE, mtu, mac))
                 .await
                 .map_err(|e| nl_failure(e, "create bridge", SANDBOX_BRIDGE.into(), conn.label()))?;
             existing(&conn, SANDBOX_BRIDGE).await?.index

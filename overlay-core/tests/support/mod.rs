@@ -272,25 +272,3 @@ pub fn ip_counter(ns: &Netns, field: &'static str) -> u64 {
     })
 }
 
-/// Output of `ip`/`bridge` inside a named namespace (assertions only).
-pub fn look(tool: &str, ns: &Netns, args: &[&str]) -> String {
-    let name = ns.path().file_name().unwrap().to_str().unwrap().to_string();
-    let out = std::process::Command::new(tool)
-        .arg("-n")
-        .arg(&name)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {tool}: {e}"));
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
-/// Output of `nft` inside a named namespace (assertions only; nft has no `-n NAME`).
-pub fn look_nft(ns: &Netns, args: &[&str]) -> String {
-    let name = ns.path().file_name().unwrap().to_str().unwrap();
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", name, "nft"])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run nft: {e}"));
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
