@@ -3,22 +3,21 @@
 //!
 //! A connect on a host with a thousand containers on its network changes a thousand hosts
 //! files (each gains the new names). Written on the connect path, every connect cost more than
-//! the last. Here a change only marks what changed; the writer's next pass renders each
-//! changed network's names once, gives each file a copy, and writes only files whose inputs
-//! changed. Changes that arrive while a pass runs (or while the writer rests) are coalesced
-//! into the next pass.
+//! the last. Here a change only marks what changed; the writer's next pass updates each
+//! changed network's [`Layout`] once and brings every file on it up to date with the writes
+//! that update made: a container joining a network of a thousand costs each other container's
+//! file three small writes (its two names, commented out, then each made live), not its whole
+//! text. Files are written on their own inodes, so a bind mount of one sees every update (see
+//! [`hosts`] for what a racing reader sees). Changes that arrive while a pass runs (or while
+//! the writer rests) are coalesced into the next pass.
 //!
 //! The writer rests after each pass twice as long as the pass took, so that it takes at most
 //! a third of a core from connects however fast they come; a burst is coalesced by that rest,
-//! milliseconds, not more. Files are rewritten on their own inodes, so a bind mount of one
-//! sees every update ([`rewrite`](super::rewrite)), and a file made from a network's previous
-//! block is rewritten only from the first byte that changed: a container joining a network of
-//! a thousand costs each other container's file a line or two written, not its whole text.
-//! Names reach the resolver at once, from the views.
+//! milliseconds, not more. Names reach the resolver at once, from the views.
 //!
 //! Nothing of a file's text is kept: each file's record is a fingerprint of what it was made
-//! from (8 bytes), enough to skip an unchanged one and to know which block it holds; each
-//! network's last block is kept once, for the next pass's difference.
+//! from (8 bytes), enough to skip an unchanged one and to know which generation of its
+//! network's layout it holds; each network's layout is kept once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -27,8 +26,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use super::Shared;
-use super::hosts::{self, Block, HostsEntry};
-use super::rewrite::{self, Change};
+use super::hosts::{self, HostsEntry, Layout, LayoutOp};
+use super::rewrite;
 use crate::model::{EndpointId, Network, NetworkId};
 
 /// What changed since the writer's last pass, and what it wrote.
@@ -45,8 +44,8 @@ pub(super) struct Files {
 struct Written {
     /// Each written file's fingerprint: of what it was made from.
     files: HashMap<PathBuf, u64>,
-    /// Each network's block as the last pass wrote it.
-    blocks: BTreeMap<NetworkId, Block>,
+    /// Each network's names as the files lay them out.
+    layouts: BTreeMap<NetworkId, Layout>,
 }
 
 #[derive(Debug, Default)]
@@ -106,17 +105,18 @@ pub(super) async fn run(shared: Arc<Shared>) {
 /// written only while one of them is still this host's).
 struct Job {
     path: PathBuf,
-    key: u64,
     owners: Vec<EndpointId>,
     render: Render,
 }
 
 enum Render {
+    /// A hosts file: the container's own lines, and the names of its networks.
     Hosts {
         own: Vec<(IpAddr, String)>,
-        blocks: Vec<(NetworkId, Vec<IpAddr>)>,
+        networks: Vec<NetworkId>,
     },
-    Text(String),
+    /// A `resolv.conf`, and its fingerprint.
+    Text(String, u64),
 }
 
 /// A local container's part in one network.
@@ -126,40 +126,41 @@ struct Membership {
     addresses: Vec<IpAddr>,
 }
 
+/// What a pass writes: the files, and the names of each network they show.
+struct Plan {
+    jobs: Vec<Job>,
+    names: BTreeMap<NetworkId, BTreeSet<HostsEntry>>,
+    /// Every network this host has, so the layouts of networks it left go.
+    joined: BTreeSet<NetworkId>,
+}
+
 /// Writes what changed since the last pass.
 async fn pass(shared: &Arc<Shared>) {
     let pending = std::mem::take(&mut *shared.files.pending());
-    let (jobs, blocks) = plan(shared, &pending);
-    if jobs.is_empty() {
+    let plan = plan(shared, &pending);
+    if plan.jobs.is_empty() {
         return;
     }
-    // The blocks of networks this host left are no longer needed.
-    let joined: BTreeSet<NetworkId> = shared.state().nets.keys().copied().collect();
-    shared
-        .files
-        .written()
-        .blocks
-        .retain(|net, _| joined.contains(net));
     let shared = shared.clone();
     // The writes block: off the async workers.
-    if let Err(e) = tokio::task::spawn_blocking(move || write(&shared, jobs, blocks)).await {
+    if let Err(e) = tokio::task::spawn_blocking(move || write(&shared, plan)).await {
         tracing::warn!(error = %e, "the hosts file writer failed");
     }
 }
 
-/// The fingerprint of a hosts file made from `own` lines and the blocks of `parts`
-/// (network, block fingerprint).
-fn hosts_key(own: &[(IpAddr, String)], parts: impl Iterator<Item = (NetworkId, u64)>) -> u64 {
+/// The fingerprint of a hosts file made from `own` lines and the layouts of `networks` at
+/// their generations.
+fn hosts_key(own: &[(IpAddr, String)], networks: impl Iterator<Item = (NetworkId, u64)>) -> u64 {
     let mut key = format!("{own:?}");
-    for (net, f) in parts {
-        key.push_str(&format!(" {net}:{f:x}"));
+    for (net, generation) in networks {
+        key.push_str(&format!(" {net}:{generation}"));
     }
     hosts::fingerprint(key.as_bytes())
 }
 
 /// What the pass must write, from one look at the agent's state: the changed containers'
-/// files, with a block of names per network they joined.
-fn plan(shared: &Shared, pending: &Pending) -> (Vec<Job>, BTreeMap<NetworkId, Block>) {
+/// files, and the names of every network they joined.
+fn plan(shared: &Shared, pending: &Pending) -> Plan {
     let st = shared.state();
     let live = shared.live.borrow();
     // One walk over the views: every local container's memberships, then the changed ones.
@@ -182,25 +183,24 @@ fn plan(shared: &Shared, pending: &Pending) -> (Vec<Job>, BTreeMap<NetworkId, Bl
                 || joined.iter().any(|m| pending.networks.contains(&m.network))
         })
         .collect();
-    let mut blocks = BTreeMap::new();
+    let mut names = BTreeMap::new();
     for (_, joined) in &members {
         for m in joined {
-            blocks.entry(m.network).or_insert_with(|| {
-                let Some(ns) = st.nets.get(&m.network) else {
-                    return Block::default();
-                };
+            names.entry(m.network).or_insert_with(|| {
                 let mut entries = BTreeSet::new();
-                for ep in ns.view.endpoints().filter(|e| live.contains(&e.host)) {
-                    for ip in ep.addresses() {
-                        entries.extend(HostsEntry::for_container(
-                            ip,
-                            &ep.name,
-                            &ep.aliases,
-                            &ns.network.name,
-                        ));
+                if let Some(ns) = st.nets.get(&m.network) {
+                    for ep in ns.view.endpoints().filter(|e| live.contains(&e.host)) {
+                        for ip in ep.addresses() {
+                            entries.extend(HostsEntry::for_container(
+                                ip,
+                                &ep.name,
+                                &ep.aliases,
+                                &ns.network.name,
+                            ));
+                        }
                     }
                 }
-                Block::new(&entries)
+                entries
             });
         }
     }
@@ -217,21 +217,13 @@ fn plan(shared: &Shared, pending: &Pending) -> (Vec<Job>, BTreeMap<NetworkId, Bl
                 .iter()
                 .flat_map(|m| m.addresses.iter().map(|ip| (*ip, hostname.clone())))
                 .collect();
-            let parts: Vec<(NetworkId, Vec<IpAddr>)> = joined
-                .iter()
-                .map(|m| (m.network, m.addresses.clone()))
-                .collect();
-            let key = hosts_key(
-                &own,
-                parts
-                    .iter()
-                    .map(|(net, _)| (*net, blocks.get(net).map_or(0, Block::fingerprint))),
-            );
             jobs.push(Job {
                 path,
-                key,
                 owners: owners.clone(),
-                render: Render::Hosts { own, blocks: parts },
+                render: Render::Hosts {
+                    own,
+                    networks: joined.iter().map(|m| m.network).collect(),
+                },
             });
         }
         if let Some(path) = entries.iter().find_map(|e| e.resolv_conf.clone()) {
@@ -240,38 +232,58 @@ fn plan(shared: &Shared, pending: &Pending) -> (Vec<Job>, BTreeMap<NetworkId, Bl
                 .filter_map(|m| st.nets.get(&m.network).map(|ns| &ns.network))
                 .collect();
             if let Some(text) = super::dns::resolv_conf_for(shared, &nets) {
+                let key = hosts::fingerprint(text.as_bytes());
                 jobs.push(Job {
                     path,
-                    key: hosts::fingerprint(text.as_bytes()),
                     owners,
-                    render: Render::Text(text),
+                    render: Render::Text(text, key),
                 });
             }
         }
     }
-    (jobs, blocks)
+    Plan {
+        jobs,
+        names,
+        joined: st.nets.keys().copied().collect(),
+    }
 }
 
-/// Writes each job whose file changed, if its container is still this host's, then keeps
-/// this pass's blocks for the next one's differences.
-fn write(shared: &Shared, jobs: Vec<Job>, blocks: BTreeMap<NetworkId, Block>) {
+/// Updates the layouts, then writes each job whose file changed, if its container is still
+/// this host's.
+fn write(shared: &Shared, plan: Plan) {
     let mut guard = shared.files.written();
     let written = &mut *guard;
-    for job in jobs {
-        if written.files.get(&job.path) == Some(&job.key)
-            || !job.owners.iter().any(|e| shared.local.contains(e))
-        {
+    written.layouts.retain(|net, _| plan.joined.contains(net));
+    for (net, names) in &plan.names {
+        written.layouts.entry(*net).or_default().update(names);
+    }
+    for job in plan.jobs {
+        if !job.owners.iter().any(|e| shared.local.contains(e)) {
             continue;
         }
-        let done = match &job.render {
-            Render::Text(t) => rewrite::rewrite_whole(&job.path, t),
-            Render::Hosts { own, blocks: parts } => {
-                write_hosts(&job.path, own, parts, &blocks, written)
+        let (done, key) = match &job.render {
+            Render::Text(text, key) => {
+                if written.files.get(&job.path) == Some(key) {
+                    continue;
+                }
+                (rewrite::rewrite_whole(&job.path, text), *key)
+            }
+            Render::Hosts { own, networks } => {
+                let layouts: Vec<(NetworkId, &Layout)> = networks
+                    .iter()
+                    .filter_map(|n| written.layouts.get(n).map(|l| (*n, l)))
+                    .collect();
+                let key = hosts_key(own, layouts.iter().map(|(n, l)| (*n, l.generation())));
+                if written.files.get(&job.path) == Some(&key) {
+                    continue;
+                }
+                let had = written.files.get(&job.path).copied();
+                (write_hosts(&job.path, own, &layouts, had), key)
             }
         };
         match done {
             Ok(()) => {
-                written.files.insert(job.path, job.key);
+                written.files.insert(job.path, key);
             }
             Err(e) => {
                 // Forgotten, so the next pass writes it whole.
@@ -280,38 +292,65 @@ fn write(shared: &Shared, jobs: Vec<Job>, blocks: BTreeMap<NetworkId, Block>) {
             }
         }
     }
-    written.blocks.extend(blocks);
 }
 
-/// Writes one hosts file: from the first changed byte when it holds what it was made from
-/// the network's previous block (the file of a container on one network), whole otherwise.
+/// Writes one hosts file: the last update of its network's layout when it holds the one
+/// before (the file of a container on one network, written last pass: the common case), whole
+/// otherwise. `had` is the fingerprint of what it held.
 fn write_hosts(
     path: &std::path::Path,
     own: &[(IpAddr, String)],
-    parts: &[(NetworkId, Vec<IpAddr>)],
-    blocks: &BTreeMap<NetworkId, Block>,
-    written: &Written,
+    layouts: &[(NetworkId, &Layout)],
+    had: Option<u64>,
 ) -> std::io::Result<()> {
-    if let [(net, skip)] = parts
-        && let (Some(old), Some(new)) = (written.blocks.get(net), blocks.get(net))
-        && written.files.get(path) == Some(&hosts_key(own, [(*net, old.fingerprint())].into_iter()))
+    if let [(net, layout)] = layouts
+        && let Some(delta) = layout.delta()
+        && had == Some(hosts_key(own, [(*net, layout.generation() - 1)].into_iter()))
     {
-        let Some((from, tail)) = hosts::render_tail(own, old, new, skip) else {
-            return Ok(());
-        };
-        let change = Change {
-            from: from as u64,
-            tail: tail.as_bytes(),
-        };
-        if rewrite::rewrite(path, change)? {
+        let header = hosts::header(own).len() as u64;
+        let ips: Vec<IpAddr> = own.iter().map(|(ip, _)| *ip).collect();
+        if apply(path, header, delta, &ips)? {
             return Ok(());
         }
     }
-    let parts: Vec<(&Block, Vec<IpAddr>)> = parts
-        .iter()
-        .filter_map(|(net, skip)| blocks.get(net).map(|b| (b, skip.clone())))
-        .collect();
-    rewrite::rewrite_whole(path, &hosts::render(own, &parts))
+    let layouts: Vec<&Layout> = layouts.iter().map(|(_, l)| *l).collect();
+    rewrite::rewrite_exact(path, &hosts::render(own, &layouts))
+}
+
+/// Applies `delta` to the hosts file at `path`, whose layout starts after `header` bytes, as
+/// the file of a container with addresses `own`. `false`, with nothing written, when the file
+/// does not have the length the layout had (it is not what this writer left).
+fn apply(
+    path: &std::path::Path,
+    header: u64,
+    delta: &hosts::Delta,
+    own: &[IpAddr],
+) -> std::io::Result<bool> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let f = match std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let meta = f.metadata()?;
+    if !meta.is_file() || meta.len() != header + delta.before as u64 {
+        return Ok(false);
+    }
+    for op in &delta.ops {
+        match op {
+            LayoutOp::Write { at, bytes } => f.write_all_at(bytes, header + *at as u64)?,
+            LayoutOp::Activate { at, byte, ip } if !own.contains(ip) => {
+                f.write_all_at(&[*byte], header + *at as u64)?;
+            }
+            LayoutOp::Activate { .. } => {}
+            LayoutOp::Kill { at } => f.write_all_at(b"#", header + *at as u64)?,
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -319,11 +358,13 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    /// Whether `text` is a whole hosts file: not empty, ending with a newline, every line an
-    /// address with names, a comment or blank.
+    /// Whether `text` is a whole hosts file: not empty, every line an address with names, a
+    /// comment or blank, and ending with a newline unless its last line is a comment (padding
+    /// being appended at the end, the kernel copying it a page at a time).
     fn well_formed(text: &str) -> bool {
+        let last = text.rsplit('\n').next().unwrap_or_default();
         !text.is_empty()
-            && text.ends_with('\n')
+            && (last.is_empty() || last.starts_with('#'))
             && text.lines().all(|l| {
                 let mut words = l.split_whitespace();
                 match words.next() {
@@ -334,14 +375,24 @@ mod tests {
             })
     }
 
-    /// The network's block with containers `members` (numbers: `c<n>` at 10.0.<n/250>.<n%250+2>).
-    fn block(members: &BTreeSet<u32>) -> Block {
+    /// The names of containers `members` (`c<n>` at 10.0.<n/250>.<n%250+2>).
+    fn names(members: &BTreeSet<u32>) -> BTreeSet<HostsEntry> {
         let mut set = BTreeSet::new();
         for n in members {
             let ip: IpAddr = format!("10.0.{}.{}", n / 250, n % 250 + 2).parse().unwrap();
             set.extend(HostsEntry::for_container(ip, &format!("c{n}"), &[], "net"));
         }
-        Block::new(&set)
+        set
+    }
+
+    /// The live lines of a hosts file, sorted.
+    fn live(text: &str) -> Vec<&str> {
+        let mut v: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     #[test]
@@ -352,16 +403,14 @@ mod tests {
         let me: IpAddr = "10.0.0.2".parse().unwrap();
         let own = vec![(me, "c0".to_string())];
         let mut members: BTreeSet<u32> = [0].into();
-        let mut written = Written::default();
-        let mut update = |members: &BTreeSet<u32>, written: &mut Written| {
-            let blocks: BTreeMap<NetworkId, Block> = [(net, block(members))].into();
-            let parts = vec![(net, vec![me])];
-            write_hosts(&path, &own, &parts, &blocks, written).unwrap();
-            let key = hosts_key(&own, [(net, blocks[&net].fingerprint())].into_iter());
-            written.files.insert(path.clone(), key);
-            written.blocks.extend(blocks);
+        let mut layout = Layout::default();
+        let mut had = None;
+        let mut update = |members: &BTreeSet<u32>, layout: &mut Layout| {
+            layout.update(&names(members));
+            write_hosts(&path, &own, &[(net, &*layout)], had).unwrap();
+            had = Some(hosts_key(&own, [(net, layout.generation())].into_iter()));
         };
-        update(&members, &mut written);
+        update(&members, &mut layout);
         let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
         let stop = Arc::new(AtomicBool::new(false));
         let reader = {
@@ -377,10 +426,10 @@ mod tests {
             })
         };
         // 200 updates: containers join (at the end, as new addresses do, and in the middle),
-        // and leave.
+        // and leave, enough for the layout to grow and to be laid out afresh.
         for i in 1..=200u32 {
             match i % 5 {
-                0 => {
+                0 | 3 => {
                     let gone = *members.iter().nth(members.len() / 2).unwrap();
                     if gone != 0 {
                         members.remove(&gone);
@@ -393,14 +442,23 @@ mod tests {
                     members.insert(i);
                 }
             }
-            update(&members, &mut written);
+            update(&members, &mut layout);
         }
         stop.store(true, Ordering::Relaxed);
         let reads = reader.join().unwrap();
         assert!(reads > 0, "the reader read nothing");
         let text = std::fs::read_to_string(&path).unwrap();
-        let whole = hosts::render(&own, &[(&block(&members), vec![me])]);
-        assert_eq!(text, whole, "after the burst the file is exactly the last text");
+        let whole = String::from_utf8(hosts::render(&own, &[&layout])).unwrap();
+        assert_eq!(text, whole, "after the burst the file is the layout");
+        let mut others = members.clone();
+        others.remove(&0);
+        let mut want: Vec<String> = names(&others)
+            .iter()
+            .map(|e| format!("{}\t{}", e.ip, e.name))
+            .collect();
+        want.extend(hosts::header(&own).lines().map(str::to_string));
+        want.sort_unstable();
+        assert_eq!(live(&text), want, "its names are the members' but its own");
         assert_eq!(
             std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap()),
             ino,

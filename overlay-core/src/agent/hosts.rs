@@ -1,17 +1,29 @@
 //! Container hosts files, in the seed's layout: the container's own lines, the standard
 //! localhost lines, then the names of every network it joined.
 //!
-//! Each network's names are rendered once per change into a [`Block`] that every local
-//! container's file copies from; when a block changes, a file that was made from the previous
-//! block is rewritten only from the first byte that differs ([`render_tail`]), on its own inode
-//! ([`rewrite`](super::rewrite)): Docker 1.9 truncated `/etc/hosts` and wrote it again, so a
-//! reader racing it saw an empty file.
+//! The files are rewritten on their own inodes (a runtime's bind mount of one then sees every
+//! update), and in a way that a reader racing the writer only ever sees whole lines. Each
+//! network's names have one [`Layout`], shared by the hosts file of every local container on
+//! it (after each file's own header): its lines keep their place from update to update. A name
+//! that goes is commented out where it stands (a one-byte write of `#`, which no reader can see
+//! half done); names that come are appended into the padding at the end, written commented
+//! out, then each made live by writing its first byte. So between any two writes the file is
+//! whole lines of names, comments and blanks, and a reader sees every name either absent or
+//! whole. The file grows only by comment lines appended at its end (a chunk of padding that
+//! later names fill), so a reader that read it to its end and then reads on sees whole lines
+//! too (and one that races the append itself may see the file end inside that comment line:
+//! the kernel extends a file a page at a time). A container's own names are commented out in its own file (the seed lists the
+//! other containers). When the dead lines outweigh the live ones (and 32 KiB) the layout is
+//! laid out afresh, sorted, and every file written whole: [`rewrite`](super::rewrite)'s
+//! protections hold then, not these (a read that overlaps that write's copy can see a mix).
+//! Docker 1.9 truncated `/etc/hosts` and wrote it again, so a reader racing it saw an empty
+//! file.
 
-use std::collections::BTreeSet;
-use std::fmt::Write as _;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
 
+use super::rewrite::padding;
 
 /// The fixed lines every container's hosts file carries after its own entry.
 const STANDARD_LINES: &str = "127.0.0.1\tlocalhost\n\
@@ -42,87 +54,266 @@ impl HostsEntry {
     }
 }
 
-/// One network's names as hosts-file lines, sorted by address and name, each once: made once
-/// per update of the network and shared by the file of every local container on it, so a
-/// pass over a full host costs one render per network and a copy per file, not one render of
-/// every name per file.
-#[derive(Debug, Clone, Default)]
-pub struct Block {
-    /// Every line, concatenated.
-    text: String,
-    /// Each line's address and where it starts in `text` (sorted as the lines are).
-    lines: Vec<(IpAddr, usize)>,
-    /// A fingerprint of `text`.
-    fingerprint: u64,
+/// One network's names as they are laid out in the hosts file of every local container on
+/// it, after the file's header: lines that keep their place, then one padding line.
+#[derive(Debug)]
+pub struct Layout {
+    /// The lines and the padding, as the file of a container with none of these addresses
+    /// holds them.
+    text: Vec<u8>,
+    /// Each live line (without its newline), where it starts and its address.
+    live: HashMap<String, (usize, IpAddr)>,
+    /// Where the padding starts.
+    end: usize,
+    /// Bytes of the lines commented out.
+    dead: usize,
+    /// Bumped by every update that changed something.
+    generation: u64,
+    /// What the last update did, to bring a file of the generation before up to date; `None`
+    /// when it laid the lines out afresh.
+    delta: Option<Delta>,
+    /// Dead bytes allowed beyond the live ones before the layout is laid out afresh.
+    compact_at: usize,
 }
 
-impl Block {
-    /// The lines of `entries`.
-    pub fn new(entries: &BTreeSet<HostsEntry>) -> Block {
-        let mut text = String::new();
-        let mut lines = Vec::with_capacity(entries.len());
-        for e in entries {
-            lines.push((e.ip, text.len()));
-            let _ = writeln!(text, "{}\t{}", e.ip, e.name);
-        }
-        let fingerprint = fingerprint(text.as_bytes());
-        Block {
-            text,
-            lines,
-            fingerprint,
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            text: Vec::new(),
+            live: HashMap::new(),
+            end: 0,
+            dead: 0,
+            generation: 0,
+            delta: None,
+            compact_at: COMPACT_AT,
         }
     }
+}
 
-    /// A fingerprint of the lines: equal blocks have equal fingerprints.
-    pub fn fingerprint(&self) -> u64 {
-        self.fingerprint
-    }
+/// What one update of a [`Layout`] changed, as writes relative to the layout's start, in the
+/// order they are made.
+#[derive(Debug, Clone)]
+pub struct Delta {
+    /// The layout's length before the update.
+    pub before: usize,
+    /// The writes.
+    pub ops: Vec<LayoutOp>,
+}
 
-    /// The byte range of the lines with address `ip` (empty if none). The lines are sorted by
-    /// address, so they are one run.
-    fn run_of(&self, ip: IpAddr) -> std::ops::Range<usize> {
-        let first = self.lines.partition_point(|(a, _)| *a < ip);
-        let end = first + self.lines[first..].partition_point(|(a, _)| *a == ip);
-        self.offset(first)..self.offset(end)
-    }
+/// One write of a [`Delta`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayoutOp {
+    /// Write `bytes` at `at`: padding appended at the end, or new lines (commented out) with
+    /// the padding's new start.
+    Write {
+        /// Offset in the layout.
+        at: usize,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// Make the line at `at` live: its first byte `byte` replaces the `#` (not in the file of
+    /// the container whose address `ip` is).
+    Activate {
+        /// Offset in the layout.
+        at: usize,
+        /// The line's first byte.
+        byte: u8,
+        /// The line's address.
+        ip: IpAddr,
+    },
+    /// Comment out the line at `at`.
+    Kill {
+        /// Offset in the layout.
+        at: usize,
+    },
+}
 
-    fn offset(&self, line: usize) -> usize {
-        self.lines.get(line).map_or(self.text.len(), |(_, at)| *at)
-    }
+/// Granularity of a layout's length.
+const STEP: usize = 256;
 
-    /// The byte ranges of the lines with an address of `skip`, sorted.
-    fn skipped_runs(&self, skip: &[IpAddr]) -> Vec<std::ops::Range<usize>> {
-        let mut runs: Vec<_> = skip.iter().map(|ip| self.run_of(*ip)).collect();
-        runs.sort_by_key(|r| r.start);
-        runs
-    }
+/// Dead bytes (names gone, padding left behind) a layout may hold, or as many as its live
+/// lines if more, before it is laid out afresh.
+const COMPACT_AT: usize = 32 * 1024;
 
-    /// Appends the lines whose address is not one of `skip`: a copy of the text around each
-    /// skipped run.
-    fn push_except(&self, out: &mut String, skip: &[IpAddr]) {
-        self.push_except_from(out, &self.skipped_runs(skip), 0);
-    }
+/// A layout's length for `used` bytes of lines: a quarter more, and a step.
+fn capacity(used: usize) -> usize {
+    (used + used / 4 + STEP).div_ceil(STEP) * STEP
+}
 
-    /// Appends the text from byte `from` on, but for the (sorted) `runs`.
-    fn push_except_from(&self, out: &mut String, runs: &[std::ops::Range<usize>], from: usize) {
-        let mut at = from;
-        for r in runs.iter().filter(|r| r.end > from) {
-            if r.start >= at {
-                out.push_str(&self.text[at..r.start]);
-            }
-            at = at.max(r.end);
-        }
-        out.push_str(&self.text[at..]);
-    }
+fn line_of(e: &HostsEntry) -> String {
+    format!("{}\t{}", e.ip, e.name)
+}
 
-    /// The lines whose address is not one of `skip`, with their addresses.
-    fn lines_except<'a>(&'a self, skip: &'a [IpAddr]) -> impl Iterator<Item = (IpAddr, &'a str)> {
-        self.lines
+impl Layout {
+    /// Makes the layout hold exactly the names of `entries`; returns whether anything changed.
+    pub fn update(&mut self, entries: &BTreeSet<HostsEntry>) -> bool {
+        let wanted: HashMap<String, IpAddr> = entries.iter().map(|e| (line_of(e), e.ip)).collect();
+        let gone: Vec<String> = self
+            .live
+            .keys()
+            .filter(|l| !wanted.contains_key(*l))
+            .cloned()
+            .collect();
+        let mut new: Vec<(&String, IpAddr)> = wanted
             .iter()
-            .enumerate()
-            .filter(|(_, (ip, _))| !skip.contains(ip))
-            .map(move |(i, (ip, at))| (*ip, &self.text[*at..self.offset(i + 1)]))
+            .filter(|(l, _)| !self.live.contains_key(*l))
+            .map(|(l, ip)| (l, *ip))
+            .collect();
+        if gone.is_empty() && new.is_empty() && !self.text.is_empty() {
+            return false;
+        }
+        new.sort();
+        self.generation += 1;
+        let added: usize = new.iter().map(|(l, _)| l.len() + 1).sum();
+        let dead = self.dead + gone.iter().map(|l| l.len() + 1).sum::<usize>();
+        if self.text.is_empty() || dead > (self.end - dead).max(self.compact_at) {
+            self.lay_out(entries);
+            return true;
+        }
+        let before = self.text.len();
+        let mut ops = Vec::new();
+        for l in gone {
+            if let Some((at, _)) = self.live.remove(&l) {
+                self.text[at] = b'#';
+                ops.push(LayoutOp::Kill { at });
+            }
+        }
+        self.dead = dead;
+        // The lines go into the padding of the last chunk, leaving two bytes of it at least
+        // (`#`, newline). When they do not fit, that padding stays a comment line to the
+        // chunk's end, and a new chunk is appended for them: so the file's length only ever
+        // changes at the end of a line that stays where it is, and a reader that read the
+        // file up to its end and reads on later sees whole lines after it.
+        if self.end + added + 2 > self.text.len() {
+            self.dead += self.text.len() - self.end;
+            let start = self.text.len();
+            let chunk = padding((added + 2).max(start / 4).div_ceil(STEP) * STEP);
+            ops.push(LayoutOp::Write {
+                at: start,
+                bytes: chunk.clone(),
+            });
+            self.text.extend_from_slice(&chunk);
+            self.end = start;
+        }
+        let mut bytes = Vec::with_capacity(added + 1);
+        let mut activate = Vec::new();
+        for (l, ip) in new {
+            let at = self.end + bytes.len();
+            activate.push(LayoutOp::Activate {
+                at,
+                byte: l.as_bytes()[0],
+                ip,
+            });
+            self.live.insert(l.clone(), (at, ip));
+            bytes.push(b'#');
+            bytes.extend_from_slice(&l.as_bytes()[1..]);
+            bytes.push(b'\n');
+        }
+        // The padding's new start (its end is the old padding's newline, still in place).
+        bytes.push(b'#');
+        let at = self.end;
+        self.text[at..at + bytes.len()].copy_from_slice(&bytes);
+        self.end += added;
+        // The first byte is the old padding's `#` already.
+        if bytes.len() > 1 {
+            ops.push(LayoutOp::Write {
+                at: at + 1,
+                bytes: bytes[1..].to_vec(),
+            });
+        }
+        for op in &activate {
+            if let LayoutOp::Activate { at, byte, .. } = op {
+                self.text[*at] = *byte;
+            }
+        }
+        ops.extend(activate);
+        self.delta = Some(Delta { before, ops });
+        true
     }
+
+    /// Lays the lines out afresh, sorted, with room to grow.
+    fn lay_out(&mut self, entries: &BTreeSet<HostsEntry>) {
+        let mut text = Vec::new();
+        let mut live = HashMap::with_capacity(entries.len());
+        for e in entries {
+            let l = line_of(e);
+            live.insert(l.clone(), (text.len(), e.ip));
+            text.extend_from_slice(l.as_bytes());
+            text.push(b'\n');
+        }
+        let end = text.len();
+        text.extend_from_slice(&padding(capacity(end) - end));
+        *self = Layout {
+            text,
+            live,
+            end,
+            dead: 0,
+            generation: self.generation,
+            delta: None,
+            compact_at: self.compact_at,
+        };
+    }
+
+    /// This layout, laid out afresh at `n` dead bytes (a test's short burst gets there).
+    #[cfg(test)]
+    fn compacting_at(mut self, n: usize) -> Layout {
+        self.compact_at = n;
+        self
+    }
+
+    /// The generation the layout is at.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// What the last update did, unless it laid the lines out afresh.
+    pub fn delta(&self) -> Option<&Delta> {
+        self.delta.as_ref()
+    }
+
+    /// The layout's length.
+    pub fn len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Whether it holds nothing yet.
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+
+    /// The layout as the file of a container with addresses `own` holds it: its own lines
+    /// commented out.
+    pub fn for_container(&self, own: &[IpAddr]) -> Vec<u8> {
+        let mut text = self.text.clone();
+        for (at, ip) in self.live.values() {
+            if own.contains(ip) {
+                text[*at] = b'#';
+            }
+        }
+        text
+    }
+}
+
+/// The lines before the names: the container's own addresses with its hostname, then the
+/// standard localhost lines.
+pub fn header(own: &[(IpAddr, String)]) -> String {
+    let mut out = String::new();
+    for (ip, hostname) in own {
+        out.push_str(&format!("{ip}\t{hostname}\n"));
+    }
+    out.push_str(STANDARD_LINES);
+    out
+}
+
+/// A whole hosts file: the header of `own`, then each layout as that container's file holds
+/// it.
+pub fn render(own: &[(IpAddr, String)], layouts: &[&Layout]) -> Vec<u8> {
+    let ips: Vec<IpAddr> = own.iter().map(|(ip, _)| *ip).collect();
+    let mut out = header(own).into_bytes();
+    for l in layouts {
+        out.extend_from_slice(&l.for_container(&ips));
+    }
+    out
 }
 
 /// A fingerprint of `bytes`, to tell without keeping a file's text whether it would change.
@@ -131,79 +322,6 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
     h.finish()
-}
-
-/// The part of a one-network hosts file that differs between the file rendered from `old`
-/// and from `new` (same `own` lines, same `skip`): where it starts in the file, and the new
-/// text from there. `None` when nothing differs. The start is moved back to a line's start,
-/// so whole lines are written.
-pub fn render_tail(
-    own: &[(IpAddr, String)],
-    old: &Block,
-    new: &Block,
-    skip: &[IpAddr],
-) -> Option<(usize, String)> {
-    let (a, b) = (old.text.as_bytes(), new.text.as_bytes());
-    let same = a.iter().zip(b).take_while(|(x, y)| x == y).count();
-    if same == a.len() && same == b.len() {
-        return None;
-    }
-    // Back to the start of the line, and out of a skipped run (the runs before are the same
-    // in both blocks, as everything before `same` is).
-    let mut from = new.text[..same].rfind('\n').map_or(0, |i| i + 1);
-    let runs = new.skipped_runs(skip);
-    if let Some(r) = runs.iter().find(|r| r.start < from && from < r.end) {
-        from = r.start;
-    }
-    let dropped: usize = runs
-        .iter()
-        .filter(|r| r.end <= from)
-        .map(|r| r.end - r.start)
-        .sum();
-    let header = header_len(own);
-    let mut tail = String::with_capacity(new.text.len() - from);
-    new.push_except_from(&mut tail, &runs, from);
-    Some((header + from - dropped, tail))
-}
-
-/// The length of the lines before the names: the container's own and the standard ones.
-fn header_len(own: &[(IpAddr, String)]) -> usize {
-    let mut n = STANDARD_LINES.len();
-    for (ip, hostname) in own {
-        n += format!("{ip}\t{hostname}\n").len();
-    }
-    n
-}
-
-/// Renders a hosts file: the container's own addresses and hostname, the standard localhost
-/// lines, then the names of every network it joined, each network's `block` without the lines
-/// of the container's own addresses on it (`skip`), sorted by address and name, each once.
-pub fn render(own: &[(IpAddr, String)], blocks: &[(&Block, Vec<IpAddr>)]) -> String {
-    let mut out = String::new();
-    for (ip, hostname) in own {
-        let _ = writeln!(out, "{ip}\t{hostname}");
-    }
-    out.push_str(STANDARD_LINES);
-    match blocks {
-        [] => {}
-        [(block, skip)] => {
-            out.reserve(block.text.len());
-            block.push_except(&mut out, skip);
-        }
-        // A container on several networks: their lines merged (rare, so not precomputed).
-        _ => {
-            let mut lines: Vec<(IpAddr, &str)> = blocks
-                .iter()
-                .flat_map(|(b, skip)| b.lines_except(skip))
-                .collect();
-            lines.sort_unstable();
-            lines.dedup();
-            for (_, line) in lines {
-                out.push_str(line);
-            }
-        }
-    }
-    out
 }
 
 /// Removes hosts file `path`; a file already gone is not an error.
@@ -218,84 +336,148 @@ pub fn remove(path: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn entries(members: &[u32]) -> BTreeSet<HostsEntry> {
+        let mut set = BTreeSet::new();
+        for n in members {
+            let addr = ip(&format!("10.{}.{}.{}", n / 62_500, n / 250 % 250, n % 250 + 2));
+            set.extend(HostsEntry::for_container(addr, &format!("c{n}"), &[], "net"));
+        }
+        set
+    }
+
+    /// The live names of a hosts file, sorted.
+    fn names(file: &[u8]) -> Vec<String> {
+        let text = std::str::from_utf8(file).unwrap();
+        let mut v: Vec<String> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Whether every line of `file` is one of `allowed`, a comment or blank.
+    fn whole(file: &[u8], allowed: &BTreeSet<String>) -> bool {
+        let Ok(text) = std::str::from_utf8(file) else {
+            return false;
+        };
+        text.ends_with('\n')
+            && text.lines().all(|l| {
+                l.trim().is_empty() || l.starts_with('#') || allowed.contains(l)
+            })
+    }
+
     #[test]
     fn seed_layout() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let mut peers = BTreeSet::new();
+        let mut l = Layout::default();
+        let mut set = BTreeSet::new();
         for (addr, name) in [
             ("10.0.0.5", "zookeeper4"),
             ("10.0.0.2", "zookeeper1"),
             ("10.0.0.4", "zookeeper3"),
+            ("10.0.0.3", "me"),
         ] {
-            peers.extend(HostsEntry::for_container(ip(addr), name, &[], "my-net"));
+            set.extend(HostsEntry::for_container(ip(addr), name, &[], "my-net"));
         }
-        let block = Block::new(&peers);
-        let text = render(
-            &[(ip("10.0.0.3"), "3cfba8da9b6f".into())],
-            &[(&block, vec![])],
-        );
-        let want = "10.0.0.3\t3cfba8da9b6f\n\
-127.0.0.1\tlocalhost\n\
-::1\tlocalhost ip6-localhost ip6-loopback\n\
-fe00::0\tip6-localnet\n\
-ff00::0\tip6-mcastprefix\n\
-ff02::1\tip6-allnodes\n\
-ff02::2\tip6-allrouters\n\
-10.0.0.2\tzookeeper1\n\
-10.0.0.2\tzookeeper1.my-net\n\
-10.0.0.4\tzookeeper3\n\
-10.0.0.4\tzookeeper3.my-net\n\
-10.0.0.5\tzookeeper4\n\
-10.0.0.5\tzookeeper4.my-net\n";
-        assert_eq!(text, want);
-        // The container's own lines, were they in the block, are left out.
-        peers.extend(HostsEntry::for_container(
-            ip("10.0.0.3"),
-            "me",
-            &[],
-            "my-net",
-        ));
-        let block = Block::new(&peers);
-        let own = [(ip("10.0.0.3"), "3cfba8da9b6f".into())];
-        assert_eq!(render(&own, &[(&block, vec![ip("10.0.0.3")])]), want);
-    }
-
-    #[test]
-    fn several_networks_merge_sorted_and_once() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let block = |entries: &[(&str, &str, &str)]| {
-            let mut set = BTreeSet::new();
-            for (addr, name, net) in entries {
-                set.extend(HostsEntry::for_container(ip(addr), name, &[], net));
-            }
-            Block::new(&set)
-        };
-        let a = block(&[("10.0.0.2", "x", "a"), ("10.0.0.9", "me", "a")]);
-        let b = block(&[
-            ("10.0.1.2", "y", "b"),
-            ("10.0.1.7", "me", "b"),
-            ("10.0.0.2", "x", "a"),
-        ]);
-        let own = [(ip("10.0.0.9"), "c".into()), (ip("10.0.1.7"), "c".into())];
-        let text = render(
-            &own,
-            &[(&a, vec![ip("10.0.0.9")]), (&b, vec![ip("10.0.1.7")])],
-        );
-        let peers: Vec<&str> = text.lines().skip(own.len() + 6).collect();
+        assert!(l.update(&set));
+        let text = render(&[(ip("10.0.0.3"), "3cfba8da9b6f".into())], &[&l]);
+        let text = String::from_utf8(text).unwrap();
+        let live: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .collect();
         assert_eq!(
-            peers,
+            live,
             [
-                "10.0.0.2\tx",
-                "10.0.0.2\tx.a",
-                "10.0.1.2\ty",
-                "10.0.1.2\ty.b"
+                "10.0.0.3\t3cfba8da9b6f",
+                "127.0.0.1\tlocalhost",
+                "::1\tlocalhost ip6-localhost ip6-loopback",
+                "fe00::0\tip6-localnet",
+                "ff00::0\tip6-mcastprefix",
+                "ff02::1\tip6-allnodes",
+                "ff02::2\tip6-allrouters",
+                "10.0.0.2\tzookeeper1",
+                "10.0.0.2\tzookeeper1.my-net",
+                "10.0.0.4\tzookeeper3",
+                "10.0.0.4\tzookeeper3.my-net",
+                "10.0.0.5\tzookeeper4",
+                "10.0.0.5\tzookeeper4.my-net",
             ]
         );
-        assert_ne!(a.fingerprint(), b.fingerprint());
-        assert_eq!(
-            a.fingerprint(),
-            block(&[("10.0.0.2", "x", "a"), ("10.0.0.9", "me", "a")]).fingerprint()
-        );
+        assert!(!l.update(&set), "the same names change nothing");
+    }
+
+    /// Every delta, applied write by write to the file of the generation before, leaves whole
+    /// lines after every write, and ends as the new layout; so does what a reader sees that
+    /// read the file to its end at one moment and read on at a later one (across a few
+    /// updates).
+    #[test]
+    fn every_write_of_every_update_leaves_whole_lines() {
+        let me = ip("10.0.0.4");
+        let own = [me];
+        let mut layout = Layout::default().compacting_at(2048);
+        let mut members: Vec<u32> = vec![2];
+        layout.update(&entries(&members));
+        let mut file = layout.for_container(&own);
+        let mut afresh = 0;
+        // The file after each write of the last few updates, and the lines live in them.
+        let mut recent: std::collections::VecDeque<Vec<u8>> = [file.clone()].into();
+        let mut allowed: BTreeSet<String> = entries(&members).iter().map(line_of).collect();
+        for i in 1..600u32 {
+            match i % 5 {
+                0 | 3 => {
+                    let gone = members.remove(members.len() / 2);
+                    if gone == 2 {
+                        members.push(2);
+                    }
+                }
+                1 => members.push(100_000 - i),
+                _ => members.push(i + 2),
+            }
+            let after = entries(&members);
+            allowed.extend(after.iter().map(line_of));
+            assert!(layout.update(&after));
+            let Some(delta) = layout.delta().cloned() else {
+                afresh += 1;
+                file = layout.for_container(&own);
+                recent.clear();
+                recent.push_back(file.clone());
+                continue;
+            };
+            assert_eq!(delta.before, file.len());
+            for op in &delta.ops {
+                match op {
+                    LayoutOp::Write { at, bytes } => {
+                        if file.len() < at + bytes.len() {
+                            file.resize(at + bytes.len(), 0);
+                        }
+                        file[*at..at + bytes.len()].copy_from_slice(bytes);
+                    }
+                    LayoutOp::Activate { at, byte, ip } if !own.contains(ip) => file[*at] = *byte,
+                    LayoutOp::Activate { .. } => {}
+                    LayoutOp::Kill { at } => file[*at] = b'#',
+                }
+                assert!(whole(&file, &allowed), "update {i}, after {op:?}");
+                for earlier in &recent {
+                    let mut seen = earlier.clone();
+                    seen.extend_from_slice(file.get(earlier.len()..).unwrap_or_default());
+                    assert!(whole(&seen, &allowed), "update {i}: a read across {op:?}");
+                }
+                recent.push_back(file.clone());
+                if recent.len() > 12 {
+                    recent.pop_front();
+                }
+            }
+            assert_eq!(file, layout.for_container(&own), "update {i}");
+            let mine: BTreeSet<String> = after.iter().filter(|e| e.ip != me).map(line_of).collect();
+            assert_eq!(names(&file), mine.into_iter().collect::<Vec<_>>(), "update {i}");
+        }
+        assert!(afresh > 0 && afresh < 10, "laid out afresh {afresh} times");
     }
 
     #[test]
@@ -305,31 +487,4 @@ ff02::2\tip6-allrouters\n\
         let names: Vec<_> = e.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["web", "web.app", "www", "www.app"]);
     }
-
-    #[test]
-    fn a_tail_rendered_from_the_first_change_completes_the_old_file() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let block = |n: usize| {
-            let mut set = BTreeSet::new();
-            for i in 0..n {
-                let addr = ip(&format!("10.0.0.{}", i + 2));
-                set.extend(HostsEntry::for_container(addr, &format!("c{i}"), &[], "net"));
-            }
-            Block::new(&set)
-        };
-        let me = ip("10.0.0.4");
-        let own = [(me, "c2".to_string())];
-        // Joins after the container (the common case), before it, and leaves.
-        for (old_n, new_n) in [(5, 6), (2, 5), (6, 3), (6, 1), (1, 6)] {
-            let (old, new) = (block(old_n), block(new_n));
-            let before = render(&own, &[(&old, vec![me])]);
-            let after = render(&own, &[(&new, vec![me])]);
-            let (at, tail) = render_tail(&own, &old, &new, &[me]).unwrap();
-            assert_eq!(before[..at], after[..at], "{old_n} to {new_n}: the kept part");
-            assert_eq!(tail, after[at..], "{old_n} to {new_n}: the tail");
-            assert!(at == 0 || after.as_bytes()[at - 1] == b'\n', "starts a line");
-        }
-        assert_eq!(render_tail(&own, &block(4), &block(4), &[me]), None);
-    }
-
 }
