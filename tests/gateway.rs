@@ -32,7 +32,6 @@ fn container(name: &str, ns: &Netns, publish: &[&str]) -> ContainerSpec {
     }
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn containers_reach_out_and_published_ports_reach_in() {
     overlay_testkit::require_root("containers_reach_out_and_published_ports_reach_in");
@@ -306,7 +305,11 @@ async fn a_killed_agent_leaves_nothing_behind() {
         "a bridge port per container: {:?}",
         running.1
     );
-    assert_eq!(bridge_mac(&host), GATEWAY_MAC, "the gateway bridge's MAC is its own");
+    assert_eq!(
+        bridge_mac(&host),
+        GATEWAY_MAC,
+        "the gateway bridge's MAC is its own"
+    );
 
     // Killed and started again: the kernel state is taken over as it is.
     c.hosts[0].kill().await;
@@ -353,10 +356,14 @@ async fn a_killed_agent_leaves_nothing_behind() {
     // The kernel removes a deleted namespace's devices (kafka's end of its veth, and with it
     // the bridge port) in a work queue of its own, some time after the namespace went.
     let mut now = kernel_state(&host);
-    wait_until("kafka's bridge port goes with its namespace", LIMIT, async || {
-        now = kernel_state(&host);
-        ports(&now.1) == 1
-    })
+    wait_until(
+        "kafka's bridge port goes with its namespace",
+        LIMIT,
+        async || {
+            now = kernel_state(&host);
+            ports(&now.1) == 1
+        },
+    )
     .await;
     // The bridge kept its MAC through the port's leaving: zookeeper1's neighbour entry of its
     // gateway still points at it (a bridge left to the kernel takes its lowest port's MAC,

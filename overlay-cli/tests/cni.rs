@@ -16,7 +16,6 @@ use overlay_testkit::{CniEnv, EtcdServer, TcpGreeter};
 use serde_json::{Value, json};
 use support::rig::Rig;
 
-
 /// `ip` in namespace `ns`, for a test's own fault injection.
 fn ip(ns: &Netns, args: &[&str]) {
     let ok = std::process::Command::new("nsenter")

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use overlay_core::dataplane::Netns;
 use overlay_testkit::DockerEngine;
+use overlay_testkit::links;
 use serde_json::{Value, json};
 use support::docker::{DockerLab, RESOLVER, SUBNET, ovl_create};
-use overlay_testkit::links;
 use support::wait_until;
 
 /// `docker run -d --net my-net --name NAME` of a server greeting every connection to 2181

@@ -13,8 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use overlay_testkit::TcpGreeter;
-use serde_json::json;
 use overlay_testkit::links;
+use serde_json::json;
 use support::rig::Rig;
 
 /// Podman for one simulated host: its own storage, run directory and CNI configuration, run

@@ -251,7 +251,10 @@ async fn walkthrough(test: &str, backend: &str) {
     let mut later = Vec::new();
     for i in 0..5 {
         let name = format!("{prefix}-later{i}");
-        let ns = lab.namespace(&format!("later{i}")).await.expect("namespace");
+        let ns = lab
+            .namespace(&format!("later{i}"))
+            .await
+            .expect("namespace");
         ok(hosts[i % 2].run(&["network", "connect", "my-net", &name])).await;
         let line = format!("\t{name}.my-net\n");
         wait_until(

@@ -478,7 +478,9 @@ async fn own_deletions_are_not_damage() {
 
     h.dp.detach(&n, c1.path(), "eth0").await.unwrap();
     let mac = peer(2).mac.to_string();
-    let out = look(sandbox.path(), "bridge",
+    let out = look(
+        sandbox.path(),
+        "bridge",
         &["fdb", "del", &mac, "dev", "vxlan0", "dst", "192.0.2.2"],
     );
     assert!(out.trim().is_empty(), "bridge fdb del: {out}");

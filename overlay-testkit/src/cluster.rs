@@ -385,7 +385,13 @@ impl Cluster {
         let whole = self.url_with(options);
         let everyone = self.endpoints();
         (0..self.members.len())
-            .map(|i| whole.replacen(&everyone, &format!("127.0.0.1:{}", self.members[i].client), 1))
+            .map(|i| {
+                whole.replacen(
+                    &everyone,
+                    &format!("127.0.0.1:{}", self.members[i].client),
+                    1,
+                )
+            })
             .collect()
     }
 

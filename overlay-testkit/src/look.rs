@@ -25,7 +25,11 @@ pub fn look(netns: &Path, tool: &str, args: &[&str]) -> String {
 /// Like [`look`], with the failure as an error (the command, its status and stderr) for a
 /// caller that expects one.
 pub fn try_look(netns: &Path, tool: &str, args: &[&str]) -> Result<String, String> {
-    let shown = format!("nsenter --net={} {tool} {}", netns.display(), args.join(" "));
+    let shown = format!(
+        "nsenter --net={} {tool} {}",
+        netns.display(),
+        args.join(" ")
+    );
     let out = Command::new("nsenter")
         .arg(format!("--net={}", netns.display()))
         .arg(tool)

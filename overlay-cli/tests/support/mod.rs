@@ -228,4 +228,3 @@ pub async fn agent(host: &Host, id: &str, vtep: &str) -> Proc {
     assert_eq!(mode & 0o777, 0o600, "socket is root-only");
     p
 }
-

@@ -305,7 +305,11 @@ fn write_hosts(
 ) -> std::io::Result<()> {
     if let [(net, layout)] = layouts
         && let Some(delta) = layout.delta()
-        && had == Some(hosts_key(own, [(*net, layout.generation() - 1)].into_iter()))
+        && had
+            == Some(hosts_key(
+                own,
+                [(*net, layout.generation() - 1)].into_iter(),
+            ))
     {
         let header = hosts::header(own).len() as u64;
         let ips: Vec<IpAddr> = own.iter().map(|(ip, _)| *ip).collect();

@@ -343,8 +343,18 @@ mod tests {
     fn entries(members: &[u32]) -> BTreeSet<HostsEntry> {
         let mut set = BTreeSet::new();
         for n in members {
-            let addr = ip(&format!("10.{}.{}.{}", n / 62_500, n / 250 % 250, n % 250 + 2));
-            set.extend(HostsEntry::for_container(addr, &format!("c{n}"), &[], "net"));
+            let addr = ip(&format!(
+                "10.{}.{}.{}",
+                n / 62_500,
+                n / 250 % 250,
+                n % 250 + 2
+            ));
+            set.extend(HostsEntry::for_container(
+                addr,
+                &format!("c{n}"),
+                &[],
+                "net",
+            ));
         }
         set
     }
@@ -367,9 +377,9 @@ mod tests {
             return false;
         };
         text.ends_with('\n')
-            && text.lines().all(|l| {
-                l.trim().is_empty() || l.starts_with('#') || allowed.contains(l)
-            })
+            && text
+                .lines()
+                .all(|l| l.trim().is_empty() || l.starts_with('#') || allowed.contains(l))
     }
 
     #[test]
@@ -475,7 +485,11 @@ mod tests {
             }
             assert_eq!(file, layout.for_container(&own), "update {i}");
             let mine: BTreeSet<String> = after.iter().filter(|e| e.ip != me).map(line_of).collect();
-            assert_eq!(names(&file), mine.into_iter().collect::<Vec<_>>(), "update {i}");
+            assert_eq!(
+                names(&file),
+                mine.into_iter().collect::<Vec<_>>(),
+                "update {i}"
+            );
         }
         assert!(afresh > 0 && afresh < 10, "laid out afresh {afresh} times");
     }

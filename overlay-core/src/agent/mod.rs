@@ -11,7 +11,6 @@ mod claim;
 pub(crate) mod dns;
 pub mod events;
 mod files;
-mod rewrite;
 pub mod gateway;
 mod heal;
 pub mod health;
@@ -19,6 +18,7 @@ pub mod hosts;
 mod live;
 pub mod local;
 mod network;
+mod rewrite;
 mod sweep;
 pub mod view;
 

@@ -311,8 +311,10 @@ mod tests {
     #[test]
     fn every_step_of_every_update_leaves_whole_lines() {
         let first = text(0..1);
-        let mut file = first.clone().into_bytes();
-        file.extend_from_slice(&padding((capacity(file.len() as u64, 0)) as usize - file.len()));
+        let mut file = first.into_bytes();
+        file.extend_from_slice(&padding(
+            (capacity(file.len() as u64, 0)) as usize - file.len(),
+        ));
         // Growing by a line at a time and by several, shrinking a little and a lot.
         for n in (2..60).chain([61, 64, 70, 40, 39, 12, 11, 5, 80, 1]) {
             let new = text(0..n);
@@ -320,7 +322,11 @@ mod tests {
             let ops = plan(&file, new.as_bytes(), capacity(new.len() as u64, current));
             // Only a text that outgrew the whole file at once may start where it ended.
             apply_checked(&mut file, &ops, new.len() as u64 <= current);
-            assert_eq!(text_of(std::str::from_utf8(&file).unwrap()), new, "{n} lines");
+            assert_eq!(
+                text_of(std::str::from_utf8(&file).unwrap()),
+                new,
+                "{n} lines"
+            );
         }
     }
 

@@ -335,7 +335,9 @@ impl Networks {
     /// reads may lag, "not found" is asked again after a sync (the store's read contract).
     pub(crate) async fn lookup(&self, name_or_id: &str) -> Result<(Network, Version)> {
         match self.lookup_once(name_or_id).await {
-            Err(e) if e.kind() == ErrorKind::NotFound && !self.store.capabilities().current_reads => {
+            Err(e)
+                if e.kind() == ErrorKind::NotFound && !self.store.capabilities().current_reads =>
+            {
                 self.store.sync().await?;
                 self.lookup_once(name_or_id).await
             }

@@ -141,9 +141,13 @@ impl Lab {
         let lan = self.namespace("lan").await?;
         let conn = NlConn::open(Some(&lan), &lan.path().display().to_string()).await?;
         let bridge = "lan";
-        conn.add_link(link::bridge_msg(bridge, 1500, crate::model::MacAddr::from_hash(bridge.as_bytes())))
-            .await
-            .map_err(|e| nl_failure(e, op, format!("bridge {bridge}"), conn.label()))?;
+        conn.add_link(link::bridge_msg(
+            bridge,
+            1500,
+            crate::model::MacAddr::from_hash(bridge.as_bytes()),
+        ))
+        .await
+        .map_err(|e| nl_failure(e, op, format!("bridge {bridge}"), conn.label()))?;
         let bridge = link::get_link(&conn, bridge).await?.ok_or_else(|| {
             Error::new(
                 ErrorKind::Kernel,

@@ -271,4 +271,3 @@ pub fn ip_counter(ns: &Netns, field: &'static str) -> u64 {
         values[i].parse().unwrap()
     })
 }
-

@@ -40,7 +40,13 @@ async fn wire(
     gateway: Option<Ipv4Addr>,
 ) {
     let conn = NlConn::open(Some(ns), "host").await.unwrap();
-    conn.add_link(bridge_msg(bridge, 1500, crate::model::MacAddr::from_hash(bridge.as_bytes()))).await.unwrap();
+    conn.add_link(bridge_msg(
+        bridge,
+        1500,
+        crate::model::MacAddr::from_hash(bridge.as_bytes()),
+    ))
+    .await
+    .unwrap();
     let br = get_link(&conn, bridge).await.unwrap().unwrap();
     add_address(&conn, br.index, addr.parse().unwrap())
         .await

@@ -645,8 +645,13 @@ pub async fn reads_follow_acknowledged_writes(
         let key = format!("{p}/k/{round}");
         let what = |step: &str| format!("round {round}: {step} of {key}");
         let v = writer.put(&key, b"one").await.unwrap();
-        reader_lagged +=
-            read_after(reader, &key, Some(v), &what("a read after another client's put")).await;
+        reader_lagged += read_after(
+            reader,
+            &key,
+            Some(v),
+            &what("a read after another client's put"),
+        )
+        .await;
         let listed = reader.list(&format!("{p}/k")).await.unwrap();
         assert_eq!(
             listed
@@ -673,8 +678,13 @@ pub async fn reads_follow_acknowledged_writes(
             what("the value of another client's compare-and-swap")
         );
         assert!(writer.delete(&key).await.unwrap(), "{}", what("delete"));
-        reader_lagged +=
-            read_after(reader, &key, None, &what("a read after another client's delete")).await;
+        reader_lagged += read_after(
+            reader,
+            &key,
+            None,
+            &what("a read after another client's delete"),
+        )
+        .await;
     }
     let left = reader.list(&p).await.unwrap();
     assert!(left.kvs.is_empty(), "every key was deleted: {:?}", left.kvs);
@@ -706,7 +716,11 @@ async fn read_after(
         }
     }
     store.sync().await.unwrap();
-    assert_eq!(version(store.get(key).await.unwrap()), expected, "{what}, after a sync");
+    assert_eq!(
+        version(store.get(key).await.unwrap()),
+        expected,
+        "{what}, after a sync"
+    );
     usize::from(lagged)
 }
 
