@@ -194,6 +194,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
+    // The baseline's label is what the binary says it is.
+    let version = std::process::Command::new(&aardvark_bin)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("{} --version: {e}", aardvark_bin.display()))?;
+    let theirs_label = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    if !version.status.success() || theirs_label.is_empty() {
+        return Err(format!("{} --version said nothing", aardvark_bin.display()).into());
+    }
     let lab = Lab::new(&format!("dnsb{:x}", std::process::id() & 0xfff))?;
     let host = lab.namespace("host").await?;
     let lan = lab.namespace("lan").await?;
@@ -304,9 +313,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
          medians of {ROUNDS} alternating rounds (unanswered: the sum)"
     );
     println!();
-    println!(
-        "| names | measurement | overlay | aardvark-dns 1.4 | overlay / aardvark | goal | met |"
-    );
+    println!("| names | measurement | overlay | {theirs_label} | overlay / aardvark | goal | met |");
     println!("|---|---|---|---|---|---|---|");
     for (kind, o, a) in [("container", m[0], m[1]), ("forwarded", m[2], m[3])] {
         println!(

@@ -34,7 +34,9 @@
 //! alone connects `SCALE_FILL` containers, each with a hosts file and a
 //! `resolv.conf` (as `overlayctl container run` gives one), and reports the connect p50 around
 //! 10, 100 and `SCALE_FILL` local endpoints (the 20 connects ending there) as ratios to the
-//! first, and the process's resident memory growth per endpoint over the fill. The kernel's
+//! first, the hosts-file latency around the same points (p50 and p99 of the time from a
+//! connect returning to the new name in the first container's hosts file, seen by an inotify
+//! watch of that file), and the process's resident memory growth per endpoint over the fill. The kernel's
 //! share is measured after it the same way: the two veth pairs a connect makes, onto two
 //! bridges filling up alike.
 
@@ -349,7 +351,71 @@ struct Fill {
     p50: [Duration; 3],
     /// The same of the kernel's work alone ([`kernel_baseline`]).
     kernel: [Duration; 3],
+    /// Hosts-file latency p50 and p99 around the same points: a connect returning, to the new
+    /// container's name in the first container's hosts file.
+    hosts: [[Duration; 2]; 3],
     rss_per_endpoint: f64,
+}
+
+/// Watches the hosts file at `path` (inotify: woken by each write, not polling) and records
+/// when each container `f<k>`'s name first shows in it, until `stop`.
+fn watch_names(
+    path: PathBuf,
+    count: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Option<Instant>>> {
+    std::thread::spawn(move || {
+        let mut seen = vec![None; count];
+        // SAFETY: inotify_init1 has no preconditions.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+        if fd < 0 {
+            return seen;
+        }
+        // SAFETY: `fd` was just made and is owned here.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
+        let mut watching = false;
+        while !stop.load(Ordering::Relaxed) {
+            if !watching {
+                // SAFETY: `fd` is an inotify descriptor and `cpath` a valid C string.
+                watching = unsafe {
+                    libc::inotify_add_watch(fd.as_raw_fd(), cpath.as_ptr(), libc::IN_MODIFY)
+                } >= 0;
+                if !watching {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+            }
+            let mut pfd = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, 100) };
+            let mut buf = [0u8; 4096];
+            // SAFETY: `buf` is writable for its length; the events are only drained.
+            while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+            let now = Instant::now();
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            for line in text.lines().filter(|l| !l.starts_with('#')) {
+                let Some(k) = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|n| n.strip_prefix('f'))
+                    .and_then(|k| k.parse::<usize>().ok())
+                else {
+                    continue;
+                };
+                if let Some(s @ None) = seen.get_mut(k) {
+                    *s = Some(now);
+                }
+            }
+        }
+        seen
+    })
 }
 
 /// The victim's side, run by this program's child process: `SCALE_VICTIM` holds its
@@ -625,10 +691,16 @@ async fn fill(url: &str, tag: &str, count: usize) -> Result<Fill> {
         specs.push(container(&name, ns.path(), &files));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let watch_path = specs[0].hosts_file.clone().unwrap_or_default();
+    let watcher = watch_names(watch_path, count, stop.clone());
+    let mut returned = Vec::with_capacity(count);
     for (k, spec) in specs.iter().enumerate() {
         let start = Instant::now();
         ctl.connect("bench", spec).await?;
-        times.push(start.elapsed());
+        let end = Instant::now();
+        times.push(end - start);
+        returned.push(end);
         if k == 0 {
             // After the first connect: the sandbox, resolver and gateway exist.
             base = rss();
@@ -636,6 +708,19 @@ async fn fill(url: &str, tag: &str, count: usize) -> Result<Fill> {
     }
     // Let the file writer finish before the reading.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let seen = watcher
+        .join()
+        .map_err(|_| bench_err("the hosts file watcher panicked"))?;
+    let mut latency = Vec::with_capacity(count);
+    for (k, (seen, returned)) in seen.iter().zip(&returned).enumerate().skip(1) {
+        let seen = seen.ok_or_else(|| {
+            bench_err(format!("f{k}'s name never reached f0's hosts file"))
+        })?;
+        latency.push(seen.saturating_duration_since(*returned));
+    }
+    // Aligned with `times`: the first container has no latency of its own.
+    latency.insert(0, Duration::ZERO);
     let grown = rss().saturating_sub(base);
     ctl.close().await?;
     let paths: Vec<PathBuf> = specs.iter().map(|s| s.netns.path()).collect();
@@ -648,9 +733,16 @@ async fn fill(url: &str, tag: &str, count: usize) -> Result<Fill> {
         pct(&w, 0.5)
     };
     let at = |t: &[Duration]| [window(t, 20), window(t, 110), window(t, count)];
+    let tail = |end: usize| {
+        let end = end.min(count);
+        let mut w = latency[end.saturating_sub(20).max(1)..end].to_vec();
+        w.sort();
+        [pct(&w, 0.5), pct(&w, 0.99)]
+    };
     Ok(Fill {
         p50: at(&times),
         kernel: at(&kernel),
+        hosts: [tail(20), tail(110), tail(count)],
         rss_per_endpoint: grown as f64 / (count.saturating_sub(1).max(1)) as f64,
     })
 }
@@ -763,8 +855,14 @@ async fn fill_main(plan: &str) -> Result<()> {
     )
     .await?;
     let us = |d: &[Duration; 3]| d.map(|d| d.as_micros() as u64);
-    let out =
-        serde_json::json!({"p50": us(&f.p50), "kernel": us(&f.kernel), "rss": f.rss_per_endpoint});
+    let hosts: Vec<[u64; 2]> = f
+        .hosts
+        .iter()
+        .map(|w| w.map(|d| d.as_micros() as u64))
+        .collect();
+    let out = serde_json::json!({
+        "p50": us(&f.p50), "kernel": us(&f.kernel), "hosts": hosts, "rss": f.rss_per_endpoint
+    });
     println!("fill {out}");
     Ok(())
 }
@@ -794,9 +892,16 @@ async fn fill_apart(url: &str, tag: &str, count: usize) -> Result<Fill> {
         }
         d
     };
+    let mut hosts = [[Duration::ZERO; 2]; 3];
+    for (i, w) in hosts.iter_mut().enumerate() {
+        for (j, d) in w.iter_mut().enumerate() {
+            *d = Duration::from_micros(v["hosts"][i][j].as_u64().unwrap_or(0));
+        }
+    }
     Ok(Fill {
         p50: three("p50"),
         kernel: three("kernel"),
+        hosts,
         rss_per_endpoint: v["rss"].as_f64().unwrap_or(0.0),
     })
 }
@@ -844,9 +949,9 @@ async fn bench() -> std::process::ExitCode {
     );
     println!();
     println!(
-        "| backend | connect p50/p99 ms | conv p50/p99 ms | missed | req/connect own | req/connect all | events/connect/host | ls ms | inspect ms | drop after kill s | fill connect p50 ms @10 | @100 | @{fill_to} | kernel's p50 ms @10 | @{fill_to} | RSS KiB/endpoint |"
+        "| backend | connect p50/p99 ms | conv p50/p99 ms | missed | req/connect own | req/connect all | events/connect/host | ls ms | inspect ms | drop after kill s | fill connect p50 ms @10 | @100 | @{fill_to} | kernel's p50 ms @10 | @{fill_to} | hosts file p50/p99 ms @10 | @100 | @{fill_to} | RSS KiB/endpoint |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut failed = false;
     for (i, (name, urls)) in backends.iter().enumerate() {
         let Some([spread_url, fill_url]) = urls else {
@@ -862,7 +967,7 @@ async fn bench() -> std::process::ExitCode {
                 let ratio =
                     |d: Duration, of: Duration| d.as_secs_f64() / of.as_secs_f64().max(1e-9);
                 println!(
-                    "| {name} | {} / {} | {} / {} | {} | {:.1} | {:.1} | {:.2} | {} | {} | {} | {} | {} ({:.2}x) | {} ({:.2}x) | {} | {} ({:.2}x) | {:.1} |",
+                    "| {name} | {} / {} | {} / {} | {} | {:.1} | {:.1} | {:.2} | {} | {} | {} | {} | {} ({:.2}x) | {} ({:.2}x) | {} | {} ({:.2}x) | {} / {} | {} / {} | {} / {} | {:.1} |",
                     ms(pct(&s.connects, 0.5)),
                     ms(pct(&s.connects, 0.99)),
                     ms(pct(&s.convergence, 0.5)),
@@ -883,6 +988,12 @@ async fn bench() -> std::process::ExitCode {
                     ms(f.kernel[0]),
                     ms(f.kernel[2]),
                     ratio(f.kernel[2], f.kernel[0]),
+                    ms(f.hosts[0][0]),
+                    ms(f.hosts[0][1]),
+                    ms(f.hosts[1][0]),
+                    ms(f.hosts[1][1]),
+                    ms(f.hosts[2][0]),
+                    ms(f.hosts[2][1]),
                     f.rss_per_endpoint / 1024.0,
                 );
                 failed |= s.missed > 0 || s.drop_after_kill.is_none();

@@ -12,7 +12,7 @@ use overlay::controller::{ContainerSpec, Controller, ControllerOptions, NetnsRef
 use overlay::dataplane::Netns;
 use overlay::dataplane::lab::Lab;
 use serde_json::json;
-use support::{Backend, Cluster, lookup, wait_until};
+use support::{Backend, Cluster, lacks, lookup, wait_until};
 
 /// Bounds that only keep a broken build from hanging.
 const LIMIT: Duration = Duration::from_secs(15);
@@ -125,7 +125,7 @@ async fn dead_container_collected(test: &str, backend: Backend) {
     })
     .await;
     wait_until("b stops resolving a", LIMIT, async || {
-        lookup(&hosts_b, "a").is_none()
+        lacks(&hosts_b, "a")
     })
     .await;
     wait_until("a's files are removed", LIMIT, async || {
@@ -243,10 +243,15 @@ async fn connect_never_loses_a_race_with_the_last_disconnect() {
     let x = lab.namespace("x").await.unwrap();
     let y = lab.namespace("y").await.unwrap();
     let mut ok = 0;
-    let rounds: usize = std::env::var("RACE_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
+    // RACE_ROUNDS runs more rounds (or fewer, for a quick look), never none: a race test of
+    // no rounds would assert nothing.
+    let rounds: usize = match std::env::var("RACE_ROUNDS") {
+        Err(_) => 500,
+        Ok(v) => match v.parse() {
+            Ok(n) if n > 0 => n,
+            _ => panic!("RACE_ROUNDS={v:?}: give a number of rounds of at least 1"),
+        },
+    };
     let mut phases = [Duration::ZERO; 4];
     let mut waits = vec![];
     for i in 0..rounds {

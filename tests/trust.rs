@@ -12,13 +12,20 @@ use std::time::Duration;
 use overlay::dataplane::Netns;
 use overlay::model::{EndpointId, keys};
 use serde_json::json;
-use support::{Backend, Cluster, lookup, wait_until};
+use support::{Backend, Cluster, lacks, lookup, wait_until};
 
 /// Bounds that only keep a broken build from hanging; convergence takes milliseconds.
 const CONVERGE: Duration = Duration::from_secs(10);
 
 /// The MAC of the forged endpoint (02:42 + 10.0.0.77), to look for in the machine's links.
 const FORGED_MAC: &str = "02:42:0a:00:00:4d";
+
+/// Now, in ms since the Unix epoch (the clock of the agents' health reports).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Names of the machine's own network links carrying `mac` (the test process never left the
 /// machine's namespace).
@@ -27,6 +34,11 @@ fn own_links_with_mac(mac: &str) -> Vec<String> {
         .args(["-o", "link", "show"])
         .output()
         .expect("run ip link");
+    assert!(
+        out.status.success(),
+        "ip -o link show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains(mac))
@@ -84,8 +96,22 @@ async fn forged_record_steers_nothing(test: &str, backend: Backend) {
         async || lookup(&hosts_a, "evil").is_some(),
     )
     .await;
-    // ... and at least one sweep and heal (every 1.5 s here) ran over it.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // ... and a sweep and a heal ran over it: a heal follows each sweep, so two sweeps
+    // completing after the name arrived bracket a whole heal that started after it (and the
+    // second sweep started after it too).
+    let arrived = now_ms();
+    let mut sweeps = Vec::new();
+    wait_until("two sweeps after the forged record", CONVERGE, async || {
+        let health = c.hosts[0].ok(json!({"op": "health"})).await;
+        if let Some(t) = health["last_sweep_ms"].as_u64()
+            && t > arrived
+            && sweeps.last() != Some(&t)
+        {
+            sweeps.push(t);
+        }
+        sweeps.len() >= 2
+    })
+    .await;
     let after = std::fs::metadata(&victim).unwrap();
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
     assert_eq!(
@@ -104,7 +130,7 @@ async fn forged_record_steers_nothing(test: &str, backend: Backend) {
     })
     .await;
     wait_until("its name leaves a's hosts file", CONVERGE, async || {
-        lookup(&hosts_a, "evil").is_none()
+        lacks(&hosts_a, "evil")
     })
     .await;
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
@@ -154,6 +180,11 @@ async fn one_live_agent_per_host_id(test: &str, backend: Backend) {
     c.hosts[0].kill().await;
     wait_until("the crashed host's record expires", CONVERGE, async || {
         store.get(&host_key).await.unwrap().is_none()
+    })
+    .await;
+    // Host 2 saw it die (a's name left b's file), so a name found later was served again.
+    wait_until("a's name leaves b's hosts file", CONVERGE, async || {
+        lacks(&hosts_b, "a")
     })
     .await;
     let ns = Netns::open_path(c.hosts[0].ns.path()).unwrap();

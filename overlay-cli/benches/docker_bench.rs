@@ -150,9 +150,10 @@ async fn main() {
 
     let p50 = |v: &[Duration]| ms(percentile(v, 0.5));
     let p90 = |v: &[Duration]| ms(percentile(v, 0.9));
+    let version = e1.ok(&["version", "--format", "{{.Server.Version}}"]);
     println!(
-        "\n`docker run -d --net NET busybox sleep 600` on two Docker 20.10 engines sharing one \
-         etcd, {runs} containers per driver (runs interleaved)\n"
+        "\n`docker run -d --net NET busybox sleep 600` on two Docker {version} engines sharing \
+         one etcd, {runs} containers per driver (runs interleaved)\n"
     );
     println!(
         "| driver | run p50 (ms) | run p90 (ms) | our store requests / container | engine's etcd v2 requests / container |"

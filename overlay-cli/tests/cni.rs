@@ -412,6 +412,9 @@ async fn status_and_error_codes() {
     )
     .await;
 
+    // None of the refused ADDs (all to host 1) attached anything.
+    assert!(rig.attachments(0).is_empty());
+
     // The agent goes: ADD is "try again later" (11), STATUS 50, and the message says what
     // to start.
     rig.agents[0].stop().await;
@@ -425,7 +428,6 @@ async fn status_and_error_codes() {
         rig.runner.exec("STATUS", &conf, &CniEnv::default()).code(),
         50
     );
-    assert!(rig.attachments(1).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

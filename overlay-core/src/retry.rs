@@ -95,11 +95,20 @@ mod tests {
     #[test]
     fn delays_grow_and_stay_capped() {
         let p = RetryPolicy::default();
+        // Capped: each delay is at most its bound.
+        let longest = |attempt: u32| (0..500).map(|_| p.delay(attempt)).max().unwrap();
         for _ in 0..100 {
             assert!(p.delay(1) <= Duration::from_millis(2));
             assert!(p.delay(3) <= Duration::from_millis(8));
             assert!(p.delay(40) <= Duration::from_millis(200));
         }
+        // Growing: of 500 draws (uniform up to the bound), the longest comes near the bound,
+        // which doubles per attempt until the cap (a draw under half its bound 500 times in a
+        // row has a chance of 2^-500).
+        assert!(longest(1) > Duration::from_millis(1));
+        assert!(longest(3) > Duration::from_millis(4));
+        assert!(longest(5) > Duration::from_millis(16));
+        assert!(longest(40) > Duration::from_millis(100));
         let zero = RetryPolicy {
             base_delay: Duration::ZERO,
             ..p

@@ -100,12 +100,15 @@ where
 /// A follower cut off from everybody (both ways, still running) for three TTLs, with two
 /// clients putting, getting and watching, and an ephemeral key.
 ///
-/// etcd (requests kept on the leader): every call succeeds, none waits on the follower.
-/// ZooKeeper: a client's session lives on one server, and a client whose server is the
-/// partitioned one moves to another (within [`MOVE_WINDOW`]). Its reads wait for the move
-/// and succeed; a write in flight meanwhile cannot be known applied or not, and fails with
-/// `Unavailable` or `Timeout` within the timeout. After the move every call succeeds. On
-/// both, the watch sees every put that succeeded, in order, and the ephemeral key stays.
+/// Asserted on etcd (requests kept on the leader): every call succeeds, and no round of a put
+/// and a get takes 2 s (none waits on the follower). On ZooKeeper a client's session lives on
+/// one server, and a client whose server is the partitioned one moves to another: asserted,
+/// a call may fail only within the first [`MOVE_WINDOW`] of the partition, only with
+/// `Unavailable` or `Timeout`, within the store's timeout (a read lost with its connection is
+/// asked again until then, and a write in flight cannot be known applied or not); every call
+/// after the window succeeds. On both, each successful get of a key just put returns that put
+/// (the read contract, synced where reads may lag), the watch sees every put that succeeded,
+/// in order, and the ephemeral key stays.
 async fn follower_partitioned(c: &mut impl TestCluster) {
     let strict = c.name() == "etcd";
     let url = c.url_with(OPTS);

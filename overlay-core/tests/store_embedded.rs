@@ -9,6 +9,7 @@ use overlay_core::ErrorKind;
 use overlay_core::store::conformance::{self, PeerProcess};
 use overlay_core::store::{self, Backend, KvStore};
 use tempfile::TempDir;
+use tokio::io::AsyncBufReadExt as _;
 
 /// A store file in a fresh temporary directory, removed with it.
 struct Scratch {
@@ -296,17 +297,30 @@ async fn writer_killed_mid_stream_leaves_a_consistent_file() {
     let s = Scratch::new();
     let store = s.open("").await;
     store.put("counter", b"0").await.unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_overlay-kv"))
-        .args([s.url("").as_str(), "incr", "counter", "1000000"])
-        .stdout(std::process::Stdio::null())
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_overlay-kv"))
+        .args([s.url("").as_str(), "incr", "counter", "1000000", "--report"])
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("spawn overlay-kv incr");
+    // Every count the writer reports committed, as it reports it.
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let reported = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = {
+        let reported = reported.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                if let Ok(n) = l.trim().parse::<u64>() {
+                    reported.store(n, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        })
+    };
     let mut peer = Peer(child);
     // Let it get going, then kill it wherever it is.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while store.get("counter").await.unwrap().unwrap().value.len() < 3 {
+    while reported.load(std::sync::atomic::Ordering::SeqCst) < 100 {
         if let Some(status) = peer.0.try_wait().unwrap() {
             let mut err = String::new();
             let mut pipe = peer.0.stderr.take().unwrap();
@@ -321,6 +335,9 @@ async fn writer_killed_mid_stream_leaves_a_consistent_file() {
     }
     peer.signal(libc::SIGKILL);
     let _ = peer.0.wait().await;
+    // What it printed before it died is all in the pipe.
+    reader.await.unwrap();
+    let last = reported.load(std::sync::atomic::Ordering::SeqCst);
     store.close().await.unwrap();
 
     let conn = rusqlite::Connection::open(s.dir.path().join("store.db")).unwrap();
@@ -334,7 +351,11 @@ async fn writer_killed_mid_stream_leaves_a_consistent_file() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(n >= 100, "counter at {n}");
+    // The last count it reported, or one more: committed, killed before it could say so.
+    assert!(
+        n == last || n == last + 1,
+        "counter at {n}, the writer last reported {last}"
+    );
     assert_eq!(
         conformance::cas_increment(store.as_ref(), "counter")
             .await

@@ -102,6 +102,26 @@ def test_one_runtime_per_process(tmp_path: Path) -> None:
         s.close()
 
 
+# futex(2), the system call a thread waiting inside the module's native code sleeps in.
+FUTEX = {"x86_64": 202, "aarch64": 98}
+
+
+def wait_inside_native_call(pid: int, limit: float = 30.0) -> None:
+    """Waits until the main thread of `pid` sleeps in futex(2): inside the blocking call of the
+    module (its Python code has no other wait), not still on the way to it."""
+    futex = FUTEX.get(os.uname().machine)
+    assert futex is not None, f"no futex number known for {os.uname().machine}"
+    deadline = time.monotonic() + limit
+    last = ""
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/syscall") as f:
+            last = f.read().strip()
+        if last.split()[0] == str(futex):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} never blocked in the native call (last: {last})")
+
+
 # Each child installs Python's own Ctrl-C handler: a process started in the background by a
 # shell (as CI may start the suite) inherits SIGINT ignored, and Python then installs none.
 WATCHER = textwrap.dedent(
@@ -127,7 +147,7 @@ def test_ctrl_c_interrupts_a_blocked_watch(embedded_url: str) -> None:
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(0.3)  # let it block inside the iteration
+        wait_inside_native_call(proc.pid)
         sent = time.monotonic()
         os.kill(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
@@ -148,7 +168,7 @@ def test_ctrl_c_interrupts_next_with_a_long_timeout(embedded_url: str) -> None:
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(0.3)
+        wait_inside_native_call(proc.pid)
         os.kill(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -235,7 +255,7 @@ def test_ctrl_c_interrupts_a_blocked_store_call(tmp_path: Path) -> None:
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-            time.sleep(0.5)
+            wait_inside_native_call(proc.pid)
             sent = time.monotonic()
             os.kill(proc.pid, signal.SIGINT)
             _, err = proc.communicate(timeout=60)

@@ -402,9 +402,25 @@ pub fn rand_u32() -> u32 {
     t.subsec_nanos() ^ std::process::id().rotate_left(16)
 }
 
-/// The address `name` has in a hosts file, as a resolver would find it.
+/// The address `name` has in a hosts file, as a resolver would find it; `None` also while the
+/// file is not written yet (a wait for a name to come). For "the name is gone", [`lacks`].
 pub fn lookup(hosts_file: &Path, name: &str) -> Option<IpAddr> {
-    let text = std::fs::read_to_string(hosts_file).ok()?;
+    let text = match std::fs::read_to_string(hosts_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("read {}: {e}", hosts_file.display()),
+    };
+    find_name(&text, name)
+}
+
+/// Whether the hosts file, which must be there, lacks `name`.
+pub fn lacks(hosts_file: &Path, name: &str) -> bool {
+    let text = std::fs::read_to_string(hosts_file)
+        .unwrap_or_else(|e| panic!("read {}: {e}", hosts_file.display()));
+    find_name(&text, name).is_none()
+}
+
+fn find_name(text: &str, name: &str) -> Option<IpAddr> {
     text.lines().find_map(|line| {
         let mut words = line.split_whitespace();
         let ip = words.next()?.parse().ok()?;

@@ -14,7 +14,7 @@
 //! too (and one that races the append itself may see the file end inside that comment line:
 //! the kernel extends a file a page at a time). A container's own names are commented out in its own file (the seed lists the
 //! other containers). When the dead lines outweigh the live ones (and 32 KiB) the layout is
-//! laid out afresh, sorted, and every file written whole: [`rewrite`](super::rewrite)'s
+//! laid out afresh, sorted, and every file written whole: the `rewrite` module's
 //! protections hold then, not these (a read that overlaps that write's copy can see a mix).
 //! Docker 1.9 truncated `/etc/hosts` and wrote it again, so a reader racing it saw an empty
 //! file.

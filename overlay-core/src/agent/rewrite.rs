@@ -1,36 +1,31 @@
-//! Rewriting a file the agent keeps for a container (its hosts file, its `resolv.conf`) on
-//! the file's own inode.
+//! Rewriting a file the agent keeps for a container (a `resolv.conf`, a hosts file written
+//! whole) on the file's own inode.
 //!
 //! Runtimes bind-mount these files into containers (runc, Docker and most runtimes do so with
-//! the hosts file an engine keeps), and a bind mount keeps the inode it was given: a file
-//! replaced by a rename would leave every later update unseen in the container. So a file is
-//! written where it is, and the shape of the file and the order of the writes protect a reader
-//! that races the writer.
+//! the files an engine keeps), and a bind mount keeps the inode it was given: a file replaced
+//! by a rename would leave every later update unseen in the container. So a file is written
+//! where it is, and the shape of the file and the order of the writes protect a reader that
+//! races the writer. (Hosts files are mostly updated in smaller steps still: see `hosts`.)
 //!
-//! The file is longer than its text: the text is followed by one comment line of spaces
+//! The file is longer than its text: the text is followed by comment lines of spaces
 //! (`#   …`) up to the file's length, its capacity, which grows ahead of the text (when the
 //! text passes nine tenths of it, to a quarter more than the text) and shrinks behind it (when
 //! the text falls under half of it). An update makes, in this order:
 //!
-//! 1. when the capacity grows, the padding is extended by a comment line appended at the old
-//!    end, before any text changes: the file is still the old text, followed by padding;
-//! 2. one `pwrite` of the bytes that differ, from the first changed byte (a container joining
-//!    adds lines near the end of every other container's file, so most updates write a line
-//!    or two) to the last one, within the file's length: text and padding, the length
-//!    unchanged;
+//! 1. when the capacity grows, a comment line appended at the old end, before any text
+//!    changes: the file is still the old text, followed by padding;
+//! 2. one `pwrite` of the bytes that differ, from the first changed byte to the last one,
+//!    within the file's length;
 //! 3. when the capacity shrinks, a truncation at the end of a padding line.
 //!
-//! So at every moment between those calls the file is a whole text followed by whole comment
-//! lines, never empty and never ending inside a line. A reader that reads the file in one
-//! `read` and then finds the end where its size said (Rust's `read_to_string`, glibc's stdio
-//! for files up to its 4 KiB buffer) sees an old or a new text; the capacity growing ahead
-//! is what keeps the new text from starting where the old file ended for such a reader. What
-//! no in-place writer can prevent (Docker's, which rewrites these files in place for the same
+//! So between those calls the file is a whole text followed by whole comment lines, never
+//! empty and never ending inside a line, and a reader that read it to its end and reads on
+//! later finds only padding after. A new file is made whole before it has a name (an unnamed
+//! file of its directory, then linked), and nothing else ever appears beside it. What no
+//! in-place writer can prevent (Docker's, which rewrites these files in place for the same
 //! reason, included): a read that overlaps the `pwrite`'s own copy into the page cache (a
-//! window of the order of a microsecond) can see old bytes of one part and new of another, a
-//! reader reading a larger file in several chunks can see chunks of two versions, and an
-//! update whose text outgrows the whole capacity at once (a file's first few lines) writes
-//! past the old end.
+//! window of the order of a microsecond) can see old bytes of one part and new of another,
+//! and an update whose text outgrows the whole capacity at once writes past the old end.
 //!
 //! No fsync: a reader needs none, and after a crash the agent writes every file again from the
 //! store when it starts.

@@ -9,7 +9,8 @@
 //! overlay-kv URL watch PREFIX [--from VERSION] [--count N]   prints "ready", then one line per event
 //! overlay-kv URL hold KEY VALUE      puts an ephemeral key, prints "ready VERSION", holds it
 //!                                    until standard input closes, then closes the session
-//! overlay-kv URL incr KEY N          N compare-and-swap increments of a decimal counter
+//! overlay-kv URL incr KEY N [--report]   N compare-and-swap increments of a decimal counter
+//!                                        (--report: each committed count on a line of its own)
 //! ```
 //! Exit codes: 0 success, 1 failure (message on stderr), 2 usage error.
 
@@ -19,7 +20,7 @@ use overlay_core::store::{self, conformance};
 use tokio::io::AsyncReadExt;
 
 const USAGE: &str = "usage: overlay-kv URL (get KEY | put KEY VALUE | delete KEY | list [PREFIX] \
-                     | watch PREFIX [--from VERSION] [--count N] | hold KEY VALUE | incr KEY N)";
+                     | watch PREFIX [--from VERSION] [--count N] | hold KEY VALUE | incr KEY N [--report])";
 
 enum Failure {
     Usage(String),
@@ -99,9 +100,13 @@ async fn run(args: Vec<String>) -> Result<(), Failure> {
                 let mut sink = Vec::new();
                 let _ = tokio::io::stdin().read_to_end(&mut sink).await;
             }
-            ("incr", [key, n]) => {
+            ("incr", [key, n, flags @ ..]) if flags.iter().all(|f| *f == "--report") => {
+                let report = !flags.is_empty();
                 for _ in 0..number("N", n)? {
-                    conformance::cas_increment(store.as_ref(), key).await?;
+                    let count = conformance::cas_increment(store.as_ref(), key).await?;
+                    if report {
+                        println!("{count}");
+                    }
                 }
                 println!("done");
             }

@@ -358,6 +358,34 @@ static int wait_seen(const char *a, const char *b) {
   return 0;
 }
 
+/* A second watcher's record, the witness that events were delivered. */
+static char witnessed[4096];
+
+static void witness_event(const char *event_json, void *userdata) {
+  (void)userdata;
+  pthread_mutex_lock(&seen_lock);
+  if (strlen(witnessed) + strlen(event_json) + 2 < sizeof witnessed) {
+    strcat(witnessed, event_json);
+    strcat(witnessed, "\n");
+  }
+  pthread_mutex_unlock(&seen_lock);
+}
+
+static int wait_witnessed(const char *a, const char *b) {
+  for (int i = 0; i < 100; i++) {
+    pthread_mutex_lock(&seen_lock);
+    const char *at = strstr(witnessed, a);
+    int found = at != NULL && strstr(at, b) != NULL;
+    pthread_mutex_unlock(&seen_lock);
+    if (found) {
+      return 1;
+    }
+    sleep_ms(50);
+  }
+  fprintf(stderr, "the witness saw no %s with %s\n", a, b);
+  return 0;
+}
+
 static ovl_watcher *self_freeing;
 static atomic_int self_freeing_calls;
 
@@ -408,16 +436,20 @@ static void events(ovl_controller *ctl) {
   CHECK(atomic_load(&self_freeing_calls) == 1);
 
   ovl_watcher_free(watcher);
-  /* After free returns, no callback runs: later events are not recorded. */
+  /* After free returns, no callback runs: later events, which a watcher still registered
+   * (the witness) is seen to receive, are not recorded. */
+  ovl_watcher *witness = NULL;
+  CHECK_STATUS(ovl_watch(ctl2, witness_event, NULL, &witness), OVL_OK);
   pthread_mutex_lock(&seen_lock);
   size_t before = strlen(seen);
   pthread_mutex_unlock(&seen_lock);
   CHECK_STATUS(ovl_network_create(ctl, "unwatched-net", NULL, NULL), OVL_OK);
   CHECK_STATUS(ovl_network_remove(ctl, "unwatched-net"), OVL_OK);
-  sleep_ms(200);
+  CHECK(wait_witnessed("network_removed", "unwatched-net"));
   pthread_mutex_lock(&seen_lock);
   CHECK(strlen(seen) == before);
   pthread_mutex_unlock(&seen_lock);
+  ovl_watcher_free(witness);
 
   ovl_watcher *const sentinel = (ovl_watcher *)&seen;
   watcher = sentinel;
