@@ -313,7 +313,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
          medians of {ROUNDS} alternating rounds (unanswered: the sum)"
     );
     println!();
-    println!("| names | measurement | overlay | {theirs_label} | overlay / aardvark | goal | met |");
+    println!(
+        "| names | measurement | overlay | {theirs_label} | overlay / aardvark | goal | met |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for (kind, o, a) in [("container", m[0], m[1]), ("forwarded", m[2], m[3])] {
         println!(

@@ -714,9 +714,8 @@ async fn fill(url: &str, tag: &str, count: usize) -> Result<Fill> {
         .map_err(|_| bench_err("the hosts file watcher panicked"))?;
     let mut latency = Vec::with_capacity(count);
     for (k, (seen, returned)) in seen.iter().zip(&returned).enumerate().skip(1) {
-        let seen = seen.ok_or_else(|| {
-            bench_err(format!("f{k}'s name never reached f0's hosts file"))
-        })?;
+        let seen =
+            seen.ok_or_else(|| bench_err(format!("f{k}'s name never reached f0's hosts file")))?;
         latency.push(seen.saturating_duration_since(*returned));
     }
     // Aligned with `times`: the first container has no latency of its own.

@@ -124,10 +124,7 @@ async fn dead_container_collected(test: &str, backend: Backend) {
             .is_some_and(|m| m.values().all(|e| e["Name"] != "a"))
     })
     .await;
-    wait_until("b stops resolving a", LIMIT, async || {
-        lacks(&hosts_b, "a")
-    })
-    .await;
+    wait_until("b stops resolving a", LIMIT, async || lacks(&hosts_b, "a")).await;
     wait_until("a's files are removed", LIMIT, async || {
         !hosts_a.exists() && !hosts_a.parent().unwrap().exists()
     })

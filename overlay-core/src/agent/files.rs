@@ -13,7 +13,7 @@
 //!
 //! The writer rests after each pass twice as long as the pass took, so that it takes at most
 //! a third of a core from connects however fast they come; a burst is coalesced by that rest,
-//! milliseconds, not more. Names reach the resolver at once, from the views.
+//! milliseconds, not more. Its passes run on a thread of their own at a lower priority. Names reach the resolver at once, from the views.
 //!
 //! Nothing of a file's text is kept: each file's record is a fingerprint of what it was made
 //! from (8 bytes), enough to skip an unchanged one and to know which generation of its
@@ -91,13 +91,58 @@ impl Files {
     }
 }
 
-/// The writer task: a pass each time something changed, resting between passes.
+/// The writer task: a pass each time something changed, resting between passes. The passes
+/// write on a thread of their own at a lower scheduling priority: the files are background
+/// work, and a connect or a peer's programming must not wait for the cores they take.
 pub(super) async fn run(shared: Arc<Shared>) {
+    let (jobs, passes) = std::sync::mpsc::channel::<(Plan, tokio::sync::oneshot::Sender<()>)>();
+    let writer = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("overlay-files".into())
+        .spawn(move || {
+            lower_priority();
+            // Ends when the task (the sender) goes.
+            while let Ok((plan, done)) = passes.recv() {
+                write(&writer, plan);
+                let _ = done.send(());
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the hosts file writer thread; files are not kept");
+        return;
+    }
     loop {
         shared.files.wake.notified().await;
         let started = Instant::now();
-        pass(&shared).await;
+        let pending = std::mem::take(&mut *shared.files.pending());
+        let plan = plan(&shared, &pending);
+        if plan.jobs.is_empty() {
+            continue;
+        }
+        let (done, finished) = tokio::sync::oneshot::channel();
+        if jobs.send((plan, done)).is_err() || finished.await.is_err() {
+            tracing::error!("the hosts file writer thread ended; files are not kept");
+            return;
+        }
+        // Resting twice as long as the pass took keeps the writer under a third of a core in a
+        // burst (shorter rests cost a full host's connects more than a tenth, measured), and
+        // coalesces what came meanwhile into one pass.
         tokio::time::sleep(started.elapsed() * 2).await;
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10); best effort.
+fn lower_priority() {
+    // SAFETY: gettid has no preconditions; setpriority on one's own thread id only lowers it.
+    let r = unsafe {
+        libc::setpriority(
+            libc::PRIO_PROCESS,
+            u32::try_from(libc::gettid()).unwrap_or(0),
+            10,
+        )
+    };
+    if r != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "the hosts file writer keeps its priority");
     }
 }
 
@@ -134,28 +179,17 @@ struct Plan {
     joined: BTreeSet<NetworkId>,
 }
 
-/// Writes what changed since the last pass.
-async fn pass(shared: &Arc<Shared>) {
-    let pending = std::mem::take(&mut *shared.files.pending());
-    let plan = plan(shared, &pending);
-    if plan.jobs.is_empty() {
-        return;
-    }
-    let shared = shared.clone();
-    // The writes block: off the async workers.
-    if let Err(e) = tokio::task::spawn_blocking(move || write(&shared, plan)).await {
-        tracing::warn!(error = %e, "the hosts file writer failed");
-    }
-}
-
 /// The fingerprint of a hosts file made from `own` lines and the layouts of `networks` at
 /// their generations.
 fn hosts_key(own: &[(IpAddr, String)], networks: impl Iterator<Item = (NetworkId, u64)>) -> u64 {
-    let mut key = format!("{own:?}");
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    own.hash(&mut h);
     for (net, generation) in networks {
-        key.push_str(&format!(" {net}:{generation}"));
+        net.hash(&mut h);
+        generation.hash(&mut h);
     }
-    hosts::fingerprint(key.as_bytes())
+    h.finish()
 }
 
 /// What the pass must write, from one look at the agent's state: the changed containers'
