@@ -5,3 +5,9 @@
 //! See the README for a tour of the API.
 
 pub use overlay_core::*;
+
+// The README's Rust blocks are doctests of this crate, so its tour cannot drift from the API
+// (`scripts/check-docs` fails on a Rust block in a file not included here).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -311,6 +311,25 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// The systemd unit the project ships (and `docs/host.md` shows) starts a command this
+    /// parses as the agent.
+    #[test]
+    fn the_shipped_unit_starts_the_agent() {
+        let unit = include_str!("../dist/overlay-agent.service");
+        let exec = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .expect("the unit has an ExecStart line");
+        let mut words: Vec<&str> = exec.split_whitespace().collect();
+        assert!(words[0].ends_with("/overlayctl"), "{exec}");
+        words[0] = "overlayctl";
+        let cli = Cli::try_parse_from(words).unwrap_or_else(|e| panic!("{exec}: {e}"));
+        assert!(
+            matches!(&cli.command, Command::Agent(a) if a.action.is_none()),
+            "{exec}"
+        );
+    }
+
     #[test]
     fn key_values() {
         assert_eq!(

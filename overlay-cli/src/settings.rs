@@ -139,6 +139,16 @@ mod tests {
         );
     }
 
+    /// The example the docs show (`docs/host.md`, checked equal by `scripts/check-docs`) is a
+    /// config file this reads, with the values it says.
+    #[test]
+    fn the_shipped_example_reads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/config.toml");
+        let s = Settings::resolve(&args(&path)).unwrap();
+        assert_eq!(s.store, "etcd://10.0.0.1:2379");
+        assert_eq!(s.advertise.as_deref(), Some("eth0:2376"));
+    }
+
     #[test]
     fn bad_inputs_are_usage_errors() {
         let dir = tempfile::tempdir().unwrap();
