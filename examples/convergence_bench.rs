@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use overlay::controller::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
+use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
 use overlay::dataplane::lab::Lab;
 use overlay::dataplane::{Dataplane, NetlinkDataplane};
 use overlay::model::{Endpoint, EndpointId, HostId, MacAddr, NetworkId, Record, SCHEMA, keys};
@@ -41,14 +41,13 @@ async fn open(
     name: &str,
     vtep: &str,
 ) -> Result<Controller> {
-    Controller::open(ControllerOptions {
-        store: url.to_string(),
-        advertise: vtep.into(),
-        host_id: Some(lab.host_id(name)),
-        host_netns: Some(ns.path().to_path_buf()),
-        state_dir: Some(state.join(name)),
-        ..Default::default()
-    })
+    Controller::open(
+        ControllerOptions::new(url)
+            .advertise(vtep)
+            .host_id(lab.host_id(name))
+            .host_netns(ns.path())
+            .state_dir(state.join(name)),
+    )
     .await
 }
 
@@ -68,15 +67,8 @@ async fn convergence(url: &str, tag: &str) -> Result<Vec<Duration>> {
     let state = tempfile::tempdir().map_err(|e| overlay::Error::io("bench", "temp dir", e))?;
     let ca = open(url, state.path(), &lab, &a, "a", "198.51.100.1").await?;
     let cb = open(url, state.path(), &lab, &b, "b", "198.51.100.2").await?;
-    let opts = NetworkOptions {
-        subnets: vec![overlay::controller::SubnetOptions {
-            subnet: "10.99.0.0/22".parse().unwrap(),
-            gateway: None,
-            ip_range: None,
-            aux_addresses: Default::default(),
-        }],
-        ..Default::default()
-    };
+    let opts =
+        NetworkOptions::default().subnet(overlay::SubnetOptions::new("10.99.0.0/22".parse().unwrap()));
     let net = ca.create_network("bench", &opts).await?;
     let id: NetworkId = net.id.parse()?;
     // Host B needs a local endpoint to watch the network at all.
@@ -95,12 +87,10 @@ async fn convergence(url: &str, tag: &str) -> Result<Vec<Duration>> {
         let ns = lab.namespace(&format!("c{i}")).await?;
         let ep = ca.connect("bench", &spec(i, &ns)).await?;
         let ip: std::net::IpAddr = ep
-            .ipv4_address
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .parse()
-            .map_err(|_| Error::internal("bench", "bad address"))?;
+            .ipv4()
+            .ok_or_else(|| Error::internal("bench", "the connect gave no IPv4 address"))?
+            .addr()
+            .into();
         let start = Instant::now();
         loop {
             if watcher.list_peers(&id).await?.iter().any(|p| p.ip == ip) {

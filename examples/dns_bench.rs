@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use overlay::controller::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
+use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
 use overlay::dataplane::lab::Lab;
 use overlay_testkit::{DnsUpstream, dns_query};
 
@@ -178,6 +178,12 @@ impl Drop for Aardvark {
     }
 }
 
+
+/// The IPv4 address a connect gave, without its prefix.
+fn address_of(made: &overlay::Attachment) -> Result<std::net::Ipv4Addr, Box<dyn std::error::Error>> {
+    Ok(made.ipv4().ok_or("the connect gave no IPv4 address")?.addr())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -219,15 +225,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &[(FORWARDED, "192.0.2.7".parse()?)],
     )?;
     let dir = tempfile::tempdir()?;
-    let ctl = Controller::open(ControllerOptions {
-        store: format!("file://{}/store.db", dir.path().display()),
-        advertise: "198.51.100.1".into(),
-        host_id: Some(lab.host_id("host")),
-        host_netns: Some(host.path().to_path_buf()),
-        state_dir: Some(dir.path().join("state")),
-        dns_upstreams: Some(vec![upstream.addr()]),
-        ..Default::default()
-    })
+    let ctl = Controller::open(
+        ControllerOptions::new(format!("file://{}/store.db", dir.path().display()))
+            .advertise("198.51.100.1")
+            .host_id(lab.host_id("host"))
+            .host_netns(host.path())
+            .state_dir(dir.path().join("state"))
+            .dns_upstreams([upstream.addr()]),
+    )
     .await?;
     ctl.create_network("my-net", &NetworkOptions::default())
         .await?;
@@ -246,15 +251,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let name = format!("c{i}");
         let ns = lab.namespace(&name).await?;
         let shown = ctl.connect("my-net", &spec(&name, &ns)).await?;
-        let ip = shown.ipv4_address.split('/').next().unwrap_or_default();
+        let ip = address_of(&shown)?;
         config.push_str(&format!("{} {ip}  {name}\n", spec(&name, &ns).id));
         names.push(name);
         keep.push(ns);
     }
     let client = lab.namespace("client").await?;
     let shown = ctl.connect("my-net", &spec("client", &client)).await?;
-    let own = shown.ipv4_address.split('/').next().unwrap_or_default();
-    let gw = shown.gateway_address.split('/').next().unwrap_or_default();
+    let own = address_of(&shown)?;
+    let gw = shown
+        .uplink
+        .as_ref()
+        .map(|u| u.address.addr().to_string())
+        .unwrap_or_default();
     config.push_str(&format!("client-0123456789ab {own},{gw}  client\n"));
     let adir = dir.path().join("aardvark");
     std::fs::create_dir_all(&adir)?;

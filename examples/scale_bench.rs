@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use overlay::controller::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
+use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
 use overlay::dataplane::Netns;
 use overlay::dataplane::lab::{Lab, run_in};
 use overlay::store::RequestCounts;
@@ -99,13 +99,10 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
-fn address_of(ep: &overlay::controller::ContainerInspect) -> Result<IpAddr> {
-    ep.ipv4_address
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .parse()
-        .map_err(|_| bench_err(format!("bad address {:?}", ep.ipv4_address)))
+fn address_of(ep: &overlay::Attachment) -> Result<IpAddr> {
+    ep.ipv4()
+        .map(|a| a.addr().into())
+        .ok_or_else(|| bench_err(format!("{} got no IPv4 address", ep.name)))
 }
 
 /// The process's resident memory, in bytes.
@@ -291,34 +288,22 @@ fn host_options(
     vtep: IpAddr,
     state: &Path,
 ) -> ControllerOptions {
-    ControllerOptions {
-        store: url.to_string(),
-        advertise: vtep.to_string(),
-        host_id: Some(lab.host_id(name)),
-        host_netns: Some(ns.path().to_path_buf()),
-        state_dir: Some(state.join(name)),
-        ..Default::default()
-    }
+    ControllerOptions::new(url)
+        .advertise(vtep.to_string())
+        .host_id(lab.host_id(name))
+        .host_netns(ns.path())
+        .state_dir(state.join(name))
 }
 
 fn network_options() -> NetworkOptions {
-    NetworkOptions {
-        subnets: vec![overlay::controller::SubnetOptions {
-            subnet: SUBNET.parse().unwrap(),
-            gateway: None,
-            ip_range: None,
-            aux_addresses: Default::default(),
-        }],
-        ..Default::default()
-    }
+    NetworkOptions::default().subnet(overlay::SubnetOptions::new(SUBNET.parse().unwrap()))
 }
 
 /// A container spec whose namespace is `ns`, with its hosts file and `resolv.conf` in `files`.
 fn container(name: &str, ns: &Path, files: &Path) -> ContainerSpec {
-    let mut spec = ContainerSpec::new(name, name, NetnsRef::Path(ns.to_path_buf()));
-    spec.hosts_file = Some(files.join(name).join("hosts"));
-    spec.resolv_conf = Some(files.join(name).join("resolv.conf"));
-    spec
+    ContainerSpec::new(name, name, NetnsRef::Path(ns.to_path_buf()))
+        .hosts_file(files.join(name).join("hosts"))
+        .resolv_conf(files.join(name).join("resolv.conf"))
 }
 
 fn counts(ctl: &Controller) -> RequestCounts {

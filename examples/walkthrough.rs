@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use overlay::controller::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkSummary};
+use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkSummary};
 use overlay::dataplane::Netns;
 use overlay::dataplane::lab::{self, Lab};
 use overlay::{Error, ErrorKind, Result};
@@ -153,16 +153,15 @@ async fn run() -> Result<()> {
     let mut ctls = Vec::new();
     for (i, ns) in hosts.iter().enumerate() {
         ctls.push(
-            Controller::open(ControllerOptions {
-                store: store.clone(),
-                advertise: addrs[i].into(),
-                host_id: Some(lab.host_id(&format!("host{}", i + 1))),
-                host_netns: Some(ns.path().to_path_buf()),
-                // Each host's own state (its containers' paths) beside the store, removed
-                // with it.
-                state_dir: Some(dir.path().join(format!("host{}-state", i + 1))),
-                ..Default::default()
-            })
+            Controller::open(
+                ControllerOptions::new(store.clone())
+                    .advertise(addrs[i])
+                    .host_id(lab.host_id(&format!("host{}", i + 1)))
+                    .host_netns(ns.path())
+                    // Each host's own state (its containers' paths) beside the store, removed
+                    // with it.
+                    .state_dir(dir.path().join(format!("host{}-state", i + 1))),
+            )
             .await?,
         );
     }
@@ -188,17 +187,16 @@ async fn run() -> Result<()> {
         let ep = ctls[host]
             .connect(
                 "my-net",
-                &ContainerSpec {
-                    hosts_file: Some(hosts_file.clone()),
-                    ..ContainerSpec::new(id.clone(), name, NetnsRef::Path(ns.path().to_path_buf()))
-                },
+                &ContainerSpec::new(id.clone(), name, NetnsRef::Path(ns.path().to_path_buf()))
+                    .hosts_file(hosts_file.clone()),
             )
             .await?;
         println!(
             "[root@host{} ~]# docker run --name {name} --net=my-net -d jplock/zookeeper",
             host + 1
         );
-        println!("{}    ({} on {})", id, ep.ipv4_address, ep.host);
+        let ip = ep.ipv4().map(|a| a.to_string()).unwrap_or_default();
+        println!("{}    ({ip} on {})", id, ctls[host].host_id());
         containers.push(Container {
             name,
             host,

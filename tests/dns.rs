@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use overlay::controller::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
+use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
 use overlay::dataplane::Netns;
 use overlay::dataplane::lab::Lab;
 use overlay_testkit::{DnsAnswer, DnsUpstream, dns_query, reverse_name};
@@ -19,21 +19,14 @@ const LIMIT: Duration = Duration::from_secs(15);
 const ASK: Duration = Duration::from_secs(1);
 
 fn container(name: &str, ns: &Netns, aliases: &[&str], resolv: Option<PathBuf>) -> ContainerSpec {
-    ContainerSpec {
-        aliases: aliases.iter().map(|a| a.to_string()).collect(),
-        resolv_conf: resolv,
-        ..ContainerSpec::new(name, name, NetnsRef::Path(ns.path().to_path_buf()))
-    }
+    let mut spec = ContainerSpec::new(name, name, NetnsRef::Path(ns.path().to_path_buf()))
+        .aliases(aliases.iter().copied());
+    spec.resolv_conf = resolv;
+    spec
 }
 
-fn ip_of(shown: &overlay::controller::ContainerInspect) -> IpAddr {
-    shown
-        .ipv4_address
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+fn ip_of(made: &overlay::Attachment) -> IpAddr {
+    made.ipv4().expect("an IPv4 address").addr().into()
 }
 
 /// Asks until the answer satisfies `ok` (names travel through the store to other hosts).
@@ -92,16 +85,15 @@ async fn containers_resolve_names_of_their_networks() {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let opts = |name: &str, ns: &Netns, vtep: &str| ControllerOptions {
-        store: format!("file://{}/store.db", dir.path().display()),
-        advertise: vtep.into(),
-        host_id: Some(lab.host_id(name)),
-        host_netns: Some(ns.path().to_path_buf()),
-        state_dir: Some(dir.path().join(name)),
-        dns_upstreams: Some(vec![upstream.addr()]),
-        // A sweep (which checks the sandboxes) every half second.
-        reclaim_grace: Duration::from_secs(1),
-        ..Default::default()
+    let opts = |name: &str, ns: &Netns, vtep: &str| {
+        ControllerOptions::new(format!("file://{}/store.db", dir.path().display()))
+            .advertise(vtep)
+            .host_id(lab.host_id(name))
+            .host_netns(ns.path())
+            .state_dir(dir.path().join(name))
+            .dns_upstreams([upstream.addr()])
+            // A sweep (which checks the sandboxes) every half second.
+            .reclaim_grace(Duration::from_secs(1))
     };
     let ctl1 = Controller::open(opts("host1", &h1, "198.51.100.1"))
         .await
@@ -112,10 +104,7 @@ async fn containers_resolve_names_of_their_networks() {
     ctl1.create_network("my-net", &NetworkOptions::default())
         .await
         .unwrap();
-    let internal = NetworkOptions {
-        internal: true,
-        ..Default::default()
-    };
+    let internal = NetworkOptions::default().internal(true);
     ctl1.create_network("back", &internal).await.unwrap();
     let front_dns: SocketAddr = "10.0.0.1:53".parse().unwrap();
     let back_dns: SocketAddr = "10.0.1.1:53".parse().unwrap();

@@ -12,8 +12,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use overlay::ErrorKind;
-use overlay::controller::{
-    ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions, Networks, SubnetOptions,
+use overlay::{
+    ContainerInspect, ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions,
+    Networks, SubnetOptions,
 };
 use overlay::dataplane::Netns;
 use overlay::dataplane::lab::Lab;
@@ -26,10 +27,10 @@ const WAIT: Duration = Duration::from_secs(2);
 const LIMIT: Duration = Duration::from_secs(15);
 
 fn container(name: &str, ns: &Netns, publish: &[&str]) -> ContainerSpec {
-    ContainerSpec {
-        publish: publish.iter().map(|p| p.parse().unwrap()).collect(),
-        ..ContainerSpec::new(name, name, NetnsRef::Path(ns.path().to_path_buf()))
-    }
+    publish.iter().fold(
+        ContainerSpec::new(name, name, NetnsRef::Path(ns.path().to_path_buf())),
+        |spec, p| spec.publish(p.parse().unwrap()),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -47,24 +48,18 @@ async fn containers_reach_out_and_published_ports_reach_in() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let opts = ControllerOptions {
-        store: format!("file://{}/store.db", dir.path().display()),
-        advertise: "198.51.100.1".into(),
-        host_id: Some(lab.host_id("host1")),
-        host_netns: Some(host.path().to_path_buf()),
-        state_dir: Some(dir.path().join("state")),
+    let opts = ControllerOptions::new(format!("file://{}/store.db", dir.path().display()))
+        .advertise("198.51.100.1")
+        .host_id(lab.host_id("host1"))
+        .host_netns(host.path())
+        .state_dir(dir.path().join("state"))
         // A sweep (which heals the gateway) every half second.
-        reclaim_grace: Duration::from_secs(1),
-        ..Default::default()
-    };
+        .reclaim_grace(Duration::from_secs(1));
     let ctl = Controller::open(opts.clone()).await.unwrap();
     ctl.create_network("my-net", &NetworkOptions::default())
         .await
         .unwrap();
-    let internal = NetworkOptions {
-        internal: true,
-        ..Default::default()
-    };
+    let internal = NetworkOptions::default().internal(true);
     ctl.create_network("secret", &internal).await.unwrap();
 
     let outside = TcpGreeter::answering(lan.path(), "198.51.100.2:0".parse().unwrap(), |p| {
@@ -77,11 +72,14 @@ async fn containers_reach_out_and_published_ports_reach_in() {
         .connect("my-net", &container("zookeeper1", &zk1, &["2181:2181"]))
         .await
         .unwrap();
-    assert_eq!(shown.gateway_address, "172.18.0.2/16");
-    assert_eq!(shown.ports, ["2181:2181/tcp"]);
+    let uplink = shown.uplink.as_ref().expect("a gateway interface");
+    assert_eq!(uplink.address.to_string(), "172.18.0.2/16");
+    assert_eq!(uplink.ifname, "eth1");
+    assert_eq!(shown.ports, ["2181:2181".parse().unwrap()]);
     let inspect = ctl.inspect("my-net").await.unwrap();
     assert_eq!(
-        inspect.containers["zookeeper1"], shown,
+        inspect.containers["zookeeper1"],
+        ContainerInspect::of_attachment(&shown, ctl.host_id()),
         "network inspect shows the same"
     );
     let links = look(zk1.path(), "ip", &["-o", "-4", "addr", "show"]);
@@ -109,13 +107,13 @@ async fn containers_reach_out_and_published_ports_reach_in() {
     )
     .await
     .unwrap();
-    let ctl2 = Controller::open(ControllerOptions {
-        advertise: "198.51.101.1".into(),
-        host_id: Some(lab.host_id("host2")),
-        host_netns: Some(host2.path().to_path_buf()),
-        state_dir: Some(dir.path().join("state2")),
-        ..opts.clone()
-    })
+    let ctl2 = Controller::open(
+        opts.clone()
+            .advertise("198.51.101.1")
+            .host_id(lab.host_id("host2"))
+            .host_netns(host2.path())
+            .state_dir(dir.path().join("state2")),
+    )
     .await
     .unwrap();
     let zk2b = lab.namespace("zookeeper2b").await.unwrap();
@@ -156,15 +154,7 @@ async fn containers_reach_out_and_published_ports_reach_in() {
 
     // The gateway pool is this host's: no network of its own takes a subnet in it, and one
     // made elsewhere over it (an administrator with no gateway) is refused at connect.
-    let over = NetworkOptions {
-        subnets: vec![SubnetOptions {
-            subnet: "172.18.5.0/24".parse().unwrap(),
-            gateway: None,
-            ip_range: None,
-            aux_addresses: Default::default(),
-        }],
-        ..Default::default()
-    };
+    let over = NetworkOptions::default().subnet(SubnetOptions::new("172.18.5.0/24".parse().unwrap()));
     let e = ctl.create_network("over", &over).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
     let admin = Networks::open(&opts.store, None).await.unwrap();

@@ -8,7 +8,7 @@ mod support;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use overlay::controller::{ContainerSpec, Controller, ControllerOptions, NetnsRef};
+use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef};
 use overlay::dataplane::Netns;
 use overlay::dataplane::lab::Lab;
 use serde_json::json;
@@ -48,14 +48,11 @@ fn host_options(
     ns: &Netns,
     vtep: &str,
 ) -> ControllerOptions {
-    ControllerOptions {
-        store: format!("file://{}/store.db", dir.display()),
-        advertise: vtep.into(),
-        host_id: Some(lab.host_id(name)),
-        host_netns: Some(ns.path().to_path_buf()),
-        state_dir: Some(dir.join(format!("{name}-state"))),
-        ..Default::default()
-    }
+    ControllerOptions::new(format!("file://{}/store.db", dir.display()))
+        .advertise(vtep)
+        .host_id(lab.host_id(name))
+        .host_netns(ns.path())
+        .state_dir(dir.join(format!("{name}-state")))
 }
 
 /// A container `name` in namespace `ns`, with every option left to its default.
@@ -239,7 +236,7 @@ async fn connect_never_loses_a_race_with_the_last_disconnect() {
         .unwrap();
     let z = lab.namespace("z").await.unwrap();
     let ep_z = cb.connect("my-net", &container("z", &z)).await.unwrap();
-    let ip_z = ip_of(&serde_json::to_value(&ep_z).unwrap());
+    let ip_z = IpAddr::V4(ep_z.ipv4().expect("an IPv4 address").addr());
     let _server = support::serve(&z, 2181, "imok");
     let x = lab.namespace("x").await.unwrap();
     let y = lab.namespace("y").await.unwrap();
@@ -326,7 +323,7 @@ fn ip_in(ns: &Netns, args: &[&str]) -> String {
 /// leaving its addresses held until the runtime releases them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handed_off_endpoint_waits_in_the_host_and_carries_traffic() {
-    use overlay::controller::{AddressWant, HandoffSpec};
+    use overlay::{AddressWant, HandoffSpec};
     use overlay::ipam::Family;
 
     overlay_testkit::require_root("handed_off_endpoint_waits_in_the_host_and_carries_traffic");
@@ -343,7 +340,7 @@ async fn handed_off_endpoint_waits_in_the_host_and_carries_traffic() {
         .unwrap();
     let z = lab.namespace("z").await.unwrap();
     let ep_z = cb.connect("my-net", &container("z", &z)).await.unwrap();
-    let ip_z = ip_of(&serde_json::to_value(&ep_z).unwrap());
+    let ip_z = IpAddr::V4(ep_z.ipv4().expect("an IPv4 address").addr());
     let _server = support::serve(&z, 2181, "imok z");
 
     let mac: overlay::model::MacAddr = "02:42:aa:bb:cc:01".parse().unwrap();
@@ -357,17 +354,12 @@ async fn handed_off_endpoint_waits_in_the_host_and_carries_traffic() {
     let IpAddr::V4(v4) = held.address.addr() else {
         panic!("{held:?}")
     };
-    let spec = HandoffSpec {
-        id: "ep1".into(),
-        name: "ep-1".into(),
-        aliases: vec![],
-        ipv4: Some(v4),
-        ipv6: None,
-        mac: Some(mac),
-        owner: Some("test".into()),
-    };
+    let spec = HandoffSpec::new("ep1", "ep-1")
+        .ipv4(v4)
+        .mac(mac)
+        .owner("test");
     let made = ca.connect_handoff("my-net", &spec).await.unwrap();
-    assert_eq!(made.mac, mac.to_string());
+    assert_eq!(made.mac, mac);
     let waiting = ip_in(&a, &["-o", "addr", "show", "dev", &made.ifname]);
     assert!(!waiting.contains("inet "), "no address yet: {waiting}");
     let link = ip_in(&a, &["-o", "link", "show", "dev", &made.ifname]);

@@ -1,6 +1,6 @@
 //! `overlayctl agent`: this host's controller plus the local API on a unix socket.
 //!
-//! The socket speaks `overlay_core::controller::rpc`: a client writes one JSON request per
+//! The socket speaks `overlay_core::rpc`: a client writes one JSON request per
 //! line and reads one JSON response line per request, in order; a connection may carry any
 //! number of requests. The socket is created with mode 0600 (root only). SIGTERM or SIGINT
 //! stops accepting, lets requests in flight finish, removes the socket and closes the
@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use overlay_core::controller::{Controller, ControllerOptions};
+use overlay_core::{Controller, ControllerOptions};
 use tokio::io::BufReader;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
@@ -38,16 +38,12 @@ pub(crate) async fn run(settings: &Settings, args: &AgentArgs) -> CliResult {
     let mut int = signal(SignalKind::interrupt()).map_err(|e| signal_failure(&e))?;
     let socket = settings.socket.clone();
     prepare_socket_path(&socket).await?;
-    let ctl = Controller::open(ControllerOptions {
-        store: settings.store.clone(),
-        advertise,
-        host_id: settings.host_id.clone(),
-        host_netns: settings.host_netns.clone(),
-        mtu: args.mtu,
-        state_dir: args.state_dir.clone(),
-        ..Default::default()
-    })
-    .await?;
+    let mut opts = ControllerOptions::new(settings.store.clone()).advertise(advertise);
+    opts.host_id = settings.host_id.clone();
+    opts.host_netns = settings.host_netns.clone();
+    opts.mtu = args.mtu;
+    opts.state_dir = args.state_dir.clone();
+    let ctl = Controller::open(opts).await?;
     let listener = match bind(&socket) {
         Ok(l) => l,
         Err(e) => {

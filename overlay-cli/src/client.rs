@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use overlay_core::controller::rpc::{Request, Response};
+use overlay_core::rpc::{Request, Response};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, setns, unshare};
-use overlay_core::controller::rpc::Request;
-use overlay_core::controller::{ContainerSpec, NetnsRef};
+use overlay_core::rpc::Request;
+use overlay_core::{ContainerSpec, NetnsRef};
 use overlay_core::dataplane::Netns;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -52,7 +52,7 @@ pub(crate) async fn run(settings: &Settings, args: RunArgs) -> CliResult<u8> {
     client::call(&settings.socket, &Request::Hosts {}).await?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| signal_failure(&e))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| signal_failure(&e))?;
-    if overlay_core::dataplane::netns::named_path(&args.name).exists() {
+    if overlay_core::dataplane::named_path(&args.name).exists() {
         return Err(Failure::failed(format!(
             "container run: namespace {:?} already exists (pick another --name, or remove it \
              with `ip netns del {}`)",
@@ -68,20 +68,16 @@ pub(crate) async fn run(settings: &Settings, args: RunArgs) -> CliResult<u8> {
             .unwrap_or_default(),
     };
     hosts_dir(&hosts_file)?;
-    let spec = ContainerSpec {
-        id: target.id.clone(),
-        name: args.name.clone(),
-        netns: NetnsRef::Path(ns.path().to_path_buf()),
-        aliases: args.alias.clone(),
-        ipv4: args.ip,
-        ipv6: None,
-        sticky: false,
-        hosts_file: Some(hosts_file.clone()),
-        resolv_conf: Some(netns_resolv_conf(&args.name)),
-        ifname: None,
-        publish: args.publish.clone(),
-        owner: None,
-    };
+    let mut spec = ContainerSpec::new(
+        target.id.clone(),
+        args.name.clone(),
+        NetnsRef::Path(ns.path().to_path_buf()),
+    )
+    .aliases(args.alias.clone())
+    .ipv4(args.ip)
+    .hosts_file(hosts_file.clone())
+    .resolv_conf(netns_resolv_conf(&args.name));
+    spec.publish = args.publish.clone();
     let connect = Request::Connect {
         network: args.net.clone(),
         container: spec,

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use overlay_core::controller::rpc::WireError;
+use overlay_core::rpc::WireError;
 use overlay_core::{Error, ErrorKind};
 
 /// Exit code of a failed command.

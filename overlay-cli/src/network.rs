@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use overlay_core::controller::inspect::{MTU_OPTION, VXLANID_OPTION};
-use overlay_core::controller::rpc::Request;
-use overlay_core::controller::{
+use overlay_core::{MTU_OPTION, VXLANID_OPTION};
+use overlay_core::rpc::Request;
+use overlay_core::{
     ContainerSpec, NetnsRef, NetworkInspect, NetworkOptions, NetworkSummary, Networks,
     SubnetOptions,
 };
@@ -111,12 +111,7 @@ fn network_options(args: &CreateArgs) -> CliResult<NetworkOptions> {
     let mut subnets: Vec<SubnetOptions> = args
         .subnet
         .iter()
-        .map(|s| SubnetOptions {
-            subnet: s.trunc(),
-            gateway: None,
-            ip_range: None,
-            aux_addresses: BTreeMap::new(),
-        })
+        .map(|s| SubnetOptions::new(s.trunc()))
         .collect();
     let owner = |subnets: &mut Vec<SubnetOptions>, ip: IpAddr, what: &str| {
         subnets
@@ -156,13 +151,11 @@ fn network_options(args: &CreateArgs) -> CliResult<NetworkOptions> {
         let i = owner(&mut subnets, ip, "--aux-address")?;
         subnets[i].aux_addresses.insert(name.clone(), ip);
     }
-    let mut opts = NetworkOptions {
-        subnets,
-        ipv6: args.ipv6,
-        labels: args.label.iter().cloned().collect(),
-        internal: args.internal,
-        ..Default::default()
-    };
+    let mut opts = NetworkOptions::default()
+        .ipv6(args.ipv6)
+        .internal(args.internal);
+    opts.subnets = subnets;
+    opts.labels = args.label.iter().cloned().collect();
     for (key, value) in &args.opt {
         let number = || {
             value.parse::<u32>().map_err(|_| {
@@ -286,7 +279,7 @@ impl Target {
         Ok(Target {
             id: s.to_string(),
             name: s.to_string(),
-            netns: NetnsRef::Path(overlay_core::dataplane::netns::named_path(s)),
+            netns: NetnsRef::Path(overlay_core::dataplane::named_path(s)),
             hosts_file: Some(netns_hosts_file(s)),
         })
     }
@@ -328,23 +321,21 @@ async fn connect(settings: &Settings, args: &ConnectArgs) -> CliResult {
     }
     // The agent makes the hosts file's directory (/etc/netns/NAME), and removes it with the
     // container when the namespace goes away.
-    let spec = ContainerSpec {
-        id: target.id,
-        name: args.name.clone().unwrap_or(target.name),
-        netns: target.netns,
-        aliases: args.alias.clone(),
-        ipv4: args.ip,
-        ipv6: args.ip6,
-        sticky: args.sticky,
-        resolv_conf: target
-            .hosts_file
-            .as_ref()
-            .map(|h| h.with_file_name("resolv.conf")),
-        hosts_file: target.hosts_file,
-        ifname: None,
-        publish: args.publish.clone(),
-        owner: None,
-    };
+    let mut spec = ContainerSpec::new(
+        target.id,
+        args.name.clone().unwrap_or(target.name),
+        target.netns,
+    )
+    .aliases(args.alias.clone())
+    .ipv4(args.ip)
+    .ipv6(args.ip6)
+    .sticky(args.sticky);
+    spec.resolv_conf = target
+        .hosts_file
+        .as_ref()
+        .map(|h| h.with_file_name("resolv.conf"));
+    spec.hosts_file = target.hosts_file;
+    spec.publish = args.publish.clone();
     client::call(
         &settings.socket,
         &Request::Connect {

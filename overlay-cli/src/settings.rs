@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use overlay_core::controller::spec::DEFAULT_STORE;
+use overlay_core::DEFAULT_STORE;
 use overlay_core::store::StoreUrl;
 use serde::Deserialize;
 

@@ -1,6 +1,6 @@
 //! `overlayctl agent status`: the running agent's health, as a table or JSON.
 
-use overlay_core::controller::rpc::Request;
+use overlay_core::rpc::Request;
 use serde_json::Value;
 
 use crate::client;

@@ -72,7 +72,7 @@ async fn agent_status_follows_the_store() {
         let mut s = tokio::net::UnixStream::connect(&host.socket)
             .await
             .expect("connect to the agent socket");
-        let mut line = vec![b' '; overlay_core::controller::rpc::MAX_REQUEST + 1];
+        let mut line = vec![b' '; overlay_core::rpc::MAX_REQUEST + 1];
         line.push(b'\n');
         s.write_all(&line).await.expect("send the long line");
         let mut answer = String::new();

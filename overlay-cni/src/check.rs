@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use ipnet::IpNet;
-use overlay_core::controller::Attachment;
+use overlay_core::Attachment;
 use overlay_core::dataplane::NamespaceState;
 use serde::Deserialize;
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use overlay_core::ErrorKind;
-use overlay_core::controller::rpc::{Request, Response};
+use overlay_core::rpc::{Request, Response};
 use serde_json::Value;
 
 use crate::error::{CniError, Code, code_for};

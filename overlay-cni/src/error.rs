@@ -1,7 +1,7 @@
 //! CNI error objects: the spec's codes, and the library's error kinds mapped onto them.
 
 use overlay_core::ErrorKind;
-use overlay_core::controller::rpc::WireError;
+use overlay_core::rpc::WireError;
 use serde::Serialize;
 
 /// An error code of the CNI specification (1.1.0, "Error codes").

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use overlay_core::controller::spec::parse_text;
-use overlay_core::controller::{NetworkOptions, SubnetOptions};
+use overlay_core::document::parse_text;
+use overlay_core::{NetworkOptions, SubnetOptions};
 use overlay_core::model::PortMapping;
 use serde::Deserialize;
 
@@ -65,21 +65,15 @@ impl CreateOptionsDoc {
 impl CreateOptions {
     /// The options of the overlay network these create.
     pub fn network_options(&self) -> NetworkOptions {
-        NetworkOptions {
-            subnets: self
-                .subnet
-                .map(|subnet| SubnetOptions {
-                    subnet,
-                    gateway: self.gateway,
-                    ip_range: None,
-                    aux_addresses: Default::default(),
-                })
-                .into_iter()
-                .collect(),
-            vni: self.vni,
-            mtu: self.mtu,
-            ..NetworkOptions::default()
+        let mut opts = NetworkOptions::default();
+        if let Some(subnet) = self.subnet {
+            let mut one = SubnetOptions::new(subnet);
+            one.gateway = self.gateway;
+            opts = opts.subnet(one);
         }
+        opts.vni = self.vni;
+        opts.mtu = self.mtu;
+        opts
     }
 }
 

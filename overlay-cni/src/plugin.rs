@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use overlay_core::ErrorKind;
-use overlay_core::controller::rpc::Request;
-use overlay_core::controller::{Attachment, ContainerSpec, Health, NetnsRef};
+use overlay_core::rpc::Request;
+use overlay_core::{Attachment, ContainerSpec, Health, NetnsRef};
 use serde_json::Value;
 
 use crate::client::Agent;

@@ -1,7 +1,7 @@
 //! The result an ADD prints: the container's interfaces, addresses, routes and resolver, in
 //! the configuration's version (0.4.0 adds each address's `version`).
 
-use overlay_core::controller::Attachment;
+use overlay_core::Attachment;
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]

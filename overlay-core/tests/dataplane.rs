@@ -400,7 +400,7 @@ async fn ensure_over_leftovers_of_a_crashed_run_succeeds() {
     // is replaced by ensure and removed by remove.
     let (stale, stale_vni) = net(11);
     std::fs::write(
-        overlay_core::dataplane::netns::named_path(&h.dp.sandbox_netns_name(&stale)),
+        overlay_core::dataplane::named_path(&h.dp.sandbox_netns_name(&stale)),
         b"",
     )
     .unwrap();
@@ -409,12 +409,12 @@ async fn ensure_over_leftovers_of_a_crashed_run_succeeds() {
         .unwrap();
     h.dp.remove_sandbox(&stale).await.unwrap();
     std::fs::write(
-        overlay_core::dataplane::netns::named_path(&h.dp.sandbox_netns_name(&stale)),
+        overlay_core::dataplane::named_path(&h.dp.sandbox_netns_name(&stale)),
         b"",
     )
     .unwrap();
     h.dp.remove_sandbox(&stale).await.unwrap();
-    assert!(!overlay_core::dataplane::netns::named_path(&h.dp.sandbox_netns_name(&stale)).exists());
+    assert!(!overlay_core::dataplane::named_path(&h.dp.sandbox_netns_name(&stale)).exists());
 
     // The largest VNI works.
     let (big, _) = net(8);

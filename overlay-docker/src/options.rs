@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use overlay_core::controller::{NetworkOptions, SubnetOptions};
+use overlay_core::{NetworkOptions, SubnetOptions};
 use overlay_core::{Error, ErrorKind};
 use serde_json::Value;
 
@@ -85,12 +85,11 @@ fn subnet(data: &IpamData, ranges: &BTreeMap<IpNet, IpNet>) -> DriverResult<Subn
     for (name, a) in data.aux_addresses.iter().flatten() {
         aux_addresses.insert(name.clone(), address(a)?);
     }
-    Ok(SubnetOptions {
-        subnet,
-        gateway,
-        ip_range: ranges.get(&subnet).copied(),
-        aux_addresses,
-    })
+    let mut one = SubnetOptions::new(subnet);
+    one.gateway = gateway;
+    one.ip_range = ranges.get(&subnet).copied();
+    one.aux_addresses = aux_addresses;
+    Ok(one)
 }
 
 /// An address as the engine writes it: with or without the subnet's prefix.

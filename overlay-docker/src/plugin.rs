@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use overlay_core::controller::{AddressWant, Controller, HandoffSpec, NetworkOptions};
+use overlay_core::{AddressWant, Controller, HandoffSpec, NetworkOptions};
 use overlay_core::ipam::Family;
 use overlay_core::model::MacAddr;
 use overlay_core::{Error, ErrorKind};
@@ -598,30 +598,27 @@ impl Plugin {
                 ))
             })?),
         };
-        let spec = HandoffSpec {
-            id: req.endpoint_id.clone(),
-            // The engine tells no driver the container's name: the endpoint is known by its
-            // engine id until `docker network inspect` shows it (see the README).
-            name: format!("ep-{}", &req.endpoint_id[..req.endpoint_id.len().min(12)]),
-            aliases: Vec::new(),
-            ipv4: ipv4.and_then(|a| match a {
+        // The engine tells no driver the container's name: the endpoint is known by its engine
+        // id until `docker network inspect` shows it (see docs/docker.md).
+        let ep_name = format!("ep-{}", &req.endpoint_id[..req.endpoint_id.len().min(12)]);
+        let spec = HandoffSpec::new(req.endpoint_id.clone(), ep_name)
+            .ipv4(ipv4.and_then(|a| match a {
                 IpAddr::V4(a) => Some(a),
                 IpAddr::V6(_) => None,
-            }),
-            ipv6: ipv6.and_then(|a| match a {
+            }))
+            .ipv6(ipv6.and_then(|a| match a {
                 IpAddr::V6(a) => Some(a),
                 IpAddr::V4(_) => None,
-            }),
-            mac,
-            owner: Some(OWNER.to_string()),
-        };
+            }))
+            .mac(mac)
+            .owner(OWNER);
         let made = self.ctl.connect_handoff(&name, &spec).await?;
         self.state()
             .waiting
             .insert(req.endpoint_id, made.ifname.clone());
         Ok(CreateEndpointReply {
             interface: mac.is_none().then(|| EndpointInterface {
-                mac_address: made.mac,
+                mac_address: made.mac.to_string(),
                 ..Default::default()
             }),
         })

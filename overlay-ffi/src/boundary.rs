@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char};
 use std::panic::{self, AssertUnwindSafe};
 
-use overlay_core::controller::spec::FromDocument;
+use overlay_core::document::FromDocument;
 use serde::de::DeserializeOwned;
 
 use crate::status::ovl_status;
@@ -306,7 +306,7 @@ mod tests {
             assert!(e.message.contains("offset 1"), "{}", e.message);
             let e = arg_json::<serde_json::Value>("j", c"{".as_ptr()).unwrap_err();
             assert_eq!(e.status, ovl_status::OVL_ERR_JSON);
-            type Options = overlay_core::controller::NetworkOptions;
+            type Options = overlay_core::NetworkOptions;
             let e = arg_document::<Options>("o", c"{\"subnets\": 5}".as_ptr()).unwrap_err();
             assert_eq!(e.status, ovl_status::OVL_ERR_JSON);
             let bad = c"{\"subnets\": [{\"subnet\": \"10.999.0.0/24\"}]}";

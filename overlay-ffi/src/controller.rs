@@ -1,10 +1,10 @@
 //! `ovl_controller`: one host's view of the overlay, the C face of
-//! [`overlay_core::controller::Controller`]. Arguments and results are the same JSON documents
+//! [`overlay_core::Controller`]. Arguments and results are the same JSON documents
 //! the Rust and Python faces use.
 
 use std::ffi::c_char;
 
-use overlay_core::controller::{ContainerSpec, Controller, ControllerOptions, NetworkOptions};
+use overlay_core::{ContainerInspect, ContainerSpec, Controller, ControllerOptions, NetworkOptions};
 
 use crate::boundary::{
     self, Failure, FfiResult, Out, arg_document, arg_ref, arg_str, c_json, c_string,
@@ -311,9 +311,10 @@ pub unsafe extern "C" fn ovl_connect(
         // SAFETY: forwarded from the caller.
         let container: ContainerSpec = unsafe { arg_document("container_json", container_json) }?;
         let out_json = Out::optional(out_json);
-        let endpoint = block_on(ctl.connect(network, &container))??;
+        let made = block_on(ctl.connect(network, &container))??;
         if out_json.is_wanted() {
-            let text = c_json(&endpoint)?;
+            // Docker's shape, as the header documents.
+            let text = c_json(&ContainerInspect::of_attachment(&made, ctl.host_id()))?;
             // SAFETY: non-NULL; the caller promises it is writable.
             unsafe { out_json.write(text) };
         }

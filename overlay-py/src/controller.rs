@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use overlay_core::controller::Controller as Core;
-use overlay_core::controller::spec::{self, TextValue};
-use overlay_core::controller::{
-    AddressPool, ContainerSpec, ControllerOptions, NetnsRef, NetworkOptions, SubnetOptions,
+use overlay_core::Controller as Core;
+use overlay_core::document::{self, TextValue};
+use overlay_core::{
+    AddressPool, ContainerInspect, ContainerSpec, ControllerOptions, NetnsRef, NetworkOptions,
+    SubnetOptions,
 };
 use overlay_core::model::Vni;
 use pyo3::exceptions::{PyOverflowError, PyTypeError};
@@ -33,7 +34,7 @@ const CONNECT: &str = "connect container";
 
 /// Parses an address or subnet argument, naming the parameter in the error.
 fn parse<T: TextValue>(py: Python<'_>, op: &'static str, param: &str, text: &str) -> PyResult<T> {
-    spec::parse_text(op, param, text).map_err(|e| errors::to_py(py, &e))
+    document::parse_text(op, param, text).map_err(|e| errors::to_py(py, &e))
 }
 
 fn parse_opt<T: TextValue>(
@@ -58,9 +59,9 @@ where
 {
     let py = value.py();
     let checked = match value.extract::<i128>() {
-        Ok(v) => spec::whole_number(op, param, v, range),
+        Ok(v) => document::whole_number(op, param, v, range),
         Err(e) if e.is_instance_of::<PyOverflowError>(py) => {
-            Err(spec::out_of_range(op, param, value, &range))
+            Err(document::out_of_range(op, param, value, &range))
         }
         Err(e) => return Err(e),
     };
@@ -131,15 +132,15 @@ fn pool_arg(item: &Bound<'_, PyAny>, i: usize) -> PyResult<AddressPool> {
             )
         })?
     };
-    Ok(AddressPool {
-        base: parse(py, OPEN, &format!("default_pools[{i}].base"), &base)?,
-        size: whole(
+    Ok(AddressPool::new(
+        parse(py, OPEN, &format!("default_pools[{i}].base"), &base)?,
+        whole(
             &size,
             OPEN,
             &format!("default_pools[{i}].size"),
             0..=u8::MAX,
         )?,
-    })
+    ))
 }
 
 /// A container's namespace: a path (str or os.PathLike) or a process id (int).
@@ -185,7 +186,7 @@ impl Controller {
     /// options are those of the core's ControllerOptions (durations in seconds).
     #[new]
     #[pyo3(signature = (
-        store = overlay_core::controller::spec::DEFAULT_STORE.to_string(),
+        store = overlay_core::DEFAULT_STORE.to_string(),
         advertise = String::new(),
         *,
         host_id = None,
@@ -232,36 +233,33 @@ impl Controller {
                     .collect::<PyResult<Vec<_>>>()?,
             ),
         };
-        let opts = ControllerOptions {
-            store,
-            advertise,
-            host_id,
-            host_netns,
-            mtu,
-            vxlan_port,
-            default_pools,
-            sticky_grace: seconds(py, "sticky_grace", sticky_grace, defaults.sticky_grace)?,
-            host_ttl: seconds(py, "host_ttl", host_ttl, defaults.host_ttl)?,
-            reclaim_grace: seconds(py, "reclaim_grace", reclaim_grace, defaults.reclaim_grace)?,
-            gateway_pool: parse_opt(py, OPEN, "gateway_pool", gateway_pool)?,
-            gateway_bridge,
-            dns,
-            dns_upstreams: dns_upstreams
-                .map(|list| {
-                    list.iter()
-                        .enumerate()
-                        .map(|(i, t)| {
-                            overlay_core::controller::dns_upstream(
-                                &format!("dns_upstreams[{i}]"),
-                                t,
-                            )
+        let dns_upstreams = dns_upstreams
+            .map(|list| {
+                list.iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        overlay_core::document::dns_upstream(&format!("dns_upstreams[{i}]"), t)
                             .map_err(|e| errors::to_py(py, &e))
-                        })
-                        .collect::<PyResult<Vec<_>>>()
-                })
-                .transpose()?,
-            state_dir,
-        };
+                    })
+                    .collect::<PyResult<Vec<_>>>()
+            })
+            .transpose()?;
+        let mut opts = ControllerOptions::new(store)
+            .advertise(advertise)
+            .vxlan_port(vxlan_port)
+            .sticky_grace(seconds(py, "sticky_grace", sticky_grace, defaults.sticky_grace)?)
+            .host_ttl(seconds(py, "host_ttl", host_ttl, defaults.host_ttl)?)
+            .reclaim_grace(seconds(py, "reclaim_grace", reclaim_grace, defaults.reclaim_grace)?)
+            .dns(dns);
+        // The options a caller may leave unset stay unset (the controller picks their default).
+        opts.host_id = host_id;
+        opts.host_netns = host_netns;
+        opts.mtu = mtu;
+        opts.default_pools = default_pools;
+        opts.gateway_pool = parse_opt(py, OPEN, "gateway_pool", gateway_pool)?;
+        opts.gateway_bridge = gateway_bridge;
+        opts.dns_upstreams = dns_upstreams;
+        opts.state_dir = state_dir;
         let core = run(py, async move { Core::open(opts).await })?;
         Ok(Controller {
             inner: DropInRuntime::new(core),
@@ -316,12 +314,11 @@ impl Controller {
                         parse::<IpAddr>(py, CREATE, &format!("aux_addresses[{k:?}]"), &v)?;
                     aux.insert(k, address);
                 }
-                subnets.push(SubnetOptions {
-                    subnet,
-                    gateway: parse_opt(py, CREATE, "gateway", gateway)?,
-                    ip_range: parse_opt(py, CREATE, "ip_range", ip_range)?,
-                    aux_addresses: aux,
-                });
+                let mut one = SubnetOptions::new(subnet);
+                one.gateway = parse_opt(py, CREATE, "gateway", gateway)?;
+                one.ip_range = parse_opt(py, CREATE, "ip_range", ip_range)?;
+                one.aux_addresses = aux;
+                subnets.push(one);
             }
             None => {
                 let stray = [
@@ -342,12 +339,11 @@ impl Controller {
             }
         }
         match parse_opt::<IpNet>(py, CREATE, "subnet6", subnet6)? {
-            Some(subnet) => subnets.push(SubnetOptions {
-                subnet,
-                gateway: parse_opt(py, CREATE, "gateway6", gateway6)?,
-                ip_range: None,
-                aux_addresses: BTreeMap::new(),
-            }),
+            Some(subnet) => {
+                let mut one = SubnetOptions::new(subnet);
+                one.gateway = parse_opt(py, CREATE, "gateway6", gateway6)?;
+                subnets.push(one);
+            }
             None if gateway6.is_some() => {
                 return Err(errors::invalid(
                     py,
@@ -357,14 +353,11 @@ impl Controller {
             }
             None => {}
         }
-        let opts = NetworkOptions {
-            subnets,
-            ipv6,
-            vni,
-            labels: labels.unwrap_or_default(),
-            internal,
-            mtu,
-        };
+        let mut opts = NetworkOptions::default().ipv6(ipv6).internal(internal);
+        opts.subnets = subnets;
+        opts.vni = vni;
+        opts.labels = labels.unwrap_or_default();
+        opts.mtu = mtu;
         let core = self.core(py)?;
         let doc = run(py, async move { core.create_network(&name, &opts).await })?;
         to_python(py, &doc)
@@ -433,22 +426,22 @@ impl Controller {
             .into_iter()
             .map(|p| p.parse().map_err(|e| errors::to_py(py, &e)))
             .collect::<PyResult<_>>()?;
-        let spec = ContainerSpec {
-            id: container_id,
-            name,
-            netns: netns_arg(netns)?,
-            aliases,
-            ipv4: parse_opt::<Ipv4Addr>(py, CONNECT, "ip", ip)?,
-            ipv6: parse_opt::<Ipv6Addr>(py, CONNECT, "ip6", ip6)?,
-            sticky,
-            hosts_file,
-            resolv_conf,
-            ifname,
-            publish,
-            owner,
-        };
+        let mut spec = ContainerSpec::new(container_id, name, netns_arg(netns)?)
+            .aliases(aliases)
+            .ipv4(parse_opt::<Ipv4Addr>(py, CONNECT, "ip", ip)?)
+            .ipv6(parse_opt::<Ipv6Addr>(py, CONNECT, "ip6", ip6)?)
+            .sticky(sticky);
+        spec.hosts_file = hosts_file;
+        spec.resolv_conf = resolv_conf;
+        spec.ifname = ifname;
+        spec.publish = publish;
+        spec.owner = owner;
         let core = self.core(py)?;
-        let entry = run(py, async move { core.connect(&network, &spec).await })?;
+        let entry = run(py, async move {
+            let made = core.connect(&network, &spec).await?;
+            // Docker's shape, as documented for this face.
+            Ok::<_, overlay_core::Error>(ContainerInspect::of_attachment(&made, core.host_id()))
+        })?;
         to_python(py, &entry)
     }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use overlay_core::controller::ControllerEvent;
+use overlay_core::ControllerEvent;
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use tokio::sync::{Mutex, broadcast};

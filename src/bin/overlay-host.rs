@@ -7,14 +7,14 @@
 //! It opens a controller (and so runs this host's agent), prints
 //! `{"ready":{"host":ID,"advertise":IP}}` (or, when the controller cannot be opened,
 //! `{"error":{"kind":…,"message":…}}` and exits with 1), then answers each request line of
-//! `overlay_core::controller::rpc` with one response line, until standard input closes; then it
+//! `overlay_core::rpc` with one response line, until standard input closes; then it
 //! closes the controller (connected containers keep their kernel state). Logs go to standard
 //! error, filtered by `RUST_LOG`. Test rigs run one per simulated host.
 
 use std::process::ExitCode;
 
-use overlay::controller::rpc::WireError;
-use overlay::controller::{Controller, ControllerOptions};
+use overlay::rpc::WireError;
+use overlay::{Controller, ControllerOptions};
 use tokio::io::{AsyncWriteExt, BufReader};
 
 async fn run(config: &str) -> overlay::Result<()> {

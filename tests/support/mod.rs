@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use overlay::controller::rpc::WireError;
+use overlay::rpc::WireError;
 use overlay::dataplane::lab::Lab;
 use overlay::dataplane::{Dataplane, NetlinkDataplane, Netns, Peer};
 use overlay::model::NetworkId;

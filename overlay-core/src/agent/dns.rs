@@ -20,11 +20,11 @@ use crate::model::{Network, NetworkId};
 
 /// How the host's resolver forwards names that are not its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DnsSettings {
+pub(crate) struct DnsSettings {
     /// The resolvers names are forwarded to, tried in order.
-    pub upstreams: Vec<SocketAddr>,
+    pub(crate) upstreams: Vec<SocketAddr>,
     /// The namespace queries are forwarded from (the host's); `None`: the agent's own.
-    pub host_netns: Option<std::path::PathBuf>,
+    pub(crate) host_netns: Option<std::path::PathBuf>,
 }
 
 /// The resolvers of this host's networks and the names they serve.

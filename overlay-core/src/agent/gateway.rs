@@ -21,14 +21,14 @@ use crate::model::{MacAddr, PortMapping};
 
 /// A local endpoint's share of the gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LocalGateway {
+pub(crate) struct LocalGateway {
     /// The container's address on the gateway bridge.
-    pub ip: Ipv4Addr,
+    pub(crate) ip: Ipv4Addr,
     /// The container's interface on the gateway bridge.
-    pub ifname: String,
+    pub(crate) ifname: String,
     /// The ports this endpoint publishes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<PortMapping>,
+    pub(crate) ports: Vec<PortMapping>,
 }
 
 /// What [`prepare`] found or made for a new endpoint.

@@ -10,10 +10,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use crate::error::Error;
+use crate::report::TaskHealth;
 use crate::retry::Backoff;
 
 /// How often a failure that goes on is logged again.
@@ -24,43 +24,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The state of one background task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskHealth {
-    /// The task (`hosts`, `networks`, `sweep`, `network my-net`).
-    pub name: String,
-    /// `running`, `failing` (it retries a failed store call) or `restarting` (it panicked).
-    pub state: String,
-    /// The last failure while not `running`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// How often it was restarted after a panic.
-    pub restarts: u32,
-}
-
-/// A host's health, as [`Controller::health`](crate::controller::Controller::health) reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Health {
-    /// The host id.
-    pub host: String,
-    /// Whether the store answered a read just now.
-    pub store_reachable: bool,
-    /// Why it did not, if it did not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub store_error: Option<String>,
-    /// When the last sweep (reclaim, collector, heal) completed, ms since the Unix epoch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sweep_ms: Option<u64>,
-    /// Every background task.
-    pub tasks: Vec<TaskHealth>,
-    /// The requests this host's store client made since it was opened, by kind (this health
-    /// call's own read among them); absent for a store that does not count them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub store_requests: Option<crate::store::RequestCounts>,
-    /// Whether the store answers and every task is running.
-    pub healthy: bool,
 }
 
 #[derive(Debug, Default)]
@@ -101,7 +64,7 @@ impl Board {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now_ms());
     }
 
-    /// The tasks and the last sweep, for [`Health`].
+    /// The tasks and the last sweep, for [`Health`](crate::report::Health).
     pub(crate) fn snapshot(&self) -> (Vec<TaskHealth>, Option<u64>) {
         let tasks = self
             .tasks()

@@ -35,17 +35,17 @@ ff02::2\tip6-allrouters\n";
 
 /// One name a container can reach another by.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct HostsEntry {
+pub(crate) struct HostsEntry {
     /// The address.
-    pub ip: IpAddr,
+    pub(crate) ip: IpAddr,
     /// The name (`zookeeper1`, `zookeeper1.my-net`, or an alias).
-    pub name: String,
+    pub(crate) name: String,
 }
 
 impl HostsEntry {
     /// The names of a container named `name` with `aliases` on network `network` at `ip`:
     /// `name`, `name.network`, and each alias with and without the suffix.
-    pub fn for_container(ip: IpAddr, name: &str, aliases: &[String], network: &str) -> Vec<Self> {
+    pub(crate) fn for_container(ip: IpAddr, name: &str, aliases: &[String], network: &str) -> Vec<Self> {
         std::iter::once(name)
             .chain(aliases.iter().map(String::as_str))
             .flat_map(|n| [n.to_string(), format!("{n}.{network}")])
@@ -57,7 +57,7 @@ impl HostsEntry {
 /// One network's names as they are laid out in the hosts file of every local container on
 /// it, after the file's header: lines that keep their place, then one padding line.
 #[derive(Debug)]
-pub struct Layout {
+pub(crate) struct Layout {
     /// The lines and the padding, as the file of a container with none of these addresses
     /// holds them.
     text: Vec<u8>,
@@ -93,16 +93,16 @@ impl Default for Layout {
 /// What one update of a [`Layout`] changed, as writes relative to the layout's start, in the
 /// order they are made.
 #[derive(Debug, Clone)]
-pub struct Delta {
+pub(crate) struct Delta {
     /// The layout's length before the update.
-    pub before: usize,
+    pub(crate) before: usize,
     /// The writes.
-    pub ops: Vec<LayoutOp>,
+    pub(crate) ops: Vec<LayoutOp>,
 }
 
 /// One write of a [`Delta`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LayoutOp {
+pub(crate) enum LayoutOp {
     /// Write `bytes` at `at`: padding appended at the end, or new lines (commented out) with
     /// the padding's new start.
     Write {
@@ -146,7 +146,7 @@ fn line_of(e: &HostsEntry) -> String {
 
 impl Layout {
     /// Makes the layout hold exactly the names of `entries`; returns whether anything changed.
-    pub fn update(&mut self, entries: &BTreeSet<HostsEntry>) -> bool {
+    pub(crate) fn update(&mut self, entries: &BTreeSet<HostsEntry>) -> bool {
         let wanted: HashMap<String, IpAddr> = entries.iter().map(|e| (line_of(e), e.ip)).collect();
         let gone: Vec<String> = self
             .live
@@ -262,28 +262,28 @@ impl Layout {
     }
 
     /// The generation the layout is at.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 
     /// What the last update did, unless it laid the lines out afresh.
-    pub fn delta(&self) -> Option<&Delta> {
+    pub(crate) fn delta(&self) -> Option<&Delta> {
         self.delta.as_ref()
     }
 
     /// The layout's length.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.text.len()
     }
 
     /// Whether it holds nothing yet.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.text.is_empty()
     }
 
     /// The layout as the file of a container with addresses `own` holds it: its own lines
     /// commented out.
-    pub fn for_container(&self, own: &[IpAddr]) -> Vec<u8> {
+    pub(crate) fn for_container(&self, own: &[IpAddr]) -> Vec<u8> {
         let mut text = self.text.clone();
         for (at, ip) in self.live.values() {
             if own.contains(ip) {
@@ -296,7 +296,7 @@ impl Layout {
 
 /// The lines before the names: the container's own addresses with its hostname, then the
 /// standard localhost lines.
-pub fn header(own: &[(IpAddr, String)]) -> String {
+pub(crate) fn header(own: &[(IpAddr, String)]) -> String {
     let mut out = String::new();
     for (ip, hostname) in own {
         out.push_str(&format!("{ip}\t{hostname}\n"));
@@ -307,7 +307,7 @@ pub fn header(own: &[(IpAddr, String)]) -> String {
 
 /// A whole hosts file: the header of `own`, then each layout as that container's file holds
 /// it.
-pub fn render(own: &[(IpAddr, String)], layouts: &[&Layout]) -> Vec<u8> {
+pub(crate) fn render(own: &[(IpAddr, String)], layouts: &[&Layout]) -> Vec<u8> {
     let ips: Vec<IpAddr> = own.iter().map(|(ip, _)| *ip).collect();
     let mut out = header(own).into_bytes();
     for l in layouts {
@@ -317,7 +317,7 @@ pub fn render(own: &[(IpAddr, String)], layouts: &[&Layout]) -> Vec<u8> {
 }
 
 /// A fingerprint of `bytes`, to tell without keeping a file's text whether it would change.
-pub fn fingerprint(bytes: &[u8]) -> u64 {
+pub(crate) fn fingerprint(bytes: &[u8]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
@@ -325,7 +325,7 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
 }
 
 /// Removes hosts file `path`; a file already gone is not an error.
-pub fn remove(path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::Shared;
-use super::events::ControllerEvent;
+use crate::report::ControllerEvent;
 use super::health::Trouble;
 use crate::error::Result;
 use crate::model::{Host, HostId, Network, NetworkId, Record, keys};

@@ -29,16 +29,16 @@ const SCHEMA: u32 = 1;
 /// namespace whose process died and whose pid was reused names another namespace at the same
 /// path; the identity tells them apart, so the agent never enters the wrong one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NsIdentity {
+pub(crate) struct NsIdentity {
     /// `st_dev` of the namespace file.
-    pub dev: u64,
+    pub(crate) dev: u64,
     /// `st_ino` of the namespace file (the namespace's inode in nsfs).
-    pub ino: u64,
+    pub(crate) ino: u64,
 }
 
 impl NsIdentity {
     /// The identity of the namespace file at `path` now, or `None` when it is gone.
-    pub fn of(path: &Path) -> Option<NsIdentity> {
+    pub(crate) fn of(path: &Path) -> Option<NsIdentity> {
         std::fs::metadata(path).ok().map(|m| NsIdentity {
             dev: m.dev(),
             ino: m.ino(),
@@ -48,54 +48,54 @@ impl NsIdentity {
 
 /// One local endpoint's host-local facts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LocalEndpoint {
+pub(crate) struct LocalEndpoint {
     /// Entry schema.
-    pub schema: u32,
+    pub(crate) schema: u32,
     /// The endpoint.
-    pub endpoint: EndpointId,
+    pub(crate) endpoint: EndpointId,
     /// Its network.
-    pub network: NetworkId,
+    pub(crate) network: NetworkId,
     /// The embedder's container id.
-    pub container_id: String,
+    pub(crate) container_id: String,
     /// The container's namespace file, as the local caller gave it.
-    pub netns: PathBuf,
+    pub(crate) netns: PathBuf,
     /// What that file was when the container was connected.
-    pub netns_identity: NsIdentity,
+    pub(crate) netns_identity: NsIdentity,
     /// Name of the container's interface.
-    pub ifname: String,
+    pub(crate) ifname: String,
     /// The hosts file the agent keeps current for the container, as the local caller gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hosts_file: Option<PathBuf>,
+    pub(crate) hosts_file: Option<PathBuf>,
     /// Whether connect made the hosts file's directory (as `/etc/netns/NAME` for a named
     /// namespace), so that it goes with the container.
     #[serde(default)]
-    pub hosts_dir_made: bool,
+    pub(crate) hosts_dir_made: bool,
     /// The `resolv.conf` the agent keeps pointing at the container's resolvers, as the local
     /// caller gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resolv_conf: Option<PathBuf>,
+    pub(crate) resolv_conf: Option<PathBuf>,
     /// Whether connect made the `resolv.conf`'s directory.
     #[serde(default)]
-    pub resolv_dir_made: bool,
+    pub(crate) resolv_dir_made: bool,
     /// The container's interface on the gateway bridge and the ports this endpoint publishes;
     /// `None` on an internal network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<super::gateway::LocalGateway>,
+    pub(crate) gateway: Option<super::gateway::LocalGateway>,
     /// Who made the attachment ([`ContainerSpec::owner`](crate::controller::ContainerSpec::owner)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
+    pub(crate) owner: Option<String>,
     /// The interface was made in this host's namespace (`netns`, named `ifname` there) for
     /// a runtime that moves it into the container itself
     /// ([`Controller::connect_handoff`](crate::controller::Controller::connect_handoff)): the
     /// runtime owns it from then on, so the agent never makes it again, and the endpoint's
     /// addresses are the runtime's to release.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub handoff: bool,
+    pub(crate) handoff: bool,
 }
 
 impl LocalEndpoint {
     /// Whether the container's namespace is still the one that was connected.
-    pub fn namespace_alive(&self) -> bool {
+    pub(crate) fn namespace_alive(&self) -> bool {
         NsIdentity::of(&self.netns) == Some(self.netns_identity)
     }
 
@@ -116,7 +116,7 @@ impl LocalEndpoint {
 
 /// This host's local endpoints, in memory and in the state directory.
 #[derive(Debug)]
-pub struct LocalState {
+pub(crate) struct LocalState {
     dir: PathBuf,
     entries: Mutex<BTreeMap<EndpointId, LocalEndpoint>>,
 }
@@ -126,7 +126,7 @@ const OP: &str = "host state";
 impl LocalState {
     /// Opens (creating, mode 0700) the state directory `dir` and loads its entries. A file
     /// that does not decode is skipped with a warning and left for a person to look at.
-    pub fn open(dir: &Path) -> Result<LocalState> {
+    pub(crate) fn open(dir: &Path) -> Result<LocalState> {
         let endpoints = dir.join("endpoints");
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -184,7 +184,7 @@ impl LocalState {
 
     /// Removes the state directory if it holds no entry (a host that stops with no container
     /// leaves nothing behind); a directory still in use stays.
-    pub fn remove_if_empty(&self) {
+    pub(crate) fn remove_if_empty(&self) {
         if !self.lock().is_empty() {
             return;
         }
@@ -201,27 +201,27 @@ impl LocalState {
     }
 
     /// The state directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// The entry of `endpoint`, if this host made it.
-    pub fn get(&self, endpoint: &EndpointId) -> Option<LocalEndpoint> {
+    pub(crate) fn get(&self, endpoint: &EndpointId) -> Option<LocalEndpoint> {
         self.lock().get(endpoint).cloned()
     }
 
     /// Whether this host made `endpoint`.
-    pub fn contains(&self, endpoint: &EndpointId) -> bool {
+    pub(crate) fn contains(&self, endpoint: &EndpointId) -> bool {
         self.lock().contains_key(endpoint)
     }
 
     /// Every entry.
-    pub fn all(&self) -> Vec<LocalEndpoint> {
+    pub(crate) fn all(&self) -> Vec<LocalEndpoint> {
         self.lock().values().cloned().collect()
     }
 
     /// The entries of container `container_id`.
-    pub fn of_container(&self, container_id: &str) -> Vec<LocalEndpoint> {
+    pub(crate) fn of_container(&self, container_id: &str) -> Vec<LocalEndpoint> {
         self.lock()
             .values()
             .filter(|e| e.container_id == container_id)
@@ -244,7 +244,7 @@ impl LocalState {
 
     /// Records `entry` (file first, then memory): written to a temporary file, flushed and
     /// renamed, so a crash leaves the old entry or the new one.
-    pub fn insert(&self, entry: LocalEndpoint) -> Result<()> {
+    pub(crate) fn insert(&self, entry: LocalEndpoint) -> Result<()> {
         let path = self.path_of(&entry.endpoint);
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(&entry)
@@ -271,7 +271,7 @@ impl LocalState {
     }
 
     /// Forgets `endpoint` (memory, then file). Forgetting what is not there is not an error.
-    pub fn remove(&self, endpoint: &EndpointId) -> Result<()> {
+    pub(crate) fn remove(&self, endpoint: &EndpointId) -> Result<()> {
         self.lock().remove(endpoint);
         let path = self.path_of(endpoint);
         match std::fs::remove_file(&path) {
@@ -323,7 +323,7 @@ fn read_entry(path: &Path) -> Result<LocalEndpoint> {
 
 /// A new entry for a container connected just now: the identity of its namespace file is
 /// read here, so it is what the caller handed over.
-pub fn entry_for(
+pub(crate) fn entry_for(
     endpoint: EndpointId,
     network: NetworkId,
     container_id: &str,
@@ -359,7 +359,7 @@ pub fn entry_for(
 
 /// Makes the directory of `hosts_file` (or of a `resolv.conf`) if it is missing (mode 0755:
 /// these files are read by everyone in the container); returns whether it did.
-pub fn make_hosts_dir(hosts_file: &Path) -> Result<bool> {
+pub(crate) fn make_hosts_dir(hosts_file: &Path) -> Result<bool> {
     let Some(dir) = hosts_file.parent().filter(|d| !d.as_os_str().is_empty()) else {
         return Ok(false);
     };

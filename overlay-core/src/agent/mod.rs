@@ -9,20 +9,19 @@
 
 mod claim;
 pub(crate) mod dns;
-pub mod events;
 mod files;
-pub mod gateway;
+pub(crate) mod gateway;
 mod heal;
-pub mod health;
-pub mod hosts;
+pub(crate) mod health;
+pub(crate) mod hosts;
 mod live;
-pub mod local;
+pub(crate) mod local;
 mod network;
 mod rewrite;
 mod sweep;
-pub mod view;
+pub(crate) mod view;
 
-pub use dns::DnsSettings;
+pub(crate) use dns::DnsSettings;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -37,30 +36,30 @@ use crate::error::Result;
 use crate::ipam::Ipam;
 use crate::model::{Endpoint, EndpointId, Host, HostId, Network, NetworkId, keys};
 use crate::store::{KvStore, TxnOp};
-use events::ControllerEvent;
+use crate::report::{ControllerEvent, Health};
 use local::LocalState;
 use view::NetworkView;
 
 /// What an agent needs to know about its host.
 #[derive(Debug, Clone)]
-pub struct AgentConfig {
+pub(crate) struct AgentConfig {
     /// This host's record (id and advertise address).
-    pub host: Host,
+    pub(crate) host: Host,
     /// How long after a host vanished its endpoints are removed and addresses reclaimed.
-    pub reclaim_grace: Duration,
+    pub(crate) reclaim_grace: Duration,
     /// MTU of overlay links when a network sets none; `None`: the underlay's minus 50.
-    pub mtu: Option<u32>,
+    pub(crate) mtu: Option<u32>,
     /// UDP port of VXLAN traffic.
-    pub vxlan_port: u16,
+    pub(crate) vxlan_port: u16,
     /// This host's gateway bridge, for containers on non-internal networks.
-    pub gateway: GatewaySpec,
+    pub(crate) gateway: GatewaySpec,
     /// The embedded resolver at each network's gateway address; `None` turns it off.
-    pub dns: Option<DnsSettings>,
+    pub(crate) dns: Option<DnsSettings>,
 }
 
 impl AgentConfig {
     /// What this host's sandbox of `net` must look like.
-    pub fn sandbox_spec(&self, net: &Network) -> SandboxSpec {
+    pub(crate) fn sandbox_spec(&self, net: &Network) -> SandboxSpec {
         SandboxSpec {
             network: net.id,
             vni: net.vni,
@@ -199,7 +198,7 @@ impl Shared {
 }
 
 /// A running agent. Dropping it stops its tasks; [`Agent::close`] also withdraws the host.
-pub struct Agent {
+pub(crate) struct Agent {
     shared: Arc<Shared>,
     background: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -218,7 +217,7 @@ impl Agent {
     /// networks. Local endpoints are handed over with [`Agent::join`]; this host's own record
     /// of them is kept in `state_dir`, opened only once the host id is held, so a refused
     /// agent never touches the state of the one holding it.
-    pub async fn start(
+    pub(crate) async fn start(
         store: Arc<dyn KvStore>,
         ipam: Arc<dyn Ipam>,
         dataplane: Arc<dyn Dataplane>,
@@ -303,7 +302,7 @@ impl Agent {
     /// so the sandbox holds every remote peer known to the store when this returns: left to
     /// the watch task's own listing, a container's first packets could miss the peer, and the
     /// kernel retries a failed neighbour lookup only a second later.
-    pub async fn join(&self, network: &Network, ep: Endpoint) {
+    pub(crate) async fn join(&self, network: &Network, ep: Endpoint) {
         let id = network.id;
         let first = !self.shared.state().nets.contains_key(&id);
         let listing = if first {
@@ -360,7 +359,7 @@ impl Agent {
     /// Serialises the caller with every other change of network `id` on this host (connect,
     /// disconnect, heal, the collection of dead containers) until the guard is dropped. Calls
     /// of this agent made while holding it ([`Agent::join`], [`Agent::leave`]) do not take it.
-    pub async fn lock_network(&self, id: &NetworkId) -> NetworkGuard {
+    pub(crate) async fn lock_network(&self, id: &NetworkId) -> NetworkGuard {
         NetworkGuard {
             _held: self.shared.lock_network(id).await,
         }
@@ -407,17 +406,17 @@ impl Agent {
 
     /// Lets go of a local endpoint that was removed from the store. When it was the last one
     /// of its network on this host, stops watching the network and removes the sandbox.
-    pub async fn leave(&self, network: &NetworkId, endpoint: &EndpointId) {
+    pub(crate) async fn leave(&self, network: &NetworkId, endpoint: &EndpointId) {
         self.shared.leave(network, endpoint).await;
     }
 
     /// The agent's configuration.
-    pub fn config(&self) -> &AgentConfig {
+    pub(crate) fn config(&self) -> &AgentConfig {
         &self.shared.cfg
     }
 
     /// This host's endpoints, as the agent holds them (those this host made).
-    pub fn local_endpoints(&self) -> Vec<Endpoint> {
+    pub(crate) fn local_endpoints(&self) -> Vec<Endpoint> {
         let st = self.shared.state();
         st.nets
             .values()
@@ -431,13 +430,13 @@ impl Agent {
     }
 
     /// This host's own record of its endpoints.
-    pub fn local(&self) -> &Arc<LocalState> {
+    pub(crate) fn local(&self) -> &Arc<LocalState> {
         &self.shared.local
     }
 
     /// The addresses `name` resolves to on networks with containers on this host: a container
     /// name or alias, plain or as `name.network`.
-    pub fn resolve(&self, name: &str) -> Vec<IpAddr> {
+    pub(crate) fn resolve(&self, name: &str) -> Vec<IpAddr> {
         let st = self.shared.state();
         let live = self.shared.live.borrow();
         let mut out = BTreeSet::new();
@@ -453,12 +452,12 @@ impl Agent {
 
     /// This host's health: each background task's state, whether the store answers a read
     /// now (bounded by the store's timeout), and when the last sweep succeeded.
-    pub async fn health(&self) -> health::Health {
+    pub(crate) async fn health(&self) -> Health {
         let probe = self.shared.store.get(&keys::host(self.shared.me())).await;
         let (tasks, last_sweep_ms) = self.shared.board.snapshot();
         let store_error = probe.err().map(|e| e.to_string());
         let healthy = store_error.is_none() && tasks.iter().all(|t| t.state == "running");
-        health::Health {
+        Health {
             host: self.shared.me().to_string(),
             store_reachable: store_error.is_none(),
             store_error,
@@ -470,13 +469,13 @@ impl Agent {
     }
 
     /// The hosts currently alive.
-    pub fn live_hosts(&self) -> BTreeSet<HostId> {
+    pub(crate) fn live_hosts(&self) -> BTreeSet<HostId> {
         self.shared.live.borrow().clone()
     }
 
     /// Stops every task. Kernel state and store records stay: containers keep working, and a
     /// restarted agent takes them over again.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         self.stop();
         if let Err(e) = claim::withdraw(self.shared.store.as_ref(), &self.shared.cfg.host).await {
             tracing::warn!(host = %self.shared.me(), error = %e, "could not withdraw the host record; it expires with the session");
@@ -508,7 +507,7 @@ impl Drop for Agent {
 
 /// Held while a caller changes one network on this host ([`Agent::lock_network`]).
 #[derive(Debug)]
-pub struct NetworkGuard {
+pub(crate) struct NetworkGuard {
     _held: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -527,7 +526,7 @@ pub(crate) fn names_of<'a>(
 
 /// The transaction that removes an endpoint record with its uniqueness keys, each only if it
 /// still belongs to this endpoint, so concurrent removers never delete someone else's keys.
-pub async fn endpoint_removal(
+pub(crate) async fn endpoint_removal(
     store: &dyn KvStore,
     ep: &Endpoint,
     version: crate::store::Version,

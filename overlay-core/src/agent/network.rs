@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::Shared;
-use super::events::ControllerEvent;
+use crate::report::ControllerEvent;
 use super::health::Trouble;
 use super::view::Change;
 use crate::dataplane::Peer;

@@ -12,25 +12,25 @@ use crate::store::{KeyValue, WatchEvent};
 
 /// What changed in a view after applying an event or a fresh listing.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Change {
+pub(crate) struct Change {
     /// Endpoints that appeared or changed.
-    pub up: Vec<Endpoint>,
+    pub(crate) up: Vec<Endpoint>,
     /// Endpoints that went away (as they were).
-    pub down: Vec<Endpoint>,
+    pub(crate) down: Vec<Endpoint>,
     /// The store lost history: the caller must re-list and [`NetworkView::replace`].
-    pub resync: bool,
+    pub(crate) resync: bool,
 }
 
 impl Change {
     /// Whether the endpoint set changed (names or peers may need an update).
-    pub fn changed(&self) -> bool {
+    pub(crate) fn changed(&self) -> bool {
         !self.up.is_empty() || !self.down.is_empty()
     }
 }
 
 /// Endpoints of one network, by id.
 #[derive(Debug, Clone, Default)]
-pub struct NetworkView {
+pub(crate) struct NetworkView {
     endpoints: BTreeMap<EndpointId, Endpoint>,
 }
 
@@ -52,7 +52,7 @@ impl NetworkView {
     }
 
     /// Replaces the whole view with a fresh listing.
-    pub fn replace(&mut self, network: &NetworkId, kvs: &[KeyValue]) -> Change {
+    pub(crate) fn replace(&mut self, network: &NetworkId, kvs: &[KeyValue]) -> Change {
         let fresh: BTreeMap<_, _> = kvs
             .iter()
             .filter_map(|kv| Self::decode(network, kv))
@@ -79,12 +79,12 @@ impl NetworkView {
 
     /// Adds or replaces an endpoint this host just published, ahead of its watch event;
     /// returns whether the view changed (so the caller reports it: the watch will not).
-    pub fn insert(&mut self, ep: &Endpoint) -> bool {
+    pub(crate) fn insert(&mut self, ep: &Endpoint) -> bool {
         self.endpoints.insert(ep.id, ep.clone()).as_ref() != Some(ep)
     }
 
     /// Applies one watch event.
-    pub fn apply(&mut self, network: &NetworkId, event: &WatchEvent) -> Change {
+    pub(crate) fn apply(&mut self, network: &NetworkId, event: &WatchEvent) -> Change {
         match event {
             WatchEvent::Put(kv) => match Self::decode(network, kv) {
                 Some(ep) if self.endpoints.get(&ep.id) == Some(&ep) => Change::default(),
@@ -107,7 +107,7 @@ impl NetworkView {
     }
 
     /// Removes the endpoint stored under `key`.
-    pub fn remove_key(&mut self, key: &str) -> Change {
+    pub(crate) fn remove_key(&mut self, key: &str) -> Change {
         let id = key
             .rsplit('/')
             .next()
@@ -120,12 +120,12 @@ impl NetworkView {
     }
 
     /// Every endpoint, local and remote.
-    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+    pub(crate) fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
         self.endpoints.values()
     }
 
     /// The peers this host must program: endpoints on other hosts that are alive.
-    pub fn remote_peers(&self, me: &HostId, live: &BTreeSet<HostId>) -> BTreeSet<Peer> {
+    pub(crate) fn remote_peers(&self, me: &HostId, live: &BTreeSet<HostId>) -> BTreeSet<Peer> {
         self.endpoints
             .values()
             .filter(|ep| ep.host != *me && live.contains(&ep.host))

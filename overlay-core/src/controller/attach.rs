@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use super::Controller;
@@ -14,9 +14,10 @@ use super::spec::{ContainerSpec, NetworkOptions};
 use crate::agent::AgentConfig;
 use crate::agent::local::LocalEndpoint;
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{Endpoint, EndpointId, MacAddr, Network};
+use crate::model::{Endpoint, EndpointId, MacAddr, Network, NetworkId, PortMapping};
 
 /// One address of an attachment, with its network's gateway in the same subnet.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachedAddress {
     /// The address with its subnet's prefix, `10.0.9.2/24`.
@@ -27,37 +28,42 @@ pub struct AttachedAddress {
 }
 
 /// The container's interface on the host's gateway bridge: its way out of the overlay.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Uplink {
     /// The interface's name in the container (`eth1`).
     pub ifname: String,
     /// Its MAC.
-    pub mac: String,
+    pub mac: MacAddr,
     /// Its address with the pool's prefix, `172.18.0.2/16`.
     pub address: IpNet,
     /// The bridge's address: the container's default route.
     pub gateway: IpAddr,
 }
 
-/// One container's attachment to one network on this host.
+/// One container's attachment to one network on this host: what
+/// [`connect`](Controller::connect) and [`attach`](Controller::attach) answer and
+/// [`attachments`](Controller::attachments) lists. Docker's strings for the same endpoint
+/// (`"10.0.9.2/24"`) are in [`inspect`](Controller::inspect)'s answer.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     /// The network's name.
     pub network: String,
     /// The network's id.
-    pub network_id: String,
+    pub network_id: NetworkId,
     /// The embedder's container id.
     pub container_id: String,
     /// The container's name on the network.
     pub name: String,
     /// The endpoint's id.
-    pub endpoint_id: String,
+    pub endpoint_id: EndpointId,
     /// The container's namespace file, as the caller that connected it gave it.
     pub netns: PathBuf,
     /// The overlay interface in the container.
     pub ifname: String,
     /// Its MAC.
-    pub mac: String,
+    pub mac: MacAddr,
     /// Its addresses.
     pub addresses: Vec<AttachedAddress>,
     /// The interface on the gateway bridge; none on an internal network.
@@ -69,10 +75,28 @@ pub struct Attachment {
     pub resolver: Option<IpAddr>,
     /// The ports published to it (`2181:2181/tcp`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<String>,
+    pub ports: Vec<PortMapping>,
     /// Who made it ([`ContainerSpec::owner`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+}
+
+impl Attachment {
+    /// The IPv4 address with its subnet's prefix (`10.0.9.2/24`), if the endpoint has one.
+    pub fn ipv4(&self) -> Option<Ipv4Net> {
+        self.addresses.iter().find_map(|a| match a.address {
+            IpNet::V4(v4) => Some(v4),
+            IpNet::V6(_) => None,
+        })
+    }
+
+    /// The IPv6 address with its subnet's prefix, if the endpoint has one.
+    pub fn ipv6(&self) -> Option<Ipv6Net> {
+        self.addresses.iter().find_map(|a| match a.address {
+            IpNet::V6(v6) => Some(v6),
+            IpNet::V4(_) => None,
+        })
+    }
 }
 
 impl Controller {
@@ -94,24 +118,9 @@ impl Controller {
             Some(opts) => self.find_or_create(network, opts).await?,
             None => self.lookup(network).await?.0,
         };
-        let inspect = self.connect(&net.id.to_string(), c).await?;
-        let agent = self.agent()?;
-        let id: EndpointId = inspect.endpoint_id.parse()?;
-        let entry = agent.local().get(&id);
-        let record = agent.local_endpoints().into_iter().find(|e| e.id == id);
-        match (entry, record) {
-            (Some(entry), Some(record)) => Ok(attachment(agent.config(), &net, &entry, &record)),
-            // Disconnected by somebody else between the two steps.
-            _ => Err(Error::new(
-                ErrorKind::Conflict,
-                op,
-                format!(
-                    "container {:?} was disconnected from {:?} while it was being attached",
-                    c.id, net.name
-                ),
-            )
-            .with_hint("retry the attach")),
-        }
+        let (this, network, c) = (self.clone(), net.id.to_string(), c.clone());
+        self.detached(op, async move { this.connect_now(&network, &c, None).await })
+            .await
     }
 
     /// Finds network `name`, or creates it with `opts` if it does not exist (on any host: a
@@ -189,7 +198,7 @@ impl Controller {
 }
 
 /// What this host knows of its endpoint `ep` on `net` (its entry `entry`), as an attachment.
-fn attachment(
+pub(super) fn attachment(
     cfg: &AgentConfig,
     net: &Network,
     entry: &LocalEndpoint,
@@ -211,7 +220,7 @@ fn attachment(
         .collect();
     let uplink = entry.gateway.as_ref().map(|g| Uplink {
         ifname: g.ifname.clone(),
-        mac: MacAddr::from_ipv4(g.ip).to_string(),
+        mac: MacAddr::from_ipv4(g.ip),
         address: IpNet::V4(
             ipnet::Ipv4Net::new(g.ip, cfg.gateway.pool.prefix_len())
                 .unwrap_or_else(|_| g.ip.into()),
@@ -224,20 +233,20 @@ fn attachment(
         .and_then(|_| crate::agent::dns::resolver_address(net));
     Attachment {
         network: net.name.clone(),
-        network_id: net.id.to_string(),
+        network_id: net.id,
         container_id: entry.container_id.clone(),
         name: ep.name.clone(),
-        endpoint_id: ep.id.to_string(),
+        endpoint_id: ep.id,
         netns: entry.netns.clone(),
         ifname: entry.ifname.clone(),
-        mac: ep.mac.to_string(),
+        mac: ep.mac,
         addresses,
         uplink,
         resolver,
         ports: entry
             .gateway
             .iter()
-            .flat_map(|g| g.ports.iter().map(ToString::to_string))
+            .flat_map(|g| g.ports.iter().copied())
             .collect(),
         owner: entry.owner.clone(),
     }

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::Controller;
+use super::attach::{Attachment, attachment};
 use super::inspect::ContainerInspect;
 use super::networks::decode_all;
 use super::spec::ContainerSpec;
@@ -132,12 +133,13 @@ impl Controller {
 
     /// Connects a container to a network: an address from the global IPAM (the same one again
     /// for a sticky name), the host's sandbox if absent, a veth born in the container's
-    /// namespace, and the endpoint record other hosts converge on.
+    /// namespace, and the endpoint record other hosts converge on. The answer says what the
+    /// container got: its interface, MAC, addresses with their prefixes, and its way out.
     ///
     /// Cancel-safe: the work runs in a task of its own, so a caller that stops waiting (a
     /// dropped future, a Python Ctrl-C) leaves it to complete, or to roll back on a failure;
     /// [`Controller::close`] waits for it. Never half a connect.
-    pub async fn connect(&self, network: &str, c: &ContainerSpec) -> Result<ContainerInspect> {
+    pub async fn connect(&self, network: &str, c: &ContainerSpec) -> Result<Attachment> {
         let (this, network, c) = (self.clone(), network.to_string(), c.clone());
         self.detached("connect", async move {
             this.connect_now(&network, &c, None).await
@@ -170,7 +172,7 @@ impl Controller {
         network: &str,
         c: &ContainerSpec,
         handoff: Option<super::handoff::Plan>,
-    ) -> Result<ContainerInspect> {
+    ) -> Result<Attachment> {
         let op = "connect";
         c.validate()?;
         let (net, net_version) = self.lookup(network).await?;
@@ -257,9 +259,15 @@ impl Controller {
             .await;
         match result {
             Ok(ep) => {
-                let entry = agent.local().get(&ep.id);
-                let prefix = agent.config().gateway.pool.prefix_len();
-                let out = with_gateway(ContainerInspect::of(&ep), entry.as_ref(), prefix);
+                // The entry was written by the steps above, under the network's lock.
+                let Some(entry) = agent.local().get(&ep.id) else {
+                    return Err(Error::internal(
+                        op,
+                        format!("the host state of endpoint {} is missing", ep.id),
+                    )
+                    .with_hint("a bug: please report it with the agent's log"));
+                };
+                let out = attachment(agent.config(), &net, &entry, &ep);
                 agent.join(&net, ep).await;
                 Ok(out)
             }

@@ -53,7 +53,9 @@ pub struct HeldAddress {
     pub gateway: Option<IpAddr>,
 }
 
-/// An endpoint to connect for a runtime that moves its interface itself.
+/// An endpoint to connect for a runtime that moves its interface itself:
+/// `HandoffSpec::new(id, name)`, then the setters for the rest.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HandoffSpec {
     /// The runtime's id of the attachment (Docker's endpoint id), unique on the network.
@@ -78,15 +80,63 @@ pub struct HandoffSpec {
     pub owner: Option<String>,
 }
 
+impl HandoffSpec {
+    /// Runtime endpoint `id`, named `name` on the network, with no alias, address, MAC or
+    /// owner yet.
+    pub fn new(id: impl Into<String>, name: impl Into<String>) -> HandoffSpec {
+        HandoffSpec {
+            id: id.into(),
+            name: name.into(),
+            aliases: Vec::new(),
+            ipv4: None,
+            ipv6: None,
+            mac: None,
+            owner: None,
+        }
+    }
+
+    /// Its further names.
+    pub fn aliases(mut self, aliases: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.aliases = aliases.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Its IPv4 address (or none), held through [`Controller::request_address`].
+    pub fn ipv4(mut self, ip: impl Into<Option<Ipv4Addr>>) -> Self {
+        self.ipv4 = ip.into();
+        self
+    }
+
+    /// Its IPv6 address (or none), held the same way.
+    pub fn ipv6(mut self, ip: impl Into<Option<Ipv6Addr>>) -> Self {
+        self.ipv6 = ip.into();
+        self
+    }
+
+    /// The MAC the runtime gave the addresses' requests (or none: derived from the IPv4
+    /// address).
+    pub fn mac(mut self, mac: impl Into<Option<MacAddr>>) -> Self {
+        self.mac = mac.into();
+        self
+    }
+
+    /// Who makes the attachment (as [`ContainerSpec::owner`]).
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+}
+
 /// What [`Controller::connect_handoff`] made.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handoff {
     /// The endpoint's id.
-    pub endpoint_id: String,
+    pub endpoint_id: EndpointId,
     /// The name of the interface in this host's namespace, for the runtime to move.
     pub ifname: String,
     /// Its MAC.
-    pub mac: String,
+    pub mac: MacAddr,
     /// Its addresses, with their subnets' prefixes.
     pub addresses: Vec<IpNet>,
 }
@@ -269,20 +319,16 @@ impl Controller {
             mac: spec.mac,
         };
         let (this, network) = (self.clone(), net.id.to_string());
-        let inspect = self
+        let made = self
             .detached(op, async move {
                 this.connect_now(&network, &c, Some(plan)).await
             })
             .await?;
-        let addresses = [&inspect.ipv4_address, &inspect.ipv6_address]
-            .into_iter()
-            .filter_map(|a| a.parse().ok())
-            .collect();
         Ok(Handoff {
-            endpoint_id: inspect.endpoint_id,
-            ifname: waiting_name(&owner),
-            mac: inspect.mac_address,
-            addresses,
+            endpoint_id: made.endpoint_id,
+            ifname: made.ifname,
+            mac: made.mac,
+            addresses: made.addresses.into_iter().map(|a| a.address).collect(),
         })
     }
 

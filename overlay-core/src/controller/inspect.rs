@@ -110,6 +110,25 @@ impl ContainerInspect {
             ports: Vec::new(),
         }
     }
+
+    /// The entry of attachment `a` of host `host`, the host-local fields (gateway address,
+    /// ports) included: what the C, Python and JSON-lines faces answer a connect with.
+    pub fn of_attachment(a: &super::Attachment, host: &crate::model::HostId) -> ContainerInspect {
+        ContainerInspect {
+            name: a.name.clone(),
+            endpoint_id: a.endpoint_id.to_string(),
+            mac_address: a.mac.to_string(),
+            ipv4_address: a.ipv4().map(|x| x.to_string()).unwrap_or_default(),
+            ipv6_address: a.ipv6().map(|x| x.to_string()).unwrap_or_default(),
+            host: host.to_string(),
+            gateway_address: a
+                .uplink
+                .as_ref()
+                .map(|u| u.address.to_string())
+                .unwrap_or_default(),
+            ports: a.ports.iter().map(ToString::to_string).collect(),
+        }
+    }
 }
 
 /// `docker network inspect NAME`, one network.

@@ -1,33 +1,17 @@
-//! The facade: networks and endpoints, one [`Controller`] per host. What the C and Python faces
-//! wrap.
+//! The facade: networks and endpoints, one [`Controller`] per host. What every face (C,
+//! Python, the CLI and its agent socket, the Docker driver, the CNI plugin) wraps.
 //!
 //! ```no_run
 //! # async fn demo() -> overlay_core::Result<()> {
-//! use overlay_core::controller::{ContainerSpec, Controller, ControllerOptions, NetnsRef};
-//! let ctl = Controller::open(ControllerOptions {
-//!     store: "etcd://10.0.0.1:2379".into(),
-//!     advertise: "eth0".into(),
-//!     ..Default::default()
-//! })
-//! .await?;
-//! ctl.create_network("my-net", &Default::default()).await?;
-//! let ep = ctl
-//!     .connect("my-net", &ContainerSpec {
-//!         id: "3cfba8da9b6f".into(),
-//!         name: "zookeeper1".into(),
-//!         netns: NetnsRef::Pid(4242),
-//!         aliases: vec![],
-//!         ipv4: None,
-//!         ipv6: None,
-//!         sticky: true,
-//!         hosts_file: None,
-//!         resolv_conf: None,
-//!         ifname: None,
-//!         publish: vec!["2181:2181".parse()?],
-//!         owner: None,
-//!     })
+//! use overlay_core::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
+//! let ctl = Controller::open(ControllerOptions::new("etcd://10.0.0.1:2379").advertise("eth0"))
 //!     .await?;
-//! println!("zookeeper1 is {}", ep.ipv4_address);
+//! ctl.create_network("my-net", &NetworkOptions::default()).await?;
+//! let spec = ContainerSpec::new("3cfba8da9b6f", "zookeeper1", NetnsRef::Pid(4242))
+//!     .sticky(true)
+//!     .publish("2181:2181".parse()?);
+//! let link = ctl.connect("my-net", &spec).await?;
+//! println!("zookeeper1 is {:?} on {}", link.ipv4(), link.ifname);
 //! # Ok(()) }
 //! ```
 
@@ -35,10 +19,10 @@ mod advertise;
 mod attach;
 mod endpoints;
 mod handoff;
-pub mod inspect;
+mod inspect;
 mod networks;
 pub mod rpc;
-pub mod spec;
+mod spec;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -52,15 +36,18 @@ use crate::ipam::{Ipam, StoreIpam};
 use crate::model::{Host, HostId, SCHEMA};
 use crate::store::{self, KvStore, StoreUrl};
 
-pub use crate::agent::events::ControllerEvent;
-pub use crate::agent::health::{Health, TaskHealth};
+use crate::report::{ControllerEvent, Health};
+
 pub use attach::{AttachedAddress, Attachment, Uplink};
 pub use handoff::{AddressWant, Handoff, HandoffSpec, HeldAddress, address_owner};
-pub use inspect::{ContainerInspect, NetworkInspect, NetworkSummary};
+pub use inspect::{
+    ContainerInspect, IpamConfigEntry, IpamInspect, MTU_OPTION, NetworkInspect, NetworkSummary,
+    VXLANID_OPTION,
+};
 pub use networks::Networks;
 pub use spec::{
-    AddressPool, ContainerSpec, ControllerOptions, NetnsRef, NetworkOptions, SubnetOptions,
-    dns_upstream,
+    AddressPool, ContainerSpec, ControllerOptions, DEFAULT_STORE, NetnsRef, NetworkOptions,
+    RESERVED_NETWORK_NAMES, SubnetOptions, document, validate_network_name,
 };
 
 pub(crate) struct Inner {

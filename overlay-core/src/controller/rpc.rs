@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::inspect::ContainerInspect;
 use super::Controller;
 use super::spec::{ContainerSpec, NetworkOptions};
 use crate::error::{Error, Result};
@@ -131,9 +132,11 @@ impl Controller {
             Request::RemoveNetwork { network } => {
                 self.remove_network(&network).await.map(|()| Value::Null)
             }
+            // Docker's shape, as the C and Python faces answer a connect.
             Request::Connect { network, container } => self
                 .connect(&network, &container)
                 .await
+                .map(|a| ContainerInspect::of_attachment(&a, self.host_id()))
                 .and_then(|r| to_value(&r)),
             Request::Attach {
                 network,

@@ -3,14 +3,15 @@
 //!
 //! Callers outside Rust (the C face, the JSON-lines protocol) hand these over as JSON, read in
 //! two steps so that every face can tell a document of the wrong shape from one with a wrong
-//! value. First the document's shape ([`FromDocument::Document`]): field names and JSON types,
-//! unknown fields refused, addresses and numbers kept as written. A typo or a wrong type fails
-//! there (the C face's `OVL_ERR_JSON`). Then the values, by `TryFrom`: a subnet such as
+//! value. First the document's shape ([`document`]): field names and JSON types, unknown
+//! fields refused, addresses and numbers kept as written. A typo or a wrong type fails there
+//! (the C face's `OVL_ERR_JSON`). Then the values, by `TryFrom`: a subnet such as
 //! `"10.999.0.0/24"` or a VNI out of range is an [`ErrorKind::InvalidArgument`] naming the field
 //! and the value. Deserialising a typed struct directly (`serde_json::from_str`) runs both steps.
 //!
-//! [`parse_text`], [`whole_number`] and [`out_of_range`] word a bad value; the Python face uses
-//! them for its keyword arguments, so a bad subnet reads the same wherever it came from.
+//! [`document::parse_text`], [`document::whole_number`] and [`document::out_of_range`] word a
+//! bad value; the Python face uses them for its keyword arguments, so a bad subnet reads the
+//! same wherever it came from.
 //!
 //! [`ErrorKind::InvalidArgument`]: crate::ErrorKind::InvalidArgument
 
@@ -20,17 +21,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-mod document;
-
-pub use document::{
-    AddressPoolDoc, ContainerSpecDoc, ControllerOptionsDoc, NetnsRefDoc, NetworkOptionsDoc,
-    SubnetOptionsDoc, TextValue, dns_upstream, out_of_range, parse_text, whole_number,
-};
+pub mod document;
 
 /// Where the embedded store lives when no cluster store is given.
 pub const DEFAULT_STORE: &str = "file:///var/lib/overlay/store.db";
@@ -39,6 +34,8 @@ pub const DEFAULT_STORE: &str = "file:///var/lib/overlay/store.db";
 pub const RESERVED_NETWORK_NAMES: [&str; 4] = ["bridge", "host", "none", "docker_gwbridge"];
 
 /// How to open a [`Controller`](super::Controller): one per host.
+/// `ControllerOptions::new(store)`, then the setters for the rest; every field has a default.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "ControllerOptionsDoc")]
 pub struct ControllerOptions {
@@ -113,6 +110,7 @@ impl Default for ControllerOptions {
 
 /// A range default subnets are cut from, as Docker's `default-address-pools` entries: every
 /// `/size` subnet of `base`, in address order.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "AddressPoolDoc")]
 pub struct AddressPool {
@@ -127,7 +125,9 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// One subnet of a network (Docker's `--subnet`, `--gateway`, `--ip-range`, `--aux-address`).
+/// One subnet of a network (Docker's `--subnet`, `--gateway`, `--ip-range`, `--aux-address`):
+/// `SubnetOptions::new(subnet)`, then the setters for the rest.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "SubnetOptionsDoc")]
 pub struct SubnetOptions {
@@ -141,7 +141,9 @@ pub struct SubnetOptions {
     pub aux_addresses: BTreeMap<String, IpAddr>,
 }
 
-/// Options of [`Controller::create_network`](super::Controller::create_network).
+/// Options of [`Controller::create_network`](super::Controller::create_network): the default
+/// (one IPv4 subnet from the default pools, a free VNI), then the setters for the rest.
+#[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "NetworkOptionsDoc")]
 pub struct NetworkOptions {
@@ -180,7 +182,20 @@ impl NetnsRef {
     }
 }
 
-/// A container to [`connect`](super::Controller::connect).
+/// A container to [`connect`](super::Controller::connect):
+/// `ContainerSpec::new(id, name, netns)`, then the setters for the rest.
+///
+/// ```
+/// use overlay_core::{ContainerSpec, NetnsRef};
+/// # fn main() -> overlay_core::Result<()> {
+/// let spec = ContainerSpec::new("3cfba8da9b6f", "zookeeper1", NetnsRef::Pid(4242))
+///     .sticky(true)
+///     .alias("zk")
+///     .publish("2181:2181".parse()?);
+/// assert_eq!(spec.aliases, ["zk"]);
+/// # Ok(()) }
+/// ```
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "ContainerSpecDoc")]
 pub struct ContainerSpec {
@@ -199,10 +214,10 @@ pub struct ContainerSpec {
     /// Keep the address reserved for this name after disconnect, so a restarted container gets
     /// the same one back.
     pub sticky: bool,
-    /// A hosts file the agent keeps current for this container (replaced atomically).
+    /// A hosts file the agent keeps current for this container (written in place).
     pub hosts_file: Option<PathBuf>,
     /// A `resolv.conf` the agent keeps pointing at the resolvers of the container's networks
-    /// on this host, with their names as search domains (replaced atomically).
+    /// on this host, with their names as search domains (written in place).
     #[serde(default)]
     pub resolv_conf: Option<PathBuf>,
     /// Interface name inside the container; default: `eth0`, `eth1`, … in order of joining.
@@ -218,35 +233,174 @@ pub struct ContainerSpec {
     pub owner: Option<String>,
 }
 
-/// A type callers may hand over as a JSON document: its [`Document`](Self::Document) is read
-/// first, and only a document of that shape is converted (and its values checked) by `TryFrom`.
-pub trait FromDocument: TryFrom<Self::Document, Error = Error> {
-    /// The document's shape: the type's field names and JSON types, values as written.
-    type Document: DeserializeOwned;
+impl ControllerOptions {
+    /// Options for a host of the cluster store at `store` (`etcd://…`, `zk://…`,
+    /// `consul://…`, `file:///…`), every other option at its default.
+    pub fn new(store: impl Into<String>) -> ControllerOptions {
+        ControllerOptions {
+            store: store.into(),
+            ..ControllerOptions::default()
+        }
+    }
+
+    /// The address other hosts send VXLAN traffic to: an IP, or an interface name.
+    pub fn advertise(mut self, advertise: impl Into<String>) -> Self {
+        self.advertise = advertise.into();
+        self
+    }
+
+    /// This host's id in the cluster (default: the machine's hostname).
+    pub fn host_id(mut self, id: impl Into<String>) -> Self {
+        self.host_id = Some(id.into());
+        self
+    }
+
+    /// The namespace acting as this host (default: the caller's own).
+    pub fn host_netns(mut self, path: impl Into<PathBuf>) -> Self {
+        self.host_netns = Some(path.into());
+        self
+    }
+
+    /// The MTU of overlay links (default: the underlay's less 50).
+    pub fn mtu(mut self, mtu: u32) -> Self {
+        self.mtu = Some(mtu);
+        self
+    }
+
+    /// The UDP port of VXLAN traffic (default 4789).
+    pub fn vxlan_port(mut self, port: u16) -> Self {
+        self.vxlan_port = port;
+        self
+    }
+
+    /// Where networks created without a subnet take theirs from, in order.
+    pub fn default_pools(mut self, pools: impl IntoIterator<Item = AddressPool>) -> Self {
+        self.default_pools = Some(pools.into_iter().collect());
+        self
+    }
+
+    /// How long a sticky address stays reserved for its name after the endpoint goes.
+    pub fn sticky_grace(mut self, grace: Duration) -> Self {
+        self.sticky_grace = grace;
+        self
+    }
+
+    /// The TTL of this host's record.
+    pub fn host_ttl(mut self, ttl: Duration) -> Self {
+        self.host_ttl = ttl;
+        self
+    }
+
+    /// How long after a host vanished its addresses go back to the pool.
+    pub fn reclaim_grace(mut self, grace: Duration) -> Self {
+        self.reclaim_grace = grace;
+        self
+    }
+
+    /// The host-local pool of the gateway bridge (default `172.18.0.0/16`).
+    pub fn gateway_pool(mut self, pool: ipnet::Ipv4Net) -> Self {
+        self.gateway_pool = Some(pool);
+        self
+    }
+
+    /// The gateway bridge's name (default `ovl_gwbridge`).
+    pub fn gateway_bridge(mut self, name: impl Into<String>) -> Self {
+        self.gateway_bridge = Some(name.into());
+        self
+    }
+
+    /// Whether each network's sandbox answers names at its gateway address (default on).
+    pub fn dns(mut self, on: bool) -> Self {
+        self.dns = on;
+        self
+    }
+
+    /// Where the resolver forwards names that are not containers', in order.
+    pub fn dns_upstreams(mut self, upstreams: impl IntoIterator<Item = std::net::SocketAddr>) -> Self {
+        self.dns_upstreams = Some(upstreams.into_iter().collect());
+        self
+    }
+
+    /// Where this host keeps what only it may act on.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
 }
 
-impl FromDocument for ControllerOptions {
-    type Document = ControllerOptionsDoc;
+impl AddressPool {
+    /// Every `/size` subnet of `base`, in address order.
+    pub fn new(base: IpNet, size: u8) -> AddressPool {
+        AddressPool { base, size }
+    }
 }
 
-impl FromDocument for AddressPool {
-    type Document = AddressPoolDoc;
+impl SubnetOptions {
+    /// Subnet `subnet`, its gateway the first usable address, every address allocatable.
+    pub fn new(subnet: IpNet) -> SubnetOptions {
+        SubnetOptions {
+            subnet,
+            gateway: None,
+            ip_range: None,
+            aux_addresses: BTreeMap::new(),
+        }
+    }
+
+    /// The gateway address.
+    pub fn gateway(mut self, gateway: IpAddr) -> Self {
+        self.gateway = Some(gateway);
+        self
+    }
+
+    /// Allocate only inside `range`.
+    pub fn ip_range(mut self, range: IpNet) -> Self {
+        self.ip_range = Some(range);
+        self
+    }
+
+    /// An address never handed out, under `name` (Docker's `--aux-address name=ip`).
+    pub fn aux_address(mut self, name: impl Into<String>, ip: IpAddr) -> Self {
+        self.aux_addresses.insert(name.into(), ip);
+        self
+    }
 }
 
-impl FromDocument for SubnetOptions {
-    type Document = SubnetOptionsDoc;
-}
+impl NetworkOptions {
+    /// Adds a subnet (the first of each family is the one default addresses come from).
+    pub fn subnet(mut self, subnet: SubnetOptions) -> Self {
+        self.subnets.push(subnet);
+        self
+    }
 
-impl FromDocument for NetworkOptions {
-    type Document = NetworkOptionsDoc;
-}
+    /// Enables IPv6 (needs an IPv6 subnet).
+    pub fn ipv6(mut self, on: bool) -> Self {
+        self.ipv6 = on;
+        self
+    }
 
-impl FromDocument for NetnsRef {
-    type Document = NetnsRefDoc;
-}
+    /// The VXLAN id (default: allocated, unique cluster-wide).
+    pub fn vni(mut self, vni: u32) -> Self {
+        self.vni = Some(vni);
+        self
+    }
 
-impl FromDocument for ContainerSpec {
-    type Document = ContainerSpecDoc;
+    /// A user label.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// No route out of the overlay.
+    pub fn internal(mut self, on: bool) -> Self {
+        self.internal = on;
+        self
+    }
+
+    /// The MTU of this network's links (default: the controller's).
+    pub fn mtu(mut self, mtu: u32) -> Self {
+        self.mtu = Some(mtu);
+        self
+    }
 }
 
 /// Checks a network name: Docker's rules (letters, digits, `_`, `-`, `.`, starting with a
@@ -290,6 +444,66 @@ impl ContainerSpec {
             publish: Vec::new(),
             owner: None,
         }
+    }
+
+    /// Its further names on the network (replacing any given before).
+    pub fn aliases(mut self, aliases: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.aliases = aliases.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// One more name on the network.
+    pub fn alias(mut self, alias: impl Into<String>) -> Self {
+        self.aliases.push(alias.into());
+        self
+    }
+
+    /// A static IPv4 address, or none (Docker's `--ip`).
+    pub fn ipv4(mut self, ip: impl Into<Option<Ipv4Addr>>) -> Self {
+        self.ipv4 = ip.into();
+        self
+    }
+
+    /// A static IPv6 address, or none (Docker's `--ip6`).
+    pub fn ipv6(mut self, ip: impl Into<Option<Ipv6Addr>>) -> Self {
+        self.ipv6 = ip.into();
+        self
+    }
+
+    /// Keeps the address reserved for this name after a disconnect.
+    pub fn sticky(mut self, sticky: bool) -> Self {
+        self.sticky = sticky;
+        self
+    }
+
+    /// A hosts file the agent keeps current for this container.
+    pub fn hosts_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.hosts_file = Some(path.into());
+        self
+    }
+
+    /// A `resolv.conf` the agent keeps pointing at the container's resolvers.
+    pub fn resolv_conf(mut self, path: impl Into<PathBuf>) -> Self {
+        self.resolv_conf = Some(path.into());
+        self
+    }
+
+    /// The interface name inside the container (default: the next free `ethN`).
+    pub fn ifname(mut self, name: impl Into<String>) -> Self {
+        self.ifname = Some(name.into());
+        self
+    }
+
+    /// Publishes one more port on this host to the container (Docker's `-p`).
+    pub fn publish(mut self, port: crate::model::PortMapping) -> Self {
+        self.publish.push(port);
+        self
+    }
+
+    /// Who makes this attachment (a tool's name), for [`attachments`](super::Controller::attachments).
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
     }
 
     /// Checks the fields that do not need the store: id, name, aliases, interface name.
@@ -339,6 +553,7 @@ impl ContainerSpec {
 
 #[cfg(test)]
 mod tests {
+    use super::document::FromDocument;
     use super::*;
     use crate::error::ErrorKind;
 

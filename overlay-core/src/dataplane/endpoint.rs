@@ -10,7 +10,7 @@ use super::link::{
 };
 use super::netns::{Netns, NetnsId};
 use super::own::{Deleted, OwnDeletions};
-use super::{AttachSpec, Attachment};
+use super::{AttachSpec, AttachedVeth};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Index of `lo` in every network namespace.
@@ -94,7 +94,7 @@ pub(crate) async fn attach(
     sb: &Bridge<'_>,
     spec: &AttachSpec,
     uplink: Uplink,
-) -> Result<Attachment> {
+) -> Result<AttachedVeth> {
     let (mtu, mac) = validate(spec, sb.mtu)?;
     let container = Netns::open_path(&spec.netns)?;
     let label = container.path().display().to_string();
@@ -138,7 +138,7 @@ pub(crate) async fn attach(
         if let Err(e) = quiet_port(sb.conn, &host_name).await {
             tracing::debug!(port = %host_name, error = %e, "the port keeps its IPv6 link-local address");
         }
-        return Ok(Attachment {
+        return Ok(AttachedVeth {
             host_ifname: host_name,
             container_ifname: spec.ifname.clone(),
             mac,
@@ -208,7 +208,7 @@ pub(crate) async fn attach(
     if uplink.isolated {
         isolate(sb, &host_name).await?;
     }
-    Ok(Attachment {
+    Ok(AttachedVeth {
         host_ifname: host_name,
         container_ifname: spec.ifname.clone(),
         mac,

@@ -23,7 +23,7 @@ mod gateway;
 pub mod lab;
 mod link;
 mod netlink_dp;
-pub mod netns;
+mod netns;
 mod own;
 mod peer;
 mod probe;
@@ -43,7 +43,7 @@ pub use errors::NlError;
 pub use firewall::PublishedPort;
 pub use gateway::{DEFAULT_GATEWAY_BRIDGE, DEFAULT_GATEWAY_POOL, GatewaySpec};
 pub use netlink_dp::NetlinkDataplane;
-pub use netns::{Netns, NetnsId};
+pub use netns::{Netns, NetnsId, named_path};
 pub use probe::{InterfaceState, NamespaceState, RouteState, inspect_namespace};
 
 /// The IANA VXLAN port, used unless a network says otherwise.
@@ -150,7 +150,7 @@ impl AttachSpec {
 
 /// What an attach created (or found already in place).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attachment {
+pub struct AttachedVeth {
     /// Name of the veth end on the sandbox bridge.
     pub host_ifname: String,
     /// Name of the interface in the container.
@@ -195,7 +195,7 @@ pub trait Dataplane: Send + Sync {
     async fn list_sandboxes(&self) -> Result<Vec<SandboxInfo>>;
 
     /// Connects a container interface to the network's sandbox.
-    async fn attach(&self, network: &NetworkId, spec: &AttachSpec) -> Result<Attachment>;
+    async fn attach(&self, network: &NetworkId, spec: &AttachSpec) -> Result<AttachedVeth>;
 
     /// Removes a container interface attached to the network; absent is not an error.
     async fn detach(&self, network: &NetworkId, netns: &Path, ifname: &str) -> Result<()>;
@@ -230,7 +230,7 @@ pub trait Dataplane: Send + Sync {
 
     /// Gives a container an interface on the gateway bridge (`spec.ipv4` from the pool) with
     /// its default route through the bridge; the port is isolated from the other containers'.
-    async fn attach_gateway(&self, spec: &GatewaySpec, attach: &AttachSpec) -> Result<Attachment> {
+    async fn attach_gateway(&self, spec: &GatewaySpec, attach: &AttachSpec) -> Result<AttachedVeth> {
         let _ = (spec, attach);
         Err(no_gateway())
     }

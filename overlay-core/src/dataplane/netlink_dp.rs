@@ -15,7 +15,7 @@ use super::netns::run_on_thread;
 use super::own::OwnDeletions;
 use super::sandbox::{self, Sandbox, blocking};
 use super::{
-    AttachSpec, Attachment, Dataplane, GatewaySpec, Peer, PublishedPort, SandboxInfo,
+    AttachSpec, AttachedVeth, Dataplane, GatewaySpec, Peer, PublishedPort, SandboxInfo,
     SandboxSockets, SandboxSpec, endpoint, firewall, gateway, peer,
 };
 use crate::error::{Error, ErrorKind, Result};
@@ -205,7 +205,7 @@ impl Dataplane for NetlinkDataplane {
         Ok(out)
     }
 
-    async fn attach(&self, network: &NetworkId, spec: &AttachSpec) -> Result<Attachment> {
+    async fn attach(&self, network: &NetworkId, spec: &AttachSpec) -> Result<AttachedVeth> {
         let sb = self.sandbox(network).await?;
         endpoint::attach(&sb.bridge(), spec, endpoint::Uplink::default()).await
     }
@@ -258,7 +258,7 @@ impl Dataplane for NetlinkDataplane {
         Ok(())
     }
 
-    async fn attach_gateway(&self, spec: &GatewaySpec, attach: &AttachSpec) -> Result<Attachment> {
+    async fn attach_gateway(&self, spec: &GatewaySpec, attach: &AttachSpec) -> Result<AttachedVeth> {
         let Some(ip) = attach.ipv4.filter(|ip| spec.pool.contains(&ip.addr())) else {
             return Err(Error::invalid(
                 "attach gateway",

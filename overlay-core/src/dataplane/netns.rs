@@ -15,7 +15,7 @@ use nix::sched::CloneFlags;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Where iproute2 and this crate keep named network namespaces.
-pub const NETNS_RUN_DIR: &str = "/run/netns";
+pub(crate) const NETNS_RUN_DIR: &str = "/run/netns";
 
 /// An open network namespace: the file it was opened from and a descriptor that keeps it alive.
 #[derive(Debug)]

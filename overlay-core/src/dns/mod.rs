@@ -20,4 +20,4 @@ pub(crate) mod server;
 pub(crate) mod upstream;
 
 /// The port the resolver answers on.
-pub const PORT: u16 = 53;
+pub(crate) const PORT: u16 = 53;

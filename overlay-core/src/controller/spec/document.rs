@@ -1,4 +1,6 @@
-//! The documents of [`super`]: their shapes, and the conversions that check their values.
+//! The JSON documents the faces outside Rust hand over (the C face, the JSON-lines protocol)
+//! for [`ControllerOptions`], [`NetworkOptions`], [`ContainerSpec`] and the rest: their
+//! shapes, and the conversions that check their values.
 //!
 //! Each shape mirrors its typed struct field for field (the typed struct documents the fields);
 //! text stays text and numbers stay JSON numbers, so that reading a shape fails only on the
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Number;
 
 use super::{
@@ -22,6 +25,37 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::model::Vni;
+
+/// A type callers may hand over as a JSON document: its [`Document`](Self::Document) is read
+/// first, and only a document of that shape is converted (and its values checked) by `TryFrom`.
+pub trait FromDocument: TryFrom<Self::Document, Error = Error> {
+    /// The document's shape: the type's field names and JSON types, values as written.
+    type Document: DeserializeOwned;
+}
+
+impl FromDocument for ControllerOptions {
+    type Document = ControllerOptionsDoc;
+}
+
+impl FromDocument for AddressPool {
+    type Document = AddressPoolDoc;
+}
+
+impl FromDocument for SubnetOptions {
+    type Document = SubnetOptionsDoc;
+}
+
+impl FromDocument for NetworkOptions {
+    type Document = NetworkOptionsDoc;
+}
+
+impl FromDocument for NetnsRef {
+    type Document = NetnsRefDoc;
+}
+
+impl FromDocument for ContainerSpec {
+    type Document = ContainerSpecDoc;
+}
 
 /// The shape of a [`ControllerOptions`] document.
 #[derive(Debug, Deserialize)]

@@ -1,4 +1,8 @@
-//! Changes a controller reports to its embedder, as they are seen through the store's watches.
+//! What a controller reports about its host and the cluster: the changes it sees
+//! ([`ControllerEvent`]) and its health ([`Health`]).
+//!
+//! Plain data, below both the agent that produces it and the controller that hands it out, so
+//! that neither imports from the other's side.
 
 use serde::{Deserialize, Serialize};
 
@@ -74,4 +78,41 @@ impl ControllerEvent {
             host: ep.host.to_string(),
         }
     }
+}
+
+/// The state of one background task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskHealth {
+    /// The task (`hosts`, `networks`, `sweep`, `network my-net`).
+    pub name: String,
+    /// `running`, `failing` (it retries a failed store call) or `restarting` (it panicked).
+    pub state: String,
+    /// The last failure while not `running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How often it was restarted after a panic.
+    pub restarts: u32,
+}
+
+/// A host's health, as [`Controller::health`](crate::Controller::health) reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// The host id.
+    pub host: String,
+    /// Whether the store answered a read just now.
+    pub store_reachable: bool,
+    /// Why it did not, if it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
+    /// When the last sweep (reclaim, collector, heal) completed, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sweep_ms: Option<u64>,
+    /// Every background task.
+    pub tasks: Vec<TaskHealth>,
+    /// The requests this host's store client made since it was opened, by kind (this health
+    /// call's own read among them); absent for a store that does not count them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_requests: Option<crate::store::RequestCounts>,
+    /// Whether the store answers and every task is running.
+    pub healthy: bool,
 }
