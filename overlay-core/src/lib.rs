@@ -26,6 +26,7 @@ pub mod ipam;
 pub mod model;
 mod report;
 mod retry;
+mod sync;
 pub mod store;
 
 pub use controller::{

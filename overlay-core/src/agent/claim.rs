@@ -19,8 +19,7 @@ use crate::store::KvStore;
 static LIVE: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
 
 fn live() -> std::sync::MutexGuard<'static, BTreeSet<u64>> {
-    LIVE.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    crate::sync::lock(&LIVE)
 }
 
 /// This machine's boot id, or empty where the kernel does not say.

@@ -58,15 +58,11 @@ struct Pending {
 
 impl Files {
     fn pending(&self) -> MutexGuard<'_, Pending> {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.pending)
     }
 
     fn written(&self) -> MutexGuard<'_, Written> {
-        self.written
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.written)
     }
 
     /// The names of network `id` may have changed.

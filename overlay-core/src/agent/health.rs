@@ -42,9 +42,7 @@ pub(crate) struct Board {
 
 impl Board {
     fn tasks(&self) -> MutexGuard<'_, BTreeMap<String, TaskState>> {
-        self.tasks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.tasks)
     }
 
     fn set(&self, task: &str, f: impl FnOnce(&mut TaskState)) {
@@ -58,10 +56,7 @@ impl Board {
 
     /// A sweep completed now.
     pub(crate) fn swept(&self) {
-        *self
-            .last_sweep_ms
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now_ms());
+        *crate::sync::lock(&self.last_sweep_ms) = Some(now_ms());
     }
 
     /// The tasks and the last sweep, for [`Health`](crate::report::Health).
@@ -83,10 +78,7 @@ impl Board {
                 restarts: t.restarts,
             })
             .collect();
-        let sweep = *self
-            .last_sweep_ms
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sweep = *crate::sync::lock(&self.last_sweep_ms);
         (tasks, sweep)
     }
 }

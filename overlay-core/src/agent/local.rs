@@ -195,9 +195,7 @@ impl LocalState {
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<EndpointId, LocalEndpoint>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.entries)
     }
 
     /// The state directory.

@@ -118,9 +118,7 @@ pub(crate) struct Shared {
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind; keep serving it.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     fn me(&self) -> &HostId {
@@ -129,10 +127,7 @@ impl Shared {
 
     /// Waits for network `id`'s lock (see `net_locks`).
     async fn lock_network(&self, id: &NetworkId) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = self
-            .net_locks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let lock = crate::sync::lock(&self.net_locks)
             .entry(*id)
             .or_default()
             .clone();
@@ -278,9 +273,7 @@ impl Agent {
                 let s = shared.clone();
                 let first = Mutex::new(Some(networks_now));
                 health::supervise(board.clone(), "networks".into(), move || {
-                    let initial = first
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    let initial = crate::sync::lock(&first)
                         .take();
                     live::watch_networks(s.clone(), initial)
                 })
@@ -342,9 +335,7 @@ impl Agent {
             // The listing above serves the task's first run only; a restarted task lists again.
             let initial = Mutex::new(listing);
             let handle = health::supervise(self.shared.board.clone(), name, move || {
-                let listing = initial
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                let listing = crate::sync::lock(&initial)
                     .take();
                 network::run(shared.clone(), id, listing)
             });
@@ -484,10 +475,7 @@ impl Agent {
 
     fn stop(&self) {
         claim::release(self.shared.cfg.host.holder.as_ref());
-        let mut background = self
-            .background
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut background = crate::sync::lock(&self.background);
         for t in background.drain(..) {
             t.abort();
         }

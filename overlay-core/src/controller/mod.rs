@@ -139,13 +139,8 @@ impl Controller {
                 "host_ttl and reclaim_grace must be positive",
             ));
         }
-        if let Some(mtu) = opts.mtu
-            && !(68..=65_535).contains(&mtu)
-        {
-            return Err(Error::invalid(
-                op,
-                format!("MTU {mtu} is outside 68..=65535"),
-            ));
+        if let Some(mtu) = opts.mtu {
+            crate::model::checked_mtu(op, mtu)?;
         }
         let mut url = StoreUrl::parse(&opts.store)?;
         url.options.ttl = opts.host_ttl;
@@ -259,11 +254,7 @@ impl Controller {
 
     /// The running agent, or Unavailable once the controller is closed.
     fn agent(&self) -> Result<Arc<Agent>> {
-        let guard = self
-            .inner
-            .agent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let guard = crate::sync::lock(&self.inner.agent);
         guard.clone().ok_or_else(|| {
             Error::new(
                 ErrorKind::Unavailable,
@@ -297,11 +288,7 @@ impl Controller {
     /// host takes them over.
     pub async fn close(&self) -> Result<()> {
         let _quiet = self.inner.in_flight.write().await;
-        let agent = self
-            .inner
-            .agent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let agent = crate::sync::lock(&self.inner.agent)
             .take();
         match agent {
             Some(agent) => {

@@ -146,13 +146,8 @@ impl Networks {
         let op = "create network";
         validate_network_name(name)?;
         let wanted_vni = opts.vni.map(Vni::new).transpose()?;
-        if let Some(mtu) = opts.mtu
-            && !(68..=65_535).contains(&mtu)
-        {
-            return Err(Error::invalid(
-                op,
-                format!("MTU {mtu} is outside 68..=65535"),
-            ));
+        if let Some(mtu) = opts.mtu {
+            crate::model::checked_mtu(op, mtu)?;
         }
         let requests = pool_requests(opts)?;
         let id = NetworkId::random();

@@ -63,9 +63,7 @@ impl Lab {
     pub async fn namespace(&self, name: &str) -> Result<Netns> {
         let full = format!("{}-{name}", self.prefix);
         let (ns, _) = Netns::create_named(&full)?;
-        self.made
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.made)
             .push(full.clone());
         let conn = NlConn::open(Some(&ns), &full).await?;
         link::set_link(
@@ -202,10 +200,7 @@ impl Lab {
     pub fn cleanup(&self) -> Result<()> {
         let mut failures = Failures::default();
         let made: Vec<String> = std::mem::take(
-            &mut *self
-                .made
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            &mut *crate::sync::lock(&self.made),
         );
         // Sandboxes of host `<prefix>_x` are named `ovl-<prefix>_x-<net>`.
         let tag_prefix = format!("{}_", self.prefix);

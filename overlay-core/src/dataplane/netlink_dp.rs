@@ -93,9 +93,7 @@ impl NetlinkDataplane {
     }
 
     fn gateway_made_lock(&self) -> std::sync::MutexGuard<'_, Option<(GatewaySpec, u32)>> {
-        self.gateway_made
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.gateway_made)
     }
 
     /// Forgets what the gateway was made to be: the next ensure and publish do their work.

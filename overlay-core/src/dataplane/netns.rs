@@ -268,9 +268,7 @@ pub(crate) fn run_on_thread<T: Send + 'static>(
 fn ensure_run_dir() -> Result<()> {
     // Serialized so that two threads finding it unmounted do not stack two bind mounts.
     static READY: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
-    let mut ready = READY
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut ready = crate::sync::lock(&READY);
     if *ready {
         return Ok(());
     }

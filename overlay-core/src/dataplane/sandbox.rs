@@ -85,13 +85,7 @@ pub(crate) fn sandbox_name(tag: &str, network: &NetworkId) -> String {
 /// MTU for the overlay: the one asked for, or the underlay's minus the encapsulation overhead.
 pub(crate) async fn overlay_mtu(host: &NlConn, spec: &SandboxSpec) -> Result<u32> {
     if let Some(mtu) = spec.mtu {
-        if !(68..=65535).contains(&mtu) {
-            return Err(
-                Error::invalid("ensure sandbox", format!("MTU {mtu} is out of range"))
-                    .with_hint("use an MTU between 68 and 65535, or none to derive it"),
-            );
-        }
-        return Ok(mtu);
+        return crate::model::checked_mtu("ensure sandbox", mtu);
     }
     let addrs = dump_addresses(host).await?;
     let Some((index, _, _)) = addrs.iter().find(|(_, ip, _)| *ip == spec.vtep) else {

@@ -60,10 +60,7 @@ impl NetNames {
         network: &Network,
         endpoints: impl Iterator<Item = &'a Endpoint>,
     ) {
-        let mut z = self
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut z = crate::sync::write(&self.0);
         let zone = network.name.to_ascii_lowercase();
         if z.zone != zone {
             // Every `name.network` changes with the zone: start again.
@@ -119,9 +116,7 @@ impl NetNames {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Zone> {
-        self.0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::read(&self.0)
     }
 }
 

@@ -33,18 +33,12 @@ pub(crate) struct Names(RwLock<Arc<Directory>>);
 impl Names {
     /// The directory as it is now.
     pub(crate) fn current(&self) -> Arc<Directory> {
-        self.0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        crate::sync::read(&self.0).clone()
     }
 
     /// Makes `f` of the current directory the current one.
     pub(crate) fn update(&self, f: impl FnOnce(&Directory) -> Directory) {
-        let mut cur = self
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cur = crate::sync::write(&self.0);
         let next = f(&cur);
         *cur = Arc::new(next);
     }

@@ -168,7 +168,7 @@ impl Record for Network {
             return Err(format!("name {:?} is not a valid network name", self.name));
         }
         if let Some(mtu) = self.mtu
-            && !(68..=65_535).contains(&mtu)
+            && !super::MTU_RANGE.contains(&mtu)
         {
             return Err(format!("mtu {mtu} is outside 68..=65535"));
         }
