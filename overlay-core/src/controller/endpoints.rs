@@ -8,6 +8,8 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::Controller;
 use super::attach::{Attachment, attachment};
+use super::checks::connect_preconditions;
+use super::rollback::Rollback;
 use super::inspect::ContainerInspect;
 use super::networks::decode_all;
 use super::spec::ContainerSpec;
@@ -18,32 +20,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::ipam::{AddressRequest, Family, Want};
 use crate::model::{Endpoint, EndpointId, MacAddr, Network, NetworkId, Record, SCHEMA, keys};
 use crate::store::TxnOp;
-
-/// Addresses handed out for one connect, given back if the connect fails half-way.
-struct Held<'a> {
-    ctl: &'a Controller,
-    network: NetworkId,
-    /// The endpoint being connected, which owns the addresses.
-    id: EndpointId,
-    owner: String,
-    ips: Vec<IpAddr>,
-}
-
-impl Held<'_> {
-    async fn release(self) {
-        for ip in self.ips {
-            if let Err(e) = self
-                .ctl
-                .inner
-                .ipam
-                .release(&self.network, ip, &self.owner)
-                .await
-            {
-                tracing::warn!(%ip, error = %e, "could not release an address; the collector will");
-            }
-        }
-    }
-}
 
 /// Adds what only this host knows of its endpoint `entry` to its inspect entry.
 pub(super) fn with_gateway(
@@ -81,17 +57,19 @@ impl Controller {
 
     async fn allocate(
         &self,
-        held: &mut Held<'_>,
+        network: &NetworkId,
+        owner: EndpointId,
+        undo: &mut Rollback,
         want: Want,
         sticky: Option<&str>,
     ) -> Result<IpNet> {
         let request = AddressRequest {
             want,
-            owner: held.owner.clone(),
+            owner: owner.to_string(),
             sticky: sticky.map(str::to_string),
         };
-        let alloc = self.inner.ipam.request(&held.network, &request).await?;
-        held.ips.push(alloc.address.addr());
+        let alloc = self.inner.ipam.request(network, &request).await?;
+        undo.address(alloc.address.addr());
         Ok(alloc.address)
     }
 
@@ -101,12 +79,15 @@ impl Controller {
         &self,
         net: &Network,
         c: &ContainerSpec,
-        held: &mut Held<'_>,
+        id: EndpointId,
+        undo: &mut Rollback,
     ) -> Result<(Option<Ipv4Net>, Option<Ipv6Net>)> {
         let sticky = c.sticky.then_some(c.name.as_str());
         let v4 = self
             .allocate(
-                held,
+                &net.id,
+                id,
+                undo,
                 c.ipv4
                     .map_or(Want::Any(Family::V4), |ip| Want::Specific(ip.into())),
                 sticky,
@@ -116,7 +97,7 @@ impl Controller {
             let want = c
                 .ipv6
                 .map_or(Want::Any(Family::V6), |ip| Want::Specific(ip.into()));
-            Some(self.allocate(held, want, sticky).await?)
+            Some(self.allocate(&net.id, id, undo, want, sticky).await?)
         } else {
             None
         };
@@ -176,46 +157,8 @@ impl Controller {
         let op = "connect";
         c.validate()?;
         let (net, net_version) = self.lookup(network).await?;
-        if net.removing {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                op,
-                format!("network {:?} is being removed", net.name),
-            ));
-        }
-        if net.internal && !c.publish.is_empty() {
-            return Err(Error::invalid(
-                op,
-                format!(
-                    "network {:?} is internal: nothing on it is published",
-                    net.name
-                ),
-            )
-            .with_hint("drop the published ports, or use a network that is not internal"));
-        }
-        // A network made on a host with another gateway pool may cover this host's: its
-        // containers' routes would then clash with the gateway bridge's.
         let gateway_pool = ipnet::IpNet::from(self.agent()?.config().gateway.pool);
-        if let Some(p) = net.pools.iter().find(|p| {
-            !net.internal
-                && (p.subnet.contains(&gateway_pool.network())
-                    || gateway_pool.contains(&p.subnet.network()))
-        }) {
-            return Err(Error::invalid(
-                op,
-                format!(
-                    "subnet {} of network {:?} overlaps this host's gateway pool {gateway_pool}",
-                    p.subnet, net.name
-                ),
-            )
-            .with_hint("set gateway_pool on this host to a range no overlay network uses"));
-        }
-        if c.ipv6.is_some() && !net.ipv6 {
-            return Err(
-                Error::invalid(op, format!("network {:?} has no IPv6", net.name))
-                    .with_hint("drop the IPv6 address, or use a network created with IPv6"),
-            );
-        }
+        connect_preconditions(&net, c, gateway_pool)?;
         let netns = c.netns.path();
         if !netns.exists() {
             return Err(Error::new(
@@ -242,20 +185,13 @@ impl Controller {
             None => self.next_ifname(&c.id, None)?,
         };
         let id = handoff.map_or_else(EndpointId::random, |p| p.owner);
-        let mut held = Held {
-            ctl: self,
-            network: net.id,
-            id,
-            owner: id.to_string(),
-            ips: Vec::new(),
-        };
         // Until the agent has taken the endpoint in, no disconnect, heal or collection of this
         // network on this host runs: a concurrent leave of the last other endpoint would
         // otherwise remove the sandbox under the new interface.
         let agent = self.agent()?;
         let _network = agent.lock_network(&net.id).await;
         let result = self
-            .connect_steps(&net, net_version, c, ifname, &mut held, handoff)
+            .connect_steps(&net, net_version, c, ifname, id, handoff)
             .await;
         match result {
             Ok(ep) => {
@@ -271,29 +207,47 @@ impl Controller {
                 agent.join(&net, ep).await;
                 Ok(out)
             }
-            Err(e) => {
-                held.release().await;
-                Err(e.with_op(op))
-            }
+            Err(e) => Err(e.with_op(op)),
         }
     }
 
-    /// Address, kernel state and endpoint record, in that order; `held` keeps what must be
-    /// given back if a later step fails.
+    /// Address, kernel state and endpoint record, in that order. Each change registers its
+    /// undo as soon as it is made; a failure undoes them all, newest first (see
+    /// [`Rollback`]), before it returns.
     async fn connect_steps(
         &self,
         net: &Network,
         net_version: crate::store::Version,
         c: &ContainerSpec,
         ifname: String,
-        held: &mut Held<'_>,
+        id: EndpointId,
         plan: Option<super::handoff::Plan>,
     ) -> Result<Endpoint> {
-        let id = held.id;
+        let mut undo = Rollback::new(net.id, id);
+        let made = self
+            .connect_changes(net, net_version, c, ifname, id, plan, &mut undo)
+            .await;
+        if made.is_err() {
+            undo.run(self).await;
+        }
+        made
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn connect_changes(
+        &self,
+        net: &Network,
+        net_version: crate::store::Version,
+        c: &ContainerSpec,
+        ifname: String,
+        id: EndpointId,
+        plan: Option<super::handoff::Plan>,
+        undo: &mut Rollback,
+    ) -> Result<Endpoint> {
         let handoff = plan.is_some();
         let (ipv4, ipv6) = match plan {
             Some(_) => super::handoff::held_addresses(net, c)?,
-            None => self.allocate_all(net, c, held).await?,
+            None => self.allocate_all(net, c, id, undo).await?,
         };
         let mac = match (plan.and_then(|p| p.mac), ipv4) {
             (Some(mac), _) => mac,
@@ -302,8 +256,10 @@ impl Controller {
         };
         let dp = &self.inner.dataplane;
         dp.ensure_sandbox(&self.sandbox_spec(net)?).await?;
+        let netns = c.netns.path();
+        undo.interface(netns.clone(), ifname.clone());
         let attach = AttachSpec {
-            netns: c.netns.path(),
+            netns: netns.clone(),
             ifname: ifname.clone(),
             ipv4,
             ipv6,
@@ -311,31 +267,18 @@ impl Controller {
             mtu: None,
             handoff,
         };
-        let undo_kernel = || async {
-            if let Err(e) = dp.detach(&net.id, &c.netns.path(), &ifname).await {
-                tracing::warn!(error = %e, "could not detach after a failed connect");
-            }
-            let still_used = self
-                .agent()
-                .map(|a| a.local_endpoints().iter().any(|e| e.network == net.id));
-            if !still_used.unwrap_or(true)
-                && let Err(e) = dp.remove_sandbox(&net.id).await
-            {
-                tracing::warn!(error = %e, "could not remove the sandbox after a failed connect");
-            }
-        };
         // The gateway's addresses and ports are the whole host's: held from choosing them
-        // until this endpoint's entry holds them and the firewall has them. The container's
-        // two interfaces are made at once (each is a veth pair born in its namespace).
+        // until this endpoint's entry holds them and the firewall has them (or, on a failure,
+        // until they are given back). The container's two interfaces are made at once (each
+        // is a veth pair born in its namespace).
         let agent = self.agent()?;
-        let _gateway = agent.lock_gateway().await;
+        undo.hold_gateway(agent.lock_gateway().await);
         // A runtime that moves the interface itself gives the container its way out too.
         let gw_ifname = if net.internal || handoff {
             None
         } else {
             Some(self.next_ifname(&c.id, Some(&ifname))?)
         };
-        let netns = c.netns.path();
         let (attached, gateway) = tokio::join!(dp.attach(&net.id, &attach), async {
             match &gw_ifname {
                 Some(gw) => agent
@@ -345,84 +288,35 @@ impl Controller {
                 None => Ok(None),
             }
         });
-        // Whatever one of the two made goes when the other failed.
-        let undo_both = async |made: Option<crate::agent::gateway::Prepared>| {
-            if let Some(p) = made.filter(|p| p.made)
-                && let Err(e) = dp
-                    .detach_gateway(&agent.config().gateway, &netns, &p.gateway.ifname)
-                    .await
-            {
-                tracing::warn!(error = %e, "could not remove the gateway interface after a failed connect");
-            }
-            if gw_ifname.is_some() {
-                // A bridge made for this endpoint alone goes with it.
-                agent.settle_gateway().await;
-            }
-            undo_kernel().await;
-        };
-        let gateway = match (attached, gateway) {
-            (Ok(_), Ok(g)) => g,
-            (Err(e), made) => {
-                undo_both(made.ok().flatten()).await;
-                return Err(e);
-            }
-            (Ok(_), Err(e)) => {
-                undo_both(None).await;
-                return Err(e);
-            }
-        };
-        let undo_gateway = || async {
-            if let Some(p) = gateway.as_ref().filter(|p| p.made) {
-                let spec = &agent.config().gateway;
-                if let Err(e) = dp
-                    .detach_gateway(spec, &c.netns.path(), &p.gateway.ifname)
-                    .await
-                {
-                    tracing::warn!(error = %e, "could not remove the gateway interface after a failed connect");
-                }
-            }
-            if gateway.is_some() {
-                agent.settle_gateway().await;
-            }
-        };
+        if gw_ifname.is_some() {
+            let made = gateway
+                .as_ref()
+                .ok()
+                .and_then(Option::as_ref)
+                .filter(|p| p.made)
+                .map(|p| p.gateway.ifname.clone());
+            undo.gateway(netns.clone(), made);
+        }
+        attached?;
+        let gateway = gateway?;
         // This host's own record of the container, before the cluster's: a crash between the
         // two leaves an entry without a record, which the next start undoes.
         let local = agent.local().clone();
-        let entry = entry_for(
-            id,
-            net.id,
-            &c.id,
-            &c.netns.path(),
-            &ifname,
-            c.hosts_file.as_deref(),
-        )
-        .and_then(|mut entry| {
-            if let Some(h) = &c.hosts_file {
-                entry.hosts_dir_made = make_hosts_dir(h)?;
-            }
-            if let Some(r) = &c.resolv_conf {
-                entry.resolv_conf = Some(r.clone());
-                entry.resolv_dir_made = make_hosts_dir(r)?;
-            }
-            entry.gateway = gateway.as_ref().map(|p| p.gateway.clone());
-            entry.owner = c.owner.clone();
-            entry.handoff = handoff;
-            local.insert(entry)
-        });
-        if let Err(e) = entry {
-            undo_gateway().await;
-            undo_kernel().await;
-            return Err(e);
+        let mut entry = entry_for(id, net.id, &c.id, &netns, &ifname, c.hosts_file.as_deref())?;
+        if let Some(h) = &c.hosts_file {
+            entry.hosts_dir_made = make_hosts_dir(h)?;
         }
-        if gateway.is_some()
-            && let Err(e) = agent.publish_gateway().await
-        {
-            if let Err(e) = local.remove(&id) {
-                tracing::warn!(error = %e, "could not remove the host state of a failed connect");
-            }
-            undo_gateway().await;
-            undo_kernel().await;
-            return Err(e);
+        if let Some(r) = &c.resolv_conf {
+            entry.resolv_conf = Some(r.clone());
+            entry.resolv_dir_made = make_hosts_dir(r)?;
+        }
+        entry.gateway = gateway.as_ref().map(|p| p.gateway.clone());
+        entry.owner = c.owner.clone();
+        entry.handoff = handoff;
+        local.insert(entry)?;
+        undo.entry();
+        if gateway.is_some() {
+            agent.publish_gateway().await?;
         }
         let ep = Endpoint {
             schema: SCHEMA,
@@ -459,15 +353,11 @@ impl Controller {
             },
         ];
         if let Err(e) = self.inner.store.txn(&ops).await {
-            if let Err(e) = local.remove(&id) {
-                tracing::warn!(error = %e, "could not remove the host state of a failed connect");
-            }
-            undo_gateway().await;
-            undo_kernel().await;
             return Err(self.explain_publish_failure(net, c, e).await);
         }
         Ok(ep)
     }
+
 
     /// Turns a failed endpoint transaction into the error a user can act on.
     async fn explain_publish_failure(&self, net: &Network, c: &ContainerSpec, e: Error) -> Error {

@@ -17,10 +17,12 @@
 
 mod advertise;
 mod attach;
+mod checks;
 mod endpoints;
 mod handoff;
 mod inspect;
 mod networks;
+mod rollback;
 pub mod rpc;
 mod spec;
 
