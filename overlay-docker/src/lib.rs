@@ -10,7 +10,7 @@
 //! Networks are the cluster's overlay networks, found by name; addresses come from the
 //! global IPAM, so two engines never hand out the same one; the container's interface is a
 //! veth made by the agent on the network's bridge, which the engine moves into the container.
-//! See [`plugin`] for the mapping, and the README's Docker section for both scopes.
+//! See [`plugin`] for the mapping, and `docs/docker.md` for both scopes.
 
 pub mod engine;
 pub mod error;
