@@ -9,16 +9,11 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Backend, Cluster, fetch, lacks, lookup, serve, wait_until};
+use support::{Backend, Cluster, Running, fetch, ip_of, lacks, lookup, serve, wait_until};
 
 /// How long convergence may take before a test fails. The benchmark measures the real figure
 /// (milliseconds); this bound only keeps a broken build from hanging.
 const CONVERGE: Duration = Duration::from_secs(10);
-
-fn ip_of(ep: &serde_json::Value) -> IpAddr {
-    let cidr = ep["IPv4Address"].as_str().expect("IPv4Address");
-    cidr.split('/').next().unwrap().parse().expect("address")
-}
 
 /// The walkthrough: network created on host 1 is listed with the same id on host 2; four
 /// containers on two hosts reach each other by name and name.my-net; a removal reaches the
@@ -51,15 +46,15 @@ async fn walkthrough(test: &str, backend: Backend) {
         ("zookeeper2", 1),
         ("zookeeper4", 1),
     ] {
-        let (cid, ns, hosts, ep) = c.run(h, name, json!({})).await;
-        containers.push((name, h, cid, ns, hosts, ip_of(&ep)));
+        containers.push(c.run(h, name, json!({})).await);
     }
     let mut servers = Vec::new();
-    for (_, _, _, ns, _, _) in &containers {
-        servers.push(serve(ns, 2181, "imok"));
+    for r in &containers {
+        servers.push(serve(&r.ns, 2181, "imok"));
     }
-    for (name, _, _, ns, hosts, _) in &containers {
-        for (other, ..) in containers.iter().filter(|o| o.0 != *name) {
+    for r in &containers {
+        let (name, ns, hosts) = (&r.name, &r.ns, &r.hosts_file);
+        for other in containers.iter().map(|o| &o.name).filter(|o| *o != name) {
             let full = format!("{other}.my-net");
             wait_until(&format!("{name} resolves {full}"), CONVERGE, async || {
                 lookup(hosts, &full).is_some() && lookup(hosts, other).is_some()
@@ -90,15 +85,16 @@ async fn walkthrough(test: &str, backend: Backend) {
     );
 
     // Removal of zookeeper3 (host1) reaches host2's hosts files and kernel.
-    let (_, _, zk3, _, _, zk3_ip) = containers.remove(1);
+    let zk3 = containers.remove(1);
+    let zk3_ip = zk3.ip();
     assert!(
         c.hosts[1].peers(&id).await.iter().any(|p| p.ip == zk3_ip),
         "host2 programs zookeeper3"
     );
     c.hosts[0]
-        .ok(json!({"op": "disconnect", "network": "my-net", "container_id": zk3}))
+        .ok(json!({"op": "disconnect", "network": "my-net", "container_id": zk3.id}))
         .await;
-    let zk2_hosts = containers[1].4.clone();
+    let zk2_hosts = containers[1].hosts_file.clone();
     let took = wait_until("zookeeper3's removal reaches host2", CONVERGE, async || {
         lacks(&zk2_hosts, "zookeeper3")
             && !c.hosts[1].peers(&id).await.iter().any(|p| p.ip == zk3_ip)
@@ -106,9 +102,9 @@ async fn walkthrough(test: &str, backend: Backend) {
     .await;
     eprintln!("{test}: removal reached host2's hosts file and FDB in {took:?}");
     drop(servers);
-    for (_, h, cid, ..) in &containers {
-        c.hosts[*h]
-            .ok(json!({"op": "disconnect", "network": "my-net", "container_id": cid}))
+    for r in &containers {
+        c.hosts[r.host]
+            .ok(json!({"op": "disconnect", "network": "my-net", "container_id": r.id}))
             .await;
     }
     let e = c.hosts[0]
@@ -130,8 +126,8 @@ async fn dead_host_forgotten(test: &str, backend: Backend) {
         .ok(json!({"op": "create_network", "name": "my-net"}))
         .await;
     let id = net["Id"].as_str().unwrap().to_string();
-    let (_, alpha, _, _) = c.run(0, "alpha", json!({})).await;
-    let (_, _, _, ep) = c.run(1, "beta", json!({})).await;
+    let Running { ns: alpha, .. } = c.run(0, "alpha", json!({})).await;
+    let Running { endpoint: ep, .. } = c.run(1, "beta", json!({})).await;
     let beta_ip = ip_of(&ep);
     wait_until("host1 programs beta", CONVERGE, async || {
         c.hosts[0].peers(&id).await.iter().any(|p| p.ip == beta_ip)
@@ -177,7 +173,7 @@ async fn dead_host_forgotten(test: &str, backend: Backend) {
     )
     .await;
     // The address is free again: a static request for it succeeds.
-    let (_, _, _, again) = c
+    let Running { endpoint: again, .. } = c
         .run(0, "gamma", json!({"ipv4": beta_ip.to_string()}))
         .await;
     assert_eq!(ip_of(&again), beta_ip);
@@ -190,7 +186,7 @@ async fn sticky_restart(test: &str, backend: Backend) {
     c.hosts[0]
         .ok(json!({"op": "create_network", "name": "my-net"}))
         .await;
-    let (cid, ..) = c.run(0, "db", json!({"sticky": true})).await;
+    let Running { id: cid, .. } = c.run(0, "db", json!({"sticky": true})).await;
     let first = ip_of(
         &c.hosts[0]
             .ok(json!({"op": "inspect", "network": "my-net"}))
@@ -202,7 +198,7 @@ async fn sticky_restart(test: &str, backend: Backend) {
     // Meanwhile nobody gets it: not the containers host 1 connects next (its IPAM block holds
     // the address), and not a container of either host asking for it by address.
     for i in 0..3 {
-        let (_, _, _, ep) = c.run(0, &format!("web{i}"), json!({})).await;
+        let Running { endpoint: ep, .. } = c.run(0, &format!("web{i}"), json!({})).await;
         assert_ne!(
             ip_of(&ep),
             first,
@@ -270,8 +266,8 @@ async fn store_restart(test: &str, backend: Backend) {
     c.hosts[0]
         .ok(json!({"op": "create_network", "name": "my-net"}))
         .await;
-    let (_, ns_a, hosts_a, _) = c.run(0, "a", json!({})).await;
-    let (_, ns_b, _, ep_b) = c.run(1, "b", json!({})).await;
+    let Running { ns: ns_a, hosts_file: hosts_a, .. } = c.run(0, "a", json!({})).await;
+    let Running { ns: ns_b, endpoint: ep_b, .. } = c.run(1, "b", json!({})).await;
     let _server = serve(&ns_b, 2181, "imok");
     let ip_b = ip_of(&ep_b);
     wait_until("a reaches b", CONVERGE, async || {
@@ -323,8 +319,8 @@ async fn quorum_lost(test: &str, backend: Backend) {
     c.hosts[0]
         .ok(json!({"op": "create_network", "name": "my-net"}))
         .await;
-    let (_, ns_a, _, _) = c.run(0, "a", json!({})).await;
-    let (_, ns_b, hosts_b, ep_b) = c.run(1, "b", json!({})).await;
+    let Running { ns: ns_a, .. } = c.run(0, "a", json!({})).await;
+    let Running { ns: ns_b, hosts_file: hosts_b, endpoint: ep_b, .. } = c.run(1, "b", json!({})).await;
     let _server = serve(&ns_b, 2181, "imok");
     let ip_b = ip_of(&ep_b);
     wait_until("a reaches b", CONVERGE, async || {
@@ -399,8 +395,8 @@ async fn leader_lost(test: &str, backend: Backend) {
         .ok(json!({"op": "create_network", "name": "my-net"}))
         .await;
     let id = net["Id"].as_str().unwrap().to_string();
-    let (_, ns_a, _, ep_a) = c.run(0, "a", json!({})).await;
-    let (_, ns_b, _, ep_b) = c.run(1, "b", json!({})).await;
+    let Running { ns: ns_a, endpoint: ep_a, .. } = c.run(0, "a", json!({})).await;
+    let Running { ns: ns_b, endpoint: ep_b, .. } = c.run(1, "b", json!({})).await;
     let _server = serve(&ns_b, 2181, "imok");
     let (ip_a, ip_b) = (ip_of(&ep_a), ip_of(&ep_b));
     wait_until("a reaches b", CONVERGE, async || {
@@ -474,8 +470,8 @@ async fn bad_records_skipped(test: &str, backend: Backend) {
             .await
             .expect("write a bad record");
     }
-    let (_, ns_a, hosts_a, _) = c.run(0, "a", json!({})).await;
-    let (_, ns_b, hosts_b, ep_b) = c.run(1, "b", json!({})).await;
+    let Running { ns: ns_a, hosts_file: hosts_a, .. } = c.run(0, "a", json!({})).await;
+    let Running { ns: ns_b, hosts_file: hosts_b, endpoint: ep_b, .. } = c.run(1, "b", json!({})).await;
     let _server = serve(&ns_b, 2181, "imok");
     wait_until(
         "a and b converge past the bad records",
@@ -511,8 +507,8 @@ async fn dual_stack(test: &str, backend: Backend) {
         .ok(json!({"op": "create_network", "name": "my-net", "options": opts}))
         .await;
     assert_eq!(net["EnableIPv6"], true);
-    let (_, ns_a, _, _) = c.run(0, "a", json!({})).await;
-    let (_, ns_b, _, ep_b) = c.run(1, "b", json!({})).await;
+    let Running { ns: ns_a, .. } = c.run(0, "a", json!({})).await;
+    let Running { ns: ns_b, endpoint: ep_b, .. } = c.run(1, "b", json!({})).await;
     let v4: IpAddr = ip_of(&ep_b);
     let v6: IpAddr = ep_b["IPv6Address"]
         .as_str()
@@ -545,8 +541,8 @@ async fn kernel_state_healed(test: &str, backend: Backend) {
         .ok(json!({"op": "create_network", "name": "my-net"}))
         .await;
     let id = net["Id"].as_str().unwrap().to_string();
-    let (_, ns_a, _, ep_a) = c.run(0, "a", json!({})).await;
-    let (_, ns_b, _, ep_b) = c.run(1, "b", json!({})).await;
+    let Running { ns: ns_a, endpoint: ep_a, .. } = c.run(0, "a", json!({})).await;
+    let Running { ns: ns_b, endpoint: ep_b, .. } = c.run(1, "b", json!({})).await;
     let _server = serve(&ns_b, 2181, "imok");
     let ip_b = ip_of(&ep_b);
     let mac_a = ep_a["MacAddress"].as_str().expect("MacAddress").to_string();

@@ -20,7 +20,7 @@ use overlay::dataplane::Netns;
 use overlay::dataplane::lab::Lab;
 use overlay_testkit::{TcpGreeter, fetch, look};
 use serde_json::json;
-use support::{Backend, Cluster, wait_until};
+use support::{Backend, Cluster, Running, wait_until};
 
 const WAIT: Duration = Duration::from_secs(2);
 /// Bounds that only keep a broken build from hanging.
@@ -269,10 +269,10 @@ async fn a_killed_agent_leaves_nothing_behind() {
     c.hosts[0]
         .ok(json!({"op": "create_network", "name": "my-net"}))
         .await;
-    let (zk, zk_ns, _, _) = c
+    let Running { id: zk, ns: zk_ns, .. } = c
         .run(0, "zookeeper1", json!({"publish": ["2181:2181"]}))
         .await;
-    let (_, kafka_ns, _, _) = c.run(0, "kafka", json!({"publish": ["9092:9092"]})).await;
+    let Running { ns: kafka_ns, .. } = c.run(0, "kafka", json!({"publish": ["9092:9092"]})).await;
     let _zk = support::serve(&zk_ns, 2181, "imok");
     let kafka = support::serve(&kafka_ns, 9092, "kafka");
     assert_eq!(support::fetch(&lan, host1, 2181).as_deref(), Some("imok"));

@@ -12,15 +12,10 @@ use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef};
 use overlay::dataplane::Netns;
 use overlay::dataplane::lab::Lab;
 use serde_json::json;
-use support::{Backend, Cluster, lacks, lookup, wait_until};
+use support::{Backend, Cluster, Running, ip_of, lacks, lookup, wait_until};
 
 /// Bounds that only keep a broken build from hanging.
 const LIMIT: Duration = Duration::from_secs(15);
-
-fn ip_of(ep: &serde_json::Value) -> IpAddr {
-    let cidr = ep["IPv4Address"].as_str().expect("IPv4Address");
-    cidr.split('/').next().unwrap().parse().expect("address")
-}
 
 /// A lab of two hosts `a` and `b` on one underlay (198.51.100.1 and .2), for controllers in
 /// this process.
@@ -81,7 +76,7 @@ async fn dead_container_collected(test: &str, backend: Backend) {
         ((), ns, hosts, ep)
     };
     let hosts_a = c.dir.path().join("made-for-a").join("hosts");
-    let (_, _, hosts_b, _) = c.run(1, "b", json!({})).await;
+    let Running { hosts_file: hosts_b, .. } = c.run(1, "b", json!({})).await;
     wait_until("b resolves a", LIMIT, async || {
         lookup(&hosts_b, "a").is_some()
     })
@@ -132,7 +127,7 @@ async fn dead_container_collected(test: &str, backend: Backend) {
     })
     .await;
     // The address is free: a new container gets it by asking for it.
-    let (_, _, _, ep_c) = c.run(0, "c", json!({"ipv4": ip_a.to_string()})).await;
+    let Running { endpoint: ep_c, .. } = c.run(0, "c", json!({"ipv4": ip_a.to_string()})).await;
     assert_eq!(ip_of(&ep_c), ip_a);
     c.stop().await;
 }

@@ -38,6 +38,9 @@
 //!
 //! [`CniRunner`] runs CNI plugins as a container runtime does (upstream's `cnitool`).
 //!
+//! [`wait_until`] waits for a condition, naming it when a bound only a bug reaches passes;
+//! [`lookup`] and [`lacks`] read a hosts file as a resolver would.
+//!
 //! This crate does not depend on `overlay-core`, so both `overlay-core` and the root crate can
 //! use it as a dev-dependency.
 
@@ -45,6 +48,7 @@ mod cluster;
 mod cni;
 mod dns;
 mod docker;
+mod hosts;
 mod look;
 mod netns;
 mod pipe;
@@ -53,6 +57,7 @@ mod proxy;
 mod servers;
 mod tcp;
 mod tls;
+mod wait;
 
 pub use cluster::{EtcdCluster, ZooKeeperCluster};
 pub use cni::{CniEnv, CniOutcome, CniRunner};
@@ -61,9 +66,11 @@ pub use docker::{
     DOCKER, DOCKERD, DockerEngine, EngineSpec, NetnsEtcd, busybox_rootfs, kill_in_netns,
     require_docker,
 };
+pub use hosts::{lacks, lookup};
 pub use look::{ip_json, link, links, look, try_look};
 pub use process::{missing, require_root, unique_prefix};
 pub use proxy::TcpProxy;
 pub use servers::{EtcdServer, ZooKeeperServer};
 pub use tcp::{TcpGreeter, fetch, in_netns};
 pub use tls::TlsFiles;
+pub use wait::wait_until;

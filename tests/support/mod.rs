@@ -11,6 +11,7 @@ use overlay::rpc::WireError;
 use overlay::dataplane::lab::Lab;
 use overlay::dataplane::{Dataplane, NetlinkDataplane, Netns, Peer};
 use overlay::model::NetworkId;
+pub use overlay_testkit::{lacks, lookup, wait_until};
 use overlay_testkit::{EtcdCluster, EtcdServer, ZooKeeperCluster, ZooKeeperServer};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -369,29 +370,53 @@ impl Cluster {
         (ns, self.dir.path().join(format!("{name}.hosts")))
     }
 
-    /// Connects a fresh container `name` on host `h`; returns (container id, netns, hosts file,
-    /// the connect result).
-    pub async fn run(
-        &mut self,
-        h: usize,
-        name: &str,
-        extra: Value,
-    ) -> (String, Netns, PathBuf, Value) {
-        let (ns, hosts) = self.container(name).await;
+    /// Connects a fresh container `name` on host `h`, with `extra` fields of its spec.
+    pub async fn run(&mut self, h: usize, name: &str, extra: Value) -> Running {
+        let (ns, hosts_file) = self.container(name).await;
         let id = format!("{name}-{:08x}", rand_u32());
         let mut container = json!({
             "id": id,
             "name": name,
             "netns": {"path": ns.path()},
-            "hosts_file": hosts,
+            "hosts_file": hosts_file,
         });
         if let (Some(obj), Some(extra)) = (container.as_object_mut(), extra.as_object()) {
             obj.extend(extra.clone());
         }
-        let ep = self.hosts[h]
+        let endpoint = self.hosts[h]
             .ok(json!({"op": "connect", "network": "my-net", "container": container}))
             .await;
-        (id, ns, hosts, ep)
+        Running {
+            id,
+            name: name.to_string(),
+            host: h,
+            ns,
+            hosts_file,
+            endpoint,
+        }
+    }
+}
+
+/// A container a test connected through [`Cluster::run`].
+pub struct Running {
+    /// Its container id.
+    pub id: String,
+    /// Its name on the network.
+    pub name: String,
+    /// The index of its host in [`Cluster::hosts`].
+    pub host: usize,
+    /// Its network namespace.
+    pub ns: Netns,
+    /// The hosts file its host keeps for it.
+    pub hosts_file: PathBuf,
+    /// The connect's answer: Docker's inspect entry.
+    pub endpoint: Value,
+}
+
+impl Running {
+    /// Its IPv4 address.
+    pub fn ip(&self) -> IpAddr {
+        ip_of(&self.endpoint)
     }
 }
 
@@ -402,46 +427,15 @@ pub fn rand_u32() -> u32 {
     t.subsec_nanos() ^ std::process::id().rotate_left(16)
 }
 
-/// The address `name` has in a hosts file, as a resolver would find it; `None` also while the
-/// file is not written yet (a wait for a name to come). For "the name is gone", [`lacks`].
-pub fn lookup(hosts_file: &Path, name: &str) -> Option<IpAddr> {
-    let text = match std::fs::read_to_string(hosts_file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => panic!("read {}: {e}", hosts_file.display()),
-    };
-    find_name(&text, name)
-}
-
-/// Whether the hosts file, which must be there, lacks `name`.
-pub fn lacks(hosts_file: &Path, name: &str) -> bool {
-    let text = std::fs::read_to_string(hosts_file)
-        .unwrap_or_else(|e| panic!("read {}: {e}", hosts_file.display()));
-    find_name(&text, name).is_none()
-}
-
-fn find_name(text: &str, name: &str) -> Option<IpAddr> {
-    text.lines().find_map(|line| {
-        let mut words = line.split_whitespace();
-        let ip = words.next()?.parse().ok()?;
-        words.any(|w| w == name).then_some(ip)
-    })
-}
-
-/// Polls `cond` every 10 ms until it holds; returns how long that took, or panics with `what`.
-pub async fn wait_until(
-    what: &str,
-    limit: Duration,
-    mut cond: impl AsyncFnMut() -> bool,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        if cond().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// The IPv4 address of a connect's answer (Docker's inspect entry), without its prefix.
+pub fn ip_of(entry: &Value) -> IpAddr {
+    let cidr = entry["IPv4Address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no IPv4Address in {entry}"));
+    cidr.split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("IPv4Address {cidr:?} is not ADDRESS/PREFIX"))
 }
 
 /// Answers TCP on `port` (IPv4 and IPv6) in a namespace with a fixed greeting until dropped.

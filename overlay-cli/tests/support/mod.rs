@@ -10,6 +10,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use overlay_core::dataplane::Netns;
+pub use overlay_testkit::wait_until;
 use tokio::process::{Child, Command};
 
 /// An `overlayctl` command isolated from the machine's settings: no `OVERLAY_*` variables,
@@ -147,18 +148,6 @@ impl Drop for NamespaceSweep {
                 }
             }
         }
-    }
-}
-
-/// Polls `cond` every 50 ms until it holds, or panics with `what` after `limit`.
-pub async fn wait_until(what: &str, limit: Duration, mut cond: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -5,7 +5,7 @@
 //! Run as root (it builds namespaces):
 //!
 //! ```sh
-//! sudo cargo run --release --example convergence_bench
+//! cargo bench --bench convergence_bench
 //! ```
 //!
 //! etcd and ZooKeeper are started on loopback by `overlay-testkit` (Debian's `etcd-server` and

@@ -1,7 +1,7 @@
 //! Store benchmark: throughput and latency of get, compare-and-swap and watch delivery for the
 //! embedded store, etcd and ZooKeeper, in one table from one run.
 //!
-//! Run with `cargo run --release --example store_bench` (add `-- N` for N operations per
+//! Run with `cargo bench --bench store_bench` (add `-- N` for N operations per
 //! measurement, default 2000). etcd and ZooKeeper are started on loopback by the testkit (or
 //! taken from `OVERLAY_TEST_ETCD` / `OVERLAY_TEST_ZK`); a backend that cannot be had is
 //! reported and left out.
@@ -101,7 +101,8 @@ async fn bench(
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::args()
-        .nth(1)
+        .skip(1)
+        .find(|a| a != "--bench")
         .and_then(|a| a.parse().ok())
         .unwrap_or(2000);
     let mut rows = Vec::new();

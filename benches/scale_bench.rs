@@ -3,8 +3,8 @@
 //! Run as root (it builds namespaces), in release:
 //!
 //! ```sh
-//! cargo run --release --example scale_bench              # 30 hosts x 20, fill to 1000
-//! SCALE_HOSTS=10 SCALE_PER_HOST=5 SCALE_FILL=200 cargo run --release --example scale_bench etcd
+//! cargo bench --bench scale_bench              # 30 hosts x 20, fill to 1000
+//! SCALE_HOSTS=10 SCALE_PER_HOST=5 SCALE_FILL=200 cargo bench --bench scale_bench -- etcd
 //! ```
 //!
 //! Arguments name the backends to run (`embedded`, `etcd`, `zookeeper`; all by default).
@@ -899,7 +899,7 @@ async fn bench() -> std::process::ExitCode {
     let hosts = env_usize("SCALE_HOSTS", 30).max(2);
     let per_host = env_usize("SCALE_PER_HOST", 20).max(2);
     let fill_to = env_usize("SCALE_FILL", 1000).max(20);
-    let wanted: Vec<String> = std::env::args().skip(1).collect();
+    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let wants = |b: &str| wanted.is_empty() || wanted.iter().any(|w| w == b);
     let dir = tempfile::tempdir().expect("temp dir");
     let etcd = wants("etcd")

@@ -6,7 +6,7 @@
 //! Run as root (it creates namespaces, all removed at the end, even on failure):
 //!
 //! ```sh
-//! sudo cargo run --release --example dataplane_bench
+//! cargo bench --bench dataplane_bench
 //! ```
 //!
 //! Needs Debian's `containernetworking-plugins` (binaries in /usr/lib/cni) and `iptables` (which
@@ -270,7 +270,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
         return Err(
-            "dataplane_bench needs root: sudo cargo run --release --example dataplane_bench".into(),
+            "dataplane_bench needs root: cargo bench --bench dataplane_bench".into(),
         );
     }
     let cni_path = std::env::var("CNI_PATH").unwrap_or_else(|_| "/usr/lib/cni".to_string());

@@ -1,7 +1,7 @@
 //! IPAM benchmark: allocations per second and store round trips per allocation, with 1 and 4
 //! concurrent allocators, on the embedded store, etcd and ZooKeeper, printed as one table.
 //!
-//! Run: `cargo run --release --example ipam_bench`
+//! Run: `cargo bench --bench ipam_bench`
 //!
 //! etcd and ZooKeeper are started by `overlay-testkit` on loopback (or taken from
 //! `OVERLAY_TEST_ETCD` / `OVERLAY_TEST_ZK`); a backend that cannot be had is reported and

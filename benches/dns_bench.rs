@@ -12,7 +12,7 @@
 //! Run as root (every namespace and process is removed at the end, even on failure):
 //!
 //! ```sh
-//! cargo run --release --example dns_bench
+//! cargo bench --bench dns_bench
 //! ```
 //!
 //! Needs Debian's `aardvark-dns` (`/usr/lib/podman/aardvark-dns`; `AARDVARK_DNS` overrides).
