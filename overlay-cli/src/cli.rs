@@ -17,7 +17,10 @@ use ipnet::IpNet;
 )]
 #[command(
     after_help = "Settings come from flags, then OVERLAY_* variables, then the config \
-file (/etc/overlay/config.toml), then defaults.\nExit codes: 0 ok, 1 failure, 2 usage error."
+file (/etc/overlay/config.toml), then defaults.\nExit codes: 0 ok, 2 usage error, 100 + the \
+error kind's number for the library's errors (101 not found, 102 already exists, 103 conflict, \
+105 unavailable, 106 timeout, 107 permission denied, 108 unsupported, 109 kernel, 110 internal), \
+1 any other failure (`agent status`: unhealthy)."
 )]
 pub(crate) struct Cli {
     /// Settings shared by every command.

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use overlay_core::ErrorKind;
 use overlay_core::rpc::{Request, Response};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -16,7 +17,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The error for a socket nobody listens on.
 pub(crate) fn no_agent(socket: &Path) -> Failure {
-    Failure::failed(format!(
+    Failure::of_kind(ErrorKind::Unavailable, format!(
         "no agent at {}: start `overlayctl agent` (with the same --socket) on this host",
         socket.display()
     ))
@@ -30,11 +31,11 @@ pub(crate) async fn call(socket: &Path, request: &Request) -> CliResult<Value> {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 no_agent(socket)
             }
-            std::io::ErrorKind::PermissionDenied => Failure::failed(format!(
+            std::io::ErrorKind::PermissionDenied => Failure::of_kind(ErrorKind::PermissionDenied, format!(
                 "cannot use the agent socket {}: permission denied (run as root)",
                 socket.display()
             )),
-            _ => Failure::failed(format!(
+            _ => Failure::of_kind(ErrorKind::Unavailable, format!(
                 "cannot reach the agent at {}: {e} (check that `overlayctl agent` runs)",
                 socket.display()
             )),
@@ -42,7 +43,7 @@ pub(crate) async fn call(socket: &Path, request: &Request) -> CliResult<Value> {
     let line = serde_json::to_string(request)
         .map_err(|e| Failure::failed(format!("cannot encode request: {e} (a bug)")))?;
     let lost = |e: std::io::Error| {
-        Failure::failed(format!(
+        Failure::of_kind(ErrorKind::Unavailable, format!(
             "the agent at {} hung up: {e} (see its log)",
             socket.display()
         ))

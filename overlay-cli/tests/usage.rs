@@ -109,7 +109,7 @@ async fn connect_without_agent_says_how_to_start_one() {
         ],
     ] {
         let out = run(&config, args).await;
-        assert_eq!(out.code(), Some(1), "{args:?}: {}", out.stderr);
+        assert_eq!(out.code(), Some(105), "unavailable: {args:?}: {}", out.stderr);
         let line = one_line(&out);
         assert!(line.contains(&format!("no agent at {socket}")), "{line}");
         assert!(line.contains("start `overlayctl agent`"), "{line}");
@@ -176,7 +176,7 @@ async fn flag_beats_env_beats_file() {
         ],
     )
     .await;
-    assert_eq!(out.code(), Some(1), "missing network fails");
+    assert_eq!(out.code(), Some(101), "missing network: not found");
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON array");
     assert_eq!(doc[0]["Id"], id.as_str());
     assert_eq!(doc[0]["IPAM"]["Config"][0]["Subnet"], "10.0.9.0/24");
@@ -186,7 +186,7 @@ async fn flag_beats_env_beats_file() {
         &["--cluster-store", &good, "network", "create", "my-net"],
     )
     .await;
-    assert_eq!(out.code(), Some(1), "duplicate name: {}", out.stderr);
+    assert_eq!(out.code(), Some(102), "duplicate name: {}", out.stderr);
     assert!(out.stderr.contains("already exists"), "{}", out.stderr);
     let out = run(
         &config,

@@ -237,7 +237,7 @@ async fn walkthrough(test: &str, backend: &str) {
         Some("web")
     );
     let out = output(hosts[1].run(&["network", "connect", "my-net", &web])).await;
-    assert_eq!(out.code(), Some(1), "connected twice: {}", out.stderr);
+    assert_eq!(out.code(), Some(102), "connected twice: {}", out.stderr);
     ok(hosts[1].run(&["network", "disconnect", "my-net", &web])).await;
     wait_until("www is gone from zookeeper1", CONVERGE, async || {
         getent(&names[0], "www.my-net").await.is_none()

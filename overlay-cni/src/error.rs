@@ -37,13 +37,7 @@ pub fn code_for(kind: ErrorKind) -> u32 {
         ErrorKind::NotFound => Code::UnknownContainer as u32,
         ErrorKind::Unavailable | ErrorKind::Timeout => Code::TryAgainLater as u32,
         ErrorKind::Unsupported => Code::UnsupportedField as u32,
-        other => {
-            let status = ErrorKind::ALL
-                .iter()
-                .position(|k| *k == other)
-                .unwrap_or(ErrorKind::ALL.len() - 1);
-            100 + status as u32 + 1
-        }
+        other => 100 + u32::from(other.number()),
     }
 }
 

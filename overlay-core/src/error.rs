@@ -52,6 +52,29 @@ impl ErrorKind {
         ErrorKind::Internal,
     ];
 
+    /// The kind's number, 1 to 10 in the order of [`ALL`](Self::ALL), the same on every
+    /// face: C's `ovl_status`, and 100 more in the CLI's exit codes and the CNI plugin's error
+    /// codes (where the spec has no code of its own for the kind).
+    pub fn number(self) -> u8 {
+        match self {
+            ErrorKind::NotFound => 1,
+            ErrorKind::AlreadyExists => 2,
+            ErrorKind::Conflict => 3,
+            ErrorKind::InvalidArgument => 4,
+            ErrorKind::Unavailable => 5,
+            ErrorKind::Timeout => 6,
+            ErrorKind::PermissionDenied => 7,
+            ErrorKind::Unsupported => 8,
+            ErrorKind::Kernel => 9,
+            ErrorKind::Internal => 10,
+        }
+    }
+
+    /// The kind named `name` by [`as_str`](Self::as_str), as the JSON-lines protocol carries it.
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// A short lowercase name, stable across releases (used in logs and the Python face).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -320,6 +343,15 @@ impl std::error::Error for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_follow_the_order_of_all_and_names_round_trip() {
+        for (i, k) in ErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(usize::from(k.number()), i + 1, "{k:?}");
+            assert_eq!(ErrorKind::from_name(k.as_str()), Some(k));
+        }
+        assert_eq!(ErrorKind::from_name("nope"), None);
+    }
 
     #[test]
     fn display_names_operation_context_and_hint() {
