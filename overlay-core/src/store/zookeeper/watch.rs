@@ -44,6 +44,16 @@ struct Watcher {
 
 type Watchers = (PersistentWatcher, PersistentWatcher);
 
+/// What a watch does after a failed call.
+enum Recovery {
+    /// The session is alive: try again (after a backoff step).
+    Retry,
+    /// The session had ended; the watch now uses the store's new one.
+    Renewed,
+    /// The store closed.
+    Closed,
+}
+
 /// Starts watching `prefix` (normalised), replaying journal entries after `from`.
 pub(super) async fn start(s: Arc<Inner>, prefix: String, from: Option<Version>) -> Result<Watch> {
     let client = s.client(OP)?;
@@ -291,7 +301,8 @@ impl Watcher {
         let mut states = self.client.state_watcher();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut pending = replay;
-        let mut was_disconnected = false;
+        let mut rearm = false;
+        let mut reconnected = false;
         loop {
             if resync {
                 resync = false;
@@ -302,18 +313,53 @@ impl Watcher {
                     return;
                 }
             }
+            // Every step that talks to the server can fail because the session expired: the
+            // old client then never answers again, so the watch moves to the store's new
+            // session instead of retrying on a dead one (it used to retry forever, and the
+            // watch saw nothing more).
+            if rearm {
+                match bounded(OP, &self.s.url.clone(), self.arm()).await {
+                    Ok(w) => {
+                        watchers = w;
+                        rearm = false;
+                    }
+                    Err(e) => {
+                        tracing::debug!("ZooKeeper watch of {:?}: re-arming: {e}", self.prefix);
+                        match self
+                            .recover(&mut clients, &mut states, &mut shutdown, &mut backoff)
+                            .await
+                        {
+                            Recovery::Retry => {}
+                            Recovery::Renewed => {
+                                (pending, resync, reconnected) = (true, true, false)
+                            }
+                            Recovery::Closed => return,
+                        }
+                        continue;
+                    }
+                }
+            }
             if pending {
                 match self.catch_up().await {
                     Ok(true) => pending = false,
                     Ok(false) => return,
                     Err(e) => {
                         tracing::debug!("ZooKeeper watch of {:?}: {e}", self.prefix);
-                        backoff.wait().await;
+                        match self
+                            .recover(&mut clients, &mut states, &mut shutdown, &mut backoff)
+                            .await
+                        {
+                            Recovery::Retry => {}
+                            Recovery::Renewed => {
+                                (rearm, resync, reconnected) = (true, true, false);
+                            }
+                            Recovery::Closed => return,
+                        }
                         continue;
                     }
                 }
-                if was_disconnected {
-                    was_disconnected = false;
+                if reconnected {
+                    reconnected = false;
                     resync = true;
                     continue;
                 }
@@ -337,61 +383,87 @@ impl Watcher {
                     _ => {}
                 },
                 st = states.changed() => match st {
-                    SessionState::Disconnected => was_disconnected = true,
+                    // The session came back, maybe on another server, which then holds none
+                    // of its watches: zookeeper-client 0.11 re-sends only one-shot watches on
+                    // a reconnect (its SetWatches request never reaches the persistent lists),
+                    // and a partitioned follower's clients otherwise lose every later change.
+                    // Add them again (the server takes a repeat as a no-op), before the
+                    // catch-up reads the journal, so nothing falls between; the old
+                    // receivers' drop removes nothing on the server while the new ones watch
+                    // the same paths. A state watcher keeps the latest state only, so a
+                    // Disconnected may never be seen: any SyncConnected is taken for a
+                    // reconnect, and a re-arm that fails is tried again.
                     SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
                         pending = true;
-                        // The session came back, maybe on another server, which then holds
-                        // none of its watches: zookeeper-client 0.11 re-sends only one-shot
-                        // watches on a reconnect (its SetWatches request never reaches the
-                        // persistent lists), and a partitioned follower's clients otherwise
-                        // lose every later change. Add them again (the server takes a repeat
-                        // as a no-op), before the catch-up reads the journal, so nothing
-                        // falls between; the old receivers' drop removes nothing on the
-                        // server while the new ones watch the same paths.
-                        if was_disconnected
-                            && let Ok(w) = bounded(OP, &self.s.url.clone(), self.arm()).await
-                        {
-                            watchers = w;
-                        }
+                        rearm = true;
+                        reconnected = true;
                     }
+                    SessionState::Disconnected => reconnected = true,
                     st => expired = st.is_terminated(),
                 },
             }
             if expired {
-                // Wait for the store's monitor to open a new session, then start over on it.
-                loop {
-                    let generation = clients.borrow_and_update().0;
-                    if generation != self.generation {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        r = clients.changed() => if r.is_err() { return },
-                    }
+                if !self.renew(&mut clients, &mut states, &mut shutdown).await {
+                    return;
                 }
-                let (generation, client) = clients.borrow().clone();
-                let Some(client) = client else { return };
-                self.generation = generation;
-                self.client = client;
-                states = self.client.state_watcher();
-                loop {
-                    match bounded(OP, &self.s.url.clone(), self.arm()).await {
-                        Ok(w) => {
-                            watchers = w;
-                            break;
-                        }
-                        Err(_) => backoff.wait().await,
-                    }
-                    if *shutdown.borrow() {
-                        return;
-                    }
-                }
-                if let Err(e) = self.skip_to_end().await {
-                    tracing::debug!("ZooKeeper watch of {:?}: {e}", self.prefix);
-                    pending = true;
-                }
-                resync = true;
+                (rearm, pending, resync, reconnected) = (true, true, true, false);
             }
         }
+    }
+
+    /// After a failed call: moves to the store's new session if this one ended (the caller
+    /// then arms the watches again, reports a Resync and reads the journal), else waits a
+    /// backoff step.
+    async fn recover(
+        &mut self,
+        clients: &mut tokio::sync::watch::Receiver<(u64, Option<Client>)>,
+        states: &mut zk::StateWatcher,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+        backoff: &mut Backoff,
+    ) -> Recovery {
+        let ended = states.peek_state().is_terminated() || clients.borrow().0 != self.generation;
+        if ended {
+            return match self.renew(clients, states, shutdown).await {
+                true => Recovery::Renewed,
+                false => Recovery::Closed,
+            };
+        }
+        backoff.wait().await;
+        if *shutdown.borrow() {
+            Recovery::Closed
+        } else {
+            Recovery::Retry
+        }
+    }
+
+    /// Waits for the store's monitor to open a new session, then watches again on it from the
+    /// journal's end (the caller reports a Resync); false when the store closed meanwhile.
+    async fn renew(
+        &mut self,
+        clients: &mut tokio::sync::watch::Receiver<(u64, Option<Client>)>,
+        states: &mut zk::StateWatcher,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> bool {
+        loop {
+            let generation = clients.borrow_and_update().0;
+            if generation != self.generation {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return false,
+                r = clients.changed() => if r.is_err() { return false },
+            }
+        }
+        let (generation, client) = clients.borrow().clone();
+        let Some(client) = client else { return false };
+        self.generation = generation;
+        self.client = client;
+        *states = self.client.state_watcher();
+        // What the old session's watch missed is covered by the Resync; `skip_to_end` failing
+        // leaves the journal to be read from where the watch was.
+        if let Err(e) = self.skip_to_end().await {
+            tracing::debug!("ZooKeeper watch of {:?}: {e}", self.prefix);
+        }
+        !*shutdown.borrow()
     }
 }
