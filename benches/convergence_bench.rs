@@ -13,10 +13,10 @@
 
 use std::time::{Duration, Instant};
 
-use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
 use overlay::dataplane::lab::Lab;
 use overlay::dataplane::{Dataplane, NetlinkDataplane};
 use overlay::model::{Endpoint, EndpointId, HostId, MacAddr, NetworkId, Record, SCHEMA, keys};
+use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
 use overlay::{Error, Result};
 use overlay_testkit::{EtcdServer, ZooKeeperServer};
 
@@ -67,8 +67,8 @@ async fn convergence(url: &str, tag: &str) -> Result<Vec<Duration>> {
     let state = tempfile::tempdir().map_err(|e| overlay::Error::io("bench", "temp dir", e))?;
     let ca = open(url, state.path(), &lab, &a, "a", "198.51.100.1").await?;
     let cb = open(url, state.path(), &lab, &b, "b", "198.51.100.2").await?;
-    let opts =
-        NetworkOptions::default().subnet(overlay::SubnetOptions::new("10.99.0.0/22".parse().unwrap()));
+    let opts = NetworkOptions::default()
+        .subnet(overlay::SubnetOptions::new("10.99.0.0/22".parse().unwrap()));
     let net = ca.create_network("bench", &opts).await?;
     let id: NetworkId = net.id.parse()?;
     // Host B needs a local endpoint to watch the network at all.

@@ -269,9 +269,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
-        return Err(
-            "dataplane_bench needs root: cargo bench --bench dataplane_bench".into(),
-        );
+        return Err("dataplane_bench needs root: cargo bench --bench dataplane_bench".into());
     }
     let cni_path = std::env::var("CNI_PATH").unwrap_or_else(|_| "/usr/lib/cni".to_string());
     let pid = std::process::id();

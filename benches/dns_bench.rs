@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
 use overlay::dataplane::lab::Lab;
+use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
 use overlay_testkit::{DnsUpstream, dns_query};
 
 /// Containers whose names are asked.
@@ -178,10 +178,14 @@ impl Drop for Aardvark {
     }
 }
 
-
 /// The IPv4 address a connect gave, without its prefix.
-fn address_of(made: &overlay::Attachment) -> Result<std::net::Ipv4Addr, Box<dyn std::error::Error>> {
-    Ok(made.ipv4().ok_or("the connect gave no IPv4 address")?.addr())
+fn address_of(
+    made: &overlay::Attachment,
+) -> Result<std::net::Ipv4Addr, Box<dyn std::error::Error>> {
+    Ok(made
+        .ipv4()
+        .ok_or("the connect gave no IPv4 address")?
+        .addr())
 }
 
 #[tokio::main]

@@ -49,10 +49,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
 use overlay::dataplane::Netns;
 use overlay::dataplane::lab::{Lab, run_in};
 use overlay::store::RequestCounts;
+use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
 use overlay::{Error, Result};
 use overlay_testkit::{EtcdServer, ZooKeeperServer};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
@@ -899,7 +899,10 @@ async fn bench() -> std::process::ExitCode {
     let hosts = env_usize("SCALE_HOSTS", 30).max(2);
     let per_host = env_usize("SCALE_PER_HOST", 20).max(2);
     let fill_to = env_usize("SCALE_FILL", 1000).max(20);
-    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let wants = |b: &str| wanted.is_empty() || wanted.iter().any(|w| w == b);
     let dir = tempfile::tempdir().expect("temp dir");
     let etcd = wants("etcd")

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkSummary};
 use overlay::dataplane::Netns;
 use overlay::dataplane::lab::{self, Lab};
+use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkSummary};
 use overlay::{Error, ErrorKind, Result};
 
 /// ZooKeeper's client port: each simulated container answers on it.

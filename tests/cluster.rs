@@ -8,8 +8,9 @@ mod support;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use overlay_testkit::{lacks, lookup, wait_until};
 use serde_json::json;
-use support::{Backend, Cluster, Running, fetch, ip_of, lacks, lookup, serve, wait_until};
+use support::{Backend, Cluster, Pair, Running, fetch, ip_of, serve};
 
 /// How long convergence may take before a test fails. The benchmark measures the real figure
 /// (milliseconds); this bound only keeps a broken build from hanging.
@@ -23,7 +24,7 @@ async fn walkthrough(test: &str, backend: Backend) {
     let net = c.hosts[0]
         .ok(json!({"op": "create_network", "name": "my-net"}))
         .await;
-    let id = net["Id"].as_str().unwrap().to_string();
+    let id = net["Id"].as_str().expect("Id").to_string();
     for h in 0..2 {
         let ls = c.hosts[h].ok(json!({"op": "networks"})).await;
         let ids: Vec<&str> = ls
@@ -122,10 +123,7 @@ async fn walkthrough(test: &str, backend: Backend) {
 /// host TTL, and its addresses come back to the pool after the reclaim grace.
 async fn dead_host_forgotten(test: &str, backend: Backend) {
     let mut c = Cluster::new(test, backend).await;
-    let net = c.hosts[0]
-        .ok(json!({"op": "create_network", "name": "my-net"}))
-        .await;
-    let id = net["Id"].as_str().unwrap().to_string();
+    let id = c.create_my_net().await;
     let Running { ns: alpha, .. } = c.run(0, "alpha", json!({})).await;
     let Running { endpoint: ep, .. } = c.run(1, "beta", json!({})).await;
     let beta_ip = ip_of(&ep);
@@ -173,7 +171,9 @@ async fn dead_host_forgotten(test: &str, backend: Backend) {
     )
     .await;
     // The address is free again: a static request for it succeeds.
-    let Running { endpoint: again, .. } = c
+    let Running {
+        endpoint: again, ..
+    } = c
         .run(0, "gamma", json!({"ipv4": beta_ip.to_string()}))
         .await;
     assert_eq!(ip_of(&again), beta_ip);
@@ -183,9 +183,7 @@ async fn dead_host_forgotten(test: &str, backend: Backend) {
 /// A sticky container restarted gets its old address back; others do not take it meanwhile.
 async fn sticky_restart(test: &str, backend: Backend) {
     let mut c = Cluster::new(test, backend).await;
-    c.hosts[0]
-        .ok(json!({"op": "create_network", "name": "my-net"}))
-        .await;
+    c.create_my_net().await;
     let Running { id: cid, .. } = c.run(0, "db", json!({"sticky": true})).await;
     let first = ip_of(
         &c.hosts[0]
@@ -263,21 +261,21 @@ async fn create_race(test: &str, backend: Backend) {
 /// than the TTL may expire the hosts' sessions, and peers are dropped until they are back).
 async fn store_restart(test: &str, backend: Backend) {
     let mut c = Cluster::with_own_server(test, backend).await;
-    c.hosts[0]
-        .ok(json!({"op": "create_network", "name": "my-net"}))
-        .await;
-    let Running { ns: ns_a, hosts_file: hosts_a, .. } = c.run(0, "a", json!({})).await;
-    let Running { ns: ns_b, endpoint: ep_b, .. } = c.run(1, "b", json!({})).await;
-    let _server = serve(&ns_b, 2181, "imok");
-    let ip_b = ip_of(&ep_b);
+    c.create_my_net().await;
+    let Pair {
+        a,
+        b,
+        server: _server,
+    } = c.run_pair().await;
+    let ip_b = b.ip();
     wait_until("a reaches b", CONVERGE, async || {
-        lookup(&hosts_a, "b").is_some() && fetch(&ns_a, ip_b, 2181).as_deref() == Some("imok")
+        lookup(&a.hosts_file, "b").is_some() && fetch(&a.ns, ip_b, 2181).as_deref() == Some("imok")
     })
     .await;
     c.store.kill();
     for _ in 0..5 {
         assert_eq!(
-            fetch(&ns_a, ip_b, 2181).as_deref(),
+            fetch(&a.ns, ip_b, 2181).as_deref(),
             Some("imok"),
             "traffic while the store is down"
         );
@@ -299,11 +297,11 @@ async fn store_restart(test: &str, backend: Backend) {
     // An outage longer than the hosts' TTL (2 s here) may expire their sessions, and the other
     // host then drops their peers until the records are back: traffic resumes, bounded.
     wait_until("traffic after the restart", CONVERGE, async || {
-        fetch(&ns_a, ip_b, 2181).as_deref() == Some("imok")
+        fetch(&a.ns, ip_b, 2181).as_deref() == Some("imok")
     })
     .await;
     wait_until("b's host learns c", CONVERGE, async || {
-        lookup(&hosts_a, "c").is_some()
+        lookup(&a.hosts_file, "c").is_some()
     })
     .await;
     c.stop().await;
@@ -316,15 +314,15 @@ async fn store_restart(test: &str, backend: Backend) {
 /// new container: kernel peer, hosts file and traffic.
 async fn quorum_lost(test: &str, backend: Backend) {
     let mut c = Cluster::on_store_cluster(test, backend).await;
-    c.hosts[0]
-        .ok(json!({"op": "create_network", "name": "my-net"}))
-        .await;
-    let Running { ns: ns_a, .. } = c.run(0, "a", json!({})).await;
-    let Running { ns: ns_b, hosts_file: hosts_b, endpoint: ep_b, .. } = c.run(1, "b", json!({})).await;
-    let _server = serve(&ns_b, 2181, "imok");
-    let ip_b = ip_of(&ep_b);
+    c.create_my_net().await;
+    let Pair {
+        a,
+        b,
+        server: _server,
+    } = c.run_pair().await;
+    let ip_b = b.ip();
     wait_until("a reaches b", CONVERGE, async || {
-        fetch(&ns_a, ip_b, 2181).as_deref() == Some("imok")
+        fetch(&a.ns, ip_b, 2181).as_deref() == Some("imok")
     })
     .await;
     let leader = c.store.leader();
@@ -334,7 +332,7 @@ async fn quorum_lost(test: &str, backend: Backend) {
     }
     for _ in 0..10 {
         assert_eq!(
-            fetch(&ns_a, ip_b, 2181).as_deref(),
+            fetch(&a.ns, ip_b, 2181).as_deref(),
             Some("imok"),
             "traffic without a store quorum"
         );
@@ -371,7 +369,8 @@ async fn quorum_lost(test: &str, backend: Backend) {
     // 2 gets the bound host 1's connect had.
     let learning = std::time::Instant::now();
     wait_until("host 2 learns c", Duration::from_secs(30), async || {
-        lookup(&hosts_b, "c") == Some(ip_c) && fetch(&ns_b, ip_c, 2181).as_deref() == Some("c here")
+        lookup(&b.hosts_file, "c") == Some(ip_c)
+            && fetch(&b.ns, ip_c, 2181).as_deref() == Some("c here")
     })
     .await;
     eprintln!(
@@ -379,7 +378,7 @@ async fn quorum_lost(test: &str, backend: Backend) {
         learning.elapsed()
     );
     wait_until("a still reaches b", CONVERGE, async || {
-        fetch(&ns_a, ip_b, 2181).as_deref() == Some("imok")
+        fetch(&a.ns, ip_b, 2181).as_deref() == Some("imok")
     })
     .await;
     eprintln!("{test}: a connect succeeded {connected_after:?} after the members restarted");
@@ -391,16 +390,15 @@ async fn quorum_lost(test: &str, backend: Backend) {
 /// again, over three host TTLs.
 async fn leader_lost(test: &str, backend: Backend) {
     let mut c = Cluster::on_store_cluster(test, backend).await;
-    let net = c.hosts[0]
-        .ok(json!({"op": "create_network", "name": "my-net"}))
-        .await;
-    let id = net["Id"].as_str().unwrap().to_string();
-    let Running { ns: ns_a, endpoint: ep_a, .. } = c.run(0, "a", json!({})).await;
-    let Running { ns: ns_b, endpoint: ep_b, .. } = c.run(1, "b", json!({})).await;
-    let _server = serve(&ns_b, 2181, "imok");
-    let (ip_a, ip_b) = (ip_of(&ep_a), ip_of(&ep_b));
+    let id = c.create_my_net().await;
+    let Pair {
+        a,
+        b,
+        server: _server,
+    } = c.run_pair().await;
+    let (ip_a, ip_b) = (a.ip(), b.ip());
     wait_until("a reaches b", CONVERGE, async || {
-        fetch(&ns_a, ip_b, 2181).as_deref() == Some("imok")
+        fetch(&a.ns, ip_b, 2181).as_deref() == Some("imok")
     })
     .await;
     let has_a = async |c: &Cluster| {
@@ -422,7 +420,7 @@ async fn leader_lost(test: &str, backend: Backend) {
             t0.elapsed()
         );
         assert_eq!(
-            fetch(&ns_a, ip_b, 2181).as_deref(),
+            fetch(&a.ns, ip_b, 2181).as_deref(),
             Some("imok"),
             "traffic {:?} after the store's leader died",
             t0.elapsed()
@@ -446,10 +444,7 @@ async fn leader_lost(test: &str, backend: Backend) {
 /// no agent stops, and the hosts still converge.
 async fn bad_records_skipped(test: &str, backend: Backend) {
     let mut c = Cluster::new(test, backend).await;
-    let net = c.hosts[0]
-        .ok(json!({"op": "create_network", "name": "my-net"}))
-        .await;
-    let id = net["Id"].as_str().unwrap().to_string();
+    let id = c.create_my_net().await;
     let store = overlay::store::connect_str(&c.store.url())
         .await
         .expect("open the store");
@@ -470,17 +465,22 @@ async fn bad_records_skipped(test: &str, backend: Backend) {
             .await
             .expect("write a bad record");
     }
-    let Running { ns: ns_a, hosts_file: hosts_a, .. } = c.run(0, "a", json!({})).await;
-    let Running { ns: ns_b, hosts_file: hosts_b, endpoint: ep_b, .. } = c.run(1, "b", json!({})).await;
-    let _server = serve(&ns_b, 2181, "imok");
+    let Pair {
+        a,
+        b,
+        server: _server,
+    } = c.run_pair().await;
     wait_until(
         "a and b converge past the bad records",
         CONVERGE,
-        async || lookup(&hosts_a, "b.my-net").is_some() && lookup(&hosts_b, "a.my-net").is_some(),
+        async || {
+            lookup(&a.hosts_file, "b.my-net").is_some()
+                && lookup(&b.hosts_file, "a.my-net").is_some()
+        },
     )
     .await;
     wait_until("a reaches b", CONVERGE, async || {
-        fetch(&ns_a, ip_of(&ep_b), 2181).is_some()
+        fetch(&a.ns, b.ip(), 2181).is_some()
     })
     .await;
     let ls = c.hosts[1].ok(json!({"op": "networks"})).await;
@@ -508,7 +508,11 @@ async fn dual_stack(test: &str, backend: Backend) {
         .await;
     assert_eq!(net["EnableIPv6"], true);
     let Running { ns: ns_a, .. } = c.run(0, "a", json!({})).await;
-    let Running { ns: ns_b, endpoint: ep_b, .. } = c.run(1, "b", json!({})).await;
+    let Running {
+        ns: ns_b,
+        endpoint: ep_b,
+        ..
+    } = c.run(1, "b", json!({})).await;
     let v4: IpAddr = ip_of(&ep_b);
     let v6: IpAddr = ep_b["IPv6Address"]
         .as_str()
@@ -537,22 +541,24 @@ async fn dual_stack(test: &str, backend: Backend) {
 /// host1 is back (flannel never replayed its entries after its vxlan device was recreated).
 async fn kernel_state_healed(test: &str, backend: Backend) {
     let mut c = Cluster::with_reclaim_grace(test, backend, 60_000).await;
-    let net = c.hosts[0]
-        .ok(json!({"op": "create_network", "name": "my-net"}))
-        .await;
-    let id = net["Id"].as_str().unwrap().to_string();
-    let Running { ns: ns_a, endpoint: ep_a, .. } = c.run(0, "a", json!({})).await;
-    let Running { ns: ns_b, endpoint: ep_b, .. } = c.run(1, "b", json!({})).await;
-    let _server = serve(&ns_b, 2181, "imok");
-    let ip_b = ip_of(&ep_b);
-    let mac_a = ep_a["MacAddress"].as_str().expect("MacAddress").to_string();
+    let id = c.create_my_net().await;
+    let Pair {
+        a,
+        b,
+        server: _server,
+    } = c.run_pair().await;
+    let ip_b = b.ip();
+    let mac_a = a.endpoint["MacAddress"]
+        .as_str()
+        .expect("MacAddress")
+        .to_string();
     let reaches = || {
-        support::fetch_within(&ns_a, ip_b, 2181, Duration::from_millis(20)).as_deref()
+        support::fetch_within(&a.ns, ip_b, 2181, Duration::from_millis(20)).as_deref()
             == Some("imok")
     };
     wait_until("a reaches b", CONVERGE, async || reaches()).await;
     let sandbox = format!("ovl-{}-{}", c.hosts[1].tag, &id[..12]);
-    let container_b = format!("--net={}", ns_b.path().display());
+    let container_b = format!("--net={}", b.ns.path().display());
     let faults: [(&str, &str, Vec<&str>); 3] = [
         (
             "vxlan device",

@@ -9,9 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
 use overlay::dataplane::Netns;
 use overlay::dataplane::lab::Lab;
+use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions};
 use overlay_testkit::{DnsAnswer, DnsUpstream, dns_query, reverse_name};
 
 /// Bounds that only keep a broken build from hanging.
@@ -138,16 +138,11 @@ async fn containers_resolve_names_of_their_networks() {
 
     // Names across hosts, plain, with the network, aliases; over UDP and TCP.
     let found = |want: IpAddr| move |a: &DnsAnswer| a.code == "NoError" && a.addresses == [want];
+    // Waits until web's resolver answers cache's address for "cache".
+    let web_finds_cache =
+        async |what: &str| until(what, &web, front_dns, "cache", "A", found(cache_ip)).await;
     let start = Instant::now();
-    until(
-        "cache from web",
-        &web,
-        front_dns,
-        "cache",
-        "A",
-        found(cache_ip),
-    )
-    .await;
+    web_finds_cache("cache from web").await;
     eprintln!(
         "a remote name resolved {:?} after its connect returned",
         start.elapsed()
@@ -247,15 +242,7 @@ async fn containers_resolve_names_of_their_networks() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        until(
-            &format!("the resolver after its {what} went"),
-            &web,
-            front_dns,
-            "cache",
-            "A",
-            found(cache_ip),
-        )
-        .await;
+        web_finds_cache(&format!("the resolver after its {what} went")).await;
         eprintln!(
             "resolver healed {:?} after its {what} was removed",
             start.elapsed()

@@ -12,15 +12,15 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use overlay::ErrorKind;
+use overlay::dataplane::Netns;
+use overlay::dataplane::lab::Lab;
 use overlay::{
     ContainerInspect, ContainerSpec, Controller, ControllerOptions, NetnsRef, NetworkOptions,
     Networks, SubnetOptions,
 };
-use overlay::dataplane::Netns;
-use overlay::dataplane::lab::Lab;
-use overlay_testkit::{TcpGreeter, fetch, look};
+use overlay_testkit::{TcpGreeter, fetch, look, wait_until};
 use serde_json::json;
-use support::{Backend, Cluster, Running, wait_until};
+use support::{Backend, Cluster, Running};
 
 const WAIT: Duration = Duration::from_secs(2);
 /// Bounds that only keep a broken build from hanging.
@@ -154,7 +154,8 @@ async fn containers_reach_out_and_published_ports_reach_in() {
 
     // The gateway pool is this host's: no network of its own takes a subnet in it, and one
     // made elsewhere over it (an administrator with no gateway) is refused at connect.
-    let over = NetworkOptions::default().subnet(SubnetOptions::new("172.18.5.0/24".parse().unwrap()));
+    let over =
+        NetworkOptions::default().subnet(SubnetOptions::new("172.18.5.0/24".parse().unwrap()));
     let e = ctl.create_network("over", &over).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
     let admin = Networks::open(&opts.store, None).await.unwrap();
@@ -269,7 +270,9 @@ async fn a_killed_agent_leaves_nothing_behind() {
     c.hosts[0]
         .ok(json!({"op": "create_network", "name": "my-net"}))
         .await;
-    let Running { id: zk, ns: zk_ns, .. } = c
+    let Running {
+        id: zk, ns: zk_ns, ..
+    } = c
         .run(0, "zookeeper1", json!({"publish": ["2181:2181"]}))
         .await;
     let Running { ns: kafka_ns, .. } = c.run(0, "kafka", json!({"publish": ["9092:9092"]})).await;
@@ -317,23 +320,9 @@ async fn a_killed_agent_leaves_nothing_behind() {
     // container's end of its gateway interface).
     c.hosts[0].kill().await;
     drop(kafka);
-    let name = kafka_ns
-        .path()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
+    let kafka_path = kafka_ns.path().to_path_buf();
     drop(kafka_ns);
-    let out = std::process::Command::new("ip")
-        .args(["netns", "del", &name])
-        .output()
-        .expect("ip netns del");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::ip_netns_del(&kafka_path);
     c.hosts[0] = c
         .spawn_host(0, Netns::open_path(host.path()).unwrap())
         .await;

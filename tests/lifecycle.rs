@@ -8,11 +8,12 @@ mod support;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef};
 use overlay::dataplane::Netns;
 use overlay::dataplane::lab::Lab;
+use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef};
+use overlay_testkit::{lacks, lookup, wait_until};
 use serde_json::json;
-use support::{Backend, Cluster, Running, ip_of, lacks, lookup, wait_until};
+use support::{Backend, Cluster, Running, ip_of};
 
 /// Bounds that only keep a broken build from hanging.
 const LIMIT: Duration = Duration::from_secs(15);
@@ -50,6 +51,22 @@ fn host_options(
         .state_dir(dir.join(format!("{name}-state")))
 }
 
+/// The controllers of the two hosts of [`two_hosts`], on one embedded store in `dir`.
+async fn open_both(
+    lab: &Lab,
+    dir: &std::path::Path,
+    a: &Netns,
+    b: &Netns,
+) -> (Controller, Controller) {
+    let ca = Controller::open(host_options(lab, dir, "a", a, "198.51.100.1"))
+        .await
+        .expect("open host a's controller");
+    let cb = Controller::open(host_options(lab, dir, "b", b, "198.51.100.2"))
+        .await
+        .expect("open host b's controller");
+    (ca, cb)
+}
+
 /// A container `name` in namespace `ns`, with every option left to its default.
 fn container(name: &str, ns: &Netns) -> ContainerSpec {
     ContainerSpec::new(name, name, NetnsRef::Path(ns.path().to_path_buf()))
@@ -76,7 +93,10 @@ async fn dead_container_collected(test: &str, backend: Backend) {
         ((), ns, hosts, ep)
     };
     let hosts_a = c.dir.path().join("made-for-a").join("hosts");
-    let Running { hosts_file: hosts_b, .. } = c.run(1, "b", json!({})).await;
+    let Running {
+        hosts_file: hosts_b,
+        ..
+    } = c.run(1, "b", json!({})).await;
     wait_until("b resolves a", LIMIT, async || {
         lookup(&hosts_b, "a").is_some()
     })
@@ -91,21 +111,7 @@ async fn dead_container_collected(test: &str, backend: Backend) {
 
     // The container dies: its namespace file goes (the test's own handle keeps the namespace
     // itself, as a process of a dying container might for a moment).
-    let name = ns_a
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let out = std::process::Command::new("ip")
-        .args(["netns", "del", &name])
-        .output()
-        .expect("ip netns del");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::ip_netns_del(ns_a.path());
 
     wait_until("a's endpoint is collected", LIMIT, async || {
         let doc = c.hosts[1]
@@ -216,12 +222,7 @@ async fn connect_never_loses_a_race_with_the_last_disconnect() {
     overlay_testkit::require_root("connect_never_loses_a_race_with_the_last_disconnect");
     let (lab, a, b) = two_hosts('r', "a", "b").await;
     let dir = tempfile::tempdir().unwrap();
-    let ca = Controller::open(host_options(&lab, dir.path(), "a", &a, "198.51.100.1"))
-        .await
-        .unwrap();
-    let cb = Controller::open(host_options(&lab, dir.path(), "b", &b, "198.51.100.2"))
-        .await
-        .unwrap();
+    let (ca, cb) = open_both(&lab, dir.path(), &a, &b).await;
     let net: overlay::model::NetworkId = ca
         .create_network("my-net", &Default::default())
         .await
@@ -318,18 +319,13 @@ fn ip_in(ns: &Netns, args: &[&str]) -> String {
 /// leaving its addresses held until the runtime releases them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handed_off_endpoint_waits_in_the_host_and_carries_traffic() {
-    use overlay::{AddressWant, HandoffSpec};
     use overlay::ipam::Family;
+    use overlay::{AddressWant, HandoffSpec};
 
     overlay_testkit::require_root("handed_off_endpoint_waits_in_the_host_and_carries_traffic");
     let (lab, a, b) = two_hosts('h', "a", "b").await;
     let dir = tempfile::tempdir().unwrap();
-    let ca = Controller::open(host_options(&lab, dir.path(), "a", &a, "198.51.100.1"))
-        .await
-        .unwrap();
-    let cb = Controller::open(host_options(&lab, dir.path(), "b", &b, "198.51.100.2"))
-        .await
-        .unwrap();
+    let (ca, cb) = open_both(&lab, dir.path(), &a, &b).await;
     ca.create_network("my-net", &Default::default())
         .await
         .unwrap();

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use overlay::dataplane::Netns;
 use overlay::model::{EndpointId, keys};
+use overlay_testkit::{lacks, lookup, wait_until};
 use serde_json::json;
-use support::{Backend, Cluster, Running, lacks, lookup, wait_until};
+use support::{Backend, Cluster, Running};
 
 /// Bounds that only keep a broken build from hanging; convergence takes milliseconds.
 const CONVERGE: Duration = Duration::from_secs(10);
@@ -57,7 +58,10 @@ async fn forged_record_steers_nothing(test: &str, backend: Backend) {
         .ok(json!({"op": "create_network", "name": "my-net"}))
         .await;
     let net_id: overlay::model::NetworkId = net["Id"].as_str().unwrap().parse().unwrap();
-    let Running { hosts_file: hosts_a, .. } = c.run(0, "a", json!({})).await;
+    let Running {
+        hosts_file: hosts_a,
+        ..
+    } = c.run(0, "a", json!({})).await;
     let victim = c.dir.path().join("victim");
     std::fs::write(&victim, "precious\n").unwrap();
     let before = std::fs::metadata(&victim).unwrap();
@@ -160,8 +164,14 @@ async fn one_live_agent_per_host_id(test: &str, backend: Backend) {
     for part in [id.as_str(), "198.51.100.1", "host_id"] {
         assert!(e.message.contains(part), "{part:?} in {}", e.message);
     }
-    let Running { hosts_file: hosts_a, .. } = c.run(0, "a", json!({})).await;
-    let Running { hosts_file: hosts_b, .. } = c.run(1, "b", json!({})).await;
+    let Running {
+        hosts_file: hosts_a,
+        ..
+    } = c.run(0, "a", json!({})).await;
+    let Running {
+        hosts_file: hosts_b,
+        ..
+    } = c.run(1, "b", json!({})).await;
     wait_until("host1 still converges", CONVERGE, async || {
         lookup(&hosts_b, "a").is_some() && lookup(&hosts_a, "b").is_some()
     })

@@ -17,10 +17,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The error for a socket nobody listens on.
 pub(crate) fn no_agent(socket: &Path) -> Failure {
-    Failure::of_kind(ErrorKind::Unavailable, format!(
-        "no agent at {}: start `overlayctl agent` (with the same --socket) on this host",
-        socket.display()
-    ))
+    Failure::of_kind(
+        ErrorKind::Unavailable,
+        format!(
+            "no agent at {}: start `overlayctl agent` (with the same --socket) on this host",
+            socket.display()
+        ),
+    )
 }
 
 /// Sends `request` to the agent at `socket` and returns its result.
@@ -31,22 +34,31 @@ pub(crate) async fn call(socket: &Path, request: &Request) -> CliResult<Value> {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 no_agent(socket)
             }
-            std::io::ErrorKind::PermissionDenied => Failure::of_kind(ErrorKind::PermissionDenied, format!(
-                "cannot use the agent socket {}: permission denied (run as root)",
-                socket.display()
-            )),
-            _ => Failure::of_kind(ErrorKind::Unavailable, format!(
-                "cannot reach the agent at {}: {e} (check that `overlayctl agent` runs)",
-                socket.display()
-            )),
+            std::io::ErrorKind::PermissionDenied => Failure::of_kind(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "cannot use the agent socket {}: permission denied (run as root)",
+                    socket.display()
+                ),
+            ),
+            _ => Failure::of_kind(
+                ErrorKind::Unavailable,
+                format!(
+                    "cannot reach the agent at {}: {e} (check that `overlayctl agent` runs)",
+                    socket.display()
+                ),
+            ),
         })?;
     let line = serde_json::to_string(request)
         .map_err(|e| Failure::failed(format!("cannot encode request: {e} (a bug)")))?;
     let lost = |e: std::io::Error| {
-        Failure::of_kind(ErrorKind::Unavailable, format!(
-            "the agent at {} hung up: {e} (see its log)",
-            socket.display()
-        ))
+        Failure::of_kind(
+            ErrorKind::Unavailable,
+            format!(
+                "the agent at {} hung up: {e} (see its log)",
+                socket.display()
+            ),
+        )
     };
     let exchange = async {
         stream

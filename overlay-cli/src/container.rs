@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, setns, unshare};
+use overlay_core::dataplane::Netns;
 use overlay_core::rpc::Request;
 use overlay_core::{ContainerSpec, NetnsRef};
-use overlay_core::dataplane::Netns;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::RunArgs;

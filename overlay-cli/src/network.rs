@@ -1,16 +1,15 @@
 //! `overlayctl network …`: create, ls, inspect and rm work on the cluster store directly;
 //! connect and disconnect go through the local agent, which owns this host's kernel state.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use overlay_core::{MTU_OPTION, VXLANID_OPTION};
 use overlay_core::rpc::Request;
 use overlay_core::{
     ContainerSpec, NetnsRef, NetworkInspect, NetworkOptions, NetworkSummary, Networks,
     SubnetOptions,
 };
+use overlay_core::{MTU_OPTION, VXLANID_OPTION};
 
 use crate::cli::{ConnectArgs, CreateArgs, Format, LsArgs, NetworkCommand};
 use crate::client;

@@ -109,7 +109,12 @@ async fn connect_without_agent_says_how_to_start_one() {
         ],
     ] {
         let out = run(&config, args).await;
-        assert_eq!(out.code(), Some(105), "unavailable: {args:?}: {}", out.stderr);
+        assert_eq!(
+            out.code(),
+            Some(105),
+            "unavailable: {args:?}: {}",
+            out.stderr
+        );
         let line = one_line(&out);
         assert!(line.contains(&format!("no agent at {socket}")), "{line}");
         assert!(line.contains("start `overlayctl agent`"), "{line}");

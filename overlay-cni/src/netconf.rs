@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 use overlay_core::document::parse_text;
-use overlay_core::{NetworkOptions, SubnetOptions};
 use overlay_core::model::PortMapping;
+use overlay_core::{NetworkOptions, SubnetOptions};
 use serde::Deserialize;
 
 use crate::SUPPORTED_VERSIONS;

@@ -50,7 +50,7 @@ pub fn to_result(a: &Attachment, version: &str) -> serde_json::Value {
     let sandbox = a.netns.display().to_string();
     let mut interfaces = vec![Interface {
         name: a.ifname.clone(),
-        mac: a.mac.clone(),
+        mac: a.mac.to_string(),
         sandbox: sandbox.clone(),
     }];
     let family = |a: &ipnet::IpNet| legacy.then_some(if a.addr().is_ipv4() { "4" } else { "6" });
@@ -68,7 +68,7 @@ pub fn to_result(a: &Attachment, version: &str) -> serde_json::Value {
     if let Some(up) = &a.uplink {
         interfaces.push(Interface {
             name: up.ifname.clone(),
-            mac: up.mac.clone(),
+            mac: up.mac.to_string(),
             sandbox,
         });
         ips.push(Ip {

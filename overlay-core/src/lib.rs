@@ -26,8 +26,8 @@ pub mod ipam;
 pub mod model;
 mod report;
 mod retry;
-mod sync;
 pub mod store;
+mod sync;
 
 pub use controller::{
     AddressPool, AddressWant, AttachedAddress, Attachment, ContainerInspect, ContainerSpec,

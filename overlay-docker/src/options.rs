@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use overlay_core::{NetworkOptions, SubnetOptions};
 use overlay_core::{Error, ErrorKind};
+use overlay_core::{NetworkOptions, SubnetOptions};
 use serde_json::Value;
 
 use crate::error::{DriverError, DriverResult};

@@ -4,7 +4,9 @@
 
 use std::ffi::c_char;
 
-use overlay_core::{ContainerInspect, ContainerSpec, Controller, ControllerOptions, NetworkOptions};
+use overlay_core::{
+    ContainerInspect, ContainerSpec, Controller, ControllerOptions, NetworkOptions,
+};
 
 use crate::boundary::{
     self, Failure, FfiResult, Out, arg_document, arg_ref, arg_str, c_json, c_string,

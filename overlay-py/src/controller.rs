@@ -10,11 +10,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 use overlay_core::Controller as Core;
 use overlay_core::document::{self, TextValue};
+use overlay_core::model::Vni;
 use overlay_core::{
     AddressPool, ContainerInspect, ContainerSpec, ControllerOptions, NetnsRef, NetworkOptions,
     SubnetOptions,
 };
-use overlay_core::model::Vni;
 use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyType};
@@ -247,9 +247,19 @@ impl Controller {
         let mut opts = ControllerOptions::new(store)
             .advertise(advertise)
             .vxlan_port(vxlan_port)
-            .sticky_grace(seconds(py, "sticky_grace", sticky_grace, defaults.sticky_grace)?)
+            .sticky_grace(seconds(
+                py,
+                "sticky_grace",
+                sticky_grace,
+                defaults.sticky_grace,
+            )?)
             .host_ttl(seconds(py, "host_ttl", host_ttl, defaults.host_ttl)?)
-            .reclaim_grace(seconds(py, "reclaim_grace", reclaim_grace, defaults.reclaim_grace)?)
+            .reclaim_grace(seconds(
+                py,
+                "reclaim_grace",
+                reclaim_grace,
+                defaults.reclaim_grace,
+            )?)
             .dns(dns);
         // The options a caller may leave unset stay unset (the controller picks their default).
         opts.host_id = host_id;

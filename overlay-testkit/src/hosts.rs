@@ -37,7 +37,10 @@ mod tests {
     #[test]
     fn live_lines_only() {
         let text = "10.0.0.2\tzk1 zk1.my-net\n#10.0.0.3\tzk3\n";
-        assert_eq!(find_name(text, "zk1.my-net"), Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(
+            find_name(text, "zk1.my-net"),
+            Some("10.0.0.2".parse().unwrap())
+        );
         assert_eq!(find_name(text, "zk3"), None);
         assert_eq!(find_name(text, "zk"), None);
     }

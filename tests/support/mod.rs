@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use overlay::rpc::WireError;
 use overlay::dataplane::lab::Lab;
 use overlay::dataplane::{Dataplane, NetlinkDataplane, Netns, Peer};
 use overlay::model::NetworkId;
-pub use overlay_testkit::{lacks, lookup, wait_until};
+use overlay::rpc::WireError;
 use overlay_testkit::{EtcdCluster, EtcdServer, ZooKeeperCluster, ZooKeeperServer};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -395,6 +394,36 @@ impl Cluster {
             endpoint,
         }
     }
+
+    /// The two containers most tests start from, on `my-net`: `a` on host 0 and `b` on host 1,
+    /// `b` answering "imok" on port 2181 until the pair is dropped.
+    pub async fn run_pair(&mut self) -> Pair {
+        let a = self.run(0, "a", json!({})).await;
+        let b = self.run(1, "b", json!({})).await;
+        let server = serve(&b.ns, 2181, "imok");
+        Pair { a, b, server }
+    }
+
+    /// Creates `my-net` through host 0 and answers its id.
+    pub async fn create_my_net(&mut self) -> String {
+        let net = self.hosts[0]
+            .ok(json!({"op": "create_network", "name": "my-net"}))
+            .await;
+        net["Id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("create_network answered no Id: {net}"))
+            .to_string()
+    }
+}
+
+/// What [`Cluster::run_pair`] started.
+pub struct Pair {
+    /// The container on host 0.
+    pub a: Running,
+    /// The container on host 1.
+    pub b: Running,
+    /// `b`'s "imok" server on port 2181.
+    pub server: overlay_testkit::TcpGreeter,
 }
 
 /// A container a test connected through [`Cluster::run`].
@@ -436,6 +465,25 @@ pub fn ip_of(entry: &Value) -> IpAddr {
         .next()
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("IPv4Address {cidr:?} is not ADDRESS/PREFIX"))
+}
+
+/// Deletes the namespace name at `path` (`/run/netns/NAME`) with `ip netns del`, as when a
+/// container dies or its runtime crashes before its DEL. A handle still open on the namespace
+/// keeps the namespace itself alive.
+pub fn ip_netns_del(path: &Path) {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_else(|| panic!("{} is not a named namespace", path.display()));
+    let out = std::process::Command::new("ip")
+        .args(["netns", "del", name])
+        .output()
+        .expect("run ip netns del");
+    assert!(
+        out.status.success(),
+        "ip netns del {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Answers TCP on `port` (IPv4 and IPv6) in a namespace with a fixed greeting until dropped.

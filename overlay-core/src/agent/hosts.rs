@@ -45,7 +45,12 @@ pub(crate) struct HostsEntry {
 impl HostsEntry {
     /// The names of a container named `name` with `aliases` on network `network` at `ip`:
     /// `name`, `name.network`, and each alias with and without the suffix.
-    pub(crate) fn for_container(ip: IpAddr, name: &str, aliases: &[String], network: &str) -> Vec<Self> {
+    pub(crate) fn for_container(
+        ip: IpAddr,
+        name: &str,
+        aliases: &[String],
+        network: &str,
+    ) -> Vec<Self> {
         std::iter::once(name)
             .chain(aliases.iter().map(String::as_str))
             .flat_map(|n| [n.to_string(), format!("{n}.{network}")])
@@ -269,16 +274,6 @@ impl Layout {
     /// What the last update did, unless it laid the lines out afresh.
     pub(crate) fn delta(&self) -> Option<&Delta> {
         self.delta.as_ref()
-    }
-
-    /// The layout's length.
-    pub(crate) fn len(&self) -> usize {
-        self.text.len()
-    }
-
-    /// Whether it holds nothing yet.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.text.is_empty()
     }
 
     /// The layout as the file of a container with addresses `own` holds it: its own lines

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::Shared;
-use crate::report::ControllerEvent;
 use super::health::Trouble;
 use crate::error::Result;
 use crate::model::{Host, HostId, Network, NetworkId, Record, keys};
+use crate::report::ControllerEvent;
 use crate::store::{KvStore, Listing, WatchEvent};
 
 fn host_of_key(key: &str) -> Option<HostId> {

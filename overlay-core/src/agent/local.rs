@@ -198,11 +198,6 @@ impl LocalState {
         crate::sync::lock(&self.entries)
     }
 
-    /// The state directory.
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The entry of `endpoint`, if this host made it.
     pub(crate) fn get(&self, endpoint: &EndpointId) -> Option<LocalEndpoint> {
         self.lock().get(endpoint).cloned()

@@ -35,8 +35,8 @@ use crate::dataplane::{Dataplane, GatewaySpec, Peer, SandboxSpec};
 use crate::error::Result;
 use crate::ipam::Ipam;
 use crate::model::{Endpoint, EndpointId, Host, HostId, Network, NetworkId, keys};
-use crate::store::{KvStore, TxnOp};
 use crate::report::{ControllerEvent, Health};
+use crate::store::{KvStore, TxnOp};
 use local::LocalState;
 use view::NetworkView;
 
@@ -273,8 +273,7 @@ impl Agent {
                 let s = shared.clone();
                 let first = Mutex::new(Some(networks_now));
                 health::supervise(board.clone(), "networks".into(), move || {
-                    let initial = crate::sync::lock(&first)
-                        .take();
+                    let initial = crate::sync::lock(&first).take();
                     live::watch_networks(s.clone(), initial)
                 })
             },
@@ -335,8 +334,7 @@ impl Agent {
             // The listing above serves the task's first run only; a restarted task lists again.
             let initial = Mutex::new(listing);
             let handle = health::supervise(self.shared.board.clone(), name, move || {
-                let listing = crate::sync::lock(&initial)
-                    .take();
+                let listing = crate::sync::lock(&initial).take();
                 network::run(shared.clone(), id, listing)
             });
             if let Some(ns) = self.shared.state().nets.get_mut(&id) {

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use super::Shared;
-use crate::report::ControllerEvent;
 use super::health::Trouble;
 use super::view::Change;
 use crate::dataplane::Peer;
 use crate::model::{NetworkId, keys};
+use crate::report::ControllerEvent;
 use crate::store::{Listing, WatchEvent};
 
 pub(super) fn emit_changes(shared: &Shared, change: &Change) {

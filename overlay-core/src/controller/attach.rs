@@ -119,8 +119,11 @@ impl Controller {
             None => self.lookup(network).await?.0,
         };
         let (this, network, c) = (self.clone(), net.id.to_string(), c.clone());
-        self.detached(op, async move { this.connect_now(&network, &c, None).await })
-            .await
+        self.detached(
+            op,
+            async move { this.connect_now(&network, &c, None).await },
+        )
+        .await
     }
 
     /// Finds network `name`, or creates it with `opts` if it does not exist (on any host: a

@@ -63,14 +63,17 @@ mod tests {
     use crate::controller::spec::NetnsRef;
 
     fn network(extra: serde_json::Value) -> Network {
+        let serde_json::Value::Object(extra) = extra else {
+            panic!("network(): extra fields must be an object, got {extra}");
+        };
         let mut doc = serde_json::json!({
             "schema": 1, "id": "a".repeat(64), "name": "my-net", "driver": "overlay",
             "vni": 4242,
             "pools": [{"subnet": "10.0.9.0/24", "gateway": "10.0.9.1"}],
             "created_ms": 0
         });
-        for (k, v) in extra.as_object().unwrap() {
-            doc[k] = v.clone();
+        for (k, v) in extra {
+            doc[k] = v;
         }
         serde_json::from_value(doc).unwrap()
     }
@@ -115,9 +118,16 @@ mod tests {
     fn a_subnet_over_the_gateway_pool_is_refused_unless_internal() {
         let over = serde_json::json!({"pools": [{"subnet": "172.18.5.0/24"}]});
         let e = refused(&network(over.clone()), &zk());
-        assert!(e.context().contains("overlaps this host's gateway pool"), "{e}");
+        assert!(
+            e.context().contains("overlaps this host's gateway pool"),
+            "{e}"
+        );
         let wide = serde_json::json!({"pools": [{"subnet": "172.0.0.0/8"}]});
-        assert!(refused(&network(wide), &zk()).context().contains("overlaps"));
+        assert!(
+            refused(&network(wide), &zk())
+                .context()
+                .contains("overlaps")
+        );
         let mut internal = over;
         internal["internal"] = true.into();
         connect_preconditions(&network(internal), &zk(), POOL.parse().unwrap()).unwrap();
@@ -126,7 +136,10 @@ mod tests {
     #[test]
     fn an_ipv6_address_needs_an_ipv6_network() {
         let net = network(serde_json::json!({}));
-        let e = refused(&net, &zk().ipv6("fd00::2".parse::<std::net::Ipv6Addr>().unwrap()));
+        let e = refused(
+            &net,
+            &zk().ipv6("fd00::2".parse::<std::net::Ipv6Addr>().unwrap()),
+        );
         assert!(e.context().contains("has no IPv6"), "{e}");
     }
 }

@@ -9,9 +9,9 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use super::Controller;
 use super::attach::{Attachment, attachment};
 use super::checks::connect_preconditions;
-use super::rollback::Rollback;
 use super::inspect::ContainerInspect;
 use super::networks::decode_all;
+use super::rollback::Rollback;
 use super::spec::ContainerSpec;
 use crate::agent::local::{LocalEndpoint, entry_for, make_hosts_dir};
 use crate::agent::{endpoint_removal, names_of};
@@ -19,7 +19,17 @@ use crate::dataplane::{AttachSpec, SandboxSpec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ipam::{AddressRequest, Family, Want};
 use crate::model::{Endpoint, EndpointId, MacAddr, Network, NetworkId, Record, SCHEMA, keys};
-use crate::store::TxnOp;
+use crate::store::{TxnOp, Version};
+
+/// A container's endpoint, found through its uniqueness key ([`Controller::connected`]).
+pub(super) struct Connected {
+    /// The endpoint record's key.
+    pub(super) key: String,
+    /// The record's version, for a compare-and-swap.
+    pub(super) version: Version,
+    /// The record.
+    pub(super) ep: Endpoint,
+}
 
 /// Adds what only this host knows of its endpoint `entry` to its inspect entry.
 pub(super) fn with_gateway(
@@ -190,9 +200,15 @@ impl Controller {
         // otherwise remove the sandbox under the new interface.
         let agent = self.agent()?;
         let _network = agent.lock_network(&net.id).await;
+        // Each change of the steps registers its undo as soon as it is made; a failure
+        // undoes them all, newest first (see [`Rollback`]), before it returns.
+        let mut undo = Rollback::new(net.id, id);
         let result = self
-            .connect_steps(&net, net_version, c, ifname, id, handoff)
+            .connect_steps(&net, net_version, c, ifname, id, handoff, &mut undo)
             .await;
+        if result.is_err() {
+            undo.run(self).await;
+        }
         match result {
             Ok(ep) => {
                 // The entry was written by the steps above, under the network's lock.
@@ -211,30 +227,10 @@ impl Controller {
         }
     }
 
-    /// Address, kernel state and endpoint record, in that order. Each change registers its
-    /// undo as soon as it is made; a failure undoes them all, newest first (see
-    /// [`Rollback`]), before it returns.
-    async fn connect_steps(
-        &self,
-        net: &Network,
-        net_version: crate::store::Version,
-        c: &ContainerSpec,
-        ifname: String,
-        id: EndpointId,
-        plan: Option<super::handoff::Plan>,
-    ) -> Result<Endpoint> {
-        let mut undo = Rollback::new(net.id, id);
-        let made = self
-            .connect_changes(net, net_version, c, ifname, id, plan, &mut undo)
-            .await;
-        if made.is_err() {
-            undo.run(self).await;
-        }
-        made
-    }
-
+    /// Address, kernel state and endpoint record, in that order, each change registered in
+    /// `undo` right after it is made.
     #[allow(clippy::too_many_arguments)]
-    async fn connect_changes(
+    async fn connect_steps(
         &self,
         net: &Network,
         net_version: crate::store::Version,
@@ -358,7 +354,6 @@ impl Controller {
         Ok(ep)
     }
 
-
     /// Turns a failed endpoint transaction into the error a user can act on.
     async fn explain_publish_failure(&self, net: &Network, c: &ContainerSpec, e: Error) -> Error {
         let store = &self.inner.store;
@@ -409,6 +404,24 @@ impl Controller {
         let op = "disconnect";
         let (net, _) = self.lookup(network).await?;
         let store = &self.inner.store;
+        let Connected { version, ep, .. } = self.connected(op, &net, container_id).await?;
+        let agent = self.agent()?;
+        let _network = agent.lock_network(&net.id).await;
+        let ops = endpoint_removal(store.as_ref(), &ep, version).await?;
+        store.txn(&ops).await.map_err(|e| e.with_op(op))?;
+        self.release_local(&net, &ep).await;
+        Ok(())
+    }
+
+    /// The endpoint of this host's container `container_id` on `net`, for `op`: NotFound if
+    /// the container is not connected to it, InvalidArgument if it runs on another host.
+    pub(super) async fn connected(
+        &self,
+        op: &'static str,
+        net: &Network,
+        container_id: &str,
+    ) -> Result<Connected> {
+        let store = &self.inner.store;
         let ckey = keys::container(&net.id, container_id);
         crate::store::validate_key(&ckey)
             .map_err(|_| Error::invalid(op, format!("container id {container_id:?} is invalid")))?;
@@ -426,26 +439,25 @@ impl Controller {
             .await?
             .ok_or_else(not_connected)?;
         let id: EndpointId = String::from_utf8_lossy(&kv.value).parse()?;
-        let ekey = keys::endpoint(&net.id, &id);
-        let Some(ekv) = crate::store::get_confirmed(store.as_ref(), &ekey).await? else {
+        let key = keys::endpoint(&net.id, &id);
+        let Some(ekv) = crate::store::get_confirmed(store.as_ref(), &key).await? else {
             // A uniqueness key without its endpoint: a leftover; clear it.
             let _ = store.compare_and_delete(&ckey, kv.version).await;
             return Err(not_connected());
         };
-        let ep = Endpoint::decode(&ekey, &ekv.value)?;
-        let agent = self.agent()?;
-        let _network = agent.lock_network(&net.id).await;
+        let ep = Endpoint::decode(&key, &ekv.value)?;
         if ep.host != self.inner.host.id {
             return Err(Error::invalid(
                 op,
                 format!("container {container_id:?} runs on host {}", ep.host),
             )
-            .with_hint("disconnect it on the host it runs on"));
+            .with_hint(format!("{op} it on the host it runs on")));
         }
-        let ops = endpoint_removal(store.as_ref(), &ep, ekv.version).await?;
-        store.txn(&ops).await.map_err(|e| e.with_op(op))?;
-        self.release_local(&net, &ep).await;
-        Ok(())
+        Ok(Connected {
+            key,
+            version: ekv.version,
+            ep,
+        })
     }
 
     /// Undoes the kernel and IPAM side of a local endpoint whose record is gone.

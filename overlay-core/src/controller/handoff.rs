@@ -346,35 +346,12 @@ impl Controller {
         let op = "rename";
         let (net, _) = self.lookup(network).await?;
         let store = &self.inner.store;
-        let missing = || {
-            Error::new(
-                ErrorKind::NotFound,
-                op,
-                format!(
-                    "container {container_id:?} is not connected to network {:?}",
-                    net.name
-                ),
-            )
-        };
-        let ckey = keys::container(&net.id, container_id);
-        crate::store::validate_key(&ckey)
-            .map_err(|_| Error::invalid(op, format!("container id {container_id:?} is invalid")))?;
-        let kv = crate::store::get_confirmed(store.as_ref(), &ckey)
-            .await?
-            .ok_or_else(missing)?;
-        let id: EndpointId = String::from_utf8_lossy(&kv.value).parse()?;
-        let ekey = keys::endpoint(&net.id, &id);
-        let ekv = crate::store::get_confirmed(store.as_ref(), &ekey)
-            .await?
-            .ok_or_else(missing)?;
-        let mut ep = crate::model::Endpoint::decode(&ekey, &ekv.value)?;
-        if ep.host != self.inner.host.id {
-            return Err(Error::invalid(
-                op,
-                format!("container {container_id:?} runs on host {}", ep.host),
-            )
-            .with_hint("rename it on the host it runs on"));
-        }
+        let super::endpoints::Connected {
+            key: ekey,
+            version,
+            mut ep,
+        } = self.connected(op, &net, container_id).await?;
+        let id = ep.id;
         if ep.name == name && ep.aliases == aliases {
             return Ok(());
         }
@@ -403,7 +380,7 @@ impl Controller {
         ops.push(TxnOp::Update {
             key: ekey,
             value: ep.encode(),
-            version: ekv.version,
+            version,
         });
         store.txn(&ops).await.map_err(|e| match e.kind() {
             ErrorKind::AlreadyExists => Error::new(

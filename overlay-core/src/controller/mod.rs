@@ -290,8 +290,7 @@ impl Controller {
     /// host takes them over.
     pub async fn close(&self) -> Result<()> {
         let _quiet = self.inner.in_flight.write().await;
-        let agent = crate::sync::lock(&self.inner.agent)
-            .take();
+        let agent = crate::sync::lock(&self.inner.agent).take();
         match agent {
             Some(agent) => {
                 agent.close().await;

@@ -113,11 +113,9 @@ impl Rollback {
                     if let Err(e) = dp.detach(&network, &netns, &ifname).await {
                         tracing::warn!(error = %e, "could not detach after a failed connect");
                     }
-                    let still_used = agent.as_ref().map(|a| {
-                        a.local_endpoints()
-                            .iter()
-                            .any(|e| e.network == network)
-                    });
+                    let still_used = agent
+                        .as_ref()
+                        .map(|a| a.local_endpoints().iter().any(|e| e.network == network));
                     if !still_used.unwrap_or(true)
                         && let Err(e) = dp.remove_sandbox(&network).await
                     {

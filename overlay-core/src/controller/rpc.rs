@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::inspect::ContainerInspect;
 use super::Controller;
+use super::inspect::ContainerInspect;
 use super::spec::{ContainerSpec, NetworkOptions};
 use crate::error::{Error, Result};
 

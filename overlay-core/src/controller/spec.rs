@@ -37,7 +37,7 @@ pub const RESERVED_NETWORK_NAMES: [&str; 4] = ["bridge", "host", "none", "docker
 /// `ControllerOptions::new(store)`, then the setters for the rest; every field has a default.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "ControllerOptionsDoc")]
+#[serde(try_from = "document::ControllerOptionsDoc")]
 pub struct ControllerOptions {
     /// Cluster store URL (`etcd://…`, `zk://…`, `consul://…`, `file:///…`).
     pub store: String,
@@ -112,7 +112,7 @@ impl Default for ControllerOptions {
 /// `/size` subnet of `base`, in address order.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "AddressPoolDoc")]
+#[serde(try_from = "document::AddressPoolDoc")]
 pub struct AddressPool {
     /// The range, e.g. `10.0.0.0/8`.
     pub base: IpNet,
@@ -129,7 +129,7 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 /// `SubnetOptions::new(subnet)`, then the setters for the rest.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "SubnetOptionsDoc")]
+#[serde(try_from = "document::SubnetOptionsDoc")]
 pub struct SubnetOptions {
     /// The subnet, e.g. `10.0.9.0/24` or `fd00:1::/64`.
     pub subnet: IpNet,
@@ -145,7 +145,7 @@ pub struct SubnetOptions {
 /// (one IPv4 subnet from the default pools, a free VNI), then the setters for the rest.
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "NetworkOptionsDoc")]
+#[serde(try_from = "document::NetworkOptionsDoc")]
 pub struct NetworkOptions {
     /// Subnets; none means one IPv4 pool from the default list (plus an IPv6 one if `ipv6`
     /// and no IPv6 subnet is given, which is refused: give it explicitly).
@@ -164,7 +164,7 @@ pub struct NetworkOptions {
 
 /// How to find a container's network namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", try_from = "NetnsRefDoc")]
+#[serde(rename_all = "snake_case", try_from = "document::NetnsRefDoc")]
 pub enum NetnsRef {
     /// A namespace file, e.g. `/run/netns/zookeeper1` or `/proc/1234/ns/net`.
     Path(PathBuf),
@@ -197,7 +197,7 @@ impl NetnsRef {
 /// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "ContainerSpecDoc")]
+#[serde(try_from = "document::ContainerSpecDoc")]
 pub struct ContainerSpec {
     /// The embedder's container id (any text without whitespace, up to 128 bytes).
     pub id: String,
@@ -316,7 +316,10 @@ impl ControllerOptions {
     }
 
     /// Where the resolver forwards names that are not containers', in order.
-    pub fn dns_upstreams(mut self, upstreams: impl IntoIterator<Item = std::net::SocketAddr>) -> Self {
+    pub fn dns_upstreams(
+        mut self,
+        upstreams: impl IntoIterator<Item = std::net::SocketAddr>,
+    ) -> Self {
         self.dns_upstreams = Some(upstreams.into_iter().collect());
         self
     }

@@ -63,8 +63,7 @@ impl Lab {
     pub async fn namespace(&self, name: &str) -> Result<Netns> {
         let full = format!("{}-{name}", self.prefix);
         let (ns, _) = Netns::create_named(&full)?;
-        crate::sync::lock(&self.made)
-            .push(full.clone());
+        crate::sync::lock(&self.made).push(full.clone());
         let conn = NlConn::open(Some(&ns), &full).await?;
         link::set_link(
             &conn,
@@ -199,9 +198,7 @@ impl Lab {
     /// Keeps going after a failure and reports all of them.
     pub fn cleanup(&self) -> Result<()> {
         let mut failures = Failures::default();
-        let made: Vec<String> = std::mem::take(
-            &mut *crate::sync::lock(&self.made),
-        );
+        let made: Vec<String> = std::mem::take(&mut *crate::sync::lock(&self.made));
         // Sandboxes of host `<prefix>_x` are named `ovl-<prefix>_x-<net>`.
         let tag_prefix = format!("{}_", self.prefix);
         let ours = super::sandbox::prefix(&tag_prefix);

@@ -230,7 +230,11 @@ pub trait Dataplane: Send + Sync {
 
     /// Gives a container an interface on the gateway bridge (`spec.ipv4` from the pool) with
     /// its default route through the bridge; the port is isolated from the other containers'.
-    async fn attach_gateway(&self, spec: &GatewaySpec, attach: &AttachSpec) -> Result<AttachedVeth> {
+    async fn attach_gateway(
+        &self,
+        spec: &GatewaySpec,
+        attach: &AttachSpec,
+    ) -> Result<AttachedVeth> {
         let _ = (spec, attach);
         Err(no_gateway())
     }

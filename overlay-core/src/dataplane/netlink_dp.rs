@@ -256,7 +256,11 @@ impl Dataplane for NetlinkDataplane {
         Ok(())
     }
 
-    async fn attach_gateway(&self, spec: &GatewaySpec, attach: &AttachSpec) -> Result<AttachedVeth> {
+    async fn attach_gateway(
+        &self,
+        spec: &GatewaySpec,
+        attach: &AttachSpec,
+    ) -> Result<AttachedVeth> {
         let Some(ip) = attach.ipv4.filter(|ip| spec.pool.contains(&ip.addr())) else {
             return Err(Error::invalid(
                 "attach gateway",

@@ -19,6 +19,8 @@ pub(crate) fn checked_mtu(op: &'static str, mtu: u32) -> crate::Result<u32> {
     if MTU_RANGE.contains(&mtu) {
         return Ok(mtu);
     }
-    Err(crate::Error::invalid(op, format!("MTU {mtu} is outside 68..=65535"))
-        .with_hint("use an MTU between 68 and 65535, or none to derive it from the underlay"))
+    Err(
+        crate::Error::invalid(op, format!("MTU {mtu} is outside 68..=65535"))
+            .with_hint("use an MTU between 68 and 65535, or none to derive it from the underlay"),
+    )
 }

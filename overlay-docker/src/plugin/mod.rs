@@ -83,7 +83,10 @@ enum Binding {
     /// The cluster network of this name.
     Bound(String),
     /// It could not be made, and why; every call on it says so until the engine removes it.
-    Failed { pools: Vec<IpNet>, error: DriverError },
+    Failed {
+        pools: Vec<IpNet>,
+        error: DriverError,
+    },
 }
 
 #[derive(Default)]

@@ -92,7 +92,10 @@ impl Plugin {
         }
     }
 
-    pub(super) async fn create_endpoint(&self, req: CreateEndpoint) -> DriverResult<CreateEndpointReply> {
+    pub(super) async fn create_endpoint(
+        &self,
+        req: CreateEndpoint,
+    ) -> DriverResult<CreateEndpointReply> {
         let name = self.network_of(&req.network_id).await?;
         let iface = req.interface.unwrap_or_default();
         let ip = |text: &str| match text {
