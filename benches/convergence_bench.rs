@@ -55,15 +55,7 @@ async fn open(
 /// B's kernel holds its peer.
 async fn convergence(url: &str, tag: &str) -> Result<Vec<Duration>> {
     let lab = Lab::new(tag)?;
-    let a = lab.namespace("a").await?;
-    let b = lab.namespace("b").await?;
-    lab.underlay(
-        &a,
-        "198.51.100.1/24".parse().unwrap(),
-        &b,
-        "198.51.100.2/24".parse().unwrap(),
-    )
-    .await?;
+    let (a, b) = lab.two_hosts("a", "b").await?;
     let state = tempfile::tempdir().map_err(|e| overlay::Error::io("bench", "temp dir", e))?;
     let ca = open(url, state.path(), &lab, &a, "a", "198.51.100.1").await?;
     let cb = open(url, state.path(), &lab, &b, "b", "198.51.100.2").await?;
@@ -176,12 +168,8 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(2);
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let etcd = EtcdServer::try_start()
-        .inspect_err(|why| eprintln!("etcd: no server: {why}"))
-        .ok();
-    let zk = ZooKeeperServer::try_start()
-        .inspect_err(|why| eprintln!("ZooKeeper: no server: {why}"))
-        .ok();
+    let etcd = EtcdServer::start_or_say();
+    let zk = ZooKeeperServer::start_or_say();
     // Each phase gets a fresh store (etcd and ZooKeeper URLs name a fresh prefix per call).
     let file = |phase: &str| format!("file://{}/{phase}.db", dir.path().display());
     let backends: Vec<(&str, Option<[String; 2]>)> = vec![

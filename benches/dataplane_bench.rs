@@ -93,18 +93,6 @@ async fn make_host(name: &str, vtep: Ipv4Addr) -> Result<Netns, Box<dyn std::err
     Ok(ns)
 }
 
-/// One CNI ADD (or DEL) of the reference bridge plugin, run inside the host namespace.
-fn cni(
-    command: &str,
-    host: &Netns,
-    container: &Netns,
-    id: &str,
-    config: &str,
-    cni_path: &str,
-) -> Result<Duration, String> {
-    cni_plugin("bridge", command, host, container, id, config, cni_path).map(|(d, _)| d)
-}
-
 /// One CNI call of `plugin`, run inside the host namespace: how long it took and its result.
 fn cni_plugin(
     plugin: &str,
@@ -325,8 +313,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut cni_add = Vec::with_capacity(ENDPOINTS);
     let mut cni_error = None;
     for (i, c) in theirs.iter().enumerate() {
-        match cni("ADD", &host, c, &format!("bench{i}"), &config, &cni_path) {
-            Ok(d) => cni_add.push(d),
+        match cni_plugin(
+            "bridge",
+            "ADD",
+            &host,
+            c,
+            &format!("bench{i}"),
+            &config,
+            &cni_path,
+        ) {
+            Ok((d, _)) => cni_add.push(d),
             Err(e) => {
                 cni_error = Some(e);
                 break;
@@ -335,7 +331,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     cni_add.sort();
     for (i, c) in theirs.iter().enumerate().take(cni_add.len()) {
-        let _ = cni("DEL", &host, c, &format!("bench{i}"), &config, &cni_path);
+        let _ = cni_plugin(
+            "bridge",
+            "DEL",
+            &host,
+            c,
+            &format!("bench{i}"),
+            &config,
+            &cni_path,
+        );
     }
 
     let all = peers(PEERS);

@@ -214,15 +214,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("{} --version said nothing", aardvark_bin.display()).into());
     }
     let lab = Lab::new(&format!("dnsb{:x}", std::process::id() & 0xfff))?;
-    let host = lab.namespace("host").await?;
-    let lan = lab.namespace("lan").await?;
-    lab.underlay(
-        &host,
-        "198.51.100.1/24".parse()?,
-        &lan,
-        "198.51.100.2/24".parse()?,
-    )
-    .await?;
+    let (host, lan) = lab.two_hosts("host", "lan").await?;
     let upstream = DnsUpstream::start(
         lan.path(),
         "198.51.100.2:53".parse()?,

@@ -229,12 +229,8 @@ async fn allocate(url: &str, net: NetworkId, allocators: usize) -> Result<(Durat
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let etcd = EtcdServer::try_start()
-        .inspect_err(|why| eprintln!("etcd: no server: {why}"))
-        .ok();
-    let zk = ZooKeeperServer::try_start()
-        .inspect_err(|why| eprintln!("ZooKeeper: no server: {why}"))
-        .ok();
+    let etcd = EtcdServer::start_or_say();
+    let zk = ZooKeeperServer::start_or_say();
     let mut targets: Vec<(&'static str, String)> = vec![(
         "embedded",
         format!("file://{}/bench.db", dir.path().display()),

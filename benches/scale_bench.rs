@@ -905,19 +905,9 @@ async fn bench() -> std::process::ExitCode {
         .collect();
     let wants = |b: &str| wanted.is_empty() || wanted.iter().any(|w| w == b);
     let dir = tempfile::tempdir().expect("temp dir");
-    let etcd = wants("etcd")
-        .then(|| {
-            EtcdServer::try_start()
-                .inspect_err(|why| eprintln!("etcd: no server: {why}"))
-                .ok()
-        })
-        .flatten();
+    let etcd = wants("etcd").then(EtcdServer::start_or_say).flatten();
     let zk = wants("zookeeper")
-        .then(|| {
-            ZooKeeperServer::try_start()
-                .inspect_err(|why| eprintln!("ZooKeeper: no server: {why}"))
-                .ok()
-        })
+        .then(ZooKeeperServer::start_or_say)
         .flatten();
     let file = |phase: &str| format!("file://{}/{phase}.db", dir.path().display());
     let mut backends: Vec<(&str, Option<[String; 2]>)> = Vec::new();

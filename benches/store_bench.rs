@@ -114,9 +114,7 @@ async fn main() {
         notes.push(format!("embedded: failed: {e}"));
     }
 
-    let etcd = EtcdServer::try_start()
-        .inspect_err(|why| eprintln!("etcd: no server: {why}"))
-        .ok();
+    let etcd = EtcdServer::start_or_say();
     match &etcd {
         Some(s) => {
             if let Some(t) = s.started_in() {
@@ -128,9 +126,7 @@ async fn main() {
         }
         None => notes.push("etcd: no server (see above)".into()),
     }
-    let zk = ZooKeeperServer::try_start()
-        .inspect_err(|why| eprintln!("ZooKeeper: no server: {why}"))
-        .ok();
+    let zk = ZooKeeperServer::start_or_say();
     match &zk {
         Some(s) => {
             if let Some(t) = s.started_in() {

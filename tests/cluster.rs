@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use overlay_testkit::{lacks, lookup, wait_until};
 use serde_json::json;
-use support::{Backend, Cluster, Pair, Running, fetch, ip_of, serve};
+use support::{Backend, Cluster, Running, fetch, ip_of, serve};
 
 /// How long convergence may take before a test fails. The benchmark measures the real figure
 /// (milliseconds); this bound only keeps a broken build from hanging.
@@ -262,11 +262,8 @@ async fn create_race(test: &str, backend: Backend) {
 async fn store_restart(test: &str, backend: Backend) {
     let mut c = Cluster::with_own_server(test, backend).await;
     c.create_my_net().await;
-    let Pair {
-        a,
-        b,
-        server: _server,
-    } = c.run_pair().await;
+    let pair = c.run_pair().await;
+    let (a, b) = (&pair.a, &pair.b);
     let ip_b = b.ip();
     wait_until("a reaches b", CONVERGE, async || {
         lookup(&a.hosts_file, "b").is_some() && fetch(&a.ns, ip_b, 2181).as_deref() == Some("imok")
@@ -315,11 +312,8 @@ async fn store_restart(test: &str, backend: Backend) {
 async fn quorum_lost(test: &str, backend: Backend) {
     let mut c = Cluster::on_store_cluster(test, backend).await;
     c.create_my_net().await;
-    let Pair {
-        a,
-        b,
-        server: _server,
-    } = c.run_pair().await;
+    let pair = c.run_pair().await;
+    let (a, b) = (&pair.a, &pair.b);
     let ip_b = b.ip();
     wait_until("a reaches b", CONVERGE, async || {
         fetch(&a.ns, ip_b, 2181).as_deref() == Some("imok")
@@ -391,11 +385,8 @@ async fn quorum_lost(test: &str, backend: Backend) {
 async fn leader_lost(test: &str, backend: Backend) {
     let mut c = Cluster::on_store_cluster(test, backend).await;
     let id = c.create_my_net().await;
-    let Pair {
-        a,
-        b,
-        server: _server,
-    } = c.run_pair().await;
+    let pair = c.run_pair().await;
+    let (a, b) = (&pair.a, &pair.b);
     let (ip_a, ip_b) = (a.ip(), b.ip());
     wait_until("a reaches b", CONVERGE, async || {
         fetch(&a.ns, ip_b, 2181).as_deref() == Some("imok")
@@ -465,11 +456,8 @@ async fn bad_records_skipped(test: &str, backend: Backend) {
             .await
             .expect("write a bad record");
     }
-    let Pair {
-        a,
-        b,
-        server: _server,
-    } = c.run_pair().await;
+    let pair = c.run_pair().await;
+    let (a, b) = (&pair.a, &pair.b);
     wait_until(
         "a and b converge past the bad records",
         CONVERGE,
@@ -542,11 +530,8 @@ async fn dual_stack(test: &str, backend: Backend) {
 async fn kernel_state_healed(test: &str, backend: Backend) {
     let mut c = Cluster::with_reclaim_grace(test, backend, 60_000).await;
     let id = c.create_my_net().await;
-    let Pair {
-        a,
-        b,
-        server: _server,
-    } = c.run_pair().await;
+    let pair = c.run_pair().await;
+    let (a, b) = (&pair.a, &pair.b);
     let ip_b = b.ip();
     let mac_a = a.endpoint["MacAddress"]
         .as_str()

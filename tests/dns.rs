@@ -67,16 +67,7 @@ fn ask(ns: &Netns, server: SocketAddr, name: &str, qtype: &str) -> DnsAnswer {
 async fn containers_resolve_names_of_their_networks() {
     overlay_testkit::require_root("containers_resolve_names_of_their_networks");
     let lab = Lab::new(&format!("d{:x}", std::process::id() & 0xffff)).expect("lab");
-    let h1 = lab.namespace("host1").await.unwrap();
-    let h2 = lab.namespace("host2").await.unwrap();
-    lab.underlay(
-        &h1,
-        "198.51.100.1/24".parse().unwrap(),
-        &h2,
-        "198.51.100.2/24".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let (h1, h2) = lab.two_hosts("host1", "host2").await.unwrap();
     // The hosts' upstream resolver, on the underlay.
     let upstream = DnsUpstream::start(
         h2.path(),

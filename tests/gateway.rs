@@ -37,16 +37,7 @@ fn container(name: &str, ns: &Netns, publish: &[&str]) -> ContainerSpec {
 async fn containers_reach_out_and_published_ports_reach_in() {
     overlay_testkit::require_root("containers_reach_out_and_published_ports_reach_in");
     let lab = Lab::new(&format!("g{:x}", std::process::id() & 0xffff)).expect("lab");
-    let host = lab.namespace("host1").await.unwrap();
-    let lan = lab.namespace("lan").await.unwrap();
-    lab.underlay(
-        &host,
-        "198.51.100.1/24".parse().unwrap(),
-        &lan,
-        "198.51.100.2/24".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let (host, lan) = lab.two_hosts("host1", "lan").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let opts = ControllerOptions::new(format!("file://{}/store.db", dir.path().display()))
         .advertise("198.51.100.1")

@@ -22,16 +22,7 @@ const LIMIT: Duration = Duration::from_secs(15);
 /// this process.
 async fn two_hosts(prefix: char, a: &str, b: &str) -> (Lab, Netns, Netns) {
     let lab = Lab::new(&format!("{prefix}{:x}", std::process::id() & 0xffff)).expect("lab");
-    let na = lab.namespace(a).await.expect("host a");
-    let nb = lab.namespace(b).await.expect("host b");
-    lab.underlay(
-        &na,
-        "198.51.100.1/24".parse().unwrap(),
-        &nb,
-        "198.51.100.2/24".parse().unwrap(),
-    )
-    .await
-    .expect("underlay");
+    let (na, nb) = lab.two_hosts(a, b).await.expect("two hosts");
     (lab, na, nb)
 }
 

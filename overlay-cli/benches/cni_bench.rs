@@ -97,16 +97,7 @@ async fn main() {
         "the reference plugins are missing: apt-get install containernetworking-plugins"
     );
     let lab = Lab::new(&format!("cb{:x}", std::process::id())).expect("lab");
-    let host = lab.namespace("host").await.expect("host");
-    let peer = lab.namespace("peer").await.expect("peer");
-    lab.underlay(
-        &host,
-        "198.51.100.1/24".parse().unwrap(),
-        &peer,
-        "198.51.100.2/24".parse().unwrap(),
-    )
-    .await
-    .expect("underlay");
+    let (host, _peer) = lab.two_hosts("host", "peer").await.expect("two hosts");
     let dir = tempfile::tempdir().expect("temp dir");
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();

@@ -13,6 +13,8 @@ import sys
 import uuid
 from typing import List
 
+import pytest
+
 
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30)
@@ -78,3 +80,12 @@ def can_make_namespaces() -> str:
     if shutil.which("ip") is None:
         return "needs the ip command (Debian package iproute2)"
     return ""
+
+
+def require_namespaces() -> None:
+    """Skips the test where namespaces cannot be made; fails it instead under CI=true."""
+    why = can_make_namespaces()
+    if why:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{why}; CI=true requires it", pytrace=False)
+        pytest.skip(why)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import List
 
 import overlay
+from procs import interrupt_when_blocked, run_all, write_lock_held
 
 THREADS = 8
 INCREMENTS = 20
@@ -40,11 +40,7 @@ def test_eight_threads_race_cas_increments_without_deadlock(store_url: str) -> N
         watch = store.watch("counter")
         errors: List[BaseException] = []
         threads = [threading.Thread(target=increment, args=(store, "counter", errors)) for _ in range(THREADS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        assert not any(t.is_alive() for t in threads), "threads still running: deadlock or hang"
+        run_all(threads)
         assert errors == []
         got = store.get("counter")
         assert got is not None and int(got[0]) == THREADS * INCREMENTS
@@ -102,26 +98,6 @@ def test_one_runtime_per_process(tmp_path: Path) -> None:
         s.close()
 
 
-# futex(2), the system call a thread waiting inside the module's native code sleeps in.
-FUTEX = {"x86_64": 202, "aarch64": 98}
-
-
-def wait_inside_native_call(pid: int, limit: float = 30.0) -> None:
-    """Waits until the main thread of `pid` sleeps in futex(2): inside the blocking call of the
-    module (its Python code has no other wait), not still on the way to it."""
-    futex = FUTEX.get(os.uname().machine)
-    assert futex is not None, f"no futex number known for {os.uname().machine}"
-    deadline = time.monotonic() + limit
-    last = ""
-    while time.monotonic() < deadline:
-        with open(f"/proc/{pid}/syscall") as f:
-            last = f.read().strip()
-        if last.split()[0] == str(futex):
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"process {pid} never blocked in the native call (last: {last})")
-
-
 # Each child installs Python's own Ctrl-C handler: a process started in the background by a
 # shell (as CI may start the suite) inherits SIGINT ignored, and Python then installs none.
 WATCHER = textwrap.dedent(
@@ -144,18 +120,7 @@ def test_ctrl_c_interrupts_a_blocked_watch(embedded_url: str) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
-        wait_inside_native_call(proc.pid)
-        sent = time.monotonic()
-        os.kill(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-        took = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    err, took = interrupt_when_blocked(proc)
     assert "KeyboardInterrupt" in err, err
     assert proc.returncode != 0
     # Far below the endless wait it interrupted; generous for a loaded machine.
@@ -165,16 +130,7 @@ def test_ctrl_c_interrupts_a_blocked_watch(embedded_url: str) -> None:
 def test_ctrl_c_interrupts_next_with_a_long_timeout(embedded_url: str) -> None:
     script = WATCHER.replace("for event in watch:", "while watch.next(timeout=3600) is None:")
     proc = subprocess.Popen([sys.executable, "-c", script, embedded_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
-        wait_inside_native_call(proc.pid)
-        os.kill(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    err, _ = interrupt_when_blocked(proc)
     assert "KeyboardInterrupt" in err, err
 
 
@@ -222,16 +178,6 @@ def test_fork_child_gets_its_own_runtime_and_refuses_inherited_objects(embedded_
     store.close()
 
 
-LOCK_HOLDER = """
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1], isolation_level=None)
-db.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-sys.stdin.readline()
-db.execute("ROLLBACK")
-"""
-
-
 def test_ctrl_c_interrupts_a_blocked_store_call(tmp_path: Path) -> None:
     # A write waits for the store file's lock, held by another process, for up to the URL's
     # 60 s timeout: only Ctrl-C ends the call early, and it must do so long before that. (The
@@ -240,10 +186,7 @@ def test_ctrl_c_interrupts_a_blocked_store_call(tmp_path: Path) -> None:
     # libraries (Python's and the module's) inside one process.
     path = tmp_path / "locked.db"
     overlay.Store(f"file://{path}").close()
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(path)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with write_lock_held(path):
         script = textwrap.dedent(
             f"""
             import signal, overlay
@@ -253,19 +196,6 @@ def test_ctrl_c_interrupts_a_blocked_store_call(tmp_path: Path) -> None:
             """
         )
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-            wait_inside_native_call(proc.pid)
-            sent = time.monotonic()
-            os.kill(proc.pid, signal.SIGINT)
-            _, err = proc.communicate(timeout=60)
-            took = time.monotonic() - sent
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    finally:
-        if holder.poll() is None:
-            holder.communicate("release\n", timeout=30)
+        err, took = interrupt_when_blocked(proc)
     assert "KeyboardInterrupt" in err, err
     assert took < 15.0, f"KeyboardInterrupt took {took:.2f}s, far from the 60 s the call would wait"

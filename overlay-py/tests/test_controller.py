@@ -13,8 +13,9 @@ from typing import Callable, Dict, Iterator, List
 import pytest
 
 import overlay
-from netns import Lab, can_make_namespaces
-from servers import IN_CI, server, start_etcd, start_zookeeper
+from netns import Lab, require_namespaces
+from procs import run_all
+from servers import server, start_etcd, start_zookeeper
 
 VXLANID = "com.docker.network.driver.overlay.vxlanid_list"
 PORT = 2181  # the seed ran ZooKeeper; any port works inside the containers
@@ -56,11 +57,7 @@ for target in sys.argv[2:]:
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    why = can_make_namespaces()
-    if why:
-        if IN_CI:
-            pytest.fail(f"{why}; CI=true requires it", pytrace=False)
-        pytest.skip(why)
+    require_namespaces()
     lab = Lab()
     try:
         yield lab
@@ -285,11 +282,7 @@ def test_controller_from_eight_threads(lab: Lab, tmp_path: Path) -> None:
                 errors.append(e)
 
         threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        assert not any(t.is_alive() for t in threads), "threads still running: deadlock or hang"
+        run_all(threads)
         assert errors == []
         assert sorted(n["Name"] for n in c.networks()) == [f"net{i}" for i in range(8)]
         vnis = {c.inspect(f"net{i}")["Options"][VXLANID] for i in range(8)}

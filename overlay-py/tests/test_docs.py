@@ -8,14 +8,10 @@ runs.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
-from test_stubs import have_mypy
+from test_stubs import have_mypy, mypy_strict
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"^```python\n(.*?)^```$", re.M | re.S)
@@ -41,17 +37,7 @@ def test_every_python_block_type_checks() -> None:
     have_mypy()
     failures = []
     for where, code in python_blocks():
-        with tempfile.TemporaryDirectory() as cwd:
-            path = os.path.join(cwd, "block.py")
-            with open(path, "w") as f:
-                f.write(code)
-            out = subprocess.run(
-                [sys.executable, "-m", "mypy", "--strict", "--python-version", "3.11", path],
-                cwd=cwd,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
+        out = mypy_strict(code)
         if out.returncode != 0:
             failures.append(f"{where}:\n{out.stdout}{out.stderr}")
     assert not failures, "\n".join(failures)

@@ -17,8 +17,9 @@ from typing import Any, Dict, Iterator
 import pytest
 
 import overlay
-from netns import Lab, can_make_namespaces
-from servers import IN_CI, free_port
+from netns import Lab, require_namespaces
+from procs import write_lock_held
+from servers import free_port
 
 CLASSES = {
     overlay.NotFoundError: LookupError,
@@ -56,11 +57,7 @@ def check(err: overlay.OverlayError, kind: str) -> None:
 @pytest.fixture
 def controller(tmp_path: Path) -> Iterator[overlay.Controller]:
     """A controller on a fresh embedded store, its host a namespace of its own."""
-    why = can_make_namespaces()
-    if why:
-        if IN_CI:
-            pytest.fail(f"{why}; CI=true requires it", pytrace=False)
-        pytest.skip(why)
+    require_namespaces()
     lab = Lab()
     try:
         host = lab.namespace("h1")
@@ -149,16 +146,7 @@ def test_unavailable_server_down() -> None:
 def test_timeout_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     overlay.Store(f"file://{path}").close()
-    # Another process: SQLite's POSIX locks do not separate two SQLite libraries (Python's and
-    # the module's) inside one process.
-    holder = subprocess.Popen(
-        [sys.executable, "-c", LOCK_HOLDER, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with write_lock_held(path) as holder:
         with overlay.Store(f"file://{path}?timeout=300ms") as store:
             with pytest.raises(overlay.TimeoutError) as info:
                 store.put("k", b"v")
@@ -166,20 +154,7 @@ def test_timeout_while_another_process_holds_the_write_lock(tmp_path: Path) -> N
             assert isinstance(info.value, builtins.TimeoutError)
             holder.communicate("release\n", timeout=30)
             store.put("k", b"v")  # the lock is gone: the same call succeeds
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
 
-
-LOCK_HOLDER = """
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1], isolation_level=None)
-db.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-sys.stdin.readline()
-db.execute("ROLLBACK")
-"""
 
 SCHEMA_BUMP = """
 import sqlite3, sys

@@ -22,6 +22,23 @@ def have_mypy() -> bool:
     return True
 
 
+def mypy_strict(code: str) -> subprocess.CompletedProcess[str]:
+    """mypy --strict's verdict on `code`, checked against the installed module's stubs
+    (from outside the source tree, so that only the installed package is seen)."""
+    have_mypy()
+    with tempfile.TemporaryDirectory() as cwd:
+        path = os.path.join(cwd, "checked.py")
+        with open(path, "w") as f:
+            f.write(code)
+        return subprocess.run(
+            [sys.executable, "-m", "mypy", "--strict", "--python-version", "3.11", path],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+
 def test_stubtest() -> None:
     have_mypy()
     # Run outside the source tree so that only the installed package is seen.
@@ -70,16 +87,5 @@ def walk(url: str) -> list[str]:
 
 
 def test_typical_use_type_checks() -> None:
-    have_mypy()
-    with tempfile.TemporaryDirectory() as cwd:
-        path = os.path.join(cwd, "use.py")
-        with open(path, "w") as f:
-            f.write(USE)
-        out = subprocess.run(
-            [sys.executable, "-m", "mypy", "--strict", "--python-version", "3.11", path],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+    out = mypy_strict(USE)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -395,6 +395,14 @@ macro_rules! server_type {
                 Handle::start($kind).map($name)
             }
 
+            /// For a benchmark: [`try_start`](Self::try_start), saying on stderr why there is
+            /// no server, so the bench leaves this backend's rows out and goes on.
+            pub fn start_or_say() -> Option<Self> {
+                Self::try_start()
+                    .inspect_err(|why| eprintln!(concat!($what, ": no server: {}"), why))
+                    .ok()
+            }
+
             #[doc = concat!("A new local ", $what, " server, even when an external one is ")]
             /// configured: for fault tests that kill and restart it. Fails the test when none
             /// can be started.

@@ -281,17 +281,7 @@ impl Cluster {
             host_ttl_ms: 2000,
             reclaim_grace_ms: grace_ms,
         };
-        let a = c.lab.namespace("host1").await.expect("host1");
-        let b = c.lab.namespace("host2").await.expect("host2");
-        c.lab
-            .underlay(
-                &a,
-                "198.51.100.1/24".parse().unwrap(),
-                &b,
-                "198.51.100.2/24".parse().unwrap(),
-            )
-            .await
-            .expect("underlay");
+        let (a, b) = c.lab.two_hosts("host1", "host2").await.expect("two hosts");
         for (i, ns) in [a, b].into_iter().enumerate() {
             let host = c.spawn_host(i, ns).await;
             c.hosts.push(host);

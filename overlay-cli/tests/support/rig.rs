@@ -35,16 +35,7 @@ impl Rig {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, "").unwrap();
         let url = store.unwrap_or_else(|| format!("file://{}/store.db", dir.path().display()));
-        let a = lab.namespace("host1").await.expect("host1");
-        let b = lab.namespace("host2").await.expect("host2");
-        lab.underlay(
-            &a,
-            "198.51.100.1/24".parse().unwrap(),
-            &b,
-            "198.51.100.2/24".parse().unwrap(),
-        )
-        .await
-        .expect("underlay");
+        let (a, b) = lab.two_hosts("host1", "host2").await.expect("two hosts");
         let hosts: Vec<Host> = [a, b]
             .into_iter()
             .enumerate()

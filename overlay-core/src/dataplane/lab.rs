@@ -77,6 +77,20 @@ impl Lab {
         Ok(ns)
     }
 
+    /// Two new namespaces `a` and `b` joined by an [`underlay`](Lab::underlay): `a` at
+    /// 198.51.100.1/24 and `b` at 198.51.100.2/24 (TEST-NET-2, a documentation range, so the
+    /// lab never clashes with a real network).
+    pub async fn two_hosts(&self, a: &str, b: &str) -> Result<(Netns, Netns)> {
+        let na = self.namespace(a).await?;
+        let nb = self.namespace(b).await?;
+        let (a_addr, b_addr) = (
+            Ipv4Net::new([198, 51, 100, 1].into(), 24).expect("a /24 is a valid prefix"),
+            Ipv4Net::new([198, 51, 100, 2].into(), 24).expect("a /24 is a valid prefix"),
+        );
+        self.underlay(&na, a_addr, &nb, b_addr).await?;
+        Ok((na, nb))
+    }
+
     /// Joins two hosts with a veth pair named `underlay0` on both sides, the peer born in
     /// `b` by one request, each end with its address, both up.
     pub async fn underlay(

@@ -169,6 +169,18 @@ impl StoreIpam {
         let mut spread = false;
         let mut lost_claims = 0;
         let mut attempt = 0;
+        // Counts one attempt lost to a concurrent writer; an error once they are all spent.
+        let lose_one = |attempt: &mut u32| {
+            *attempt += 1;
+            if *attempt >= retry.max_attempts {
+                return Err(lost(
+                    OP_REQUEST,
+                    *attempt,
+                    &format!("pool {}", pool.subnet()),
+                ));
+            }
+            Ok(())
+        };
         loop {
             let now = records::now_ms();
             let entry = Entry::Held {
@@ -196,28 +208,14 @@ impl StoreIpam {
                         let ip = pool.addr_at(pool.offset_in_block(index, inner));
                         return Ok(Outcome::Got(allocation(pool, ip, owner, sticky)));
                     }
-                    attempt += 1;
-                    if attempt >= retry.max_attempts {
-                        return Err(lost(
-                            OP_REQUEST,
-                            attempt,
-                            &format!("pool {}", pool.subnet()),
-                        ));
-                    }
+                    lose_one(&mut attempt)?;
                     continue;
                 }
                 Step::List => {
                     if fresh {
                         // Listed in this request already and the cache still cannot tell:
                         // the network was dropped from the cache meanwhile.
-                        attempt += 1;
-                        if attempt >= retry.max_attempts {
-                            return Err(lost(
-                                OP_REQUEST,
-                                attempt,
-                                &format!("pool {}", pool.subnet()),
-                            ));
-                        }
+                        lose_one(&mut attempt)?;
                         self.network(net).await?;
                     }
                     self.list_blocks(net, &pool_id).await?;
@@ -264,14 +262,7 @@ impl StoreIpam {
                     return Ok(Outcome::Got(allocation(pool, ip, owner, sticky)));
                 }
                 Written::Lost => {
-                    attempt += 1;
-                    if attempt >= retry.max_attempts {
-                        return Err(lost(
-                            OP_REQUEST,
-                            attempt,
-                            &format!("pool {}", pool.subnet()),
-                        ));
-                    }
+                    lose_one(&mut attempt)?;
                     if claimed {
                         // Someone claimed that block first, or the network lost its pools.
                         // The first time, read just that block (a listing of the whole pool

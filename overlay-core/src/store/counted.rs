@@ -48,6 +48,20 @@ pub struct RequestCounts {
     pub watch_events: u64,
 }
 
+/// `to_array` and `from_array` of [`RequestCounts`] from its field names, in [`Kind`]'s order.
+macro_rules! array_conversions {
+    ($($field:ident),*) => {
+        fn to_array(self) -> [u64; KINDS] {
+            [$(self.$field),*]
+        }
+
+        fn from_array(n: [u64; KINDS]) -> RequestCounts {
+            let [$($field),*] = n;
+            RequestCounts { $($field),* }
+        }
+    };
+}
+
 impl RequestCounts {
     /// Every request this client sent: all but the watch events.
     pub fn unary(&self) -> u64 {
@@ -59,57 +73,22 @@ impl RequestCounts {
         self.zip(earlier, u64::saturating_sub)
     }
 
-    /// Each count, in the order of [`Kind`].
-    fn to_array(self) -> [u64; KINDS] {
-        [
-            self.get,
-            self.list,
-            self.put,
-            self.create,
-            self.compare_and_swap,
-            self.delete,
-            self.compare_and_delete,
-            self.txn,
-            self.put_ephemeral,
-            self.create_ephemeral,
-            self.sync,
-            self.watch,
-            self.watch_events,
-        ]
-    }
-
-    fn from_array(n: [u64; KINDS]) -> RequestCounts {
-        let [
-            get,
-            list,
-            put,
-            create,
-            compare_and_swap,
-            delete,
-            compare_and_delete,
-            txn,
-            put_ephemeral,
-            create_ephemeral,
-            sync,
-            watch,
-            watch_events,
-        ] = n;
-        RequestCounts {
-            get,
-            list,
-            put,
-            create,
-            compare_and_swap,
-            delete,
-            compare_and_delete,
-            txn,
-            put_ephemeral,
-            create_ephemeral,
-            sync,
-            watch,
-            watch_events,
-        }
-    }
+    // Each count in the order of [`Kind`], and back: one list of the fields for both ways.
+    array_conversions!(
+        get,
+        list,
+        put,
+        create,
+        compare_and_swap,
+        delete,
+        compare_and_delete,
+        txn,
+        put_ephemeral,
+        create_ephemeral,
+        sync,
+        watch,
+        watch_events
+    );
 
     /// `f` of each pair of counts.
     fn zip(&self, o: &RequestCounts, f: impl Fn(u64, u64) -> u64) -> RequestCounts {

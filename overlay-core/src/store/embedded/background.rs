@@ -71,44 +71,27 @@ pub(super) struct Registration {
 }
 
 /// Starts the thread.
-pub(super) fn spawn(
-    conn: Connection,
-    hub: Hub,
-    lessee: Arc<Lessee>,
-    ttl: Duration,
-    tuning: Tuning,
-    flags: Arc<Flags>,
-    rx: Receiver<Msg>,
-) -> std::io::Result<JoinHandle<()>> {
+pub(super) fn spawn(bg: Background, rx: Receiver<Msg>) -> std::io::Result<JoinHandle<()>> {
     // Checkpoints (which fsync) are left to the worker connections' commits, so they never
     // delay a watch poll on this thread.
-    if let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", 0) {
+    if let Err(e) = bg.conn.pragma_update(None, "wal_autocheckpoint", 0) {
         tracing::debug!(error = %e, "cannot turn off checkpoints on the background connection");
     }
     std::thread::Builder::new()
         .name("overlay-store-bg".into())
-        .spawn(move || {
-            Background {
-                conn,
-                hub,
-                lessee,
-                ttl,
-                tuning,
-                flags,
-                last_warn: None,
-            }
-            .run(&rx)
-        })
+        .spawn(move || bg.run(&rx))
 }
 
-struct Background {
-    conn: Connection,
-    hub: Hub,
-    lessee: Arc<Lessee>,
-    ttl: Duration,
-    tuning: Tuning,
-    flags: Arc<Flags>,
-    last_warn: Option<Instant>,
+/// What the background thread owns: its own connection, the watchers, the leases.
+pub(super) struct Background {
+    pub(super) conn: Connection,
+    pub(super) hub: Hub,
+    pub(super) lessee: Arc<Lessee>,
+    pub(super) ttl: Duration,
+    pub(super) tuning: Tuning,
+    pub(super) flags: Arc<Flags>,
+    /// When it last warned of a failing poll (warnings are rate-limited).
+    pub(super) last_warn: Option<Instant>,
 }
 
 impl Drop for Background {

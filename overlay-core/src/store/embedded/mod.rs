@@ -140,9 +140,16 @@ impl EmbeddedStore {
             |e| Error::io("open embedded store", "cannot start the store's threads", e);
         let (bg_tx, bg_rx) = std::sync::mpsc::channel();
         let flags = Arc::new(notify::Flags::default());
-        let handle =
-            background::spawn(side, hub, lessee.clone(), ttl, tuning, flags.clone(), bg_rx)
-                .map_err(spawn_failed)?;
+        let bg = background::Background {
+            conn: side,
+            hub,
+            lessee: lessee.clone(),
+            ttl,
+            tuning,
+            flags: flags.clone(),
+            last_warn: None,
+        };
+        let handle = background::spawn(bg, bg_rx).map_err(spawn_failed)?;
         notify::spawn(&path, bg_tx.clone(), flags);
         let (jobs, job_rx) = std::sync::mpsc::channel::<Job>();
         let worker = Worker::new(main, keys.clone(), lessee, (bg_tx.clone(), handle));
