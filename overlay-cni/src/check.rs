@@ -133,7 +133,7 @@ mod tests {
     fn attachment() -> Attachment {
         serde_json::from_value(serde_json::json!({
             "network": "my-net", "network_id": "a".repeat(64), "container_id": "c1",
-            "name": "zookeeper1", "endpoint_id": "b".repeat(32),
+            "name": "zookeeper1", "endpoint_id": "b".repeat(64),
             "netns": "/run/netns/c1", "ifname": "eth0", "mac": "02:42:0a:00:09:02",
             "addresses": [{"address": "10.0.9.2/24", "gateway": "10.0.9.1"}],
             "resolver": "10.0.9.1"

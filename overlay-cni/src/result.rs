@@ -109,7 +109,7 @@ mod tests {
     fn seed() -> Attachment {
         serde_json::from_value(serde_json::json!({
             "network": "my-net", "network_id": "a".repeat(64), "container_id": "c1",
-            "name": "zookeeper1", "endpoint_id": "b".repeat(32),
+            "name": "zookeeper1", "endpoint_id": "b".repeat(64),
             "netns": "/run/netns/cni-1234", "ifname": "eth0", "mac": "02:42:0a:00:00:03",
             "addresses": [{"address": "10.0.0.3/24", "gateway": "10.0.0.1"}],
             "uplink": {"ifname": "eth1", "mac": "02:42:ac:12:00:02",

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::fork::Stretch;
 use super::hub::{self, Hub};
 use super::lease::{self, Lessee};
 use super::notify::Flags;
@@ -131,6 +132,8 @@ impl Background {
                 Err(RecvTimeoutError::Disconnected) => msgs.push(Msg::Stop),
             }
             msgs.extend(std::iter::from_fn(|| rx.try_recv().ok()));
+            // This round's SQLite work, up to the next wait (see [`super::fork`]).
+            let _stretch = Stretch::begin();
             let mut regs = Vec::new();
             let (mut stop, mut woken) = (false, false);
             for msg in msgs {

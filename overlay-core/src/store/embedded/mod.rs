@@ -44,6 +44,7 @@
 //! [`KvStore::close`] closes it on the worker thread, without blocking the dropper.
 
 mod background;
+mod fork;
 mod hub;
 mod lease;
 mod notify;
@@ -129,12 +130,14 @@ impl EmbeddedStore {
                 .with_hint("write file:///PATH/TO/store.db")
         })?;
         let (timeout, ttl) = (url.options.timeout, url.options.ttl);
+        let stretch = fork::Stretch::begin();
         let main = schema::open(&path, timeout)?;
         let mut side = schema::open(&path, timeout)?;
         let keys = Keys::new(&url.prefix);
         let hub = hub::Hub::new(&mut side, keys.clone()).map_err(|e| {
             schema::sql_error("open embedded store", "cannot read the change log", e)
         })?;
+        drop(stretch);
         let lessee = Arc::new(lease::Lessee::new(ttl));
         let spawn_failed =
             |e| Error::io("open embedded store", "cannot start the store's threads", e);

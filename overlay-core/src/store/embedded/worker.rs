@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use rusqlite::Connection;
 
 use super::background::Msg;
+use super::fork::Stretch;
 use super::lease::{LeaseError, Lessee};
 use super::schema::sql_error;
 use super::scope::Keys;
@@ -37,6 +38,8 @@ pub(super) struct Worker {
     lessee: Arc<Lessee>,
     bg: Option<(Sender<Msg>, JoinHandle<()>)>,
     done: bool,
+    /// The stretch of SQLite work of the job under way (see [`super::fork`]).
+    stretch: Option<Stretch>,
 }
 
 impl Worker {
@@ -52,6 +55,7 @@ impl Worker {
             lessee,
             bg: Some(bg),
             done: false,
+            stretch: None,
         }
     }
 
@@ -60,7 +64,11 @@ impl Worker {
     pub(super) fn run(mut self, rx: &Receiver<Job>) {
         while !self.done {
             match rx.recv() {
-                Ok(job) => job(&mut self),
+                Ok(job) => {
+                    self.stretch = Some(Stretch::begin());
+                    job(&mut self);
+                    self.stretch = None;
+                }
                 Err(_) => {
                     if let Err(e) = self.shutdown() {
                         tracing::warn!(error = %e, "closing a dropped embedded store");
@@ -81,6 +89,7 @@ impl Worker {
     /// last events and waits for it to exit. The worker stops after this job.
     pub(super) fn shutdown(&mut self) -> Result<()> {
         self.done = true;
+        let stretch = self.stretch.take().unwrap_or_else(Stretch::begin);
         let released = self.lessee.release(&mut self.conn).map_err(|e| {
             sql_error(
                 "store close",
@@ -88,6 +97,9 @@ impl Worker {
                 e,
             )
         });
+        // Out of the stretch before waiting for the background thread: it may be waiting to
+        // begin one of its own while a fork waits for this one to end.
+        drop(stretch);
         if let Some((bg, handle)) = self.bg.take() {
             let _ = bg.send(Msg::Stop);
             if handle.join().is_err() {
