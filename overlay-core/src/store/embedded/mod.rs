@@ -429,9 +429,7 @@ impl KvStore for EmbeddedStore {
             return Ok(());
         }
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |w: &mut Worker| {
-            let _ = tx.send(w.shutdown());
-        });
+        let job: Job = Box::new(move |w: &mut Worker| w.close_then_answer(tx));
         if self.jobs.send(job).is_err() {
             return Ok(());
         }

@@ -208,6 +208,27 @@ async fn overwritten_ephemeral_key_is_not_restored() {
     assert_eq!(other.get("e/2").await.unwrap().unwrap().value, b"theirs");
 }
 
+/// When `close` returns, the store's connections are closed: the last one removed the WAL
+/// files, and a caller may move or delete the store file (the C face's `ovl_store_free`, just
+/// before the process exits, left them behind, and the test harness's directory with them).
+#[tokio::test]
+async fn close_returns_once_the_files_are_released() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..20 {
+        let s = open(&dir, "").await;
+        s.put("k", format!("{round}").as_bytes()).await.unwrap();
+        s.close().await.unwrap();
+        for ext in ["-wal", "-shm"] {
+            let file = dir.path().join(format!("s.db{ext}"));
+            assert!(
+                !file.exists(),
+                "round {round}: {} is still there after close",
+                file.display()
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn close_ends_watches_and_refuses_work() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
+use tokio::sync::oneshot;
 
 use super::background::Msg;
 use super::fork::Stretch;
@@ -40,6 +41,8 @@ pub(super) struct Worker {
     done: bool,
     /// The stretch of SQLite work of the job under way (see [`super::fork`]).
     stretch: Option<Stretch>,
+    /// A close's answer, sent once the connection is closed.
+    answer: Option<(oneshot::Sender<Result<()>>, Result<()>)>,
 }
 
 impl Worker {
@@ -56,6 +59,7 @@ impl Worker {
             bg: Some(bg),
             done: false,
             stretch: None,
+            answer: None,
         }
     }
 
@@ -76,6 +80,23 @@ impl Worker {
                 }
             }
         }
+        // A close is answered only once the connection is closed (its last checkpoint written,
+        // its WAL file removed): when `close` returns, no thread of this store touches the
+        // store's files any more.
+        let answer = self.answer.take();
+        {
+            let _stretch = Stretch::begin();
+            drop(self);
+        }
+        if let Some((tx, result)) = answer {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// Closes the store, and has [`run`](Self::run) answer `tx` once the connection is closed.
+    pub(super) fn close_then_answer(&mut self, tx: oneshot::Sender<Result<()>>) {
+        let result = self.shutdown();
+        self.answer = Some((tx, result));
     }
 
     /// Tells the background thread to poll now, so local watchers see a write at once.
