@@ -8,9 +8,9 @@ mod support;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use overlay_testkit::{lacks, lookup, wait_until};
+use overlay_testkit::{ip_of, lacks, lookup, wait_until};
 use serde_json::json;
-use support::{Backend, Cluster, Running, fetch, ip_of, serve};
+use support::{Backend, Cluster, Running, fetch, serve};
 
 /// How long convergence may take before a test fails. The benchmark measures the real figure
 /// (milliseconds); this bound only keeps a broken build from hanging.

@@ -25,7 +25,8 @@ fn container(name: &str, ns: &Netns, aliases: &[&str], resolv: Option<PathBuf>) 
     spec
 }
 
-fn ip_of(made: &overlay::Attachment) -> IpAddr {
+/// The IPv4 address a connect gave.
+fn ipv4_of(made: &overlay::Attachment) -> IpAddr {
     made.ipv4().expect("an IPv4 address").addr().into()
 }
 
@@ -103,7 +104,7 @@ async fn containers_resolve_names_of_their_networks() {
     // web (host1) joins both networks, cache (host2) my-net only, db (host1) back only.
     let web = lab.namespace("web").await.unwrap();
     let resolv = dir.path().join("web/resolv.conf");
-    let web_ip = ip_of(
+    let web_ip = ipv4_of(
         &ctl1
             .connect("my-net", &container("web", &web, &[], Some(resolv.clone())))
             .await
@@ -113,14 +114,14 @@ async fn containers_resolve_names_of_their_networks() {
         .await
         .unwrap();
     let cache = lab.namespace("cache").await.unwrap();
-    let cache_ip = ip_of(
+    let cache_ip = ipv4_of(
         &ctl2
             .connect("my-net", &container("cache", &cache, &["kv"], None))
             .await
             .unwrap(),
     );
     let db = lab.namespace("db").await.unwrap();
-    let db_ip = ip_of(
+    let db_ip = ipv4_of(
         &ctl1
             .connect("back", &container("db", &db, &[], None))
             .await

@@ -11,9 +11,9 @@ use std::time::Duration;
 use overlay::dataplane::Netns;
 use overlay::dataplane::lab::Lab;
 use overlay::{ContainerSpec, Controller, ControllerOptions, NetnsRef};
-use overlay_testkit::{lacks, lookup, wait_until};
+use overlay_testkit::{ip_of, lacks, lookup, wait_until};
 use serde_json::json;
-use support::{Backend, Cluster, Running, ip_of};
+use support::{Backend, Cluster, Running};
 
 /// Bounds that only keep a broken build from hanging.
 const LIMIT: Duration = Duration::from_secs(15);

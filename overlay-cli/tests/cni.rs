@@ -39,7 +39,8 @@ fn addresses_of(ns: &Netns, ifname: &str) -> Vec<String> {
         .collect()
 }
 
-fn ip_of(result: &Value) -> IpAddr {
+/// The first address of a CNI result.
+fn result_ip(result: &Value) -> IpAddr {
     let a = result["ips"][0]["address"]
         .as_str()
         .expect("ips[0].address");
@@ -215,7 +216,7 @@ async fn names_resolve_across_hosts_and_configs_must_agree() {
             &CniEnv::new("bid", b.path(), "eth0"),
         )
         .unwrap();
-    let (ip_a, ip_b) = (ip_of(&ra), ip_of(&rb));
+    let (ip_a, ip_b) = (result_ip(&ra), result_ip(&rb));
     assert_ne!(ip_a, ip_b, "one global IPAM");
 
     // Each resolves the other by name, by name.network and by alias, at the resolver the

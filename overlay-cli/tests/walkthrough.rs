@@ -51,14 +51,14 @@ fn store(backend: &str) -> (Server, String) {
     }
 }
 
-fn ip_of(inspect: &Value, name: &str) -> IpAddr {
+/// The address of container `name` in a `network inspect`.
+fn member_ip(inspect: &Value, name: &str) -> IpAddr {
     let containers = inspect[0]["Containers"].as_object().expect("Containers");
     let c = containers
         .values()
         .find(|c| c["Name"] == name)
         .unwrap_or_else(|| panic!("{name} in inspect: {inspect}"));
-    let cidr = c["IPv4Address"].as_str().expect("IPv4Address");
-    cidr.split('/').next().unwrap().parse().expect("address")
+    overlay_testkit::ip_of(c)
 }
 
 /// `ip netns exec NS getent hosts NAME`: the address NAME has inside container NS.
@@ -177,7 +177,7 @@ async fn walkthrough(test: &str, backend: &str) {
             .is_some_and(|c| c.len() == 4)
     })
     .await;
-    let ips: Vec<IpAddr> = names.iter().map(|n| ip_of(&doc, n)).collect();
+    let ips: Vec<IpAddr> = names.iter().map(|n| member_ip(&doc, n)).collect();
 
     // Every container resolves every other by name and name.my-net, and talks to it.
     for (i, from) in names.iter().enumerate() {

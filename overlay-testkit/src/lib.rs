@@ -49,6 +49,7 @@ mod cni;
 mod dns;
 mod docker;
 mod hosts;
+mod inspect;
 mod look;
 mod netns;
 mod pipe;
@@ -67,6 +68,7 @@ pub use docker::{
     require_docker,
 };
 pub use hosts::{lacks, lookup};
+pub use inspect::ip_of;
 pub use look::{ip_json, link, links, look, try_look};
 pub use process::{missing, require_root, unique_prefix};
 pub use proxy::TcpProxy;

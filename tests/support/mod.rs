@@ -11,7 +11,7 @@ use overlay::dataplane::lab::Lab;
 use overlay::dataplane::{Dataplane, NetlinkDataplane, Netns, Peer};
 use overlay::model::NetworkId;
 use overlay::rpc::WireError;
-use overlay_testkit::{EtcdCluster, EtcdServer, ZooKeeperCluster, ZooKeeperServer};
+use overlay_testkit::{EtcdCluster, EtcdServer, ZooKeeperCluster, ZooKeeperServer, ip_of};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -444,17 +444,6 @@ pub fn rand_u32() -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
     t.subsec_nanos() ^ std::process::id().rotate_left(16)
-}
-
-/// The IPv4 address of a connect's answer (Docker's inspect entry), without its prefix.
-pub fn ip_of(entry: &Value) -> IpAddr {
-    let cidr = entry["IPv4Address"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no IPv4Address in {entry}"));
-    cidr.split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("IPv4Address {cidr:?} is not ADDRESS/PREFIX"))
 }
 
 /// Deletes the namespace name at `path` (`/run/netns/NAME`) with `ip netns del`, as when a
