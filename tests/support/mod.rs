@@ -454,14 +454,11 @@ pub fn ip_netns_del(path: &Path) {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_else(|| panic!("{} is not a named namespace", path.display()));
-    let out = std::process::Command::new("ip")
-        .args(["netns", "del", name])
-        .output()
-        .expect("run ip netns del");
-    assert!(
-        out.status.success(),
-        "ip netns del {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    // Run from the test's own network namespace: `ip netns` acts on /run/netns.
+    overlay_testkit::look(
+        Path::new("/proc/self/ns/net"),
+        "ip",
+        &["netns", "del", name],
     );
 }
 
