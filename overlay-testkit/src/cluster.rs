@@ -208,6 +208,10 @@ impl Cluster {
                     .arg(format!("--initial-cluster={}", initial.join(",")))
                     .arg(format!("--initial-cluster-token={}", self.token))
                     .arg("--initial-cluster-state=new")
+                    // A member back from a partition would otherwise call an election with
+                    // the term it raised while cut off, leaving the cluster without a leader
+                    // for 1-3 s just after it heals (etcd 3.5 turns this on by default).
+                    .arg("--pre-vote=true")
                     .arg(format!(
                         "--listen-metrics-urls=http://127.0.0.1:{}",
                         SECOND_BASE + i as u16
