@@ -106,9 +106,9 @@ where
 /// the partitioned one moves to another: asserted, a call may fail only within the first
 /// [`MOVE_WINDOW`] of the partition, only with `Unavailable` or `Timeout`, within the store's
 /// timeout (a read lost with its connection is asked again until then, and a write in flight
-/// cannot be known applied or not); every call after the window succeeds. On both, each successful get of a key just put returns that put
-/// (the read contract, synced where reads may lag), the watch sees every put that succeeded,
-/// in order, and the ephemeral key stays.
+/// cannot be known applied or not); every call after the window succeeds. On both, each
+/// successful get of a key just put returns that put (the read contract, synced where reads
+/// may lag), the watch sees every put that succeeded, in order, and the ephemeral key stays.
 async fn follower_partitioned(c: &mut impl TestCluster) {
     let strict = c.name() == "etcd";
     let url = c.url_with(OPTS);
@@ -193,8 +193,9 @@ async fn follower_partitioned(c: &mut impl TestCluster) {
     c.heal(follower);
     // The member's return changes nothing either: etcd's members run with pre-vote (as etcd
     // 3.5 does by default), so the term the member raised while cut off calls no election.
-    // Without it the cluster had no leader for 1.1-2.7 s of the 4 s after the heal (from 0.05-2.1 s on), and the
-    // close just below failed to revoke its lease in 2 of 20 runs.
+    // Without it the cluster had no leader for 1.1-2.7 s of the 4 s after the heal (starting
+    // 0.05-2.1 s after it), and the close just below failed to revoke its lease in 2 of 20
+    // runs.
     if strict {
         let t = Instant::now();
         while t.elapsed() < HEALED_WATCH {
