@@ -82,17 +82,10 @@ pub(crate) async fn run(settings: &Settings, args: RunArgs) -> CliResult<u8> {
         network: args.net.clone(),
         container: spec,
     };
-    let ep = client::call(&settings.socket, &connect).await?;
-    let own = ep["IPv4Address"]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .unwrap_or_default()
-        .to_string();
-    let outcome = async {
-        wait_for_hosts(&hosts_file, &own).await?;
-        run_command(&ns, &hosts_file, &args.command, &mut term, &mut int).await
-    }
-    .await;
+    // The connect wrote the container's files before it answered: the command starts with
+    // its names in place.
+    client::call(&settings.socket, &connect).await?;
+    let outcome = run_command(&ns, &hosts_file, &args.command, &mut term, &mut int).await;
     let disconnect = Request::Disconnect {
         network: args.net.clone(),
         container_id: target.id,
@@ -108,23 +101,6 @@ fn signal_failure(e: &std::io::Error) -> Failure {
     Failure::failed(format!(
         "container run: cannot install signal handlers: {e} (a bug)"
     ))
-}
-
-/// Waits until the agent has written the container's hosts file with its own address, so the
-/// command starts with its names in place.
-async fn wait_for_hosts(path: &Path, own: &str) -> CliResult {
-    for _ in 0..250 {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && (own.is_empty() || text.contains(own))
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Err(Failure::failed(format!(
-        "container run: the agent did not write {} within 5s (see the agent's log)",
-        path.display()
-    )))
 }
 
 fn cstring(p: &Path) -> CliResult<CString> {
@@ -149,6 +125,14 @@ async fn run_command(
         true => Some(cstring(&resolv)?),
         false => None,
     };
+    // A missing file would fail the bind mount in the child, reported as the command's own
+    // failure to start: named here instead.
+    if !hosts_file.is_file() {
+        return Err(Failure::failed(format!(
+            "container run: the agent did not write the container's hosts file {} (see the agent's log)",
+            hosts_file.display()
+        )));
+    }
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]);
     // SAFETY: the closure runs in the forked child before exec and only makes system calls

@@ -95,7 +95,8 @@ async fn inspect(host: &Host) -> Value {
 
 fn hosts_of(pid: i32) -> String {
     // /proc/PID/root resolves paths in the process's own mount namespace.
-    std::fs::read_to_string(format!("/proc/{pid}/root/etc/hosts")).unwrap_or_default()
+    let path = format!("/proc/{pid}/root/etc/hosts");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
 }
 
 async fn walkthrough(test: &str, backend: &str) {
@@ -256,6 +257,18 @@ async fn walkthrough(test: &str, backend: &str) {
             .await
             .expect("namespace");
         ok(hosts[i % 2].run(&["network", "connect", "my-net", &name])).await;
+        // Its own files were written before the connect answered: a runtime bind-mounts
+        // them right away.
+        let own = format!("/etc/netns/{name}/hosts");
+        let text = std::fs::read_to_string(&own).unwrap_or_else(|e| panic!("read {own}: {e}"));
+        assert!(
+            text.contains(&format!("\t{}.my-net\n", names[0])),
+            "{own} right after the connect: {text}"
+        );
+        assert!(
+            std::fs::metadata(format!("/etc/netns/{name}/resolv.conf")).is_ok(),
+            "{name}'s resolv.conf right after the connect"
+        );
         let line = format!("\t{name}.my-net\n");
         wait_until(
             &format!("zookeeper1's bind-mounted /etc/hosts shows {name}"),

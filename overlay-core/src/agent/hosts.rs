@@ -5,15 +5,18 @@
 //! update), and in a way that a reader racing the writer only ever sees whole lines. Each
 //! network's names have one [`Layout`], shared by the hosts file of every local container on
 //! it (after each file's own header): its lines keep their place from update to update. A name
-//! that goes is commented out where it stands (a one-byte write of `#`, which no reader can see
-//! half done); names that come are appended into the padding at the end, written commented
-//! out, then each made live by writing its first byte. So between any two writes the file is
+//! that goes is commented out where it stands (its first byte made `#`, which no reader can
+//! see half done); names that come are appended into the padding at the end, written commented
+//! out, then made live by writing their first bytes (one write from the first new line to the
+//! last one's first byte, whose other bytes are what the file holds already: whichever of its
+//! bytes a racing reader sees, each line is whole, live or commented out). Lines that go
+//! together are commented out by one write the same way. So between any two writes the file is
 //! whole lines of names, comments and blanks, and a reader sees every name either absent or
 //! whole. The file grows only by comment lines appended at its end (a chunk of padding that
 //! later names fill), so a reader that read it to its end and then reads on sees whole lines
 //! too (and one that races the append itself may see the file end inside that comment line:
-//! the kernel extends a file a page at a time). A container's own names are commented out in its own file (the seed lists the
-//! other containers). When the dead lines outweigh the live ones (and 32 KiB) the layout is
+//! the kernel extends a file a page at a time). A container's own names are commented out in
+//! its own file (the seed lists the other containers). When the dead lines outweigh the live ones (and 32 KiB) the layout is
 //! laid out afresh, sorted, and every file written whole: the `rewrite` module's
 //! protections hold then, not these (a read that overlaps that write's copy can see a mix).
 //! Docker 1.9 truncated `/etc/hosts` and wrote it again, so a reader racing it saw an empty
@@ -108,30 +111,55 @@ pub(crate) struct Delta {
 /// One write of a [`Delta`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LayoutOp {
-    /// Write `bytes` at `at`: padding appended at the end, or new lines (commented out) with
-    /// the padding's new start.
+    /// Write `bytes` at `at`, the same in every container's file: padding appended at the end,
+    /// new lines (commented out) with the padding's new start, or lines commented out (the
+    /// first byte of each becoming `#`, the bytes between the same as before: lines already
+    /// commented out in every file).
     Write {
         /// Offset in the layout.
         at: usize,
         /// The bytes.
         bytes: Vec<u8>,
     },
-    /// Make the line at `at` live: its first byte `byte` replaces the `#` (not in the file of
-    /// the container whose address `ip` is).
+    /// Make new lines live, in one write: `bytes` at `at` are the layout's text from the first
+    /// line's start to the last line's first byte, which differs from what the file holds only
+    /// in those lines' first bytes (each `#` before). The file of a container whose address
+    /// one of these lines has keeps that line commented out.
     Activate {
         /// Offset in the layout.
         at: usize,
-        /// The line's first byte.
-        byte: u8,
-        /// The line's address.
-        ip: IpAddr,
-    },
-    /// Comment out the line at `at`.
-    Kill {
-        /// Offset in the layout.
-        at: usize,
+        /// The bytes.
+        bytes: Vec<u8>,
+        /// Each line made live: where it starts (from `at`) and its address.
+        lines: Vec<(usize, IpAddr)>,
     },
 }
+
+impl LayoutOp {
+    /// The op as the file of a container with addresses `own` makes it: where, and what.
+    pub(crate) fn for_container(&self, own: &[IpAddr]) -> (usize, std::borrow::Cow<'_, [u8]>) {
+        match self {
+            LayoutOp::Write { at, bytes } => (*at, bytes.as_slice().into()),
+            LayoutOp::Activate { at, bytes, lines } => {
+                if !lines.iter().any(|(_, ip)| own.contains(ip)) {
+                    return (*at, bytes.as_slice().into());
+                }
+                let mut mine = bytes.clone();
+                for (start, ip) in lines {
+                    if own.contains(ip) {
+                        mine[*start] = b'#';
+                    }
+                }
+                (*at, mine.into())
+            }
+        }
+    }
+}
+
+/// Lines commented out in one update with at most this many bytes between them (all of them
+/// commented out already) are commented out by one write: a system call costs more than
+/// copying that much.
+const KILL_SPAN: usize = 1024;
 
 /// Granularity of a layout's length.
 const STEP: usize = 256;
@@ -176,13 +204,16 @@ impl Layout {
             return true;
         }
         let before = self.text.len();
-        let mut ops = Vec::new();
-        for l in gone {
-            if let Some((at, _)) = self.live.remove(&l) {
-                self.text[at] = b'#';
-                ops.push(LayoutOp::Kill { at });
-            }
+        let mut kills: Vec<usize> = gone
+            .iter()
+            .filter_map(|l| self.live.remove(l))
+            .map(|(at, _)| at)
+            .collect();
+        kills.sort_unstable();
+        for at in &kills {
+            self.text[*at] = b'#';
         }
+        let mut ops = self.kill_writes(&kills);
         self.dead = dead;
         // The lines go into the padding of the last chunk, leaving two bytes of it at least
         // (`#`, newline). When they do not fit, that padding stays a comment line to the
@@ -204,11 +235,7 @@ impl Layout {
         let mut activate = Vec::new();
         for (l, ip) in new {
             let at = self.end + bytes.len();
-            activate.push(LayoutOp::Activate {
-                at,
-                byte: l.as_bytes()[0],
-                ip,
-            });
+            activate.push((at, l.as_bytes()[0], ip));
             self.live.insert(l.clone(), (at, ip));
             bytes.push(b'#');
             bytes.extend_from_slice(&l.as_bytes()[1..]);
@@ -226,14 +253,57 @@ impl Layout {
                 bytes: bytes[1..].to_vec(),
             });
         }
-        for op in &activate {
-            if let LayoutOp::Activate { at, byte, .. } = op {
-                self.text[*at] = *byte;
-            }
+        for (at, byte, _) in &activate {
+            self.text[*at] = *byte;
         }
-        ops.extend(activate);
+        // The new lines are one block: one write makes them all live.
+        if let (Some((first, ..)), Some((last, ..))) = (activate.first(), activate.last()) {
+            ops.push(LayoutOp::Activate {
+                at: *first,
+                bytes: self.text[*first..=*last].to_vec(),
+                lines: activate
+                    .iter()
+                    .map(|(at, _, ip)| (at - first, *ip))
+                    .collect(),
+            });
+        }
         self.delta = Some(Delta { before, ops });
         true
+    }
+
+    /// The writes that comment out the lines starting at `kills` (sorted, each already `#` in
+    /// the text): one for each run of them with nothing but commented-out lines between.
+    fn kill_writes(&self, kills: &[usize]) -> Vec<LayoutOp> {
+        let mut ops = Vec::new();
+        let mut i = 0;
+        while i < kills.len() {
+            let first = kills[i];
+            let mut last = first;
+            while let Some(&next) = kills.get(i + 1)
+                && next - last <= KILL_SPAN
+                && self.commented_between(last, next)
+            {
+                last = next;
+                i += 1;
+            }
+            ops.push(LayoutOp::Write {
+                at: first,
+                bytes: self.text[first..=last].to_vec(),
+            });
+            i += 1;
+        }
+        ops
+    }
+
+    /// Whether every line starting after `from` and before `to` is commented out (in the
+    /// layout, and so in every file).
+    fn commented_between(&self, from: usize, to: usize) -> bool {
+        self.text[from..to]
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(i, _)| from + i + 1)
+            .all(|start| start >= to || self.text[start] == b'#')
     }
 
     /// Lays the lines out afresh, sorted, with room to grow.
@@ -456,17 +526,36 @@ mod tests {
             };
             assert_eq!(delta.before, file.len());
             for op in &delta.ops {
-                match op {
-                    LayoutOp::Write { at, bytes } => {
-                        if file.len() < at + bytes.len() {
-                            file.resize(at + bytes.len(), 0);
+                let (at, bytes) = op.for_container(&own);
+                // A reader racing the write may see any mix of its old and new bytes (the
+                // appends aside, whose reader sees a prefix): where it changes bytes within
+                // the file, it changes first bytes of lines only, each making a whole line
+                // live or commented; every byte changed alone, in order and the other way
+                // round, leaves whole lines.
+                let old = file.get(at..).unwrap_or_default().to_vec();
+                let within = old.len().min(bytes.len());
+                let changed: Vec<usize> = (0..within).filter(|j| old[*j] != bytes[*j]).collect();
+                if within == bytes.len() && matches!(op, LayoutOp::Activate { .. }) {
+                    for order in [changed.clone(), changed.iter().rev().copied().collect()] {
+                        let mut seen = file.clone();
+                        for j in order {
+                            seen[at + j] = bytes[j];
+                            assert!(whole(&seen, &allowed), "update {i}: a read during {op:?}");
                         }
-                        file[*at..at + bytes.len()].copy_from_slice(bytes);
                     }
-                    LayoutOp::Activate { at, byte, ip } if !own.contains(ip) => file[*at] = *byte,
-                    LayoutOp::Activate { .. } => {}
-                    LayoutOp::Kill { at } => file[*at] = b'#',
                 }
+                for j in &changed {
+                    let starts_line = at + j == 0 || file[at + j - 1] == b'\n';
+                    assert!(
+                        starts_line || old[*j] == b' ' || old[*j] == b'\n',
+                        "update {i}: {op:?} changes byte {} inside a line",
+                        at + j
+                    );
+                }
+                if file.len() < at + bytes.len() {
+                    file.resize(at + bytes.len(), 0);
+                }
+                file[at..at + bytes.len()].copy_from_slice(&bytes);
                 assert!(whole(&file, &allowed), "update {i}, after {op:?}");
                 for earlier in &recent {
                     let mut seen = earlier.clone();
@@ -487,6 +576,48 @@ mod tests {
             );
         }
         assert!(afresh > 0 && afresh < 10, "laid out afresh {afresh} times");
+    }
+
+    /// Names that go together are commented out by one write, but never one spanning a line
+    /// that is live: the file of the container that line is its own has it commented out, and
+    /// a write of the layout's bytes would make it live there.
+    #[test]
+    fn kills_share_a_write_only_across_commented_lines() {
+        // Member n is at 10.0.0.(n + 2): this is 3's file.
+        let own = [ip("10.0.0.5")];
+        let apply = |file: &mut Vec<u8>, delta: &Delta, own: &[IpAddr]| {
+            for op in &delta.ops {
+                let (at, bytes) = op.for_container(own);
+                file[at..at + bytes.len()].copy_from_slice(&bytes);
+            }
+        };
+        let mut l = Layout::default();
+        l.update(&entries(&[1, 2, 3, 4, 5]));
+        let mut file = l.for_container(&own);
+        // 2 and 4 go, 3 stays between them: two writes, and 3 (own's) stays commented.
+        l.update(&entries(&[1, 3, 5]));
+        let delta = l.delta().unwrap().clone();
+        assert_eq!(delta.ops.len(), 2, "{delta:?}");
+        apply(&mut file, &delta, &own);
+        assert_eq!(file, l.for_container(&own));
+        // 1 and 3 go, nothing live between them (2 went before): one write.
+        l.update(&entries(&[5]));
+        let delta = l.delta().unwrap().clone();
+        assert_eq!(delta.ops.len(), 1, "{delta:?}");
+        apply(&mut file, &delta, &own);
+        assert_eq!(file, l.for_container(&own));
+        // 6's lines and 7's come in one update: one write makes them live, and in 7's own
+        // file its lines stay commented.
+        let seven = [ip("10.0.0.9")];
+        let mut file = l.for_container(&seven);
+        l.update(&entries(&[5, 6, 7]));
+        let delta = l.delta().unwrap().clone();
+        assert!(
+            matches!(delta.ops.last(), Some(LayoutOp::Activate { lines, .. }) if lines.len() == 4),
+            "{delta:?}"
+        );
+        apply(&mut file, &delta, &seven);
+        assert_eq!(file, l.for_container(&seven));
     }
 
     #[test]

@@ -328,6 +328,7 @@ impl Agent {
             }
             ns.task.is_none()
         };
+        self.shared.files.container_changed(&ep.container_id);
         if start {
             let shared = self.shared.clone();
             let name = network::task_name(&shared, &id);
@@ -343,6 +344,13 @@ impl Agent {
         }
         network::reconcile(&self.shared, &id, false).await;
         dns::ensure(&self.shared, network).await;
+    }
+
+    /// Writes local container `container_id`'s hosts file and `resolv.conf` now, from the
+    /// names the last pass laid out: connect calls it before it returns, so a runtime can
+    /// bind-mount them at once. The other containers' files follow at the writer's next pass.
+    pub(crate) fn write_files_now(&self, container_id: &str) {
+        files::write_now(&self.shared, container_id);
     }
 
     /// Serialises the caller with every other change of network `id` on this host (connect,

@@ -11,12 +11,18 @@ use crate::model::{NetworkId, keys};
 use crate::report::ControllerEvent;
 use crate::store::{Listing, WatchEvent};
 
+/// Reports `change`, and marks the files of the local containers it concerns.
 pub(super) fn emit_changes(shared: &Shared, change: &Change) {
     for ep in &change.up {
         shared.emit(ControllerEvent::up(ep));
     }
     for ep in &change.down {
         shared.emit(ControllerEvent::down(ep));
+    }
+    for ep in change.up.iter().chain(&change.down) {
+        if ep.host == *shared.me() {
+            shared.files.container_changed(&ep.container_id);
+        }
     }
 }
 

@@ -119,6 +119,11 @@ impl NetworkView {
         }
     }
 
+    /// The endpoint `id`, if the view has it.
+    pub(crate) fn get(&self, id: &EndpointId) -> Option<&Endpoint> {
+        self.endpoints.get(id)
+    }
+
     /// Every endpoint, local and remote.
     pub(crate) fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
         self.endpoints.values()

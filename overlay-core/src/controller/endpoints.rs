@@ -221,6 +221,7 @@ impl Controller {
                 };
                 let out = attachment(agent.config(), &net, &entry, &ep);
                 agent.join(&net, ep).await;
+                agent.write_files_now(&c.id);
                 Ok(out)
             }
             Err(e) => Err(e.with_op(op)),

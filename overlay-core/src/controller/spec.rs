@@ -214,7 +214,8 @@ pub struct ContainerSpec {
     /// Keep the address reserved for this name after disconnect, so a restarted container gets
     /// the same one back.
     pub sticky: bool,
-    /// A hosts file the agent keeps current for this container (written in place).
+    /// A hosts file the agent keeps current for this container (written in place; written
+    /// before connect returns, so it can be bind-mounted at once).
     pub hosts_file: Option<PathBuf>,
     /// A `resolv.conf` the agent keeps pointing at the resolvers of the container's networks
     /// on this host, with their names as search domains (written in place).
