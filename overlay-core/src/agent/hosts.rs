@@ -91,7 +91,10 @@ impl Default for Layout {
             live: HashMap::new(),
             end: 0,
             dead: 0,
-            generation: 0,
+            // A layout made afresh for a network (left and joined again, or dropped by a pass
+            // and made by a connect) never reuses an earlier one's generations: a file's
+            // fingerprint names the generation it holds.
+            generation: u64::from(rand::random::<u32>()) << 32,
             delta: None,
             compact_at: COMPACT_AT,
         }

@@ -358,7 +358,8 @@ fn write(shared: &Shared, plan: Plan) {
         layouts,
         open,
     } = &mut *guard;
-    layouts.retain(|net, _| plan.joined.contains(net));
+    // A layout a connect made after this plan's look stays, whatever the plan saw.
+    layouts.retain(|net, (_, look)| plan.joined.contains(net) || *look > plan.look);
     let mut changed = HashSet::new();
     for (net, names) in &plan.names {
         let (layout, look) = layouts
